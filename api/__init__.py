@@ -1,0 +1,1 @@
+"""SERVE: the GraphQL API over an atlas database (read-only)."""

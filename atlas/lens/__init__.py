@@ -1,0 +1,1 @@
+"""COMPUTE: the lenses' math. Tensors in, tensors out; no database, no files."""

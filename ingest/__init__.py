@@ -1,0 +1,1 @@
+"""Ingest jobs: configuration -> lens -> database writer, in resumable units of work."""

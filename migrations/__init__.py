@@ -1,0 +1,1 @@
+"""Versioned schema of an atlas database (alembic scripts; run through ``atlas.db.upgrade``)."""
