@@ -46,3 +46,113 @@ def atlas_db(tmp_path):
     path = tmp_path / "atlas.duckdb"
     db.upgrade(path)
     return path
+
+
+# ---- transcoders ---------------------------------------------------------------------------------
+# write_transcoder_files(fmt, root, ...) writes a real transcoder set in one of the published file
+# formats, with known random tensors, for `tiny_model` (d_model 64) by default. It returns a
+# WrittenTranscoders: .spec ('FORMAT:PATH', ready for atlas.transcoders.load_transcoders or the
+# CLI), .path, and .tensors {layer: {key: tensor}} exactly as stored, in the format's own layout
+# (Dunefsky: input bias b_dec + output bias b_dec_out; circuit-tracer: W_enc stored [F, d]).
+
+TRANSCODER_FILE_FORMATS = ("saelens", "dunefsky", "gemmascope", "circuit-tracer")
+
+
+class WrittenTranscoders:
+    def __init__(self, fmt: str, path: Path, tensors: dict):
+        self.format, self.path, self.tensors = fmt, path, tensors
+        self.spec = f"{fmt}:{path}"
+
+
+def _random_transcoder_tensors(gen, d_in: int, d_sae: int, d_out: int, jumprelu: bool, skip: bool) -> dict:
+    import torch
+
+    t = {"W_enc": torch.randn(d_in, d_sae, generator=gen) * 0.3,       # [d_in, d_sae]
+         "b_enc": torch.randn(d_sae, generator=gen) * 0.2,             # [d_sae]
+         "W_dec": torch.randn(d_sae, d_out, generator=gen) * 0.1,      # [d_sae, d_out]
+         "b_dec": torch.randn(d_out, generator=gen) * 0.05}            # [d_out]
+    if jumprelu:
+        t["threshold"] = torch.rand(d_sae, generator=gen) * 0.5        # [d_sae], >= 0
+    if skip:
+        t["W_skip"] = torch.randn(d_out, d_in, generator=gen) * 0.05   # [d_out, d_in]
+    return t
+
+
+def _write_dunefsky(root: Path, layer: int, t: dict, gen) -> dict:
+    """A torch pickle whose config object is a class of a module (`sae_training.config`) that is
+    removed from sys.modules after saving, as it is absent on a user's machine."""
+    import dataclasses
+    import types
+
+    import torch
+
+    raw = {"W_enc": t["W_enc"], "b_enc": t["b_enc"], "W_dec": t["W_dec"],
+           "b_dec": torch.randn(t["W_enc"].shape[0], generator=gen) * 0.5,   # input centering [d_in]
+           "b_dec_out": t["b_dec"]}                                          # output bias [d_out]
+    pkg, mod = types.ModuleType("sae_training"), types.ModuleType("sae_training.config")
+
+    @dataclasses.dataclass
+    class LanguageModelSAERunnerConfig:
+        hook_point: str
+        out_hook_point: str
+        d_in: int
+        dtype: object
+
+    LanguageModelSAERunnerConfig.__module__ = mod.__name__
+    LanguageModelSAERunnerConfig.__qualname__ = "LanguageModelSAERunnerConfig"
+    mod.LanguageModelSAERunnerConfig = LanguageModelSAERunnerConfig
+    pkg.config = mod
+    sys.modules.update({"sae_training": pkg, "sae_training.config": mod})
+    try:
+        cfg = LanguageModelSAERunnerConfig(f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out",
+                                           raw["W_enc"].shape[0], torch.float32)
+        name = f"final_sparse_autoencoder_gpt2-small_blocks.{layer}.ln2.hook_normalized_{raw['W_enc'].shape[1]}.pt"
+        torch.save({"cfg": cfg, "state_dict": raw}, root / name)
+    finally:
+        del sys.modules["sae_training"], sys.modules["sae_training.config"]
+    return raw
+
+
+def write_transcoder_set(fmt: str, root: Path, layers=(0, 1), d_in: int = 64, d_sae: int = 96,
+                         d_out: int | None = None, jumprelu: bool | None = None, skip: bool = False,
+                         seed: int = 0) -> WrittenTranscoders:
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from atlas.transcoders.build import build_layer
+    from atlas.transcoders.saelens_format import save_saelens
+
+    if fmt not in TRANSCODER_FILE_FORMATS:
+        raise ValueError(f"unknown transcoder file format {fmt!r}")
+    jumprelu = (fmt == "gemmascope") if jumprelu is None else jumprelu
+    gen = torch.Generator().manual_seed(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for layer in layers:
+        t = _random_transcoder_tensors(gen, d_in, d_sae, d_out or d_in, jumprelu, skip)
+        if fmt == "saelens":
+            tc = build_layer("fixture", layer, format="saelens", uri="fixture", **t)
+            save_saelens(tc, root / f"layer_{layer}")
+        elif fmt == "dunefsky":
+            t = _write_dunefsky(root, layer, t, gen)
+        elif fmt == "gemmascope":
+            folder = root / f"layer_{layer}" / f"width_{d_sae}" / "average_l0_50"
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(folder / "params.npz", **{k: v.numpy() for k, v in t.items()})
+        else:  # circuit-tracer: W_enc stored [d_sae, d_in]
+            t = {**t, "W_enc": t["W_enc"].T.contiguous()}
+            save_file(t, root / f"layer_{layer}.safetensors")
+        written[layer] = t
+    return WrittenTranscoders(fmt, root, written)
+
+
+@pytest.fixture
+def write_transcoder_files(tmp_path):
+    """Factory: write_transcoder_files(fmt, layers=(0, 1), d_sae=96, jumprelu=None, skip=False, seed=0,
+    root=None) -> WrittenTranscoders (files under tmp_path unless root is given)."""
+    def make(fmt: str, root: Path | None = None, **kwargs) -> WrittenTranscoders:
+        return write_transcoder_set(fmt, root or tmp_path / f"tc-{fmt}", **kwargs)
+
+    return make
