@@ -90,12 +90,14 @@ class TranscoderSpec:
 
 
 def load_transcoders(spec: TranscoderSpec | str, model: "HookedTransformer | None" = None, *,
-                     dtype: str = "float32", device: str = "cpu") -> TranscoderSet:
-    """Load every requested layer of a transcoder set; with a model, also ``check_against`` it."""
+                     layers=None, set_name: str | None = None, dtype: str = "float32",
+                     device: str = "cpu") -> TranscoderSet:
+    """Load every requested layer of a transcoder set; with a model, also ``check_against`` it.
+    ``layers`` / ``set_name`` apply when ``spec`` is a string."""
     from atlas.progress import track
 
     if isinstance(spec, str):
-        spec = TranscoderSpec.parse(spec)
+        spec = TranscoderSpec.parse(spec, layers=layers, set_name=set_name)
     spec = spec.resolve_preset()
     if spec.format == saelens_format.RELEASE_NAME:
         plan = _release_plan(spec)
