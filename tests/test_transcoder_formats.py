@@ -210,8 +210,11 @@ def test_wrong_keys_shapes_and_nan(write_transcoder_files):
         load_transcoders(w.spec)
 
 
-def test_missing_layer(write_transcoder_files):
+def test_missing_layer_and_bad_dtype(write_transcoder_files):
     w = write_transcoder_files("circuit-tracer", layers=(0,))
+    with pytest.raises(TranscoderError, match="transcoder dtype 'fp8' is not one of float32, bfloat16"):
+        load_transcoders(w.spec, dtype="fp8")
+    assert load_transcoders(w.spec, dtype="bfloat16")[0].dtype == "bfloat16"
     with pytest.raises(TranscoderError, match=r"no transcoder file for layer\(s\) \[5\].*found layers \[0\]"):
         load_transcoders(TranscoderSpec.parse(w.spec, layers=[0, 5]))
 

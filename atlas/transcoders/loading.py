@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # Formats whose files sit in a directory or hub repo: module with NAME, DEFAULT_SET_NAME,
 # FILE_RULE, discover(source) -> {layer: rel}, load_layer(source, rel, layer, dtype).
 FILE_FORMATS: dict[str, types.ModuleType] = {m.NAME: m for m in (saelens_format, dunefsky, gemmascope, circuit_tracer)}
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 FORMATS: tuple[str, ...] = (*FILE_FORMATS, saelens_format.RELEASE_NAME, "auto", "preset")
 
 
@@ -99,6 +100,8 @@ def load_transcoders(spec: TranscoderSpec | str, model: "HookedTransformer | Non
     if isinstance(spec, str):
         spec = TranscoderSpec.parse(spec, layers=layers, set_name=set_name)
     spec = spec.resolve_preset()
+    if dtype not in DTYPES:
+        raise TranscoderError(f"transcoder dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if spec.format == saelens_format.RELEASE_NAME:
         plan = _release_plan(spec)
         set_name = spec.set_name or spec.location.partition("/")[0]
