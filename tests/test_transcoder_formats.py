@@ -61,6 +61,15 @@ def test_dunefsky_pickle_folds_input_bias_without_importing_its_module(write_tra
         assert tc.hook_in == f"blocks.{layer}.ln2.hook_normalized"  # read from the pickled config object
 
 
+def test_dunefsky_config_without_input_centering_is_not_folded(write_transcoder_files, x):
+    w = write_transcoder_files("dunefsky", layers=(0,))
+    t = w.tensors[0]
+    torch.save({"cfg": {"apply_b_dec_to_input": False, "hook_point": "blocks.0.ln2.hook_normalized"},
+                "state_dict": t}, next(w.path.glob("*.pt")))
+    tc = load_transcoders(w.spec)[0]
+    torch.testing.assert_close(tc.encode(x), torch.relu(x @ t["W_enc"] + t["b_enc"]))
+
+
 def test_dunefsky_unpickler_never_calls_what_the_file_names(tmp_path, write_transcoder_files):
     """A pickle that asks for os.system gets an inert placeholder: nothing runs."""
     import os

@@ -12,7 +12,8 @@ science.md §1.
        z = (x - b_dec) W_enc + b_enc,   a = relu(z),   y = a W_dec + b_dec_out
    so with b_enc' = b_enc - b_dec W_enc (computed in float64) the SAELens form
        z = x W_enc + b_enc',            y = a W_dec + b_dec_out
-   is exactly equal; SAELens' b_dec is the file's b_dec_out.
+   is exactly equal; SAELens' b_dec is the file's b_dec_out. (A config that says
+   ``apply_b_dec_to_input = False`` has no centering: then no fold.)
 4. Hooks: the config's ``hook_point`` / ``out_hook_point`` when present, else
    blocks.l.ln2.hook_normalized -> blocks.l.hook_mlp_out.
 """
@@ -137,10 +138,12 @@ def discover(source: Source) -> dict[int, str]:
     return found
 
 
-def _config_hooks(cfg: Any) -> tuple[str | None, str | None]:
+def _config(cfg: Any) -> tuple[str | None, str | None, bool]:
+    """(hook_point, out_hook_point, centre input?) from the pickled config object, where present."""
     state = cfg.__dict__ if isinstance(cfg, PickledObject) else cfg if isinstance(cfg, dict) else {}
     hook_in, hook_out = state.get("hook_point"), state.get("out_hook_point")
-    return (hook_in if isinstance(hook_in, str) else None), (hook_out if isinstance(hook_out, str) else None)
+    centre = state.get("apply_b_dec_to_input", True) is not False
+    return (hook_in if isinstance(hook_in, str) else None), (hook_out if isinstance(hook_out, str) else None), centre
 
 
 def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> LayerTranscoder:
@@ -163,9 +166,9 @@ def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> 
                               f"{tuple(W_enc.shape)}")
     if not torch.isfinite(b_dec_in).all():
         raise TranscoderError(f"{path}: b_dec holds NaN or infinite values")
+    hook_in, hook_out, centre = _config(obj.get("cfg") if isinstance(obj, dict) else None)
     # The fold of step 3, in float64: b_enc' [F] = b_enc [F] - b_dec [d] @ W_enc [d, F]
-    b_enc_folded = b_enc.double() - b_dec_in.double() @ W_enc.double()
-    hook_in, hook_out = _config_hooks(obj.get("cfg") if isinstance(obj, dict) else None)
+    b_enc_folded = b_enc.double() - b_dec_in.double() @ W_enc.double() if centre else b_enc
     if layer_of_hook(hook_in) not in (None, layer):
         raise TranscoderError(f"{path}: its config reads {hook_in!r}, but the file name says layer {layer}")
     return build_layer(str(path), layer, hook_in=hook_in, hook_out=hook_out, format=NAME, uri=source.uri(rel),
