@@ -78,17 +78,14 @@ def _random_transcoder_tensors(gen, d_in: int, d_sae: int, d_out: int, jumprelu:
     return t
 
 
-def _write_dunefsky(root: Path, layer: int, t: dict, gen) -> dict:
-    """A torch pickle whose config object is a class of a module (`sae_training.config`) that is
-    removed from sys.modules after saving, as it is absent on a user's machine."""
+def _fake_sae_training_config(layer: int, d_in: int):
+    """A config object of a class in a module (`sae_training.config`) that is removed from
+    sys.modules again by the caller, as that module is absent on a user's machine."""
     import dataclasses
     import types
 
     import torch
 
-    raw = {"W_enc": t["W_enc"], "b_enc": t["b_enc"], "W_dec": t["W_dec"],
-           "b_dec": torch.randn(t["W_enc"].shape[0], generator=gen) * 0.5,   # input centering [d_in]
-           "b_dec_out": t["b_dec"]}                                          # output bias [d_out]
     pkg, mod = types.ModuleType("sae_training"), types.ModuleType("sae_training.config")
 
     @dataclasses.dataclass
@@ -103,49 +100,37 @@ def _write_dunefsky(root: Path, layer: int, t: dict, gen) -> dict:
     mod.LanguageModelSAERunnerConfig = LanguageModelSAERunnerConfig
     pkg.config = mod
     sys.modules.update({"sae_training": pkg, "sae_training.config": mod})
-    try:
-        cfg = LanguageModelSAERunnerConfig(f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out",
-                                           raw["W_enc"].shape[0], torch.float32)
-        name = f"final_sparse_autoencoder_gpt2-small_blocks.{layer}.ln2.hook_normalized_{raw['W_enc'].shape[1]}.pt"
-        torch.save({"cfg": cfg, "state_dict": raw}, root / name)
-    finally:
-        del sys.modules["sae_training"], sys.modules["sae_training.config"]
-    return raw
+    return LanguageModelSAERunnerConfig(f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out",
+                                        d_in, torch.float32)
 
 
 def write_transcoder_set(fmt: str, root: Path, layers=(0, 1), d_in: int = 64, d_sae: int = 96,
                          d_out: int | None = None, jumprelu: bool | None = None, skip: bool = False,
                          seed: int = 0) -> WrittenTranscoders:
-    import numpy as np
     import torch
-    from safetensors.torch import save_file
 
-    from atlas.transcoders.build import build_layer
-    from atlas.transcoders.saelens_format import save_saelens
+    from atlas.transcoders.writers import write_layer
 
     if fmt not in TRANSCODER_FILE_FORMATS:
         raise ValueError(f"unknown transcoder file format {fmt!r}")
     jumprelu = (fmt == "gemmascope") if jumprelu is None else jumprelu
     gen = torch.Generator().manual_seed(seed)
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     written = {}
     for layer in layers:
         t = _random_transcoder_tensors(gen, d_in, d_sae, d_out or d_in, jumprelu, skip)
-        if fmt == "saelens":
-            tc = build_layer("fixture", layer, format="saelens", uri="fixture", **t)
-            save_saelens(tc, root / f"layer_{layer}")
-        elif fmt == "dunefsky":
-            t = _write_dunefsky(root, layer, t, gen)
-        elif fmt == "gemmascope":
-            folder = root / f"layer_{layer}" / f"width_{d_sae}" / "average_l0_50"
-            folder.mkdir(parents=True, exist_ok=True)
-            np.savez(folder / "params.npz", **{k: v.numpy() for k, v in t.items()})
-        else:  # circuit-tracer: W_enc stored [d_sae, d_in]
+        if fmt == "dunefsky":  # input-centering bias b_dec [d_in], output bias b_dec_out [d_out]
+            t = {**t, "b_dec": torch.randn(d_in, generator=gen) * 0.5, "b_dec_out": t["b_dec"]}
+            try:
+                write_layer(fmt, root, layer, t, cfg=_fake_sae_training_config(layer, d_in))
+            finally:
+                del sys.modules["sae_training"], sys.modules["sae_training.config"]
+        elif fmt == "circuit-tracer":  # W_enc stored [d_sae, d_in]
             t = {**t, "W_enc": t["W_enc"].T.contiguous()}
-            save_file(t, root / f"layer_{layer}.safetensors")
+            write_layer(fmt, root, layer, t)
+        else:
+            write_layer(fmt, root, layer, t)
         written[layer] = t
-    return WrittenTranscoders(fmt, root, written)
+    return WrittenTranscoders(fmt, Path(root), written)
 
 
 @pytest.fixture
