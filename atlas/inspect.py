@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from atlas.errors import TranscoderError
+from atlas.errors import AtlasError, TranscoderError
 
 if TYPE_CHECKING:
     import torch
@@ -69,10 +69,14 @@ def measure_quality(model: "HookedTransformer", tset: "TranscoderSet",
     xs: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
     with torch.no_grad():
         for text in texts:
-            tokens = model.to_tokens(text, prepend_bos=True)               # [1, pos]
+            tokens = model.to_tokens(text, prepend_bos=True)[:, : model.cfg.n_ctx]   # [1, pos]
+            if tokens.shape[1] < 2:
+                continue
             _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks, stop_at_layer=stop)
             for h in hooks:
                 xs[h].append(cache[h][0, 1:])                              # [pos - 1, width], BOS dropped
+        if not xs[next(iter(hooks))]:
+            raise AtlasError(f"no tokens to measure on (the texts were empty): {list(texts)!r}")
         acts = {h: torch.cat(v) for h, v in xs.items()}
         quality = {}
         for tc in tset:

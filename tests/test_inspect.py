@@ -80,3 +80,14 @@ def test_inspect_cli_mismatch_and_bad_input_exit_2_with_one_line(cli, tmp_path, 
     proc = cli("inspect", "--model", "random:tiny", "--transcoders", f"dunefsky:{tmp_path / 'none'}", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"error: no such file or directory: {tmp_path / 'none'}" in proc.stderr
+
+
+def test_quality_on_empty_and_overlong_texts(tiny_model, write_transcoder_files):
+    from atlas.errors import AtlasError
+    from atlas.transcoders import load_transcoders
+
+    tset = load_transcoders(write_transcoder_files("circuit-tracer", skip=True).spec, model=tiny_model)
+    with pytest.raises(AtlasError, match="no tokens to measure on"):
+        measure_quality(tiny_model, tset, [""])
+    q = measure_quality(tiny_model, tset, ["word " * 400])  # longer than n_ctx 128: truncated
+    assert q[0].n_tokens == tiny_model.cfg.n_ctx - 1 and q[1].l0 > 0

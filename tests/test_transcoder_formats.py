@@ -219,6 +219,25 @@ def test_wrong_keys_shapes_and_nan(write_transcoder_files):
         load_transcoders(w.spec)
 
 
+def test_nan_in_saelens_and_dunefsky_files(write_transcoder_files, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    w = write_transcoder_files("saelens", layers=(0,))
+    weights = w.path / "layer_0" / "sae_weights.safetensors"
+    state = load_file(weights)
+    state["b_enc"][2] = float("inf")
+    save_file(state, weights)
+    with pytest.raises(TranscoderError, match="layer_0: b_enc holds NaN or infinite values"):
+        load_transcoders(w.spec)
+    w = write_transcoder_files("dunefsky", root=tmp_path / "d", layers=(0,))
+    path = next(w.path.glob("*.pt"))
+    state = {**w.tensors[0], "b_dec": w.tensors[0]["b_dec"].clone()}
+    state["b_dec"][0] = float("nan")
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(TranscoderError, match=r"hook_normalized_96\.pt: b_dec holds NaN"):
+        load_transcoders(w.spec)
+
+
 def test_missing_layer_and_bad_dtype(write_transcoder_files):
     w = write_transcoder_files("circuit-tracer", layers=(0,))
     with pytest.raises(TranscoderError, match="transcoder dtype 'fp8' is not one of float32, bfloat16"):
