@@ -269,6 +269,35 @@ def test_saelens_dir_holding_a_plain_sae(tmp_path):
         load_transcoders(f"saelens:{tmp_path}")
 
 
+def test_hub_location_downloads_only_the_needed_layer_files(monkeypatch, write_transcoder_files, x):
+    """The hub cannot be reached here: huggingface_hub's two calls are served from a local folder
+    laid out like the repo, to check which files atlas asks for."""
+    import huggingface_hub
+
+    w = write_transcoder_files("gemmascope", layers=(0, 1, 2))
+    repo = w.path.parent / "repo"
+    repo.mkdir()
+    w.path.rename(repo / "sub")
+    fetched = []
+
+    def list_repo_files(self, repo_id, revision=None, **kw):
+        assert (repo_id, revision) == ("owner/name", "v1")
+        return sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file())
+
+    def hf_hub_download(repo_id, filename, revision=None, **kw):
+        fetched.append(filename)
+        return str(repo / filename)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", list_repo_files)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    tset = load_transcoders("gemmascope:hf://owner/name@v1/sub", layers=[1])
+    assert fetched == ["sub/layer_1/width_96/average_l0_50/params.npz"]
+    assert tset[1].uri == "hf://owner/name/sub/layer_1/width_96/average_l0_50/params.npz"
+    t = w.tensors[1]
+    z = x @ t["W_enc"] + t["b_enc"]
+    torch.testing.assert_close(tset[1].encode(x), z * (z > t["threshold"]))
+
+
 def test_hub_locations_offline_fail_clearly(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(AssetError, match="could not list hub repo 'pchlenski/gpt2-transcoders'"):
