@@ -153,6 +153,16 @@ def test_save_saelens_reads_back_exactly_with_custom_hooks(tmp_path, write_trans
     torch.testing.assert_close(back.sae(x), tc.sae(x))
 
 
+def test_single_files_as_locations(write_transcoder_files):
+    w = write_transcoder_files("gemmascope", layers=(0, 1))
+    tset = load_transcoders(str(next(w.path.glob("layer_1/*/*/params.npz"))))  # auto, layer from the path
+    assert tset.layer_ids == [1] and tset[1].format == "gemmascope"
+    w = write_transcoder_files("circuit-tracer", layers=(0, 1))
+    (w.path / "config.yaml").write_text("feature_input_hook: mlp.hook_in\nfeature_output_hook: hook_mlp_out\n")
+    tset = load_transcoders(f"circuit-tracer:{w.path / 'layer_1.safetensors'}")
+    assert tset.layer_ids == [1] and tset[1].hook_in == "blocks.1.ln2.hook_normalized"
+
+
 def test_layers_select_and_auto_detects_format(write_transcoder_files):
     w = write_transcoder_files("gemmascope", layers=(0, 1))
     tset = load_transcoders(TranscoderSpec.parse(str(w.path), layers=[1], set_name="mine"))

@@ -43,7 +43,7 @@ def discover(source: Source) -> dict[int, str]:
 def _hooks(source: Source, rel: str, layer: int) -> tuple[str, str]:
     hook_in, hook_out = DEFAULT_HOOKS
     cfg_rel = f"{rel.rpartition('/')[0]}/config.yaml".lstrip("/")
-    if cfg_rel in source.files():
+    if source.has(cfg_rel):
         import yaml
 
         try:

@@ -39,8 +39,9 @@ class Source:
         path = Path(location).expanduser()
         if not path.exists():
             raise AssetError(f"no such file or directory: {path}")
-        if path.is_file():  # a single file: its name carries the layer
-            return cls(location, root=path.parent, _files=[path.name])
+        if path.is_file():  # a single file: its full path carries the layer (e.g. layer_3/.../params.npz)
+            path = path.resolve()
+            return cls(location, root=Path(path.anchor), _files=[path.relative_to(path.anchor).as_posix()])
         return cls(location, root=path)
 
     @property
@@ -56,6 +57,13 @@ class Source:
                 assert self.root is not None
                 self._files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
         return self._files
+
+    def has(self, rel: str) -> bool:
+        """Whether the file ``rel`` exists (locally also beside a single-file location)."""
+        if self.is_hub or rel in self.files():
+            return rel in self.files()
+        assert self.root is not None
+        return (self.root / rel).is_file()
 
     def fetch(self, rel: str) -> Path:
         """A local path for the relative file ``rel`` (downloaded from the hub if needed)."""
