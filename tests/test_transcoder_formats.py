@@ -318,3 +318,13 @@ def test_hub_locations_offline_fail_clearly(monkeypatch):
         load_transcoders("saelens-release:gemma-scope-2b-pt-transcoders/layer_3/x")
     with pytest.raises(AssetError, match="id 'layer_3/width_16k/average_l0_54': could not load it"):
         load_transcoders(TranscoderSpec.parse("gemma-2-2b", layers=[3]))
+
+
+def test_all_finite_with_an_overflowing_sum():
+    from atlas.transcoders.build import all_finite
+
+    big = torch.full((1000,), 3e38)  # finite values whose float32 sum overflows to inf
+    assert not torch.isfinite(big.sum()) and all_finite(big)
+    big[7] = float("nan")
+    assert not all_finite(big)
+    assert not all_finite(torch.tensor([1.0, float("-inf")])) and all_finite(torch.zeros(3))

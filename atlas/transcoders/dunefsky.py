@@ -26,7 +26,7 @@ import types
 from typing import Any
 
 from atlas.errors import TranscoderError
-from atlas.transcoders.build import build_layer, layer_of_hook
+from atlas.transcoders.build import all_finite, build_layer, layer_of_hook
 from atlas.transcoders.source import Source
 from atlas.transcoders.transcoder_set import LayerTranscoder
 
@@ -164,7 +164,7 @@ def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> 
         raise TranscoderError(f"{path}: input bias b_dec has shape {tuple(b_dec_in.shape)}, "
                               f"expected ({W_enc.shape[0] if W_enc.ndim == 2 else 'd_in'},) to match W_enc "
                               f"{tuple(W_enc.shape)}")
-    if not torch.isfinite(b_dec_in).all():
+    if not all_finite(b_dec_in):
         raise TranscoderError(f"{path}: b_dec holds NaN or infinite values")
     hook_in, hook_out, centre = _config(obj.get("cfg") if isinstance(obj, dict) else None)
     # The fold of step 3, in float64: b_enc' [F] = b_enc [F] - b_dec [d] @ W_enc [d, F]
