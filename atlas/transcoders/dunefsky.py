@@ -10,9 +10,9 @@ science.md §1.
 2. Take the state dict (``obj["state_dict"]``, or the object itself if it is one).
 3. Fold the input centering into the encoder bias. The file's forward rule is
        z = (x - b_dec) W_enc + b_enc,   a = relu(z),   y = a W_dec + b_dec_out
-   so with b_enc' = b_enc - b_dec W_enc (computed in float64) the SAELens form
+   so with b_enc' = b_enc - b_dec W_enc (in float32 at least) the SAELens form
        z = x W_enc + b_enc',            y = a W_dec + b_dec_out
-   is exactly equal; SAELens' b_dec is the file's b_dec_out. (A config that says
+   is the same function (up to float rounding); SAELens' b_dec is the file's b_dec_out. (A config that says
    ``apply_b_dec_to_input = False`` has no centering: then no fold.)
 4. Hooks: the config's ``hook_point`` / ``out_hook_point`` when present, else
    blocks.l.ln2.hook_normalized -> blocks.l.hook_mlp_out.
@@ -122,6 +122,7 @@ def read_pickle(path) -> Any:
     import torch
 
     try:
+        # No mmap: weights must not alias a file that may be rewritten while they are in use.
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle_module())
     except Exception as exc:
         raise TranscoderError(f"{path}: not a readable torch pickle ({type(exc).__name__}: "
@@ -167,8 +168,9 @@ def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> 
     if not all_finite(b_dec_in):
         raise TranscoderError(f"{path}: b_dec holds NaN or infinite values")
     hook_in, hook_out, centre = _config(obj.get("cfg") if isinstance(obj, dict) else None)
-    # The fold of step 3, in float64: b_enc' [F] = b_enc [F] - b_dec [d] @ W_enc [d, F]
-    b_enc_folded = b_enc.double() - b_dec_in.double() @ W_enc.double() if centre else b_enc
+    # The fold of step 3: b_enc' [F] = b_enc [F] - b_dec [d] @ W_enc [d, F], in float32 at least (as
+    # precise as the file's own forward pass, which computes (x - b_dec) @ W_enc in its dtype).
+    b_enc_folded = b_enc.float() - b_dec_in.float() @ W_enc.float() if centre else b_enc
     if layer_of_hook(hook_in) not in (None, layer):
         raise TranscoderError(f"{path}: its config reads {hook_in!r}, but the file name says layer {layer}")
     return build_layer(str(path), layer, hook_in=hook_in, hook_out=hook_out, format=NAME, uri=source.uri(rel),
