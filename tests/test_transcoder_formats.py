@@ -308,6 +308,15 @@ def test_hub_location_downloads_only_the_needed_layer_files(monkeypatch, write_t
     torch.testing.assert_close(tset[1].encode(x), z * (z > t["threshold"]))
 
 
+def test_release_ids_map_to_layers():
+    from atlas.transcoders.saelens_format import discover_release
+
+    found = discover_release("gemma-scope-2b-pt-transcoders")
+    assert [l for l, _ in found] == list(range(26)) and found[3] == (3, "layer_3/width_16k/average_l0_54")
+    assert discover_release("gemma-scope-2b-pt-transcoders/layer_5/width_16k/average_l0_87") == [
+        (5, "layer_5/width_16k/average_l0_87")]
+
+
 def test_hub_locations_offline_fail_clearly(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(AssetError, match="could not list hub repo 'pchlenski/gpt2-transcoders'"):

@@ -150,10 +150,10 @@ def _file_plan(spec: TranscoderSpec) -> tuple[str, list]:
 
 def _release_plan(spec: TranscoderSpec) -> list:
     found = saelens_format.discover_release(spec.location)
-    if spec.layers is not None:  # ids whose layer is known only after loading (key < 0) are kept
-        found = {l: i for l, i in found.items() if l < 0 or l in spec.layers}
+    if spec.layers is not None:  # ids whose layer is known only after loading are kept
+        found = [(l, i) for l, i in found if l is None or l in spec.layers]
     return [(layer, _bind(saelens_format.load_release_layer, spec.location, sae_id, layer))
-            for layer, sae_id in sorted(found.items())]
+            for layer, sae_id in found]
 
 
 def _bind(fn, *args):

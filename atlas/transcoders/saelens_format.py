@@ -123,13 +123,19 @@ def release_ids(location: str) -> tuple[str, list[str]]:
     return release, ids
 
 
-def discover_release(location: str) -> dict[int | None, str]:
-    """{layer: id}, the layer from 'layer_N' in the id (None: known only after loading)."""
+def discover_release(location: str) -> list[tuple[int | None, str]]:
+    """[(layer, id)]: the layer from 'layer_N' in the id, None where only loading will tell;
+    the first id listed for a layer wins."""
     _, ids = release_ids(location)
-    found: dict[int | None, str] = {}
-    for i, sae_id in enumerate(ids):
+    found: list[tuple[int | None, str]] = []
+    seen: set[int] = set()
+    for sae_id in ids:
         m = _LAYER_IN_NAME.search(sae_id)
-        found.setdefault(int(m.group(1)) if m else -1 - i, sae_id)  # type: ignore[arg-type]
+        layer = int(m.group(1)) if m else None
+        if layer is None or layer not in seen:
+            found.append((layer, sae_id))
+            if layer is not None:
+                seen.add(layer)
     return found
 
 
@@ -144,7 +150,7 @@ def load_release_layer(location: str, sae_id: str, layer: int | None, dtype: str
         raise AssetError(f"{where}: could not load it (offline? HF_HUB_OFFLINE set?): "
                          f"{type(exc).__name__}: {_one_line(exc)}") from exc
     found = layer_of_hook(_hook_names(cfg)[0])
-    if layer is None or layer < 0:
+    if layer is None:
         if found is None:
             raise TranscoderError(f"{where}: cannot tell its layer from hook {_hook_names(cfg)[0]!r}")
         layer = found
