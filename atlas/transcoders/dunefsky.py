@@ -113,7 +113,6 @@ def _restricted_pickle_module() -> types.ModuleType:
     mod = types.ModuleType("atlas_restricted_pickle")
     mod.Unpickler = RestrictedUnpickler  # type: ignore[attr-defined]
     mod.load = lambda f, **kw: RestrictedUnpickler(f, **kw).load()  # type: ignore[attr-defined]
-    mod.__dict__["__name__"] = "atlas_restricted_pickle"
     return mod
 
 
