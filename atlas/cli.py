@@ -67,6 +67,44 @@ def db_status(path: Path = typer.Argument(..., help="An atlas database.")) -> No
         print(f"  {table:<22} {n:>12,}")
 
 
+# ---- inspect -------------------------------------------------------------------------------------
+
+TRANSCODERS_HELP = ("Transcoder set FORMAT:LOCATION: saelens:DIR, saelens-release:RELEASE[/ID], dunefsky:DIR|FILE, "
+                    "gemmascope:DIR, circuit-tracer:DIR (DIR may be hf://OWNER/REPO), an existing path "
+                    "(format detected), or a preset (gpt2-small, gemma-2-2b).")
+
+
+def parse_layers(text: Optional[str]) -> Optional[list[int]]:
+    """'0,1,5' or '0-3' or '0-3,7' -> sorted layer list; None -> None (every layer found)."""
+    if not text:
+        return None
+    layers: set[int] = set()
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            layers.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+        except ValueError:
+            raise AtlasError(f"--layers {text!r}: expected layer numbers like '0,1,5' or '0-3'") from None
+    return sorted(layers)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    model: str = typer.Option(..., "--model", help=MODEL_HELP),
+    transcoders: str = typer.Option(..., "--transcoders", help=TRANSCODERS_HELP),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Layers to load, e.g. '0,1' or '0-3' (default: all)."),
+    text: Optional[list[str]] = typer.Option(None, "--text", help="A sentence to measure on (repeatable; "
+                                             "default: five built-in sentences)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Transcoder dtype: float32, bfloat16, float16."),
+) -> None:
+    """Print what a transcoder set holds, check it against the model, and report reconstruction
+    quality (FVE of the MLP output, mean L0) on a few sentences."""
+    from atlas.inspect import format_report, inspect_transcoders
+
+    report = inspect_transcoders(model, transcoders, layers=parse_layers(layers), texts=text or None, dtype=dtype)
+    print(format_report(report))
+
+
 def main() -> None:
     try:
         app()

@@ -46,3 +46,98 @@ def atlas_db(tmp_path):
     path = tmp_path / "atlas.duckdb"
     db.upgrade(path)
     return path
+
+
+# ---- transcoders ---------------------------------------------------------------------------------
+# write_transcoder_files(fmt, root, ...) writes a real transcoder set in one of the published file
+# formats, with known random tensors, for `tiny_model` (d_model 64) by default. It returns a
+# WrittenTranscoders: .spec ('FORMAT:PATH', ready for atlas.transcoders.load_transcoders or the
+# CLI), .path, and .tensors {layer: {key: tensor}} exactly as stored, in the format's own layout
+# (Dunefsky: input bias b_dec + output bias b_dec_out; circuit-tracer: W_enc stored [F, d]).
+
+TRANSCODER_FILE_FORMATS = ("saelens", "dunefsky", "gemmascope", "circuit-tracer")
+
+
+class WrittenTranscoders:
+    def __init__(self, fmt: str, path: Path, tensors: dict):
+        self.format, self.path, self.tensors = fmt, path, tensors
+        self.spec = f"{fmt}:{path}"
+
+
+def _random_transcoder_tensors(gen, d_in: int, d_sae: int, d_out: int, jumprelu: bool, skip: bool) -> dict:
+    import torch
+
+    t = {"W_enc": torch.randn(d_in, d_sae, generator=gen) * 0.3,       # [d_in, d_sae]
+         "b_enc": torch.randn(d_sae, generator=gen) * 0.2,             # [d_sae]
+         "W_dec": torch.randn(d_sae, d_out, generator=gen) * 0.1,      # [d_sae, d_out]
+         "b_dec": torch.randn(d_out, generator=gen) * 0.05}            # [d_out]
+    if jumprelu:
+        t["threshold"] = torch.rand(d_sae, generator=gen) * 0.5        # [d_sae], >= 0
+    if skip:
+        t["W_skip"] = torch.randn(d_out, d_in, generator=gen) * 0.05   # [d_out, d_in]
+    return t
+
+
+def _fake_sae_training_config(layer: int, d_in: int):
+    """A config object of a class in a module (`sae_training.config`) that is removed from
+    sys.modules again by the caller, as that module is absent on a user's machine."""
+    import dataclasses
+    import types
+
+    import torch
+
+    pkg, mod = types.ModuleType("sae_training"), types.ModuleType("sae_training.config")
+
+    @dataclasses.dataclass
+    class LanguageModelSAERunnerConfig:
+        hook_point: str
+        out_hook_point: str
+        d_in: int
+        dtype: object
+
+    LanguageModelSAERunnerConfig.__module__ = mod.__name__
+    LanguageModelSAERunnerConfig.__qualname__ = "LanguageModelSAERunnerConfig"
+    mod.LanguageModelSAERunnerConfig = LanguageModelSAERunnerConfig
+    pkg.config = mod
+    sys.modules.update({"sae_training": pkg, "sae_training.config": mod})
+    return LanguageModelSAERunnerConfig(f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out",
+                                        d_in, torch.float32)
+
+
+def write_transcoder_set(fmt: str, root: Path, layers=(0, 1), d_in: int = 64, d_sae: int = 96,
+                         d_out: int | None = None, jumprelu: bool | None = None, skip: bool = False,
+                         seed: int = 0) -> WrittenTranscoders:
+    import torch
+
+    from atlas.transcoders.writers import write_layer
+
+    if fmt not in TRANSCODER_FILE_FORMATS:
+        raise ValueError(f"unknown transcoder file format {fmt!r}")
+    jumprelu = (fmt == "gemmascope") if jumprelu is None else jumprelu
+    gen = torch.Generator().manual_seed(seed)
+    written = {}
+    for layer in layers:
+        t = _random_transcoder_tensors(gen, d_in, d_sae, d_out or d_in, jumprelu, skip)
+        if fmt == "dunefsky":  # input-centering bias b_dec [d_in], output bias b_dec_out [d_out]
+            t = {**t, "b_dec": torch.randn(d_in, generator=gen) * 0.5, "b_dec_out": t["b_dec"]}
+            try:
+                write_layer(fmt, root, layer, t, cfg=_fake_sae_training_config(layer, d_in))
+            finally:
+                del sys.modules["sae_training"], sys.modules["sae_training.config"]
+        elif fmt == "circuit-tracer":  # W_enc stored [d_sae, d_in]
+            t = {**t, "W_enc": t["W_enc"].T.contiguous()}
+            write_layer(fmt, root, layer, t)
+        else:
+            write_layer(fmt, root, layer, t)
+        written[layer] = t
+    return WrittenTranscoders(fmt, Path(root), written)
+
+
+@pytest.fixture
+def write_transcoder_files(tmp_path):
+    """Factory: write_transcoder_files(fmt, layers=(0, 1), d_sae=96, jumprelu=None, skip=False, seed=0,
+    root=None) -> WrittenTranscoders (files under tmp_path unless root is given)."""
+    def make(fmt: str, root: Path | None = None, **kwargs) -> WrittenTranscoders:
+        return write_transcoder_set(fmt, root or tmp_path / f"tc-{fmt}", **kwargs)
+
+    return make
