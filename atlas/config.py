@@ -71,3 +71,39 @@ class WeightLensConfig:
     vocab_block: int = 65536          # vocabulary columns per block (GPT-2's 50,257 fit in one)
     upstream_block: int = 32768       # upstream features per block in virtual weights
     forward_batch_tokens: int = 16384 # tokens per batched forward pass (isolation / descriptions)
+
+    def __post_init__(self):
+        from atlas.errors import AtlasError
+
+        choices = {"token_zmode": ("pool", "full"), "edge_zmode": ("pool", "full"),
+                   "edge_scope": ("all_layers", "per_layer"), "edge_sign": ("positive", "absolute"),
+                   "edge_variant": ("raw", "ln_centered"), "inherit_layers": ("auto", "all", "layer0"),
+                   "dtype": ("float32", "bfloat16", "float64")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise AtlasError(f"WeightLens {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.bos != "model" and not str(self.bos).isdigit():
+            raise AtlasError(f"WeightLens bos={self.bos!r} must be 'model' or a token id")
+        for name in ("input_pool", "output_pool", "edge_pool", "feature_block", "vocab_block", "upstream_block",
+                     "forward_batch_tokens"):
+            if int(getattr(self, name)) < (2 if name.endswith("pool") else 1):
+                raise AtlasError(f"WeightLens {name}={getattr(self, name)!r} is too small")
+
+
+def with_overrides(config, assignments: list[str]):
+    """A copy of a config dataclass with 'field=value' strings applied (types from the field)."""
+    from dataclasses import fields, replace
+
+    from atlas.errors import AtlasError
+
+    types = {f.name: type(getattr(config, f.name)) for f in fields(config)}
+    changes = {}
+    for text in assignments:
+        name, sep, value = text.partition("=")
+        if not sep or name not in types:
+            raise AtlasError(f"setting {text!r} is not NAME=VALUE with NAME one of {', '.join(types)}")
+        try:
+            changes[name] = types[name](value)
+        except ValueError as exc:
+            raise AtlasError(f"setting {text!r}: {value!r} is not a {types[name].__name__}") from exc
+    return replace(config, **changes)

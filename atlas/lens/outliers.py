@@ -40,12 +40,17 @@ class Selection:
     rank: torch.Tensor    # [n] int64, rank inside the row's pool (0 = largest)
 
 
+def _acc(x: torch.Tensor) -> torch.Tensor:
+    """Pools hold float32 (float64 when computing in float64)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 class StreamingTopK:
     """Per-row top-k pool of scores arriving in column blocks, plus running moments."""
 
     def __init__(self, n_rows: int, k: int, device: torch.device | str = "cpu", moments: bool = False):
         self.k = k
-        self.values = torch.empty(n_rows, 0, device=device)             # [rows, <=k] float32
+        self.values = torch.empty(n_rows, 0, device=device)             # [rows, <=k] float32 / float64
         self.ids = torch.empty(n_rows, 0, dtype=torch.int64, device=device)  # [rows, <=k]
         self.abs_sum = torch.zeros(n_rows, dtype=torch.float64, device=device)  # Σ|s| per row
         self.moments = moments
@@ -55,7 +60,7 @@ class StreamingTopK:
 
     def update(self, scores: torch.Tensor, col_ids: torch.Tensor) -> None:
         """scores [rows, block] (any float dtype); col_ids [block] int64 global column ids."""
-        s = scores.float()
+        s = _acc(scores)
         self.abs_sum += s.abs().sum(dim=1, dtype=torch.float64)
         if self.moments:
             self.sum += s.sum(dim=1, dtype=torch.float64)
