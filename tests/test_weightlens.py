@@ -183,9 +183,9 @@ def naive_weightlens(model, tset, cfg):
 
 
 def test_agrees_with_a_plain_per_feature_computation_to_the_last_token_and_edge(tiny_model):
-    tset = build_transcoder_set(tiny_model, d_sae=40, seed=3)
+    tset = build_transcoder_set(tiny_model, d_sae=24, seed=3)
     # low thresholds, so that many tokens, edges and inheritances are selected and compared
-    cfg = WeightLensConfig(input_z=3.0, output_z=3.5, edge_z=1.5, edge_pool=30, dtype="float64", feature_block=16,
+    cfg = WeightLensConfig(input_z=3.5, output_z=3.5, edge_z=1.5, edge_pool=30, dtype="float64", feature_block=16,
                            vocab_block=10000, inherit_layers="all")
     fast = _run_all(tiny_model, tset, cfg)
     slow = naive_weightlens(tiny_model, tset, cfg)
