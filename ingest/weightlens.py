@@ -33,6 +33,7 @@ class WeightLensReport:
     coverage: dict[int, float] = field(default_factory=dict)         # layer -> share validated
     rows: dict[str, int] = field(default_factory=dict)               # table -> rows written this run
     seconds: dict[str, float] = field(default_factory=dict)          # stage -> seconds this run
+    layer_seconds: dict[int, dict] = field(default_factory=dict)     # layer -> stage -> seconds
     layers_computed: list[int] = field(default_factory=list)
     layers_skipped: list[int] = field(default_factory=list)          # already done (resumed)
 
@@ -83,6 +84,7 @@ def run_weightlens(model, tset, db_path, cfg: WeightLensConfig = WeightLensConfi
                     w.write_unit(job=JOB, scope=scope, unit=unit, chash=chash, run_id=run_id,
                                  deletes=layer_deletes(sids[tc.layer], cfg.edge_variant), inserts=tables)
                     report.seconds["db_load"] = report.seconds.get("db_load", 0) + perf_counter() - t0
+                    report.layer_seconds[tc.layer] = dict(res.seconds)
                     for stage, s in res.seconds.items():
                         report.seconds[stage] = report.seconds.get(stage, 0) + s
                     for table, t in tables.items():

@@ -15,7 +15,8 @@ scores arrive in column blocks (``S_block = W_E[v_block] · W_enc[:, f_block]``,
    Keep entries with z > threshold (and, optionally, a positive raw value). Outliers are found
    inside the top-k pool in both modes, so at most k per row are kept.
 
-Pools of the most *negative* scores (suppressed output tokens) are pools of ``-s``.
+Pools of the most *negative* scores (suppressed output tokens) are pools of ``-s`` (``negate=True``:
+the block's bottom-k are found directly and only the k kept values are negated).
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ def _acc(x: torch.Tensor) -> torch.Tensor:
 class StreamingTopK:
     """Per-row top-k pool of scores arriving in column blocks, plus running moments."""
 
-    def __init__(self, n_rows: int, k: int, device: torch.device | str = "cpu", moments: bool = False):
+    def __init__(self, n_rows: int, k: int, device: torch.device | str = "cpu", moments: bool = False,
+                 negate: bool = False, track_abs: bool = True):
         self.k = k
+        self.negate = negate          # pool the largest of -s (the smallest s) without negating blocks
+        self.track_abs = track_abs
         self.values = torch.empty(n_rows, 0, device=device)             # [rows, <=k] float32 / float64
         self.ids = torch.empty(n_rows, 0, dtype=torch.int64, device=device)  # [rows, <=k]
         self.abs_sum = torch.zeros(n_rows, dtype=torch.float64, device=device)  # Σ|s| per row
@@ -61,13 +65,17 @@ class StreamingTopK:
     def update(self, scores: torch.Tensor, col_ids: torch.Tensor) -> None:
         """scores [rows, block] (any float dtype); col_ids [block] int64 global column ids."""
         s = _acc(scores)
-        self.abs_sum += s.abs().sum(dim=1, dtype=torch.float64)
+        if self.track_abs:
+            self.abs_sum += torch.linalg.vector_norm(s, ord=1, dim=1)       # Σ|s|, no copy of the block
         if self.moments:
-            self.sum += s.sum(dim=1, dtype=torch.float64)
-            self.sumsq += (s * s).sum(dim=1, dtype=torch.float64)
+            sign = -1.0 if self.negate else 1.0
+            self.sum += sign * s.sum(dim=1, dtype=torch.float64)
+            self.sumsq += torch.linalg.vector_norm(s, ord=2, dim=1).double() ** 2
         self.count += s.shape[1]
         kb = min(self.k, s.shape[1])
-        bv, bi = torch.topk(s, kb, dim=1)                       # [rows, kb]
+        bv, bi = torch.topk(s, kb, dim=1, largest=not self.negate)          # [rows, kb]
+        if self.negate:
+            bv = -bv
         bids = col_ids.to(s.device)[bi]
         if self.values.shape[1] == 0:
             self.values, self.ids = bv, bids
@@ -81,7 +89,8 @@ class StreamingTopK:
     @classmethod
     def cat(cls, parts: list["StreamingTopK"]) -> "StreamingTopK":
         """Stack pools of consecutive row blocks (same columns) into one pool over all rows."""
-        out = cls(0, parts[0].k, device=parts[0].values.device, moments=parts[0].moments)
+        out = cls(0, parts[0].k, device=parts[0].values.device, moments=parts[0].moments,
+                  negate=parts[0].negate, track_abs=parts[0].track_abs)
         out.values = torch.cat([p.values for p in parts])
         out.ids = torch.cat([p.ids for p in parts])
         out.abs_sum = torch.cat([p.abs_sum for p in parts])

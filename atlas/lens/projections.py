@@ -23,6 +23,7 @@ def stream_pools(A: torch.Tensor, B: torch.Tensor, k: int, *, feature_block: int
                  dtype: torch.dtype, device: str, bottom: bool = False, moments: bool = False,
                  on_block=None) -> tuple[StreamingTopK, StreamingTopK | None]:
     """Top-k (and optionally bottom-k) pools of the rows of A [F, d] @ B [d, V] -> pools over F rows.
+    Σ|s| is tracked for the one-sided (input) case only, where it is needed.
 
     ``on_block(n_rows)`` is called after each row block (progress)."""
     F, V = A.shape[0], B.shape[1]
@@ -30,14 +31,15 @@ def stream_pools(A: torch.Tensor, B: torch.Tensor, k: int, *, feature_block: int
     tops, bots = [], []
     for f0 in range(0, F, feature_block):
         Ab = A[f0:f0 + feature_block].to(device=device, dtype=dtype)   # [f_block, d]
-        top = StreamingTopK(Ab.shape[0], k, device=device, moments=moments)
-        bot = StreamingTopK(Ab.shape[0], k, device=device, moments=moments) if bottom else None
+        top = StreamingTopK(Ab.shape[0], k, device=device, moments=moments, track_abs=not bottom)
+        bot = StreamingTopK(Ab.shape[0], k, device=device, moments=moments, negate=True, track_abs=False) \
+            if bottom else None
         for v0 in range(0, V, vocab_block):
             S = Ab @ Bd[:, v0:v0 + vocab_block]                     # [f_block, v_block]
             cols = torch.arange(v0, v0 + S.shape[1], device=device)
             top.update(S, cols)
             if bot is not None:
-                bot.update(-S, cols)
+                bot.update(S, cols)
             del S
         tops.append(top)
         if bot is not None:
