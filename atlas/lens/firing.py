@@ -7,7 +7,7 @@ Implements the forward-pass checks of science.md §2 (steps 2, 5 and 6).
    tokens cannot change any real position: no attention mask is needed, and only real positions
    are read.
 2. Each batch runs with ``stop_at_layer = l + 1`` and a hook that keeps the transcoder's input
-   (``hook_in`` of layer l) [batch, pos, d_in].
+   (``hook_in`` of layer l) [batch, pos, d_in] and then ends the pass (the rest of block l is skipped).
 3. A feature's pre-activation at a position is the dot product of that position's (SAELens-
    processed) input with the feature's encoder column, plus its bias: computed only for the
    (sequence, feature) pairs asked about, never for all features.
@@ -19,6 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+
+
+class _Reached(Exception):
+    """Raised by the read hook to end a forward pass once the transcoder's input is captured."""
 
 
 def active(tc, pre: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
@@ -64,8 +68,12 @@ def padded_runs(model, seqs: list[torch.Tensor], hook: str, layer: int, batch_to
 
         def keep(act, hook=None):                                  # act [batch, pos, d_in]
             store["x"] = act.detach()
+            raise _Reached                                         # nothing after the read point is needed
 
-        with torch.inference_mode():
-            model.run_with_hooks(toks.to(model.cfg.device), fwd_hooks=[(hook, keep)],
-                                 stop_at_layer=layer + 1)
+        try:
+            with torch.inference_mode():
+                model.run_with_hooks(toks.to(model.cfg.device), fwd_hooks=[(hook, keep)],
+                                     stop_at_layer=layer + 1)
+        except _Reached:
+            pass
         yield idx, store["x"], lengths[idx], toks

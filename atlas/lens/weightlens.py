@@ -166,6 +166,8 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
         rel = w.abs() / (abs_s[sel.row] + abs_c[sel.row])
         edges = dict(dst=sel.row.numpy(), src_layer=src_layer.numpy(), src_idx=src_idx.numpy(), weight=w.numpy(),
                      rel=rel.numpy(), z=sel.z.numpy())
+    elif on_progress is not None:
+        on_progress(F)                                                           # no earlier layer
     seconds["virtual_weights"] = perf_counter() - t0
 
     # 2. isolation check: [BOS, t] for every distinct candidate token, once
@@ -176,7 +178,10 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
     for idx, x, _, _ in padded_runs(model, [torch.tensor([bos, t]) for t in uniq.tolist()], tc.hook_in, layer,
                                  cfg.forward_batch_tokens):
         xs[idx.to(xs.device)] = x[:, 1]
-    valid_in = active(tc, pre_activation_pairs(tc, xs[inv.to(xs.device)], feat_in), feat_in).cpu()
+    valid_in = torch.zeros(len(feat_in), dtype=torch.bool)
+    for c0 in range(0, len(feat_in), cfg.forward_batch_tokens):                  # bounded [chunk, d_in]
+        f, rows = feat_in[c0:c0 + cfg.forward_batch_tokens], inv[c0:c0 + cfg.forward_batch_tokens]
+        valid_in[c0:c0 + len(f)] = active(tc, pre_activation_pairs(tc, xs[rows.to(xs.device)], f), f).cpu()
     inputs = _tokens_table(sel_in)
     inputs["validated"] = valid_in.numpy()
 
