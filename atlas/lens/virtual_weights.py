@@ -96,7 +96,7 @@ def exact_weights(W_enc: torch.Tensor, W_decs: dict[int, torch.Tensor], dst: tor
         m = (up_layer == l).nonzero(as_tuple=True)[0]
         for c0 in range(0, len(m), chunk):
             mm = m[c0:c0 + chunk]
-            a = W_decs[l][up_idx[mm]].double()                  # [n, d]
-            b = W_enc[:, dst[mm]].double().T                    # [n, d]
-            out[mm] = (a * b).sum(dim=1)
+            a = W_decs[l][up_idx[mm].to(W_decs[l].device)].double()   # [n, d]
+            b = W_enc[:, dst[mm].to(W_enc.device)].double().T        # [n, d]
+            out[mm] = (a * b).sum(dim=1).cpu()
     return out
