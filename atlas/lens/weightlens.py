@@ -170,77 +170,20 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
         on_progress(F)                                                           # no earlier layer
     seconds["virtual_weights"] = perf_counter() - t0
 
-    # 2. isolation check: [BOS, t] for every distinct candidate token, once
+    # 2. isolation check, 5. recursive description, 6. flags
     t0 = perf_counter()
-    feat_in, tok_in = sel_in.row, sel_in.col
-    uniq, inv = torch.unique(tok_in, return_inverse=True)
-    xs = torch.empty(len(uniq), tc.d_in, dtype=model.cfg.dtype, device=model.cfg.device)   # [n_tok, d_in]
-    for idx, x, _, _ in padded_runs(model, [torch.tensor([bos, t]) for t in uniq.tolist()], tc.hook_in, layer,
-                                 cfg.forward_batch_tokens):
-        xs[idx.to(xs.device)] = x[:, 1]
-    valid_in = torch.zeros(len(feat_in), dtype=torch.bool)
-    for c0 in range(0, len(feat_in), cfg.forward_batch_tokens):                  # bounded [chunk, d_in]
-        f, rows = feat_in[c0:c0 + cfg.forward_batch_tokens], inv[c0:c0 + cfg.forward_batch_tokens]
-        valid_in[c0:c0 + len(f)] = active(tc, pre_activation_pairs(tc, xs[rows.to(xs.device)], f), f).cpu()
+    valid_in = isolation_check(model, tc, layer, bos, sel_in.row, sel_in.col, cfg.forward_batch_tokens)
     inputs = _tokens_table(sel_in)
-    inputs["validated"] = valid_in.numpy()
-
-    # 5. recursive description
-    keep = valid_in.numpy()
-    d_feat, d_tok, d_order = [inputs["feat"][keep]], [inputs["token"][keep]], [inputs["rank"][keep].astype(np.int64)]
-    soft = np.full(F, np.nan)
-    allowed = inherit_from(cfg, model, tset.layer_ids)
-    link = np.nonzero(np.isin(edges["src_layer"], list(allowed)))[0]               # edge rows
-    dlen = np.zeros(len(link), dtype=np.int64)                                         # len D(l', j)
-    for l in np.unique(edges["src_layer"][link]).tolist():
-        if l not in descriptions:
-            raise ValueError(f"layer {layer} inherits from layer {l}, whose descriptions were not computed first")
-        m = edges["src_layer"][link] == l
-        dlen[m] = descriptions[l].lengths()[edges["src_idx"][link][m]]
-    link = link[dlen > 0]
-    if len(link):
-        ukey, l_u = np.unique((edges["src_layer"][link] << UP_SHIFT) + edges["src_idx"][link], return_inverse=True)
-        seqs = _upstream_seqs(bos, descriptions, ukey)
-        cand_f, cand_t, fired = [], [], []
-        for idx, x, lens, btoks in padded_runs(model, seqs, tc.hook_in, layer, cfg.forward_batch_tokens):
-            slot = torch.full((len(ukey),), -1, dtype=torch.long)
-            slot[idx] = torch.arange(len(idx))
-            sel_links = np.nonzero(slot[l_u].numpy() >= 0)[0]           # links whose upstream is in this batch
-            for c0 in range(0, len(sel_links), max(cfg.forward_batch_tokens // max(x.shape[1], 1), 1)):
-                ls = sel_links[c0:c0 + max(cfg.forward_batch_tokens // max(x.shape[1], 1), 1)]
-                rows = slot[l_u[ls]]
-                dst = torch.from_numpy(edges["dst"][link[ls]])
-                on = active(tc, pre_activation_pairs(tc, x[rows.to(x.device)], dst), dst).cpu()   # [n, T]
-                T = x.shape[1]
-                pos = torch.arange(T)
-                real = (pos >= 1) & (pos < lens[rows].unsqueeze(1))                            # [n, T]
-                toks = btoks[rows]                                                             # [n, T]
-                r, t = real.nonzero(as_tuple=True)
-                order = (1 << 40) + torch.from_numpy(link[ls])[r] * (1 << 20) + t
-                cand_f.append(dst[r].numpy()), cand_t.append(toks[r, t].numpy())
-                fired.append((on[r, t].numpy(), order.numpy()))
-        cf, ct = np.concatenate(cand_f), np.concatenate(cand_t)
-        on_all = np.concatenate([f[0] for f in fired])
-        order_all = np.concatenate([f[1] for f in fired])
-        uc = first_occurrences(cf, ct, order_all)                                               # distinct candidates
-        n_cand = np.bincount(cf[uc], minlength=F)
-        fi = np.nonzero(on_all)[0]
-        uf = fi[first_occurrences(cf[fi], ct[fi], order_all[fi])]
-        n_fired = np.bincount(cf[uf], minlength=F)
-        soft = np.where(n_cand > 0, n_fired / np.maximum(n_cand, 1), np.nan)
-        d_feat.append(cf[uf]), d_tok.append(ct[uf]), d_order.append(order_all[uf])
-    df, dt, do = np.concatenate(d_feat), np.concatenate(d_tok), np.concatenate(d_order)
+    inputs["validated"] = valid_in
+    keep = valid_in
+    inherited, soft = inherit(model, tc, layer, bos, edges, descriptions, inherit_from(cfg, model, tset.layer_ids),
+                              cfg.forward_batch_tokens)
+    df = np.concatenate([inputs["feat"][keep], inherited[0]])
+    dt = np.concatenate([inputs["token"][keep], inherited[1]])
+    do = np.concatenate([inputs["rank"][keep].astype(np.int64), inherited[2]])    # inputs first, by rank
     k = first_occurrences(df, dt, do)
     desc = Ragged(df[k].astype(np.int64), dt[k].astype(np.int64), F)
-
-    # 6. validated: [BOS] + D(l, i) as one sequence
-    validated = np.zeros(F, dtype=bool)
-    has = np.nonzero(desc.lengths() > 0)[0]
-    for idx, x, lens, _ in padded_runs(model, _seqs(bos, desc, has), tc.hook_in, layer, cfg.forward_batch_tokens):
-        f = torch.from_numpy(has[idx.numpy()])
-        on = active(tc, pre_activation_pairs(tc, x, f), f).cpu()                               # [b, T]
-        pos = torch.arange(x.shape[1])
-        validated[f.numpy()] = (on & (pos >= 1) & (pos < lens.unsqueeze(1))).any(dim=1).numpy()
+    validated = validate(model, tc, layer, bos, desc, cfg.forward_batch_tokens)
     seconds["validation"] = perf_counter() - t0
 
     # 7. post-processing
@@ -268,3 +211,70 @@ def _upstream_seqs(bos: int, descriptions: dict[int, Ragged], keys: np.ndarray) 
         l, j = k >> UP_SHIFT, k & ((1 << UP_SHIFT) - 1)
         out.append(torch.tensor([bos, *descriptions[l].token[offs[l][j]:offs[l][j + 1]].tolist()]))
     return out
+
+
+def isolation_check(model, tc, layer: int, bos: int, feat: torch.Tensor, tok: torch.Tensor,
+                    batch_tokens: int) -> np.ndarray:
+    """Step 2: does feature feat[n] fire on [BOS, tok[n]]? Each distinct token runs once. -> bool [n]"""
+    uniq, inv = torch.unique(tok, return_inverse=True)
+    xs = torch.empty(len(uniq), tc.d_in, dtype=model.cfg.dtype, device=model.cfg.device)   # [n_tok, d_in]
+    for idx, x, _, _ in padded_runs(model, [torch.tensor([bos, t]) for t in uniq.tolist()], tc.hook_in, layer,
+                                    batch_tokens):
+        xs[idx.to(xs.device)] = x[:, 1]
+    out = torch.zeros(len(feat), dtype=torch.bool)
+    for c0 in range(0, len(feat), batch_tokens):                                   # bounded [chunk, d_in]
+        f, rows = feat[c0:c0 + batch_tokens], inv[c0:c0 + batch_tokens]
+        out[c0:c0 + len(f)] = active(tc, pre_activation_pairs(tc, xs[rows.to(xs.device)], f), f).cpu()
+    return out.numpy()
+
+
+def inherit(model, tc, layer: int, bos: int, edges: dict, descriptions: dict[int, Ragged], allowed: set[int],
+            batch_tokens: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """Step 5: tokens of [BOS] + D(l', j) at which the linked feature fires, for every kept link from an
+    allowed layer. Returns ((feat, token, order) of fired tokens, validation_soft [F])."""
+    F = tc.d_sae
+    none = (np.zeros(0, np.int64),) * 3
+    link = np.nonzero(np.isin(edges["src_layer"], list(allowed)))[0]                  # edge rows
+    dlen = np.zeros(len(link), dtype=np.int64)                                        # len D(l', j)
+    for l in np.unique(edges["src_layer"][link]).tolist():
+        if l not in descriptions:
+            raise ValueError(f"layer {layer} inherits from layer {l}, whose descriptions were not computed first")
+        m = edges["src_layer"][link] == l
+        dlen[m] = descriptions[l].lengths()[edges["src_idx"][link][m]]
+    link = link[dlen > 0]
+    if not len(link):
+        return none, np.full(F, np.nan)
+    ukey, l_u = np.unique((edges["src_layer"][link] << UP_SHIFT) + edges["src_idx"][link], return_inverse=True)
+    seqs = _upstream_seqs(bos, descriptions, ukey)                                    # one run per upstream
+    cand_f, cand_t, cand_on, cand_order = [], [], [], []
+    for idx, x, lens, btoks in padded_runs(model, seqs, tc.hook_in, layer, batch_tokens):
+        slot = torch.full((len(ukey),), -1, dtype=torch.long)
+        slot[idx] = torch.arange(len(idx))
+        in_batch = np.nonzero(slot[l_u].numpy() >= 0)[0]                             # links to this batch
+        chunk = max(batch_tokens // x.shape[1], 1)
+        for c0 in range(0, len(in_batch), chunk):
+            ls = in_batch[c0:c0 + chunk]
+            rows, dst = slot[l_u[ls]], torch.from_numpy(edges["dst"][link[ls]])
+            on = active(tc, pre_activation_pairs(tc, x[rows.to(x.device)], dst), dst).cpu()   # [n, T]
+            pos = torch.arange(x.shape[1])
+            r, t = ((pos >= 1) & (pos < lens[rows].unsqueeze(1))).nonzero(as_tuple=True)  # real positions
+            cand_f.append(dst[r].numpy()), cand_t.append(btoks[rows][r, t].numpy()), cand_on.append(on[r, t].numpy())
+            cand_order.append(((1 << 40) + torch.from_numpy(link[ls])[r] * (1 << 20) + t).numpy())  # after inputs
+    cf, ct, on, order = (np.concatenate(c) for c in (cand_f, cand_t, cand_on, cand_order))
+    n_cand = np.bincount(cf[first_occurrences(cf, ct, order)], minlength=F)          # distinct offered
+    fi = np.nonzero(on)[0]
+    uf = fi[first_occurrences(cf[fi], ct[fi], order[fi])]                             # distinct fired
+    soft = np.where(n_cand > 0, np.bincount(cf[uf], minlength=F) / np.maximum(n_cand, 1), np.nan)
+    return (cf[uf], ct[uf], order[uf]), soft
+
+
+def validate(model, tc, layer: int, bos: int, desc: Ragged, batch_tokens: int) -> np.ndarray:
+    """Step 6: does [BOS] + D(l, i) activate (l, i) at some description token? -> bool [F]"""
+    validated = np.zeros(tc.d_sae, dtype=bool)
+    has = np.nonzero(desc.lengths() > 0)[0]
+    for idx, x, lens, _ in padded_runs(model, _seqs(bos, desc, has), tc.hook_in, layer, batch_tokens):
+        f = torch.from_numpy(has[idx.numpy()])
+        on = active(tc, pre_activation_pairs(tc, x, f), f).cpu()                      # [b, T]
+        pos = torch.arange(x.shape[1])
+        validated[f.numpy()] = (on & (pos >= 1) & (pos < lens.unsqueeze(1))).any(dim=1).numpy()
+    return validated
