@@ -121,6 +121,29 @@ def test_blocking_and_dtype_do_not_change_the_planted_answer(planted):
         assert (a[layer].edges["dst"] == 0).sum() == (b[layer].edges["dst"] == 0).sum()
 
 
+def test_edge_variants_scopes_and_full_zscores(planted):
+    """ln_centered folds LayerNorm centring and the ln2 gain into the weight; per-layer pools, |c| pools
+    and full-population z-scores still find the planted edges and tokens."""
+    import copy
+
+    model, tset = planted
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.blocks[1].ln2.w.copy_(torch.linspace(0.5, 1.5, 64))
+    cfg = WeightLensConfig(edge_variant="ln_centered", edge_scope="per_layer", edge_sign="absolute",
+                           token_zmode="full", edge_zmode="full")
+    r0 = weightlens_layer(model, tset, 0, cfg, {})
+    r1 = weightlens_layer(model, tset, 1, cfg, {0: r0.description})
+    assert sorted(_rows(r0.inputs, 0)) == sorted([(T_A,), (T_R,)])
+    e = r1.edges
+    into = sorted((int(e["src_layer"][i]), int(e["src_idx"][i])) for i in np.nonzero(e["dst"] == 0)[0])
+    assert into == [(0, 0), (0, 1)]
+    want = (10 - 10 / 64) * float(model.blocks[1].ln2.w[5])              # (W_dec − mean) · (w ⊙ e5)
+    assert np.allclose(e["weight"][e["dst"] == 0], want, rtol=1e-5)
+    raw = weightlens_layer(model, tset, 1, WeightLensConfig(), {0: r0.description}).edges
+    assert np.allclose(raw["weight"][raw["dst"] == 0], 10.0, rtol=1e-5)
+
+
 # ---- agreement with a straightforward per-feature computation ---------------------------------
 
 
