@@ -269,3 +269,14 @@ def test_bad_settings_are_named(tiny_model):
         WeightLensConfig(edge_scope="sideways")
     with pytest.raises(AtlasError, match="bos='eos'"):
         WeightLensConfig(bos="eos")
+
+
+def test_inheritance_layers_follow_the_model_family(tiny_model):
+    from atlas.lens.weightlens import inherit_from, resolve_bos
+
+    assert inherit_from(WeightLensConfig(), tiny_model, [0, 1, 2]) == {0, 1, 2}          # not GPT-2: all
+    gpt2 = tiny_model.cfg.__class__(**{**tiny_model.cfg.to_dict(), "original_architecture": "GPT2LMHeadModel"})
+    assert inherit_from(WeightLensConfig(), type("M", (), {"cfg": gpt2})(), [0, 1, 2]) == {0}
+    assert inherit_from(WeightLensConfig(inherit_layers="all"), type("M", (), {"cfg": gpt2})(), [3, 4]) == {3, 4}
+    assert inherit_from(WeightLensConfig(inherit_layers="layer0"), tiny_model, [3, 4]) == {3}
+    assert resolve_bos(WeightLensConfig(), tiny_model) == 50256 and resolve_bos(WeightLensConfig(bos="2"), tiny_model) == 2
