@@ -105,6 +105,53 @@ def inspect_cmd(
     print(format_report(report))
 
 
+# ---- weightlens ----------------------------------------------------------------------------------
+
+
+def _model_id_from_spec(spec: str) -> str:
+    kind, _, value = spec.partition(":")
+    return Path(value).stem if kind in ("hf-dir", "gguf") else value.replace("/", "-")
+
+
+@ingest_app.command("weightlens")
+def ingest_weightlens(
+    model: str = typer.Option(..., "--model", help=MODEL_HELP),
+    transcoders: str = typer.Option(..., "--transcoders", help="Transcoder set FORMAT:LOCATION (see atlas.transcoders)."),
+    db_path: Path = typer.Option(..., "--db", help="The atlas DuckDB file (created if absent)."),
+    model_id: Optional[str] = typer.Option(None, help="Model id in the atlas (default: from the model spec)."),
+    input_z: Optional[float] = typer.Option(None, help="Input-token z threshold (default 5.5, the reference)."),
+    edge_z: Optional[float] = typer.Option(None, help="Virtual-weight z threshold (default 4, the reference)."),
+    zmode: Optional[str] = typer.Option(None, help="Token z-score population: 'pool' (reference) or 'full' vocabulary."),
+    edge_variant: Optional[str] = typer.Option(None, help="'raw' (reference) or 'ln_centered' (fold the read norm)."),
+    inherit_layers: Optional[str] = typer.Option(None, help="'auto' (GPT-2: layer0), 'all' or 'layer0'."),
+    dtype: Optional[str] = typer.Option(None, help="Lens matmul dtype: float32, bfloat16 or float64."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda."),
+    setting: list[str] = typer.Option([], "--set", help="Any WeightLensConfig field as NAME=VALUE (repeatable)."),
+) -> None:
+    """Compute WeightLens (science.md section 2) for every feature and load it; prints coverage per layer."""
+    from atlas.config import WeightLensConfig, with_overrides
+
+    named = dict(input_z=input_z, edge_z=edge_z, token_zmode=zmode, edge_variant=edge_variant,
+                 inherit_layers=inherit_layers, dtype=dtype, device=device)
+    cfg = with_overrides(WeightLensConfig(), [f"{k}={v}" for k, v in named.items() if v is not None] + list(setting))
+    from atlas.models import ModelSpec, load_model
+
+    spec = ModelSpec.parse(model, device=cfg.device)
+    from atlas.transcoders.loading import TranscoderSpec, load_transcoders
+
+    lm = load_model(spec)
+    tset = load_transcoders(TranscoderSpec.parse(transcoders), lm)
+    from ingest.weightlens import run_weightlens
+
+    report = run_weightlens(lm, tset, db_path, cfg, model_id=model_id or _model_id_from_spec(model),
+                            loader=spec.kind, uri=spec.value)
+    print(f"{db_path}: WeightLens for {len(tset)} layers ({len(report.layers_computed)} computed, "
+          f"{len(report.layers_skipped)} already done)")
+    print("layer  coverage (share of features with a validated weight description)")
+    for layer, value in report.coverage.items():
+        print(f"{layer:>5}  {value:8.1%}")
+
+
 def main() -> None:
     try:
         app()

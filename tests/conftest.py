@@ -141,3 +141,33 @@ def write_transcoder_files(tmp_path):
         return write_transcoder_set(fmt, root or tmp_path / f"tc-{fmt}", **kwargs)
 
     return make
+# ---- WeightLens ------------------------------------------------------------------------------------
+
+
+def build_transcoder_set(model, d_sae: int = 64, seed: int = 0, set_name: str = "test", jumprelu: bool = False,
+                         layers=None):
+    """A TranscoderSet of random SAELens transcoders (ln2.hook_normalized -> hook_mlp_out) for `model`."""
+    import torch
+    from sae_lens import (JumpReLUTranscoder, JumpReLUTranscoderConfig, Transcoder, TranscoderConfig)
+
+    from atlas.transcoders.transcoder_set import LayerTranscoder, TranscoderSet
+
+    gen = torch.Generator().manual_seed(seed)
+    d = model.cfg.d_model
+    out = TranscoderSet(set_name)
+    for layer in (range(model.cfg.n_layers) if layers is None else layers):
+        cfg_cls, cls = (JumpReLUTranscoderConfig, JumpReLUTranscoder) if jumprelu else (TranscoderConfig, Transcoder)
+        sae = cls(cfg_cls(d_in=d, d_sae=d_sae, d_out=d, apply_b_dec_to_input=False))
+        with torch.no_grad():
+            sae.W_enc.copy_(torch.randn(d, d_sae, generator=gen) / d ** 0.5)
+            sae.W_dec.copy_(torch.randn(d_sae, d, generator=gen) / d ** 0.5)
+            sae.b_enc.copy_(torch.randn(d_sae, generator=gen) * 0.1)
+        sae.eval()
+        out.layers[layer] = LayerTranscoder(layer, sae, f"blocks.{layer}.ln2.hook_normalized",
+                                            f"blocks.{layer}.hook_mlp_out", "test", f"memory:{set_name}/{layer}")
+    return out
+
+
+@pytest.fixture
+def transcoder_set_factory():
+    return build_transcoder_set

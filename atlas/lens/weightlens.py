@@ -1,0 +1,280 @@
+"""WeightLens for every feature of one transcoder layer at once: tokens, edges, description, flags.
+
+Implements science.md §2. For layer l with F features (all steps vectorized over features):
+
+1. Input tokens: s = W_E · f_enc for all F features as blocked matrix products, streamed into
+   top-``input_pool`` pools; keep z > ``input_z`` (projections.py, outliers.py).
+2. Isolation check: run [BOS, t] once for every distinct candidate token of the layer up to layer l
+   (batched, firing.py); a candidate (i, t) is validated when feature i is active at t.
+3. Output tokens: u = f_dec · W_U, top and bottom ``output_pool`` pools, same rule (promoted /
+   suppressed; not validated).
+4. Virtual weights from every earlier layer of the set (virtual_weights.py): pools, z > ``edge_z``,
+   positive links; exact float64 weights of the kept links; relative contribution
+   |c| / (Σ_v |s_v| + Σ_{l',j} |c_{l'j}|).
+5. Recursive description: D(l, i) = validated input tokens, then, for each kept link (l', j) from an
+   inheritable layer (``inherit_layers``) whose D(l', j) is non-empty (earlier layers are computed
+   first), run [BOS] + D(l', j) up to layer l and add the tokens at which (l, i) fires. Each
+   upstream sequence runs once, however many features link to it.
+6. Flags: ``validated`` = [BOS] + D(l, i) run as one sequence activates (l, i) at some description
+   token; ``validation_soft`` = share of the distinct inherited candidate tokens that fired (NaN
+   when nothing was inherited).
+7. Post-processing of D(l, i) into terms (postprocess.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from time import perf_counter
+
+import numpy as np
+import torch
+
+from atlas.config import WeightLensConfig
+from atlas.lens.firing import active, padded_runs, pre_activation_pairs
+from atlas.lens.outliers import Selection
+from atlas.lens.postprocess import postprocess
+from atlas.lens.projections import stream_pools
+from atlas.lens.virtual_weights import UP_SHIFT, edge_pools, exact_weights, fold_read_norm, select_edges
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+@dataclass
+class Ragged:
+    """Per-feature token lists, flattened: feat ascending, list order kept within a feature."""
+
+    feat: np.ndarray    # [n] int64
+    token: np.ndarray   # [n] int64
+    d_sae: int
+
+    @property
+    def offsets(self) -> np.ndarray:                 # [d_sae + 1]
+        return np.searchsorted(self.feat, np.arange(self.d_sae + 1))
+
+    def lengths(self) -> np.ndarray:                 # [d_sae]
+        return np.diff(self.offsets)
+
+    def lists(self) -> list[list[int]]:
+        off = self.offsets
+        return [self.token[off[i]:off[i + 1]].tolist() for i in range(self.d_sae)]
+
+
+@dataclass
+class LayerWeightLens:
+    layer: int
+    d_sae: int
+    inputs: dict            # feat, token, rank, score, z, validated: arrays [n_in]
+    promoted: dict          # feat, token, rank, score, z
+    suppressed: dict
+    edges: dict             # dst, src_layer, src_idx, weight, rel, z: arrays [n_edges]
+    description: Ragged     # D(l, i): token ids
+    validated: np.ndarray   # [d_sae] bool
+    validation_soft: np.ndarray  # [d_sae] float64, NaN = nothing inherited
+    n_input_tokens: np.ndarray   # [d_sae] validated input tokens
+    n_upstream: np.ndarray       # [d_sae] kept links
+    terms: list[list[str]]       # post-processed description per feature
+    seconds: dict = field(default_factory=dict)   # stage -> seconds
+
+
+def is_gpt2_family(model) -> bool:
+    cfg = model.cfg
+    names = f"{getattr(cfg, 'original_architecture', '') or ''} {getattr(cfg, 'model_name', '') or ''}".lower()
+    return "gpt2" in names or "gpt-2" in names
+
+
+def inherit_from(cfg: WeightLensConfig, model, layer_ids: list[int]) -> set[int]:
+    """The upstream layers a description inherits from (step 5)."""
+    mode = cfg.inherit_layers
+    if mode == "auto":
+        mode = "layer0" if is_gpt2_family(model) else "all"
+    if mode == "all":
+        return set(layer_ids)
+    if mode == "layer0":
+        return {min(layer_ids)}
+    raise ValueError(f"unknown inherit_layers {cfg.inherit_layers!r}; use 'auto', 'all' or 'layer0'")
+
+
+def resolve_bos(cfg: WeightLensConfig, model) -> int:
+    from atlas.models import bos_token_id
+
+    return bos_token_id(model) if cfg.bos == "model" else int(cfg.bos)
+
+
+def _tokens_table(sel: Selection, negate: bool = False) -> dict:
+    sign = -1.0 if negate else 1.0
+    return dict(feat=sel.row.numpy(), token=sel.col.numpy(), rank=sel.rank.numpy(),
+                score=sign * sel.value.numpy(), z=sign * sel.z.numpy())
+
+
+def first_occurrences(feat: np.ndarray, token: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Indices of the first (lowest order) occurrence of each (feat, token), sorted by (feat, order)."""
+    if len(feat) == 0:
+        return np.zeros(0, dtype=np.int64)
+    idx = np.lexsort((order, token, feat))
+    f, t = feat[idx], token[idx]
+    first = np.ones(len(idx), dtype=bool)
+    first[1:] = (f[1:] != f[:-1]) | (t[1:] != t[:-1])
+    keep = idx[first]
+    return keep[np.lexsort((order[keep], feat[keep]))]
+
+
+def _seqs(bos: int, desc: Ragged, feats: np.ndarray) -> list[torch.Tensor]:
+    off = desc.offsets
+    return [torch.tensor([bos, *desc.token[off[f]:off[f + 1]].tolist()]) for f in feats.tolist()]
+
+
+def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, descriptions: dict[int, Ragged],
+                     on_progress=None) -> LayerWeightLens:
+    """WeightLens for every feature of ``layer``; ``descriptions`` holds D for earlier layers."""
+    tc = tset[layer]
+    F, dtype, dev = tc.d_sae, DTYPES[cfg.dtype], cfg.device
+    bos = resolve_bos(cfg, model)
+    seconds: dict[str, float] = {}
+    blocks = dict(feature_block=cfg.feature_block, vocab_block=cfg.vocab_block, dtype=dtype, device=dev,
+                  on_block=on_progress)
+    full = cfg.token_zmode == "full"
+    W_enc, W_dec = tc.W_enc.detach(), tc.W_dec.detach()                  # [d, F], [F, d]
+
+    # 1. input tokens
+    t0 = perf_counter()
+    in_pool, _ = stream_pools(W_enc.T, model.W_E.detach().T, cfg.input_pool, moments=full, **blocks)
+    sel_in = in_pool.select(cfg.input_z, cfg.token_zmode)
+    abs_s = in_pool.abs_sum.cpu()                                        # Σ_v |s_v|  [F]
+    seconds["input_projections"] = perf_counter() - t0
+
+    # 3. output tokens
+    t0 = perf_counter()
+    top, bot = stream_pools(W_dec, model.W_U.detach(), cfg.output_pool, bottom=True, moments=full, **blocks)
+    promoted = _tokens_table(top.select(cfg.output_z, cfg.token_zmode))
+    suppressed = _tokens_table(bot.select(cfg.output_z, cfg.token_zmode), negate=True)
+    seconds["output_projections"] = perf_counter() - t0
+
+    # 4. virtual weights
+    t0 = perf_counter()
+    ups = [l for l in tset.layer_ids if l < layer]
+    edges = dict(dst=np.zeros(0, np.int64), src_layer=np.zeros(0, np.int64), src_idx=np.zeros(0, np.int64),
+                 weight=np.zeros(0), rel=np.zeros(0), z=np.zeros(0))
+    if ups:
+        W_enc_eff, W_decs = fold_read_norm(model, layer, tc.hook_in, W_enc, {l: tset[l].W_dec.detach() for l in ups},
+                                           cfg.edge_variant)
+        pools, abs_c = edge_pools(W_enc_eff, W_decs, cfg.edge_pool, scope=cfg.edge_scope, sign=cfg.edge_sign,
+                                  moments=cfg.edge_zmode == "full", feature_block=cfg.feature_block,
+                                  upstream_block=cfg.upstream_block, dtype=dtype, device=dev, on_block=on_progress)
+        sel = select_edges(pools, cfg.edge_z, cfg.edge_zmode, cfg.edge_sign)
+        src_layer, src_idx = sel.col >> UP_SHIFT, sel.col & ((1 << UP_SHIFT) - 1)
+        w = exact_weights(W_enc_eff, W_decs, sel.row, src_layer, src_idx)
+        rel = w.abs() / (abs_s[sel.row] + abs_c[sel.row])
+        edges = dict(dst=sel.row.numpy(), src_layer=src_layer.numpy(), src_idx=src_idx.numpy(), weight=w.numpy(),
+                     rel=rel.numpy(), z=sel.z.numpy())
+    elif on_progress is not None:
+        on_progress(F)                                                           # no earlier layer
+    seconds["virtual_weights"] = perf_counter() - t0
+
+    # 2. isolation check, 5. recursive description, 6. flags
+    t0 = perf_counter()
+    valid_in = isolation_check(model, tc, layer, bos, sel_in.row, sel_in.col, cfg.forward_batch_tokens)
+    inputs = _tokens_table(sel_in)
+    inputs["validated"] = valid_in
+    keep = valid_in
+    inherited, soft = inherit(model, tc, layer, bos, edges, descriptions, inherit_from(cfg, model, tset.layer_ids),
+                              cfg.forward_batch_tokens)
+    df = np.concatenate([inputs["feat"][keep], inherited[0]])
+    dt = np.concatenate([inputs["token"][keep], inherited[1]])
+    do = np.concatenate([inputs["rank"][keep].astype(np.int64), inherited[2]])    # inputs first, by rank
+    k = first_occurrences(df, dt, do)
+    desc = Ragged(df[k].astype(np.int64), dt[k].astype(np.int64), F)
+    validated = validate(model, tc, layer, bos, desc, cfg.forward_batch_tokens)
+    seconds["validation"] = perf_counter() - t0
+
+    # 7. post-processing
+    t0 = perf_counter()
+    from atlas.models import token_strings
+
+    off = desc.offsets
+    strings = dict(zip(np.unique(desc.token).tolist(), token_strings(model, np.unique(desc.token))))
+    terms = [postprocess([strings[t] for t in desc.token[off[i]:off[i + 1]].tolist()], cfg.dedup_word_ratio,
+                         cfg.dedup_punct_ratio) if off[i + 1] > off[i] else [] for i in range(F)]
+    seconds["postprocess"] = perf_counter() - t0
+
+    return LayerWeightLens(
+        layer=layer, d_sae=F, inputs=inputs, promoted=promoted, suppressed=suppressed, edges=edges,
+        description=desc, validated=validated, validation_soft=soft,
+        n_input_tokens=np.bincount(inputs["feat"][keep], minlength=F),
+        n_upstream=np.bincount(edges["dst"], minlength=F), terms=terms, seconds=seconds)
+
+
+def _upstream_seqs(bos: int, descriptions: dict[int, Ragged], keys: np.ndarray) -> list[torch.Tensor]:
+    """[BOS] + D(l', j) for global upstream keys (l' << 32 | j)."""
+    out = []
+    offs = {l: d.offsets for l, d in descriptions.items()}
+    for k in keys.tolist():
+        l, j = k >> UP_SHIFT, k & ((1 << UP_SHIFT) - 1)
+        out.append(torch.tensor([bos, *descriptions[l].token[offs[l][j]:offs[l][j + 1]].tolist()]))
+    return out
+
+
+def isolation_check(model, tc, layer: int, bos: int, feat: torch.Tensor, tok: torch.Tensor,
+                    batch_tokens: int) -> np.ndarray:
+    """Step 2: does feature feat[n] fire on [BOS, tok[n]]? Each distinct token runs once. -> bool [n]"""
+    uniq, inv = torch.unique(tok, return_inverse=True)
+    xs = torch.empty(len(uniq), tc.d_in, dtype=model.cfg.dtype, device=model.cfg.device)   # [n_tok, d_in]
+    for idx, x, _, _ in padded_runs(model, [torch.tensor([bos, t]) for t in uniq.tolist()], tc.hook_in, layer,
+                                    batch_tokens):
+        xs[idx.to(xs.device)] = x[:, 1]
+    out = torch.zeros(len(feat), dtype=torch.bool)
+    for c0 in range(0, len(feat), batch_tokens):                                   # bounded [chunk, d_in]
+        f, rows = feat[c0:c0 + batch_tokens], inv[c0:c0 + batch_tokens]
+        out[c0:c0 + len(f)] = active(tc, pre_activation_pairs(tc, xs[rows.to(xs.device)], f), f).cpu()
+    return out.numpy()
+
+
+def inherit(model, tc, layer: int, bos: int, edges: dict, descriptions: dict[int, Ragged], allowed: set[int],
+            batch_tokens: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """Step 5: tokens of [BOS] + D(l', j) at which the linked feature fires, for every kept link from an
+    allowed layer. Returns ((feat, token, order) of fired tokens, validation_soft [F])."""
+    F = tc.d_sae
+    none = (np.zeros(0, np.int64),) * 3
+    link = np.nonzero(np.isin(edges["src_layer"], list(allowed)))[0]                  # edge rows
+    dlen = np.zeros(len(link), dtype=np.int64)                                        # len D(l', j)
+    for l in np.unique(edges["src_layer"][link]).tolist():
+        if l not in descriptions:
+            raise ValueError(f"layer {layer} inherits from layer {l}, whose descriptions were not computed first")
+        m = edges["src_layer"][link] == l
+        dlen[m] = descriptions[l].lengths()[edges["src_idx"][link][m]]
+    link = link[dlen > 0]
+    if not len(link):
+        return none, np.full(F, np.nan)
+    ukey, l_u = np.unique((edges["src_layer"][link] << UP_SHIFT) + edges["src_idx"][link], return_inverse=True)
+    seqs = _upstream_seqs(bos, descriptions, ukey)                                    # one run per upstream
+    cand_f, cand_t, cand_on, cand_order = [], [], [], []
+    for idx, x, lens, btoks in padded_runs(model, seqs, tc.hook_in, layer, batch_tokens):
+        slot = torch.full((len(ukey),), -1, dtype=torch.long)
+        slot[idx] = torch.arange(len(idx))
+        in_batch = np.nonzero(slot[l_u].numpy() >= 0)[0]                             # links to this batch
+        chunk = max(batch_tokens // x.shape[1], 1)
+        for c0 in range(0, len(in_batch), chunk):
+            ls = in_batch[c0:c0 + chunk]
+            rows, dst = slot[l_u[ls]], torch.from_numpy(edges["dst"][link[ls]])
+            on = active(tc, pre_activation_pairs(tc, x[rows.to(x.device)], dst), dst).cpu()   # [n, T]
+            pos = torch.arange(x.shape[1])
+            r, t = ((pos >= 1) & (pos < lens[rows].unsqueeze(1))).nonzero(as_tuple=True)  # real positions
+            cand_f.append(dst[r].numpy()), cand_t.append(btoks[rows][r, t].numpy()), cand_on.append(on[r, t].numpy())
+            cand_order.append(((1 << 40) + torch.from_numpy(link[ls])[r] * (1 << 20) + t).numpy())  # after inputs
+    cf, ct, on, order = (np.concatenate(c) for c in (cand_f, cand_t, cand_on, cand_order))
+    n_cand = np.bincount(cf[first_occurrences(cf, ct, order)], minlength=F)          # distinct offered
+    fi = np.nonzero(on)[0]
+    uf = fi[first_occurrences(cf[fi], ct[fi], order[fi])]                             # distinct fired
+    soft = np.where(n_cand > 0, np.bincount(cf[uf], minlength=F) / np.maximum(n_cand, 1), np.nan)
+    return (cf[uf], ct[uf], order[uf]), soft
+
+
+def validate(model, tc, layer: int, bos: int, desc: Ragged, batch_tokens: int) -> np.ndarray:
+    """Step 6: does [BOS] + D(l, i) activate (l, i) at some description token? -> bool [F]"""
+    validated = np.zeros(tc.d_sae, dtype=bool)
+    has = np.nonzero(desc.lengths() > 0)[0]
+    for idx, x, lens, _ in padded_runs(model, _seqs(bos, desc, has), tc.hook_in, layer, batch_tokens):
+        f = torch.from_numpy(has[idx.numpy()])
+        on = active(tc, pre_activation_pairs(tc, x, f), f).cpu()                      # [b, T]
+        pos = torch.arange(x.shape[1])
+        validated[f.numpy()] = (on & (pos >= 1) & (pos < lens.unsqueeze(1))).any(dim=1).numpy()
+    return validated

@@ -1,0 +1,185 @@
+"""The WeightLens ingest job: every feature's weight-based description and every virtual-weight edge.
+
+One unit of work per transcoder layer, in layer order (a layer's descriptions inherit from earlier
+layers'). Each unit deletes that layer's previous WeightLens rows (feature_tokens,
+feature_weightlens, virtual edges of this variant, weightlens explanations and source metrics) and
+inserts the new ones in one transaction (AtlasWriter.write_unit), so re-runs never duplicate rows
+and a killed run resumes at the first layer not done. Descriptions of layers already done are
+read back from ``feature_tokens`` (side 'description') for the inheritance step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from time import perf_counter
+
+import numpy as np
+import pyarrow as pa
+
+from atlas.config import WeightLensConfig, as_dict
+from atlas.db import AtlasWriter, config_hash
+from atlas.ids import FID_SHIFT, source_id
+from atlas.progress import progress
+
+JOB = "weightlens"
+# Fields that change no result (where and in which blocks it is computed) stay out of the unit hash,
+# so a run can resume on another device or with other block sizes.
+_NOT_HASHED = {"device", "feature_block", "vocab_block", "upstream_block", "forward_batch_tokens"}
+
+
+@dataclass
+class WeightLensReport:
+    coverage: dict[int, float] = field(default_factory=dict)         # layer -> share validated
+    rows: dict[str, int] = field(default_factory=dict)               # table -> rows written this run
+    seconds: dict[str, float] = field(default_factory=dict)          # stage -> seconds this run
+    layer_seconds: dict[int, dict] = field(default_factory=dict)     # layer -> stage -> seconds
+    layers_computed: list[int] = field(default_factory=list)
+    layers_skipped: list[int] = field(default_factory=list)          # already done (resumed)
+
+
+def model_row(model, model_id: str, loader: str, uri: str | None) -> dict:
+    from atlas.models import describe
+
+    return dict(model_id=model_id, tl_name=getattr(model.cfg, "model_name", None), loader=loader, uri=uri,
+                **describe(model))
+
+
+def source_row(model_id: str, set_name: str, tc) -> dict:
+    return dict(model_id=model_id, source_id=source_id(tc.layer, set_name), set_name=set_name, layer=tc.layer,
+                d_in=tc.d_in, d_out=tc.d_out, d_sae=tc.d_sae, hook_in=tc.hook_in, hook_out=tc.hook_out,
+                activation=tc.activation, has_skip=tc.has_skip, dtype=tc.dtype, format=tc.format, uri=tc.uri)
+
+
+def run_weightlens(model, tset, db_path, cfg: WeightLensConfig = WeightLensConfig(), *, model_id: str,
+                   loader: str = "random", uri: str | None = None) -> WeightLensReport:
+    """Compute WeightLens for every layer of ``tset`` and load it into the atlas at ``db_path``."""
+    from atlas.lens.weightlens import inherit_from, resolve_bos, weightlens_layer
+
+    tset.check_against(model)
+    settings = {**as_dict(cfg), "inherit_layers_resolved": sorted(inherit_from(cfg, model, tset.layer_ids)),
+                "bos_resolved": resolve_bos(cfg, model), "model_id": model_id, "set_name": tset.set_name}
+    chash = config_hash({k: v for k, v in settings.items() if k not in _NOT_HASHED})
+    report = WeightLensReport()
+    with AtlasWriter(db_path) as w:
+        w.upsert_model(model_row(model, model_id, loader, uri))
+        sids = {tc.layer: w.upsert_source(source_row(model_id, tset.set_name, tc)) for tc in tset}
+        scope = f"{model_id}/{tset.set_name}"
+        with w.run(JOB, model_id, settings) as run_id:
+            descriptions = {}
+            total = sum(tc.d_sae for tc in tset) * 3
+            with progress(f"weightlens {scope}", total=total, unit="feature-stages") as bar:
+                for tc in tset:
+                    unit = f"layer-{tc.layer}"
+                    if w.unit_done(JOB, scope, unit, chash):
+                        descriptions[tc.layer] = load_description(w, sids[tc.layer], tc.d_sae)
+                        report.layers_skipped.append(tc.layer)
+                        bar.advance(tc.d_sae * 3)
+                        continue
+                    res = weightlens_layer(model, tset, tc.layer, cfg, descriptions, on_progress=bar.advance)
+                    t0 = perf_counter()
+                    tables = layer_tables(model, res, sids, run_id, cfg, settings)
+                    report.seconds["arrow_tables"] = report.seconds.get("arrow_tables", 0) + perf_counter() - t0
+                    t0 = perf_counter()
+                    w.write_unit(job=JOB, scope=scope, unit=unit, chash=chash, run_id=run_id,
+                                 deletes=layer_deletes(sids[tc.layer], cfg.edge_variant), inserts=tables)
+                    report.seconds["db_load"] = report.seconds.get("db_load", 0) + perf_counter() - t0
+                    report.layer_seconds[tc.layer] = dict(res.seconds)
+                    for stage, s in res.seconds.items():
+                        report.seconds[stage] = report.seconds.get(stage, 0) + s
+                    for table, t in tables.items():
+                        report.rows[table] = report.rows.get(table, 0) + len(t)
+                    descriptions[tc.layer] = res.description
+                    report.layers_computed.append(tc.layer)
+        report.coverage = {layer: value for layer, value in w.fetchall(
+            "SELECT s.layer, m.value FROM source_metrics m JOIN sources s USING (sid) "
+            "WHERE m.method = 'weightlens' AND m.metric = 'coverage' AND s.model_id = $m AND s.set_name = $s "
+            "ORDER BY s.layer", {"m": model_id, "s": tset.set_name})}
+    return report
+
+
+def _fid_range(sid: int) -> dict:
+    return {"lo": sid << FID_SHIFT, "hi": (sid + 1) << FID_SHIFT}
+
+
+def layer_deletes(sid: int, variant: str) -> list[tuple[str, dict]]:
+    r = _fid_range(sid)
+    return [
+        ("DELETE FROM feature_tokens WHERE fid >= $lo AND fid < $hi", r),
+        ("DELETE FROM feature_weightlens WHERE fid >= $lo AND fid < $hi", r),
+        ("DELETE FROM edges WHERE kind = 'virtual' AND variant = $v AND dst_fid >= $lo AND dst_fid < $hi",
+         {**r, "v": variant}),
+        ("DELETE FROM explanations WHERE method = 'weightlens' AND fid >= $lo AND fid < $hi", r),
+        ("DELETE FROM source_metrics WHERE sid = $sid AND method = 'weightlens'", {"sid": sid}),
+    ]
+
+
+def load_description(w: AtlasWriter, sid: int, d_sae: int):
+    """D(l, i) of a layer already in the atlas, from feature_tokens side 'description'."""
+    from atlas.lens.weightlens import Ragged
+
+    got = w.execute("SELECT fid - $lo AS feat, token_id FROM feature_tokens WHERE side = 'description' "
+                    "AND fid >= $lo AND fid < $hi ORDER BY fid, rank", _fid_range(sid)).fetchnumpy()
+    return Ragged(np.asarray(got["feat"], dtype=np.int64), np.asarray(got["token_id"], dtype=np.int64), d_sae)
+
+
+def _token_rows(model, fid0: int, side: str, t: dict, run_id: str, validated=None) -> pa.Table:
+    from atlas.models import token_strings
+
+    uniq, inv = np.unique(t["token"], return_inverse=True)
+    strings = np.array(token_strings(model, uniq) if len(uniq) else [], dtype=object)
+    cols = {"fid": fid0 + t["feat"].astype(np.int64), "side": pa.array([side] * len(t["feat"]), pa.string()),
+            "rank": t["rank"].astype(np.int32), "token_id": t["token"].astype(np.int32),
+            "token": pa.array(strings[inv] if len(uniq) else [], pa.string()),
+            "score": t.get("score", np.full(len(t["feat"]), np.nan)), "zscore": t.get("z", np.full(len(t["feat"]), np.nan)),
+            "validated": pa.array(validated, pa.bool_()) if validated is not None else pa.nulls(len(t["feat"]), pa.bool_()),
+            "run_id": pa.array([run_id] * len(t["feat"]), pa.string())}
+    table = pa.table(cols)
+    if "score" not in t:  # description rows have no score
+        table = table.drop(["score", "zscore"])
+    return table
+
+
+def layer_tables(model, res, sids: dict[int, int], run_id: str, cfg: WeightLensConfig, settings: dict) -> dict:
+    """The rows of one layer: feature_tokens, feature_weightlens, edges, explanations, source_metrics."""
+    sid = sids[res.layer]
+    fid0 = sid << FID_SHIFT
+    F = res.d_sae
+    d = res.description
+    desc_rank = np.arange(len(d.feat)) - d.offsets[d.feat]                       # position inside D(l, i)
+    tokens = pa.concat_tables([
+        _token_rows(model, fid0, "input", res.inputs, run_id, validated=res.inputs["validated"]),
+        _token_rows(model, fid0, "promoted", res.promoted, run_id),
+        _token_rows(model, fid0, "suppressed", res.suppressed, run_id),
+        _token_rows(model, fid0, "description", {"feat": d.feat, "token": d.token, "rank": desc_rank}, run_id),
+    ], promote_options="default")
+    features = pa.table({
+        "fid": fid0 + np.arange(F, dtype=np.int64), "validated": res.validated,
+        "validation_soft": pa.array(res.validation_soft, pa.float64(), from_pandas=True),
+        "n_input_tokens": res.n_input_tokens.astype(np.int32), "n_upstream": res.n_upstream.astype(np.int32),
+        "description": pa.array(res.terms, pa.list_(pa.string())), "run_id": pa.array([run_id] * F, pa.string())})
+    e = res.edges
+    src_sid = np.zeros(len(e["src_layer"]), dtype=np.int64)
+    for layer, s in sids.items():
+        src_sid[e["src_layer"] == layer] = s
+    n = len(e["dst"])
+    edges = pa.table({"src_fid": (src_sid << FID_SHIFT) + e["src_idx"], "dst_fid": fid0 + e["dst"],
+                      "kind": pa.array(["virtual"] * n, pa.string()),
+                      "variant": pa.array([cfg.edge_variant] * n, pa.string()),
+                      "weight": e["weight"], "rel_contribution": e["rel"], "run_id": pa.array([run_id] * n, pa.string())})
+    described = np.nonzero(res.validated & np.array([len(t) > 0 for t in res.terms], dtype=bool))[0]
+    params = json.dumps(settings, default=str)
+    explanations = pa.table({
+        "fid": fid0 + described.astype(np.int64), "method": pa.array(["weightlens"] * len(described), pa.string()),
+        "text": pa.array([", ".join(res.terms[i]) for i in described], pa.string()),
+        "tokens": pa.array([res.terms[i] for i in described], pa.list_(pa.string())),
+        "params": pa.array([params] * len(described), pa.string()),
+        "run_id": pa.array([run_id] * len(described), pa.string())})
+    coverage = float(res.validated.mean()) if F else 0.0
+    metrics = pa.table({"sid": [sid], "method": ["weightlens"], "metric": ["coverage"], "value": [coverage],
+                        "data": [None], "params": [params], "run_id": [run_id]},
+                       schema=pa.schema([("sid", pa.int32()), ("method", pa.string()), ("metric", pa.string()),
+                                         ("value", pa.float64()), ("data", pa.string()), ("params", pa.string()),
+                                         ("run_id", pa.string())]))
+    return {"feature_tokens": tokens, "feature_weightlens": features, "edges": edges, "explanations": explanations,
+            "source_metrics": metrics}
