@@ -1,0 +1,152 @@
+"""Named SQL of the API. Every statement takes named parameters only; lists of features are
+fetched with LIMIT page+1 to detect a next page. Edges are read through the adjacency lists
+``edges_in`` / ``edges_out`` (migration 0002; tables with an index once published), whose lists
+are sorted by |weight|, strongest first.
+"""
+
+# ---- one feature
+
+FEATURE_CORE = """
+SELECT w.validated, w.validation_soft, w.n_input_tokens, w.n_upstream, w.description,
+       st.n_tokens, st.n_active, st.frequency, st.max_act, st.mean_act, st.quantiles, st.quantile_levels,
+       st.hist_edges, st.hist_counts
+FROM (SELECT $fid::BIGINT AS fid) f
+LEFT JOIN feature_weightlens w ON w.fid = f.fid LEFT JOIN feature_stats st ON st.fid = f.fid
+"""
+
+FEATURE_TOKENS = """
+SELECT side, rank, token_id, token, score, zscore, validated FROM feature_tokens
+WHERE fid = $fid AND list_contains($sides, side) ORDER BY side, rank LIMIT $limit
+"""
+
+FEATURE_EXAMPLES = """
+SELECT example_id, kind, bin, sample_weight, doc_id, pos, activation, window_start, tokens, token_strs, acts
+FROM examples WHERE fid = $fid AND ($kind IS NULL OR kind = $kind)
+ORDER BY activation DESC, example_id LIMIT $limit
+"""
+
+FEATURE_CLUSTERS = """
+SELECT label, n_examples, contributors, summary FROM clusters WHERE fid = $fid ORDER BY label
+"""
+
+FEATURE_EXPLANATIONS = """
+SELECT explanation_id, cluster_label, method, text, tokens, params, created_at FROM explanations
+WHERE fid = $fid ORDER BY explanation_id
+"""
+
+FEATURE_SCORES = """
+SELECT score_id, explanation_id, method, metric, value, data, params FROM scores
+WHERE fid = $fid AND ($explanation_id IS NULL OR explanation_id = $explanation_id) ORDER BY score_id
+"""
+
+# ---- edges of one feature: `side` is edges_in (upstream) or edges_out (downstream)
+
+EDGE_FILTER = """
+    kind = $kind AND ($variant IS NULL OR variant = $variant)
+"""
+
+EDGE_KEEP = """
+    ($sign = 0 OR sign(e.weight) = $sign) AND abs(e.weight) >= $min_weight
+    AND ($sids IS NULL OR list_contains($sids, e.fid >> 32))
+"""
+
+
+def neighbours(side: str) -> str:
+    assert side in ("edges_in", "edges_out")
+    return f"""
+    SELECT e.fid AS other, variant, e.weight, e.rel_contribution
+    FROM (SELECT variant, unnest(edges) AS e FROM {side} WHERE fid = $fid AND {EDGE_FILTER})
+    WHERE {EDGE_KEEP}
+    ORDER BY abs(e.weight) DESC, e.fid LIMIT $limit
+    """
+
+
+# ---- drivers of X via Y: Z -> Y -> X, ranked by |w(Z->Y) * w(Y->X)|
+
+DRIVERS_VIA_FEATURE = f"""
+WITH second AS (
+    SELECT variant, e.weight AS w2, e.rel_contribution AS r2
+    FROM (SELECT variant, unnest(edges) AS e FROM edges_in WHERE fid = $target AND {EDGE_FILTER})
+    WHERE e.fid = $via
+), first AS (
+    SELECT variant, e.fid AS z, e.weight AS w1, e.rel_contribution AS r1
+    FROM (SELECT variant, unnest(edges) AS e FROM edges_in WHERE fid = $via AND {EDGE_FILTER})
+)
+SELECT z, $via::BIGINT AS y, variant, w1, r1, w2, r2, w1 * w2 AS product
+FROM first JOIN second USING (variant)
+WHERE ($sign = 0 OR sign(w1 * w2) = $sign)
+ORDER BY abs(product) DESC, z LIMIT $limit
+"""
+
+# via a layer (or any layer when $sids is NULL): the $fanout strongest Y -> X, then all Z -> Y
+DRIVERS_VIA_LAYER = f"""
+WITH second AS (
+    SELECT variant, e.fid AS y, e.weight AS w2, e.rel_contribution AS r2
+    FROM (SELECT variant, unnest(edges) AS e FROM edges_in WHERE fid = $target AND {EDGE_FILTER})
+    WHERE $sids IS NULL OR list_contains($sids, e.fid >> 32)
+    ORDER BY abs(e.weight) DESC, e.fid LIMIT $fanout
+), first AS (
+    SELECT variant, fid AS y, e.fid AS z, e.weight AS w1, e.rel_contribution AS r1
+    FROM (SELECT variant, fid, unnest(edges) AS e FROM edges_in
+          WHERE fid IN (SELECT y FROM second) AND {EDGE_FILTER})
+)
+SELECT z, y, variant, w1, r1, w2, r2, w1 * w2 AS product
+FROM first JOIN second USING (variant, y)
+WHERE ($sign = 0 OR sign(w1 * w2) = $sign)
+ORDER BY abs(product) DESC, z, y LIMIT $limit
+"""
+
+# ---- one hop of the path beam: from each frontier node, its $fanout strongest edges into
+# allowed intermediate sources, plus its edge into the target if it has one.
+
+PATH_HOP = f"""
+SELECT fid AS src, e.fid AS dst, variant, e.weight, e.rel_contribution
+FROM (SELECT fid, variant, unnest(list_concat(
+          list_filter(edges, lambda x: x.fid <> $target AND list_contains($sids, x.fid >> 32))[1:$fanout],
+          list_filter(edges, lambda x: x.fid = $target))) AS e
+      FROM edges_out WHERE fid IN (SELECT unnest($frontier::BIGINT[])) AND {EDGE_FILTER})
+WHERE $sign = 0 OR sign(e.weight) = $sign
+"""
+
+# ---- lists of features (cursor pagination on fid)
+
+FEATURE_PAGE = """
+SELECT f.fid FROM features f
+LEFT JOIN feature_weightlens w ON w.fid = f.fid
+WHERE f.fid > $after
+  AND ($sids IS NULL OR list_contains($sids, f.sid))
+  AND ($described IS NULL OR (coalesce(len(w.description), 0) > 0) = $described)
+  AND ($text IS NULL
+       OR contains(lower(array_to_string(w.description, ' ')), lower($text))
+       OR f.fid IN (SELECT fid FROM explanations WHERE contains(lower(text), lower($text))))
+  AND ($input_token IS NULL OR f.fid IN (
+        SELECT fid FROM feature_tokens WHERE side = 'input' AND (token = $input_token OR trim(token) = trim($input_token))))
+  AND ($output_token IS NULL OR f.fid IN (
+        SELECT fid FROM feature_tokens WHERE side IN ('promoted', 'suppressed')
+        AND (token = $output_token OR trim(token) = trim($output_token))))
+ORDER BY f.fid LIMIT $limit
+"""
+
+# readers (input side) / writers (promoted, suppressed) of a token, paged on fid
+TOKEN_FEATURES = """
+SELECT fid, side, rank, token_id, token, score, zscore, validated FROM feature_tokens
+WHERE list_contains($sides, side) AND (token = $token OR trim(token) = trim($token))
+  AND fid > $after AND ($sids IS NULL OR list_contains($sids, fid >> 32))
+QUALIFY row_number() OVER (PARTITION BY fid ORDER BY rank, side) = 1
+ORDER BY fid LIMIT $limit
+"""
+
+# ---- the whole atlas
+
+ATLAS_COUNTS = """
+SELECT (SELECT count(*) FROM models) AS n_models, (SELECT count(*) FROM sources) AS n_sources,
+       (SELECT count(*) FROM features) AS n_features, (SELECT count(*) FROM examples) AS n_examples,
+       (SELECT count(*) FROM explanations) AS n_explanations, (SELECT count(*) FROM clusters) AS n_clusters
+"""
+
+EDGE_COUNTS = "SELECT kind, count(*) AS n FROM edges GROUP BY kind ORDER BY kind"
+
+COVERAGE = """
+SELECT model_id, source_id, layer, n_features, n_described, n_validated, n_alive, n_explained
+FROM coverage_per_layer WHERE ($model IS NULL OR model_id = $model) ORDER BY model_id, layer
+"""
