@@ -20,7 +20,7 @@ def run_sql(path: str | Path, query: str, csv: Path | None = None, parquet: Path
     """Run ``query``; returns the number of result rows."""
     con = db.connect_readonly(path, db.ReadOnlyLimits(max_execution_time_ms=timeout_ms))
     try:
-        relation = con.sql(query)
+        relation = con.cursor().sql(query)  # a fresh cursor: the schema check left a result open
         if relation is None:
             raise AtlasError("the statement returned no result")
         table = relation.to_arrow_table()
