@@ -41,7 +41,7 @@ def cost_rule(max_cost: int, max_page: int):
         for arg in field.arguments or []:
             if arg.name.value in PAGE_ARGS:
                 if isinstance(arg.value, IntValueNode):
-                    return max(1, int(arg.value.value))
+                    return min(max(1, int(arg.value.value)), max_page)  # larger: refused by the resolver
                 return max_page  # a variable: assume the largest page it may ask for
         return PAGE_ARGS["first"] if field.name.value in LIST_FIELDS else 1
 

@@ -27,7 +27,7 @@ def _fid(info, public_id: str) -> int:
 @strawberry.type
 class Query:
     @strawberry.field(description="One feature by public id model/source/index; an unknown id is an error.")
-    def feature(self, info: strawberry.Info, id: strawberry.ID) -> Feature:
+    def feature(self, info: strawberry.Info, id: strawberry.ID) -> Feature | None:
         return Feature.from_fid(info.context.catalog, _fid(info, id))
 
     @strawberry.field(description="Features matching every filter given, in fid order, paged by cursor.")

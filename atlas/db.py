@@ -136,12 +136,20 @@ def connect_readonly(path: str | Path, limits: ReadOnlyLimits = ReadOnlyLimits()
             "allow_community_extensions": False,
             "memory_limit": limits.memory_limit,
             "threads": limits.threads,
-            # In the config, not a session SET: cursors (per-thread connections) inherit it.
-            "max_execution_time": int(limits.max_execution_time_ms),
         },
     )
+    check_schema(con, path)  # before the time limit: a tiny limit must not refuse a good file
+    ms = int(limits.max_execution_time_ms)
+    locked, current_ms = con.execute(
+        "SELECT current_setting('lock_configuration'), current_setting('max_execution_time')").fetchone()
+    if locked:  # this process already opened the file read-only: DuckDB shares one instance per file
+        if int(current_ms) != ms:
+            con.close()
+            raise AtlasError(f"{path} is already open in this process with a time limit of {current_ms} ms, not {ms}")
+        return con
+    # GLOBAL, not a session SET: cursors (per-thread connections) inherit it.
+    con.execute(f"SET GLOBAL max_execution_time = {ms}")
     con.execute("SET lock_configuration = true")
-    check_schema(con, path)
     return con
 
 
