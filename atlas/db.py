@@ -377,7 +377,7 @@ def publish(source: str | Path, link: str | Path, keep: int = 3) -> Path:
     try:
         with duckdb.connect(str(source), read_only=True) as con:  # also refuses a file a writer holds
             check_schema(con, source)
-    except duckdb.IOException as exc:
+    except (duckdb.IOException, duckdb.ConnectionException) as exc:  # another process / this one
         raise AtlasError(f"cannot read {source} to publish it (is an ingest job still writing it?): {exc}") from exc
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{uuid.uuid4().hex[:6]}"
     version = link.parent / f"{link.name}.{stamp}"

@@ -103,10 +103,13 @@ def api_server():
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
-        servers.append((server, thread, app))
-        return f"http://127.0.0.1:{port}"
+        servers.append((server, thread))
+        url = f"http://127.0.0.1:{port}"
+        start.apps[url] = app
+        return url
 
+    start.apps = {}
     yield start
-    for server, thread, _app in servers:
+    for server, thread in servers:
         server.should_exit = True
         thread.join(timeout=10)
