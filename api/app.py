@@ -10,6 +10,8 @@ version of the atlas from start to end (api/context.py), so a publish never brea
 from __future__ import annotations
 
 import contextlib
+
+import anyio
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -58,7 +60,7 @@ def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette
             top_k = request.query_params.get("topK", "10")
             if not top_k.isdigit():
                 raise BadArgument(f"topK {top_k!r} is not a positive integer")
-            return JSONResponse(await export.neighbourhood(ctx, fid, kind, int(top_k)))
+            return JSONResponse(await anyio.to_thread.run_sync(export.neighbourhood, ctx, fid, kind, int(top_k)))
         except AtlasError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404 if "not in the atlas" in str(exc) else 400)
 

@@ -12,9 +12,10 @@ versioned file. ``AtlasDatabase`` serves through that path:
    request releases it. Failing to open a new file (half-copied, wrong schema) keeps serving the
    old one and retries on the next request.
 
-SQL runs in worker threads (``anyio.to_thread``), each with its own cursor of the version's
-connection; DuckDB's ``max_execution_time`` bounds each statement and ``Context.deadline``
-bounds the request.
+A whole GraphQL request executes in one worker thread (api/schema.py, ``AtlasSchema.execute``),
+its resolvers synchronous, with that thread's own cursor of the version's connection: one
+thread hand-off per request, not per statement. DuckDB's ``max_execution_time`` bounds each
+statement and ``Context.deadline`` bounds the request.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
 import duckdb
 
 from api.errors import TimeLimit
@@ -157,17 +157,14 @@ class Context:
     def catalog(self) -> Catalog:
         return self.version.catalog
 
-    async def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run one named SQL statement in a worker thread; rows as dicts."""
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run one named SQL statement on this thread's cursor; rows as dicts."""
         if time.monotonic() > self.deadline:
             raise TimeLimit(f"request exceeded the time limit of {self.limits.request_s} s")
         self.statements += 1
-        return await anyio.to_thread.run_sync(self._run, sql, params or {})
-
-    def _run(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         cur = self.version.cursor()
         try:
-            res = cur.execute(sql, params)
+            res = cur.execute(sql, params or {})
         except duckdb.InterruptException as exc:
             raise TimeLimit(f"a query exceeded the time limit of {self.limits.statement_ms} ms per statement") from exc
         names = [d[0] for d in res.description]

@@ -18,10 +18,10 @@ def _node_id(layer: int, index: int) -> str:
     return f"{layer}_{index}_0"
 
 
-async def graph_json(ctx: Context, slug: str, fids: list[int], edges: list[graph.EdgeRow], clicked: int | None) -> dict:
+def graph_json(ctx: Context, slug: str, fids: list[int], edges: list[graph.EdgeRow], clicked: int | None) -> dict:
     cat = ctx.catalog
     fids = sorted(set(fids) | {e.src for e in edges} | {e.dst for e in edges})
-    labels = {r["fid"]: r["description"] for r in await ctx.rows(
+    labels = {r["fid"]: r["description"] for r in ctx.rows(
         "SELECT fid, array_to_string(description, ', ') AS description FROM feature_weightlens "
         "WHERE fid IN (SELECT unnest($fids::BIGINT[]))", {"fids": fids})}
     nodes, ids = [], {}
@@ -47,18 +47,18 @@ async def graph_json(ctx: Context, slug: str, fids: list[int], edges: list[graph
     }
 
 
-async def neighbourhood(ctx: Context, fid: int, kind: str, top_k: int) -> dict:
-    up = await graph.neighbours(ctx, fid, True, kind, None, 0, 0.0, None, top_k)
-    down = await graph.neighbours(ctx, fid, False, kind, None, 0, 0.0, None, top_k)
+def neighbourhood(ctx: Context, fid: int, kind: str, top_k: int) -> dict:
+    up = graph.neighbours(ctx, fid, True, kind, None, 0, 0.0, None, top_k)
+    down = graph.neighbours(ctx, fid, False, kind, None, 0, 0.0, None, top_k)
     slug = ctx.catalog.public_id(fid).replace("/", "_")
-    return await graph_json(ctx, slug, [fid], up + down, fid)
+    return graph_json(ctx, slug, [fid], up + down, fid)
 
 
-async def path_set(ctx: Context, source: int, target: int, found: list[graph.PathRow]) -> dict:
+def path_set(ctx: Context, source: int, target: int, found: list[graph.PathRow]) -> dict:
     edges = list({(e.src, e.dst, e.variant): e for p in found for e in p.edges}.values())
     cat = ctx.catalog
     slug = f"{cat.public_id(source)}--{cat.public_id(target)}".replace("/", "_")
-    return await graph_json(ctx, slug, [source, target], edges, None)
+    return graph_json(ctx, slug, [source, target], edges, None)
 
 
 _ = queries  # named SQL lives in api/queries.py; the one statement above is local to the export

@@ -40,12 +40,12 @@ def _edge_params(kind: str, variant: str | None, sign: int) -> dict:
     return {"kind": kind, "variant": variant, "sign": sign}
 
 
-async def neighbours(ctx: Context, fid: int, upstream: bool, kind: str, variant: str | None, sign: int,
+def neighbours(ctx: Context, fid: int, upstream: bool, kind: str, variant: str | None, sign: int,
                      min_weight: float, layers: list[int] | None, top_k: int) -> list[EdgeRow]:
     check_range("topK", top_k, 1, ctx.limits.max_page)
     model = ctx.catalog.source(fid).model_id
     sids = None if layers is None else ctx.catalog.sids(model, layers)
-    rows = await ctx.rows(queries.neighbours("edges_in" if upstream else "edges_out"), {
+    rows = ctx.rows(queries.neighbours("edges_in" if upstream else "edges_out"), {
         "fid": fid, **_edge_params(kind, variant, sign), "min_weight": float(min_weight or 0.0), "sids": sids,
         "limit": top_k})
     if upstream:
@@ -60,7 +60,7 @@ class DriverRow:
     product: float
 
 
-async def drivers(ctx: Context, target: int, via: int | None, via_layer: int | None, kind: str,
+def drivers(ctx: Context, target: int, via: int | None, via_layer: int | None, kind: str,
                   variant: str | None, sign: int, top_k: int, fanout: int) -> list[DriverRow]:
     """Features Z with edges Z -> Y -> target, ranked by |w(Z->Y) * w(Y->target)|."""
     check_range("topK", top_k, 1, ctx.limits.max_page)
@@ -69,13 +69,13 @@ async def drivers(ctx: Context, target: int, via: int | None, via_layer: int | N
         raise BadArgument("give either via (a feature) or viaLayer, not both")
     params = {"target": target, **_edge_params(kind, variant, sign), "limit": top_k}
     if via is not None:
-        rows = await ctx.rows(queries.DRIVERS_VIA_FEATURE, {**params, "via": via})
+        rows = ctx.rows(queries.DRIVERS_VIA_FEATURE, {**params, "via": via})
     else:
         model = ctx.catalog.source(target).model_id
         sids = None if via_layer is None else ctx.catalog.sids(model, [via_layer])
         if sids == []:
             raise BadArgument(f"viaLayer {via_layer} has no source in model {model!r}")
-        rows = await ctx.rows(queries.DRIVERS_VIA_LAYER, {**params, "sids": sids, "fanout": fanout})
+        rows = ctx.rows(queries.DRIVERS_VIA_LAYER, {**params, "sids": sids, "fanout": fanout})
     return [DriverRow(EdgeRow(r["z"], r["y"], kind, r["variant"], r["w1"], r["r1"]),
                       EdgeRow(r["y"], target, kind, r["variant"], r["w2"], r["r2"]), r["product"]) for r in rows]
 
@@ -86,7 +86,7 @@ class PathRow:
     score: float
 
 
-async def paths(ctx: Context, source: int, target: int, max_hops: int, kind: str, variant: str | None,
+def paths(ctx: Context, source: int, target: int, max_hops: int, kind: str, variant: str | None,
                 sign: int, fanout: int, beam: int, top_k: int) -> list[PathRow]:
     lim = ctx.limits
     check_range("maxHops", max_hops, 1, lim.max_hops)
@@ -103,7 +103,7 @@ async def paths(ctx: Context, source: int, target: int, max_hops: int, kind: str
     done: list[PathRow] = []
     for _hop in range(max_hops):
         ends = sorted({p.edges[-1].dst if p.edges else source for p in partial})
-        rows = await ctx.rows(queries.PATH_HOP, {
+        rows = ctx.rows(queries.PATH_HOP, {
             "frontier": ends, "target": target, "sids": between, "fanout": fanout, **_edge_params(kind, variant, sign)})
         out: dict[int, list[EdgeRow]] = {}
         for r in rows:

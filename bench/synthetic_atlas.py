@@ -28,7 +28,12 @@ from atlas.ids import FID_SHIFT, source_id
 from atlas.progress import track
 
 JOB = "synthetic"
-WORDS = np.array([f" w{i}" for i in range(5000)] + [" the", " of", " and", " Paris", " France", " river", " bank"])
+# a synthetic vocabulary, drawn Zipf-like so that a few common words have many readers and writers
+WORDS = np.array([" the", " of", " and", " Paris", " France", " river", " bank"] + [f" w{i}" for i in range(5000)])
+
+
+def _words(rng, size) -> np.ndarray:
+    return np.minimum(rng.zipf(1.5, size=size), len(WORDS)) - 1
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,7 @@ def _layer_tables(spec: SyntheticSpec, sids: list[int], layer: int, run_id: str)
     # ---- WeightLens: described features with description terms and tokens
     described = rng.random(n) < spec.described_share  # [d_sae]
     t = spec.n_tokens
-    tok = rng.integers(0, len(WORDS), size=(n, 3, t))  # [d_sae, side, t]
+    tok = _words(rng, (n, 3, t))  # [d_sae, side, t]
     desc = [[w.strip() for w in WORDS[row].astype(str)] if d else [] for row, d in zip(tok[:, 0, :2], described)]
     out["feature_weightlens"] = pa.table({
         "fid": fids, "validated": described & (rng.random(n) < 0.9), "validation_soft": rng.random(n),
@@ -138,7 +143,7 @@ def _layer_tables(spec: SyntheticSpec, sids: list[int], layer: int, run_id: str)
         "quantile_levels": pa.array([levels] * n), "run_id": [run_id] * n})
     e, win = spec.n_examples, 8
     ex_f = np.repeat(fids, e)
-    ex_tok = rng.integers(0, len(WORDS), size=(len(ex_f), win))
+    ex_tok = _words(rng, (len(ex_f), win))
     acts = rng.random((len(ex_f), win)).astype(np.float32)
     out["examples"] = pa.table({
         "fid": ex_f, "kind": pa.array(["top"] * len(ex_f)), "doc_id": rng.integers(0, 10_000, len(ex_f)),
@@ -153,7 +158,7 @@ def _layer_tables(spec: SyntheticSpec, sids: list[int], layer: int, run_id: str)
         "fid": np.repeat(explained, 2), "label": np.tile(np.array([-1, 0], dtype=np.int32), m),
         "n_examples": rng.integers(1, 20, 2 * m).astype(np.int32),
         "contributors": pa.array(['{"tokens": [" the"]}'] * (2 * m)), "run_id": [run_id] * (2 * m)})
-    ex_words = WORDS[rng.integers(0, len(WORDS), m)]
+    ex_words = WORDS[_words(rng, m)]
     out["explanations"] = pa.table({
         "fid": explained, "method": pa.array(["circuitlens-template"] * m),
         "text": pa.array([f"fires on{wd} in context" for wd in ex_words]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import threading
 import time
 
@@ -94,3 +95,32 @@ def test_publish_materializes_adjacency_lists_with_the_same_answers(synthetic_at
         assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'edges_in'"
                            ).fetchone()[0] == "BASE TABLE"
         assert [con.execute(q.format(t)).fetchall() for t in ("edges_in", "edges_out")] == as_views
+
+
+def test_cli_publish_and_serve(tmp_path, synthetic_atlas, cli):
+    import socket
+    import subprocess
+    import sys
+
+    work, _ = synthetic_atlas("tiny")
+    link = tmp_path / "served.duckdb"
+    assert "served.duckdb -> served.duckdb." in cli("db", "publish", str(work), str(link)).stdout
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "serve", "--db", str(link), "--port", str(port)],
+                            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            try:
+                body = httpx.post(f"http://127.0.0.1:{port}/graphql",
+                                  json={"query": "{ stats { nFeatures } }"}, timeout=2).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        assert body == {"data": {"stats": {"nFeatures": 256}}}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    missing = cli("serve", "--db", str(tmp_path / "nope.duckdb"), check=False)
+    assert missing.returncode == 2 and "no atlas database at" in missing.stderr

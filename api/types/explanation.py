@@ -24,8 +24,8 @@ class Explanation:
     fid: strawberry.Private[int]
 
     @strawberry.field(description="Scores of this explanation.")
-    async def scores(self, info: strawberry.Info) -> list[Score]:
-        rows = await info.context.rows(queries.FEATURE_SCORES, {"fid": self.fid, "explanation_id": int(self.id)})
+    def scores(self, info: strawberry.Info) -> list[Score]:
+        rows = info.context.rows(queries.FEATURE_SCORES, {"fid": self.fid, "explanation_id": int(self.id)})
         return [Score.from_row(r) for r in rows]
 
     @classmethod

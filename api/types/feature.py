@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import strawberry
 
 from api import graph, queries
@@ -26,7 +24,7 @@ class Feature:
     layer: int
     index: int
     fid: strawberry.Private[int]
-    _core: strawberry.Private[asyncio.Task | None] = None
+    _core: strawberry.Private[dict | None] = None
 
     @classmethod
     def from_fid(cls, catalog, fid: int) -> "Feature":
@@ -34,82 +32,82 @@ class Feature:
         return cls(id=strawberry.ID(catalog.public_id(fid)), model=s.model_id, source=s.source_id, layer=s.layer,
                    index=fid - (s.sid << 32), fid=fid)
 
-    async def core(self, info) -> dict:
+    def core(self, info) -> dict:
         """WeightLens and activation statistics, fetched once per feature object however many fields ask."""
         if self._core is None:
-            self._core = asyncio.ensure_future(info.context.rows(queries.FEATURE_CORE, {"fid": self.fid}))
-        return (await self._core)[0]
+            self._core = info.context.rows(queries.FEATURE_CORE, {"fid": self.fid})[0]
+        return self._core
 
     @strawberry.field(description="WeightLens description terms joined by ', ' (null: not described).")
-    async def description(self, info: strawberry.Info) -> str | None:
-        terms = (await self.core(info))["description"]
+    def description(self, info: strawberry.Info) -> str | None:
+        terms = (self.core(info))["description"]
         return ", ".join(terms) if terms else None
 
     @strawberry.field(description="WeightLens description terms.")
-    async def description_terms(self, info: strawberry.Info) -> list[str]:
-        return (await self.core(info))["description"] or []
+    def description_terms(self, info: strawberry.Info) -> list[str]:
+        return (self.core(info))["description"] or []
 
     @strawberry.field(description="[BOS] + description activates the feature (WeightLens validation).")
-    async def validated(self, info: strawberry.Info) -> bool | None:
-        return (await self.core(info))["validated"]
+    def validated(self, info: strawberry.Info) -> bool | None:
+        return (self.core(info))["validated"]
 
     @strawberry.field(description="Validated input tokens (before inheritance).")
-    async def n_input_tokens(self, info: strawberry.Info) -> int | None:
-        return (await self.core(info))["n_input_tokens"]
+    def n_input_tokens(self, info: strawberry.Info) -> int | None:
+        return (self.core(info))["n_input_tokens"]
 
     @strawberry.field(description="Activation statistics over the corpus (null: not computed).")
-    async def stats(self, info: strawberry.Info) -> FeatureStats | None:
-        return FeatureStats.from_row(await self.core(info))
+    def stats(self, info: strawberry.Info) -> FeatureStats | None:
+        return FeatureStats.from_row(self.core(info))
 
     @strawberry.field(description="Input tokens (W_E f_enc), strongest first.")
-    async def input_tokens(self, info: strawberry.Info, first: int = 10) -> list[Token]:
-        return await self._tokens(info, ["input"], first)
+    def input_tokens(self, info: strawberry.Info, first: int = 10) -> list[Token]:
+        return self._tokens(info, ["input"], first)
 
     @strawberry.field(description="Output tokens (f_dec W_U), promoted and/or suppressed, strongest first.")
-    async def output_tokens(self, info: strawberry.Info, side: OutputSide = OutputSide.BOTH,
+    def output_tokens(self, info: strawberry.Info, side: OutputSide = OutputSide.BOTH,
                             first: int = 10) -> list[Token]:
         sides = ["promoted", "suppressed"] if side == OutputSide.BOTH else [side.value]
-        return await self._tokens(info, sides, first)
+        return self._tokens(info, sides, first)
 
-    async def _tokens(self, info, sides: list[str], first: int) -> list[Token]:
+    def _tokens(self, info, sides: list[str], first: int) -> list[Token]:
         check_range("first", first, 1, info.context.limits.max_page)
-        rows = await info.context.rows(queries.FEATURE_TOKENS, {"fid": self.fid, "sides": sides, "limit": first})
+        rows = info.context.rows(queries.FEATURE_TOKENS, {"fid": self.fid, "sides": sides, "limit": first})
         return [Token.from_row(r) for r in rows]
 
     @strawberry.field(description="Activating examples, highest activation first.")
-    async def examples(self, info: strawberry.Info, kind: str | None = None, first: int = 10) -> list[Example]:
+    def examples(self, info: strawberry.Info, kind: str | None = None, first: int = 10) -> list[Example]:
         check_range("first", first, 1, info.context.limits.max_page)
-        rows = await info.context.rows(queries.FEATURE_EXAMPLES, {"fid": self.fid, "kind": kind, "limit": first})
+        rows = info.context.rows(queries.FEATURE_EXAMPLES, {"fid": self.fid, "kind": kind, "limit": first})
         return [Example.from_row(r) for r in rows]
 
     @strawberry.field(description="CircuitLens clusters of the feature's examples.")
-    async def clusters(self, info: strawberry.Info) -> list[Cluster]:
-        return [Cluster.from_row(r) for r in await info.context.rows(queries.FEATURE_CLUSTERS, {"fid": self.fid})]
+    def clusters(self, info: strawberry.Info) -> list[Cluster]:
+        return [Cluster.from_row(r) for r in info.context.rows(queries.FEATURE_CLUSTERS, {"fid": self.fid})]
 
     @strawberry.field(description="Explanations of the feature (and of its clusters), by every method.")
-    async def explanations(self, info: strawberry.Info) -> list[Explanation]:
-        rows = await info.context.rows(queries.FEATURE_EXPLANATIONS, {"fid": self.fid})
+    def explanations(self, info: strawberry.Info) -> list[Explanation]:
+        rows = info.context.rows(queries.FEATURE_EXPLANATIONS, {"fid": self.fid})
         return [Explanation.from_row(self.fid, r) for r in rows]
 
     @strawberry.field(description="Every score of the feature's descriptions.")
-    async def scores(self, info: strawberry.Info) -> list[Score]:
-        rows = await info.context.rows(queries.FEATURE_SCORES, {"fid": self.fid, "explanation_id": None})
+    def scores(self, info: strawberry.Info) -> list[Score]:
+        rows = info.context.rows(queries.FEATURE_SCORES, {"fid": self.fid, "explanation_id": None})
         return [Score.from_row(r) for r in rows]
 
     @strawberry.field(description="Edges into this feature from upstream features, strongest |weight| first.")
-    async def upstream(self, info: strawberry.Info, kind: EdgeKind = EdgeKind.VIRTUAL, variant: str | None = None,
+    def upstream(self, info: strawberry.Info, kind: EdgeKind = EdgeKind.VIRTUAL, variant: str | None = None,
                        sign: Sign = Sign.ANY, min_weight: float = 0.0, layers: list[int] | None = None,
                        top_k: int = 10) -> list[Edge]:
-        return await self._edges(info, True, kind, variant, sign, min_weight, layers, top_k)
+        return self._edges(info, True, kind, variant, sign, min_weight, layers, top_k)
 
     @strawberry.field(description="Edges from this feature to downstream features, strongest |weight| first.")
-    async def downstream(self, info: strawberry.Info, kind: EdgeKind = EdgeKind.VIRTUAL, variant: str | None = None,
+    def downstream(self, info: strawberry.Info, kind: EdgeKind = EdgeKind.VIRTUAL, variant: str | None = None,
                          sign: Sign = Sign.ANY, min_weight: float = 0.0, layers: list[int] | None = None,
                          top_k: int = 10) -> list[Edge]:
-        return await self._edges(info, False, kind, variant, sign, min_weight, layers, top_k)
+        return self._edges(info, False, kind, variant, sign, min_weight, layers, top_k)
 
-    async def _edges(self, info, upstream, kind, variant, sign, min_weight, layers, top_k) -> list[Edge]:
+    def _edges(self, info, upstream, kind, variant, sign, min_weight, layers, top_k) -> list[Edge]:
         ctx = info.context
-        rows = await graph.neighbours(ctx, self.fid, upstream, kind.value, variant, sign.value, min_weight, layers,
+        rows = graph.neighbours(ctx, self.fid, upstream, kind.value, variant, sign.value, min_weight, layers,
                                       top_k)
         return [Edge.make(ctx.catalog, e.src, e.dst, e.kind, e.variant, e.weight, e.rel) for e in rows]
