@@ -6,8 +6,8 @@ of weights| for drivers and paths), ties broken by fid, so answers are determini
 Paths (``paths``), an iterative beam search, one SQL statement per hop:
 1. Start with the one partial path [A] (score 1).
 2. For hop h = 1..max_hops, read the out-edges of every node at the end of a partial path: its
-   ``fanout`` strongest edges (|w|) into features of layers strictly between layer(A) and
-   layer(B) of the same model, plus its edge into B if it has one (PATH_HOP).
+   ``fanout`` strongest edges (|w|, of the requested sign) into features of layers strictly
+   between layer(A) and layer(B) of the same model, plus its edge into B if it has one (PATH_HOP).
 3. Extend each partial path by each such edge (score *= w). Extensions that reach B are
    complete; the others are kept, the ``beam`` best by |score|, for the next hop.
 4. Return the complete paths ranked by |score| (the product of the weights along the path),

@@ -1,7 +1,7 @@
 """Named SQL of the API. Every statement takes named parameters only; lists of features are
 fetched with LIMIT page+1 to detect a next page. Edges are read through the adjacency lists
-``edges_in`` / ``edges_out`` (migration 0002; tables with an index once published), whose lists
-are sorted by |weight|, strongest first.
+``edges_in`` / ``edges_out`` (migration 0002: every edge keyed by one end, ``fid``, with the
+other end in ``other``; tables sorted by fid once published).
 """
 
 # ---- one feature
@@ -42,70 +42,62 @@ WHERE fid = $fid AND ($explanation_id IS NULL OR explanation_id = $explanation_i
 # ---- edges of one feature: `side` is edges_in (upstream) or edges_out (downstream)
 
 EDGE_FILTER = """
-    kind = $kind AND ($variant IS NULL OR variant = $variant)
-"""
-
-EDGE_KEEP = """
-    ($sign = 0 OR sign(e.weight) = $sign) AND abs(e.weight) >= $min_weight
-    AND ($sids IS NULL OR list_contains($sids, e.fid >> 32))
+    kind = $kind AND ($variant IS NULL OR variant = $variant) AND ($sign = 0 OR sign(weight) = $sign)
 """
 
 
 def neighbours(side: str) -> str:
     assert side in ("edges_in", "edges_out")
     return f"""
-    SELECT e.fid AS other, variant, e.weight, e.rel_contribution
-    FROM (SELECT variant, unnest(edges) AS e FROM {side} WHERE fid = $fid AND {EDGE_FILTER})
-    WHERE {EDGE_KEEP}
-    ORDER BY abs(e.weight) DESC, e.fid LIMIT $limit
+    SELECT other, variant, weight, rel_contribution FROM {side}
+    WHERE fid = $fid AND {EDGE_FILTER} AND abs(weight) >= $min_weight
+      AND ($sids IS NULL OR list_contains($sids, other >> 32))
+    ORDER BY abs(weight) DESC, other LIMIT $limit
     """
 
 
-# ---- drivers of X via Y: Z -> Y -> X, ranked by |w(Z->Y) * w(Y->X)|
+# ---- drivers of X via Y: Z -> Y -> X, ranked by |w(Z->Y) * w(Y->X)| ($sign: of the product)
 
-DRIVERS_VIA_FEATURE = f"""
+DRIVERS_VIA_FEATURE = """
 WITH second AS (
-    SELECT variant, e.weight AS w2, e.rel_contribution AS r2
-    FROM (SELECT variant, unnest(edges) AS e FROM edges_in WHERE fid = $target AND {EDGE_FILTER})
-    WHERE e.fid = $via
+    SELECT variant, weight AS w2, rel_contribution AS r2 FROM edges_in
+    WHERE fid = $target AND other = $via AND kind = $kind AND ($variant IS NULL OR variant = $variant)
 ), first AS (
-    SELECT variant, e.fid AS z, e.weight AS w1, e.rel_contribution AS r1
-    FROM (SELECT variant, unnest(edges) AS e FROM edges_in WHERE fid = $via AND {EDGE_FILTER})
+    SELECT variant, other AS z, weight AS w1, rel_contribution AS r1 FROM edges_in
+    WHERE fid = $via AND kind = $kind AND ($variant IS NULL OR variant = $variant)
 )
 SELECT z, $via::BIGINT AS y, variant, w1, r1, w2, r2, w1 * w2 AS product
 FROM first JOIN second USING (variant)
-WHERE ($sign = 0 OR sign(w1 * w2) = $sign)
+WHERE $sign = 0 OR sign(w1 * w2) = $sign
 ORDER BY abs(product) DESC, z LIMIT $limit
 """
 
 # via a layer (or any layer when $sids is NULL): the $fanout strongest Y -> X, then all Z -> Y
-DRIVERS_VIA_LAYER = f"""
+DRIVERS_VIA_LAYER = """
 WITH second AS (
-    SELECT variant, e.fid AS y, e.weight AS w2, e.rel_contribution AS r2
-    FROM (SELECT variant, unnest(edges) AS e FROM edges_in WHERE fid = $target AND {EDGE_FILTER})
-    WHERE $sids IS NULL OR list_contains($sids, e.fid >> 32)
-    ORDER BY abs(e.weight) DESC, e.fid LIMIT $fanout
+    SELECT variant, other AS y, weight AS w2, rel_contribution AS r2 FROM edges_in
+    WHERE fid = $target AND kind = $kind AND ($variant IS NULL OR variant = $variant)
+      AND ($sids IS NULL OR list_contains($sids, other >> 32))
+    ORDER BY abs(weight) DESC, other LIMIT $fanout
 ), first AS (
-    SELECT variant, fid AS y, e.fid AS z, e.weight AS w1, e.rel_contribution AS r1
-    FROM (SELECT variant, fid, unnest(edges) AS e FROM edges_in
-          WHERE fid IN (SELECT y FROM second) AND {EDGE_FILTER})
+    SELECT variant, fid AS y, other AS z, weight AS w1, rel_contribution AS r1 FROM edges_in
+    WHERE fid IN (SELECT y FROM second) AND kind = $kind AND ($variant IS NULL OR variant = $variant)
 )
 SELECT z, y, variant, w1, r1, w2, r2, w1 * w2 AS product
 FROM first JOIN second USING (variant, y)
-WHERE ($sign = 0 OR sign(w1 * w2) = $sign)
+WHERE $sign = 0 OR sign(w1 * w2) = $sign
 ORDER BY abs(product) DESC, z, y LIMIT $limit
 """
 
-# ---- one hop of the path beam: from each frontier node, its $fanout strongest edges into
-# allowed intermediate sources, plus its edge into the target if it has one.
+# ---- one hop of the path beam: from each frontier node, its $fanout strongest edges (of the
+# requested sign) into allowed intermediate sources, plus its edge into the target if it has one.
 
 PATH_HOP = f"""
-SELECT fid AS src, e.fid AS dst, variant, e.weight, e.rel_contribution
-FROM (SELECT fid, variant, unnest(list_concat(
-          list_filter(edges, lambda x: x.fid <> $target AND list_contains($sids, x.fid >> 32))[1:$fanout],
-          list_filter(edges, lambda x: x.fid = $target))) AS e
-      FROM edges_out WHERE fid IN (SELECT unnest($frontier::BIGINT[])) AND {EDGE_FILTER})
-WHERE $sign = 0 OR sign(e.weight) = $sign
+SELECT fid AS src, other AS dst, variant, weight, rel_contribution FROM edges_out
+WHERE fid IN (SELECT unnest($frontier::BIGINT[])) AND {EDGE_FILTER}
+  AND (other = $target OR list_contains($sids, other >> 32))
+QUALIFY other = $target
+     OR row_number() OVER (PARTITION BY fid, variant, other = $target ORDER BY abs(weight) DESC, other) <= $fanout
 """
 
 # ---- lists of features (cursor pagination on fid)

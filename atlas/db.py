@@ -338,26 +338,27 @@ _WRITABLE_TABLES = {
 # ---- publish (api) -------------------------------------------------------------------------------
 # A served atlas is a path that is a symlink, ``current``, to an immutable versioned file. Publishing
 # copies the working database to a new versioned file beside the link, materializes the adjacency
-# lists (views ``edges_in``/``edges_out`` of migration 0002 become tables with an index on fid),
+# lists (views ``edges_in``/``edges_out`` of migration 0002 become tables sorted by fid),
 # CHECKPOINTs and closes it, then flips the link with one atomic rename. A server notices the new
 # target on its next request, opens it, and closes the old file once its in-flight requests finish
 # (api/context.py). The working database is never served, so ingest can keep writing to it.
 
 
-def _adjacency_sql(name: str) -> str:
+def _adjacency():
     import importlib
 
-    return importlib.import_module("migrations.versions.0002_views").adjacency_sql(name)
+    return importlib.import_module("migrations.versions.0002_views")
 
 
 def materialize_adjacency(con: duckdb.DuckDBPyConnection) -> None:
-    """Turn the ``edges_in``/``edges_out`` views into tables sorted by fid, with an index on fid."""
+    """Turn the ``edges_in``/``edges_out`` views into tables sorted by (fid, kind, variant, |weight| desc)."""
+    views = _adjacency()
     for name in ("edges_in", "edges_out"):
-        con.execute(f"CREATE TABLE _atlas_adj AS SELECT * FROM ({_adjacency_sql(name)}) ORDER BY fid, kind, variant")
+        con.execute(f"CREATE TABLE _atlas_adj AS SELECT * FROM ({views.adjacency_sql(name)}) "
+                    f"ORDER BY {views.ADJACENCY_ORDER}")
         kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = $n", {"n": name}).fetchone()
         con.execute(f"DROP {'VIEW' if kind and kind[0] == 'VIEW' else 'TABLE'} IF EXISTS {name}")
         con.execute(f"ALTER TABLE _atlas_adj RENAME TO {name}")
-        con.execute(f"CREATE INDEX {name}_fid ON {name} (fid)")
 
 
 def publish(source: str | Path, link: str | Path, keep: int = 3) -> Path:
