@@ -83,3 +83,10 @@ def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette
 
     app.database = database  # for tests and logs
     return app
+
+
+def app_from_env():
+    """The app for `atlas serve --workers N`: each uvicorn worker process builds its own."""
+    import os
+
+    return build_app(os.environ["ATLAS_SERVE_DB"])

@@ -10,8 +10,9 @@ FEATURE_CORE = """
 SELECT w.validated, w.validation_soft, w.n_input_tokens, w.n_upstream, w.description,
        st.n_tokens, st.n_active, st.frequency, st.max_act, st.mean_act, st.quantiles, st.quantile_levels,
        st.hist_edges, st.hist_counts
-FROM (SELECT $fid::BIGINT AS fid) f
-LEFT JOIN feature_weightlens w ON w.fid = f.fid LEFT JOIN feature_stats st ON st.fid = f.fid
+FROM (SELECT 1) one
+LEFT JOIN (SELECT * FROM feature_weightlens WHERE fid = $fid) w ON true
+LEFT JOIN (SELECT * FROM feature_stats WHERE fid = $fid) st ON true
 """
 
 FEATURE_TOKENS = """

@@ -88,14 +88,23 @@ def serve(
     db_path: Path = typer.Option(..., "--db", help="The atlas database, or the symlink `atlas db publish` flips."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, help="Server processes (each opens the atlas read-only)."),
 ) -> None:
     """Serve the GraphQL API (GraphiQL at /graphql) over an atlas, read-only."""
+    import os
+
     import uvicorn
 
     from api.app import build_app
 
-    print(f"serving {db_path} at http://{host}:{port}/graphql")
-    uvicorn.run(build_app(db_path), host=host, port=port, log_level="warning")
+    print(f"serving {db_path} at http://{host}:{port}/graphql ({workers} worker{'s' * (workers > 1)})", flush=True)
+    if workers > 1:  # uvicorn starts each worker from an import string; the path travels in the environment
+        build_app(db_path).database.close()  # fail here, once, on a bad path
+        os.environ["ATLAS_SERVE_DB"] = str(db_path)
+        uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
+    else:
+        uvicorn.run(build_app(db_path), host=host, port=port, log_level="warning")
 
 
 @app.command("sql")

@@ -13,6 +13,7 @@
    HTTP + GraphQL floor) and DuckDB's full-scan rate over the edges.
 
     PYTHONPATH=. python -m bench.bench_api [--out DIR] [--layers 12 --d-sae 24576 --k-up 40] [--n 200]
+                                           [--workers 1] [--republish] [--json out.json]
 """
 
 from __future__ import annotations
@@ -95,12 +96,13 @@ def sample(con, n: int, seed: int = 0) -> list[dict]:
     return out
 
 
-def start_server(link: Path) -> tuple[subprocess.Popen, str]:
+def start_server(link: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "serve", "--db", str(link), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "serve", "--db", str(link), "--port", str(port),
+                             "--workers", str(workers)],
                             env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -216,6 +218,7 @@ def main() -> None:
     ap.add_argument("--k-up", type=int, default=40)
     ap.add_argument("--n", type=int, default=200, help="requests per question and mode")
     ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=1, help="`atlas serve --workers`")
     ap.add_argument("--republish", action="store_true", help="publish again even if current exists")
     ap.add_argument("--json", default=None, help="write the figures here too")
     args = ap.parse_args()
@@ -231,7 +234,7 @@ def main() -> None:
     scan = n_edges / (time.perf_counter() - t)
     samples = sample(con, args.n)
     ask = sql_runner(version)
-    proc, url = start_server(link)
+    proc, url = start_server(link, args.workers)
     results = {"atlas": {"layers": args.layers, "d_sae": args.d_sae, "edges": n_edges, **build_times},
                "reference": {"duckdb_scan_rows_per_s": scan}, "questions": {}}
     try:
@@ -242,6 +245,7 @@ def main() -> None:
         results["reference"]["graphql_floor_p99_ms"] = pct(floor, 0.99)
         print(f"atlas: {args.layers} x {args.d_sae} features, {n_edges:,} edges; "
               + ", ".join(f"{k} {v:.1f} s" for k, v in build_times.items()))
+        print(f"server: atlas serve --workers {args.workers}; clients and server share this machine")
         print(f"reference: empty GraphQL query p50 {pct(floor, .5):.2f} ms p99 {pct(floor, .99):.2f} ms; "
               f"DuckDB full scan {scan / 1e6:.0f} M edges/s; cores {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
         head = f"{'question':<20}{'mode':<10}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
