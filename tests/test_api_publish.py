@@ -97,7 +97,8 @@ def test_publish_materializes_adjacency_lists_with_the_same_answers(synthetic_at
         assert [con.execute(q.format(t)).fetchall() for t in ("edges_in", "edges_out")] == as_views
 
 
-def test_cli_publish_and_serve(tmp_path, synthetic_atlas, cli):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_cli_publish_and_serve(tmp_path, synthetic_atlas, cli, workers):
     import socket
     import subprocess
     import sys
@@ -108,10 +109,11 @@ def test_cli_publish_and_serve(tmp_path, synthetic_atlas, cli):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "serve", "--db", str(link), "--port", str(port)],
-                            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "serve", "--db", str(link), "--port", str(port),
+                             "--workers", workers], cwd=Path(__file__).resolve().parent.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        for _ in range(200):
+        for _ in range(400):
             try:
                 body = httpx.post(f"http://127.0.0.1:{port}/graphql",
                                   json={"query": "{ stats { nFeatures } }"}, timeout=2).json()
