@@ -20,7 +20,9 @@ statement and ``Context.deadline`` bounds the request.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +36,12 @@ from api.limits import ApiLimits
 from atlas import db
 from atlas.errors import NotFoundError
 from atlas.ids import FeatureRef, make_fid, split_fid
+
+
+@functools.lru_cache(maxsize=512)
+def _names(sql: str) -> frozenset[str]:
+    """The named parameters a statement uses (optional filters leave some of a call's params unused)."""
+    return frozenset(re.findall(r"\$(\w+)", sql))
 
 
 @dataclass(frozen=True)
@@ -164,7 +172,7 @@ class Context:
         self.statements += 1
         cur = self.version.cursor()
         try:
-            res = cur.execute(sql, params or {})
+            res = cur.execute(sql, {k: v for k, v in (params or {}).items() if k in _names(sql)})
         except duckdb.InterruptException as exc:
             raise TimeLimit(f"a query exceeded the time limit of {self.limits.statement_ms} ms per statement") from exc
         names = [d[0] for d in res.description]

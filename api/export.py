@@ -21,9 +21,7 @@ def _node_id(layer: int, index: int) -> str:
 def graph_json(ctx: Context, slug: str, fids: list[int], edges: list[graph.EdgeRow], clicked: int | None) -> dict:
     cat = ctx.catalog
     fids = sorted(set(fids) | {e.src for e in edges} | {e.dst for e in edges})
-    labels = {r["fid"]: r["description"] for r in ctx.rows(
-        "SELECT fid, array_to_string(description, ', ') AS description FROM feature_weightlens "
-        "WHERE fid IN (SELECT unnest($fids::BIGINT[]))", {"fids": fids})}
+    labels = {r["fid"]: r["description"] for r in ctx.rows(queries.FEATURE_LABELS, {"fids": fids})}
     nodes, ids = [], {}
     for fid in fids:
         s = cat.source(fid)
@@ -59,6 +57,3 @@ def path_set(ctx: Context, source: int, target: int, found: list[graph.PathRow])
     cat = ctx.catalog
     slug = f"{cat.public_id(source)}--{cat.public_id(target)}".replace("/", "_")
     return graph_json(ctx, slug, [source, target], edges, None)
-
-
-_ = queries  # named SQL lives in api/queries.py; the one statement above is local to the export

@@ -45,9 +45,10 @@ def neighbours(ctx: Context, fid: int, upstream: bool, kind: str, variant: str |
     check_range("topK", top_k, 1, ctx.limits.max_page)
     model = ctx.catalog.source(fid).model_id
     sids = None if layers is None else ctx.catalog.sids(model, layers)
-    rows = ctx.rows(queries.neighbours("edges_in" if upstream else "edges_out"), {
-        "fid": fid, **_edge_params(kind, variant, sign), "min_weight": float(min_weight or 0.0), "sids": sids,
-        "limit": top_k})
+    sql = queries.neighbours("edges_in" if upstream else "edges_out", variant=variant is not None, sign=sign != 0,
+                             min_weight=bool(min_weight), layers=sids is not None)
+    rows = ctx.rows(sql, {"fid": fid, **_edge_params(kind, variant, sign), "min_weight": float(min_weight or 0.0),
+                          "sids": sids, "limit": top_k})
     if upstream:
         return [EdgeRow(r["other"], fid, kind, r["variant"], r["weight"], r["rel_contribution"]) for r in rows]
     return [EdgeRow(fid, r["other"], kind, r["variant"], r["weight"], r["rel_contribution"]) for r in rows]
@@ -69,13 +70,14 @@ def drivers(ctx: Context, target: int, via: int | None, via_layer: int | None, k
         raise BadArgument("give either via (a feature) or viaLayer, not both")
     params = {"target": target, **_edge_params(kind, variant, sign), "limit": top_k}
     if via is not None:
-        rows = ctx.rows(queries.DRIVERS_VIA_FEATURE, {**params, "via": via})
+        rows = ctx.rows(queries.drivers_via_feature(variant is not None, sign != 0), {**params, "via": via})
     else:
         model = ctx.catalog.source(target).model_id
         sids = None if via_layer is None else ctx.catalog.sids(model, [via_layer])
         if sids == []:
             raise BadArgument(f"viaLayer {via_layer} has no source in model {model!r}")
-        rows = ctx.rows(queries.DRIVERS_VIA_LAYER, {**params, "sids": sids, "fanout": fanout})
+        rows = ctx.rows(queries.drivers_via_layer(variant is not None, sign != 0, sids is not None),
+                        {**params, "sids": sids, "fanout": fanout})
     return [DriverRow(EdgeRow(r["z"], r["y"], kind, r["variant"], r["w1"], r["r1"]),
                       EdgeRow(r["y"], target, kind, r["variant"], r["w2"], r["r2"]), r["product"]) for r in rows]
 
@@ -103,7 +105,7 @@ def paths(ctx: Context, source: int, target: int, max_hops: int, kind: str, vari
     done: list[PathRow] = []
     for _hop in range(max_hops):
         ends = sorted({p.edges[-1].dst if p.edges else source for p in partial})
-        rows = ctx.rows(queries.PATH_HOP, {
+        rows = ctx.rows(queries.path_hop(variant is not None, sign != 0), {
             "frontier": ends, "target": target, "sids": between, "fanout": fanout, **_edge_params(kind, variant, sign)})
         out: dict[int, list[EdgeRow]] = {}
         for r in rows:

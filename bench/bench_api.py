@@ -24,14 +24,12 @@ import json
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import duckdb
 import httpx
 
 from api import graph, queries
@@ -151,18 +149,16 @@ def sql_runner(version: Version):
         ctx = Context(version, lim)
         if question == "lookup":
             ctx.rows(queries.FEATURE_CORE, {"fid": s["fx"]})
-            ctx.rows(queries.FEATURE_TOKENS, {"fid": s["fx"], "sides": ["input"], "limit": 5})
-            ctx.rows(queries.FEATURE_TOKENS, {"fid": s["fx"], "sides": ["promoted", "suppressed"], "limit": 5})
+            ctx.rows(queries.feature_tokens(["input"]), {"fid": s["fx"], "limit": 5})
+            ctx.rows(queries.feature_tokens(["promoted", "suppressed"]), {"fid": s["fx"], "limit": 5})
         elif question == "topk_upstream":
-            ctx.rows(queries.neighbours("edges_in"), {"fid": s["fx"], "kind": "virtual", "variant": None, "sign": 0,
-                                                      "min_weight": 0.0, "sids": None, "limit": 10})
+            ctx.rows(queries.neighbours("edges_in"), {"fid": s["fx"], "kind": "virtual", "limit": 10})
         elif question == "drivers_via":
-            ctx.rows(queries.DRIVERS_VIA_FEATURE, {"target": s["fx"], "via": s["fy"], "kind": "virtual",
-                                                   "variant": None, "sign": 0, "limit": 10})
+            ctx.rows(queries.drivers_via_feature(), {"target": s["fx"], "via": s["fy"], "kind": "virtual",
+                                                     "limit": 10})
         elif question == "drivers_via_layer":
-            ctx.rows(queries.DRIVERS_VIA_LAYER, {"target": s["fx"], "kind": "virtual", "variant": None, "sign": 0,
-                                                 "limit": 10, "fanout": 20,
-                                                 "sids": ctx.catalog.sids(None, [s["l"]])})
+            ctx.rows(queries.drivers_via_layer(layer=True), {"target": s["fx"], "kind": "virtual", "limit": 10,
+                                                             "fanout": 20, "sids": ctx.catalog.sids(None, [s["l"]])})
         elif question == "paths_3hop":
             graph.paths(ctx, s["fa"], s["fx"], 3, "virtual", None, 0, 10, 200, 10)
         elif question == "naive_topk_edges":

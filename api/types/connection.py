@@ -44,10 +44,11 @@ def decode_cursor(cursor: str | None) -> int:
         return -1
     try:
         text = base64.urlsafe_b64decode(cursor.encode()).decode()
-        assert text.startswith("fid:")
-        return int(text[4:])
-    except Exception as exc:  # noqa: BLE001
-        raise BadArgument(f"cursor {cursor!r} is not a cursor this API returned") from exc
+    except ValueError:
+        text = ""
+    if not text.startswith("fid:") or not text[4:].isdigit():
+        raise BadArgument(f"cursor {cursor!r} is not a cursor this API returned")
+    return int(text[4:])
 
 
 def page(rows: list, first: int, key, node) -> Connection:

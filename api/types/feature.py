@@ -71,7 +71,7 @@ class Feature:
 
     def _tokens(self, info, sides: list[str], first: int) -> list[Token]:
         check_range("first", first, 1, info.context.limits.max_page)
-        rows = info.context.rows(queries.FEATURE_TOKENS, {"fid": self.fid, "sides": sides, "limit": first})
+        rows = info.context.rows(queries.feature_tokens(sides), {"fid": self.fid, "limit": first})
         return [Token.from_row(r) for r in rows]
 
     @strawberry.field(description="Activating examples, highest activation first.")
