@@ -152,6 +152,61 @@ def ingest_weightlens(
         print(f"{layer:>5}  {value:8.1%}")
 
 
+# ---- api -----------------------------------------------------------------------------------------
+
+
+@db_app.command("publish")
+def db_publish(
+    source: Path = typer.Argument(..., help="The working atlas database (not open by a writer)."),
+    link: Path = typer.Argument(..., help="The served path: a symlink flipped atomically to the new version."),
+    keep: int = typer.Option(3, help="Versioned files to keep beside the link."),
+) -> None:
+    """Publish a working atlas for serving: versioned read-optimized copy, then an atomic symlink flip."""
+    from atlas import db
+
+    version = db.publish(source, link, keep=keep)
+    print(f"{link} -> {version.name}")
+
+
+@app.command("serve")
+def serve(
+    db_path: Path = typer.Option(..., "--db", help="The atlas database, or the symlink `atlas db publish` flips."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, help="Server processes (each opens the atlas read-only)."),
+) -> None:
+    """Serve the GraphQL API (GraphiQL at /graphql) over an atlas, read-only."""
+    import os
+
+    import uvicorn
+
+    from api.app import build_app
+
+    print(f"serving {db_path} at http://{host}:{port}/graphql ({workers} worker{'s' * (workers > 1)})", flush=True)
+    if workers > 1:  # uvicorn starts each worker from an import string; the path travels in the environment
+        build_app(db_path).database.close()  # fail here, once, on a bad path
+        os.environ["ATLAS_SERVE_DB"] = str(db_path)
+        uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
+    else:
+        uvicorn.run(build_app(db_path), host=host, port=port, log_level="warning")
+
+
+@app.command("sql")
+def sql(
+    query: str = typer.Argument(..., help="One read-only SQL statement (docs/sql.md lists the views)."),
+    db_path: Path = typer.Option(..., "--db", help="The atlas database."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Write the result to this CSV file."),
+    parquet: Optional[Path] = typer.Option(None, "--parquet", help="Write the result to this Parquet file."),
+    max_rows: int = typer.Option(100, help="Rows printed (files get every row)."),
+    timeout_ms: int = typer.Option(60000, help="Time limit of the statement."),
+) -> None:
+    """Run read-only SQL on an atlas; print a table or write CSV / Parquet."""
+    from atlas.sql import run_sql
+
+    run_sql(db_path, query, csv=csv, parquet=parquet, max_rows=max_rows, timeout_ms=timeout_ms)
+
+
 def main() -> None:
     try:
         app()

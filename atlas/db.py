@@ -26,7 +26,7 @@ from typing import Any
 import duckdb
 
 from atlas import __version__
-from atlas.errors import NotFoundError, SchemaError
+from atlas.errors import AtlasError, NotFoundError, SchemaError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -138,9 +138,18 @@ def connect_readonly(path: str | Path, limits: ReadOnlyLimits = ReadOnlyLimits()
             "threads": limits.threads,
         },
     )
-    con.execute(f"SET max_execution_time = {int(limits.max_execution_time_ms)}")
+    check_schema(con, path)  # before the time limit: a tiny limit must not refuse a good file
+    ms = int(limits.max_execution_time_ms)
+    locked, current_ms = con.execute(
+        "SELECT current_setting('lock_configuration'), current_setting('max_execution_time')").fetchone()
+    if locked:  # this process already opened the file read-only: DuckDB shares one instance per file
+        if int(current_ms) != ms:
+            con.close()
+            raise AtlasError(f"{path} is already open in this process with a time limit of {current_ms} ms, not {ms}")
+        return con
+    # GLOBAL, not a session SET: cursors (per-thread connections) inherit it.
+    con.execute(f"SET GLOBAL max_execution_time = {ms}")
     con.execute("SET lock_configuration = true")
-    check_schema(con, path)
     return con
 
 
@@ -324,3 +333,68 @@ _WRITABLE_TABLES = {
     "edges", "feature_stats", "examples", "attributions", "clusters", "cluster_members",
     "explanations", "scores",
 }
+
+
+# ---- publish (api) -------------------------------------------------------------------------------
+# A served atlas is a path that is a symlink, ``current``, to an immutable versioned file. Publishing
+# copies the working database to a new versioned file beside the link, materializes the adjacency
+# lists (views ``edges_in``/``edges_out`` of migration 0002 become tables sorted by fid),
+# CHECKPOINTs and closes it, then flips the link with one atomic rename. A server notices the new
+# target on its next request, opens it, and closes the old file once its in-flight requests finish
+# (api/context.py). The working database is never served, so ingest can keep writing to it.
+
+
+def _adjacency():
+    import importlib
+
+    return importlib.import_module("migrations.versions.0002_views")
+
+
+def materialize_adjacency(con: duckdb.DuckDBPyConnection) -> None:
+    """Turn the ``edges_in``/``edges_out`` views into tables sorted by (fid, kind, variant, |weight| desc)."""
+    views = _adjacency()
+    for name in ("edges_in", "edges_out"):
+        con.execute(f"CREATE TABLE _atlas_adj AS SELECT * FROM ({views.adjacency_sql(name)}) "
+                    f"ORDER BY {views.ADJACENCY_ORDER}")
+        kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = $n", {"n": name}).fetchone()
+        con.execute(f"DROP {'VIEW' if kind and kind[0] == 'VIEW' else 'TABLE'} IF EXISTS {name}")
+        con.execute(f"ALTER TABLE _atlas_adj RENAME TO {name}")
+
+
+def publish(source: str | Path, link: str | Path, keep: int = 3) -> Path:
+    """Publish ``source`` (a working atlas, not open by a writer) as the new target of symlink ``link``.
+
+    Returns the new versioned file. Keeps the ``keep`` newest versions; older ones are unlinked
+    (a server that still has one open keeps reading it until it closes it).
+    """
+    import shutil
+    import time
+
+    source, link = Path(source), Path(link)
+    if not source.exists():
+        raise NotFoundError(f"no atlas database at {source}")
+    if link.exists() and not link.is_symlink():
+        raise AtlasError(f"{link} exists and is not a symlink; publish needs a path of its own for the link")
+    try:
+        with duckdb.connect(str(source), read_only=True) as con:  # also refuses a file a writer holds
+            check_schema(con, source)
+    except (duckdb.IOException, duckdb.ConnectionException) as exc:  # another process / this one
+        raise AtlasError(f"cannot read {source} to publish it (is an ingest job still writing it?): {exc}") from exc
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{uuid.uuid4().hex[:6]}"
+    version = link.parent / f"{link.name}.{stamp}"
+    tmp = version.with_name(version.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    wal = source.with_name(source.name + ".wal")
+    if wal.exists():  # not checkpointed: the copy replays it when opened read-write below
+        shutil.copyfile(wal, tmp.with_name(tmp.name + ".wal"))
+    with duckdb.connect(str(tmp)) as con:
+        materialize_adjacency(con)
+        con.execute("CHECKPOINT")
+    os.replace(tmp, version)
+    tmp_link = link.with_name(f".{link.name}.{stamp}.link")
+    os.symlink(version.name, tmp_link)  # relative: the link and its versions move together
+    os.replace(tmp_link, link)  # the atomic flip
+    versions = sorted(link.parent.glob(f"{link.name}.*T*-*"), key=lambda p: p.name)
+    for old in [v for v in versions if not v.name.endswith(".tmp")][:-keep]:
+        old.unlink(missing_ok=True)
+    return version

@@ -171,3 +171,70 @@ def build_transcoder_set(model, d_sae: int = 64, seed: int = 0, set_name: str = 
 @pytest.fixture
 def transcoder_set_factory():
     return build_transcoder_set
+
+
+# ---- api -----------------------------------------------------------------------------------------
+# A tiny synthetic atlas (bench/synthetic_atlas.py), published behind a `current` symlink, and a
+# real uvicorn server on a free loopback port serving it.
+
+
+TINY_ATLAS = dict(n_layers=4, d_sae=64, k_up=6, n_tokens=3, n_examples=2)
+
+
+@pytest.fixture(scope="session")
+def synthetic_atlas(tmp_path_factory):
+    """Factory: (name, **spec overrides) -> (working file, published `current` link); cached per name."""
+    from bench.synthetic_atlas import SyntheticSpec, build
+
+    from atlas import db
+
+    made = {}
+
+    def make(name: str = "tiny", **overrides):
+        if name not in made:
+            root = tmp_path_factory.mktemp(f"atlas-{name}")
+            work = build(root / "work.duckdb", SyntheticSpec(**{**TINY_ATLAS, **overrides}))
+            db.publish(work, root / "current.duckdb")
+            made[name] = (work, root / "current.duckdb")
+        return made[name]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def api_server():
+    """Factory: (db path, ApiLimits) -> base URL of a uvicorn server on loopback (stopped at the end)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from api.app import build_app
+    from api.limits import ApiLimits
+
+    servers = []
+
+    def start(path, limits: ApiLimits = ApiLimits()) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        app = build_app(path, limits)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        servers.append((server, thread))
+        url = f"http://127.0.0.1:{port}"
+        start.apps[url] = app
+        return url
+
+    start.apps = {}
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,92 @@
+"""The ASGI app: GraphQL (with GraphiQL in the browser) and graph export over one atlas.
+
+    uvicorn-style: build_app("atlas.duckdb")  # or `atlas serve --db atlas.duckdb`
+
+Routes: ``POST /graphql`` (and GraphiQL at ``GET /graphql``), ``GET /graph/{model}/{source}/{index}``
+(neighbourhood as circuit-tracer graph JSON), ``GET /`` -> /graphql. Every request holds one
+version of the atlas from start to end (api/context.py), so a publish never breaks a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import anyio
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse
+from starlette.routing import Route
+from strawberry.asgi import GraphQL
+
+from api import export
+from api.context import AtlasDatabase, Context
+from api.errors import BadArgument
+from api.limits import ApiLimits
+from api.schema import build_schema
+from api.types.enums import EdgeKind
+from atlas.errors import AtlasError
+
+
+def _closing(database: AtlasDatabase):
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        database.close()
+
+    return lifespan
+
+
+class AtlasGraphQL(GraphQL):
+    async def get_context(self, request, response) -> Context:
+        return Context(request.scope["atlas_version"], self.limits)
+
+
+def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette:
+    database = AtlasDatabase(db_path, limits)
+    gql = AtlasGraphQL(build_schema(limits), graphql_ide="graphiql", allow_queries_via_get=False,
+                       multipart_uploads_enabled=False)
+    gql.limits = limits
+
+    async def graph_route(request: Request) -> JSONResponse:
+        ctx = Context(request.scope["atlas_version"], limits)
+        p = request.path_params
+        try:
+            fid = ctx.catalog.fid(f"{p['model']}/{p['source']}/{p['index']}")
+            kind = request.query_params.get("kind", "virtual")
+            if kind not in {k.value for k in EdgeKind}:
+                raise BadArgument(f"kind {kind!r} is not one of virtual, era, twera")
+            top_k = request.query_params.get("topK", "10")
+            if not top_k.isdigit():
+                raise BadArgument(f"topK {top_k!r} is not a positive integer")
+            return JSONResponse(await anyio.to_thread.run_sync(export.neighbourhood, ctx, fid, kind, int(top_k)))
+        except AtlasError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404 if "not in the atlas" in str(exc) else 400)
+
+    inner = Starlette(routes=[
+        Route("/", lambda request: RedirectResponse("/graphql")),
+        Route("/graphql", gql, methods=["GET", "POST"]),
+        Route("/graph/{model}/{source}/{index}", graph_route),
+    ], lifespan=_closing(database))
+
+    async def app(scope, receive, send):
+        """Hold one atlas version for the whole request (see AtlasDatabase)."""
+        if scope["type"] != "http":
+            return await inner(scope, receive, send)
+        version = database.acquire()
+        scope["atlas_version"] = version
+        try:
+            await inner(scope, receive, send)
+        finally:
+            database.release(version)
+
+    app.database = database  # for tests and logs
+    return app
+
+
+def app_from_env():
+    """The app for `atlas serve --workers N`: each uvicorn worker process builds its own."""
+    import os
+
+    return build_app(os.environ["ATLAS_SERVE_DB"])

@@ -1,0 +1,283 @@
+"""API latency on a GPT-2-small-scale synthetic atlas, against the same questions as raw DuckDB SQL.
+
+1. Build (or reuse) the synthetic atlas (bench/synthetic_atlas.py; default 12 layers x 24,576
+   features, k_up 40 -> ~10.8M virtual + ~2.2M ERA/TWERA edges) and publish it (materialized
+   adjacency lists); both times are printed.
+2. Start `atlas serve` in its own process on a loopback port.
+3. For each question (feature lookup, top-k upstream, drivers(X via Y), drivers(X via layer),
+   3-hop paths) over a fixed sample of features: p50 / p99 latency through HTTP + GraphQL with
+   1 client and with 16 concurrent clients, and the same question answered in this process by
+   the same named SQL on a read-only connection (1 thread, and 16 threads). Paths run the same
+   beam (api/graph.py) in-process. Also a naive top-k on the raw `edges` table. Every question
+   first runs once untimed over all samples on both sides, so both are measured with warm caches.
+4. Reference figures measured in the same run: an empty GraphQL query (`{ __typename }`, the
+   HTTP + GraphQL floor) and DuckDB's full-scan rate over the edges.
+
+    PYTHONPATH=. python -m bench.bench_api [--out DIR] [--layers 12 --d-sae 24576 --k-up 40] [--n 200]
+                                           [--workers 1] [--republish] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from api import graph, queries
+from api.context import Context, Version
+from api.limits import ApiLimits
+from atlas import db
+
+Q_LOOKUP = """query($x: ID!) { feature(id: $x) { id layer description validated stats { frequency maxAct }
+  inputTokens(first: 5) { token score } outputTokens(first: 5) { token score } } }"""
+Q_TOPK = "query($x: ID!) { feature(id: $x) { upstream(topK: 10) { weight source { id } } } }"
+Q_VIA = """query($x: ID!, $y: ID!) { drivers(target: $x, via: $y, topK: 10) {
+  driver { id } product first { weight } second { weight } } }"""
+Q_VIA_LAYER = """query($x: ID!, $l: Int!) { drivers(target: $x, viaLayer: $l, topK: 10, fanout: 20) {
+  driver { id } via { id } product } }"""
+Q_PATHS = """query($a: ID!, $x: ID!) { paths(source: $a, target: $x, maxHops: 3, fanout: 10, beam: 200, topK: 10) {
+  score hops features { id } } }"""
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] * 1e3
+
+
+def build_atlas(out: Path, args) -> tuple[Path, dict]:
+    from bench.synthetic_atlas import SyntheticSpec, build
+
+    work, link = out / f"work-{args.layers}x{args.d_sae}x{args.k_up}.duckdb", out / "current.duckdb"
+    times = {}
+    if not work.exists():
+        t = time.perf_counter()
+        build(work, SyntheticSpec(n_layers=args.layers, d_sae=args.d_sae, k_up=args.k_up))
+        times["build_s"] = time.perf_counter() - t
+    if not link.exists() or args.republish:
+        t = time.perf_counter()
+        db.publish(work, link, keep=1)
+        times["publish_s"] = time.perf_counter() - t
+    return link, times
+
+
+def sample(con, n: int, seed: int = 0) -> list[dict]:
+    """Targets X in layers >= 3 with their strongest upstream Y, and a source A three hops up."""
+    rng = random.Random(seed)
+    layers = con.execute("SELECT layer, sid, d_sae, model_id, source_id FROM sources ORDER BY layer").fetchall()
+    out = []
+    while len(out) < n:
+        layer, sid, d_sae, model, source = layers[rng.randrange(3, len(layers))]
+        x = (sid << 32) + rng.randrange(d_sae)
+        chain = [x]
+        for _ in range(3):  # walk up the strongest edge into the layer just below, 3 times
+            r = con.execute("SELECT src_fid FROM edges WHERE dst_fid = $f AND kind = 'virtual' "
+                            "ORDER BY abs(weight) DESC LIMIT 1", {"f": chain[-1]}).fetchone()
+            if r is None:
+                break
+            chain.append(r[0])
+        if len(chain) < 4:
+            continue
+        pid = con.execute("SELECT public_id, layer FROM feature_ids WHERE fid IN ($a, $b, $c) ORDER BY fid",
+                          {"a": x, "b": chain[1], "c": chain[3]}).fetchall()
+        ids = {f: p for f, p in zip(sorted([x, chain[1], chain[3]]), pid)}
+        out.append({"x": ids[x][0], "y": ids[chain[1]][0], "a": ids[chain[3]][0], "l": ids[chain[1]][1],
+                    "fx": x, "fy": chain[1], "fa": chain[3]})
+    return out
+
+
+def start_server(link: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "serve", "--db", str(link), "--port", str(port),
+                             "--workers", str(workers)],
+                            env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            httpx.post(f"{url}/graphql", json={"query": "{ __typename }"}, timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def http_single(url: str, query: str, variables: list[dict]) -> list[float]:
+    times = []
+    with httpx.Client(timeout=60) as http:
+        for v in variables:
+            t = time.perf_counter()
+            body = http.post(f"{url}/graphql", json={"query": query, "variables": v}).json()
+            times.append(time.perf_counter() - t)
+            assert "errors" not in body, body["errors"]
+    return times
+
+
+def http_concurrent(url: str, query: str, variables: list[dict], clients: int) -> tuple[list[float], float]:
+    async def run():
+        times, queue = [], list(variables)
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=clients)) as http:
+            async def worker():
+                while queue:
+                    v = queue.pop()
+                    t = time.perf_counter()
+                    body = (await http.post(f"{url}/graphql", json={"query": query, "variables": v})).json()
+                    times.append(time.perf_counter() - t)
+                    assert "errors" not in body, body["errors"]
+            t0 = time.perf_counter()
+            await asyncio.gather(*[worker() for _ in range(clients)])
+            return times, time.perf_counter() - t0
+    return asyncio.run(run())
+
+
+def sql_runner(version: Version):
+    """The same question as the API, answered in-process by the same named SQL (no HTTP, no GraphQL)."""
+    lim = ApiLimits()
+
+    def ask(question: str, s: dict):
+        ctx = Context(version, lim)
+        if question == "lookup":
+            ctx.rows(queries.FEATURE_CORE, {"fid": s["fx"]})
+            ctx.rows(queries.feature_tokens(["input"]), {"fid": s["fx"], "limit": 5})
+            ctx.rows(queries.feature_tokens(["promoted", "suppressed"]), {"fid": s["fx"], "limit": 5})
+        elif question == "topk_upstream":
+            ctx.rows(queries.neighbours("edges_in"), {"fid": s["fx"], "kind": "virtual", "limit": 10})
+        elif question == "drivers_via":
+            ctx.rows(queries.drivers_via_feature(), {"target": s["fx"], "via": s["fy"], "kind": "virtual",
+                                                     "limit": 10})
+        elif question == "drivers_via_layer":
+            ctx.rows(queries.drivers_via_layer(layer=True), {"target": s["fx"], "kind": "virtual", "limit": 10,
+                                                             "fanout": 20, "sids": ctx.catalog.sids(None, [s["l"]])})
+        elif question == "paths_3hop":
+            graph.paths(ctx, s["fa"], s["fx"], 3, "virtual", None, 0, 10, 200, 10)
+        elif question == "naive_topk_edges":
+            ctx.rows("SELECT src_fid, weight FROM edges WHERE dst_fid = $f AND kind = 'virtual' "
+                     "ORDER BY abs(weight) DESC LIMIT 10", {"f": s["fx"]})
+    return ask
+
+
+def sql_single(ask, question: str, samples: list[dict]) -> list[float]:
+    times = []
+    for s in samples:
+        t = time.perf_counter()
+        ask(question, s)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def sql_concurrent(ask, question: str, samples: list[dict], clients: int) -> tuple[list[float], float]:
+    times, queue, lock = [], list(samples), threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                if not queue:
+                    return
+                s = queue.pop()
+            t = time.perf_counter()
+            ask(question, s)
+            times.append(time.perf_counter() - t)
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return times, time.perf_counter() - t0
+
+
+QUESTIONS = {
+    "lookup": (Q_LOOKUP, lambda s: {"x": s["x"]}),
+    "topk_upstream": (Q_TOPK, lambda s: {"x": s["x"]}),
+    "drivers_via": (Q_VIA, lambda s: {"x": s["x"], "y": s["y"]}),
+    "drivers_via_layer": (Q_VIA_LAYER, lambda s: {"x": s["x"], "l": s["l"]}),
+    "paths_3hop": (Q_PATHS, lambda s: {"a": s["a"], "x": s["x"]}),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="/tmp/atlas-bench")
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--d-sae", type=int, default=24576)
+    ap.add_argument("--k-up", type=int, default=40)
+    ap.add_argument("--n", type=int, default=200, help="requests per question and mode")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=1, help="`atlas serve --workers`")
+    ap.add_argument("--republish", action="store_true", help="publish again even if current exists")
+    ap.add_argument("--json", default=None, help="write the figures here too")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    link, build_times = build_atlas(out, args)
+
+    version = Version(os.path.realpath(link), ApiLimits())
+    con = version.cursor()
+    n_edges = con.execute("SELECT count(*) FROM edges").fetchone()[0]
+    t = time.perf_counter()
+    con.execute("SELECT sum(weight), count(*) FROM edges").fetchall()
+    scan = n_edges / (time.perf_counter() - t)
+    samples = sample(con, args.n)
+    ask = sql_runner(version)
+    proc, url = start_server(link, args.workers)
+    results = {"atlas": {"layers": args.layers, "d_sae": args.d_sae, "edges": n_edges, **build_times},
+               "reference": {"duckdb_scan_rows_per_s": scan}, "questions": {}}
+    try:
+        for _ in range(2):  # warm both sides
+            http_single(url, Q_LOOKUP, [{"x": s["x"]} for s in samples[:20]])
+        floor = http_single(url, "{ __typename }", [{}] * args.n)
+        results["reference"]["graphql_floor_p50_ms"] = pct(floor, 0.5)
+        results["reference"]["graphql_floor_p99_ms"] = pct(floor, 0.99)
+        print(f"atlas: {args.layers} x {args.d_sae} features, {n_edges:,} edges; "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in build_times.items()))
+        print(f"server: atlas serve --workers {args.workers}; clients and server share this machine")
+        print(f"reference: empty GraphQL query p50 {pct(floor, .5):.2f} ms p99 {pct(floor, .99):.2f} ms; "
+              f"DuckDB full scan {scan / 1e6:.0f} M edges/s; cores {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
+        head = f"{'question':<20}{'mode':<10}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
+        print(head)
+        for q, (text, make) in QUESTIONS.items():
+            variables = [make(s) for s in samples]
+            http_single(url, text, variables)  # one untimed pass each: both sides measured warm
+            sql_single(ask, q, samples)
+            r = {}
+            r["api_1"] = http_single(url, text, variables), None
+            r["sql_1"] = sql_single(ask, q, samples), None
+            r[f"api_{args.clients}"] = http_concurrent(url, text, variables, args.clients)
+            r[f"sql_{args.clients}"] = sql_concurrent(ask, q, samples, args.clients)
+            fig = {}
+            for mode, (times, wall) in r.items():
+                fig[mode] = {"p50_ms": pct(times, .5), "p99_ms": pct(times, .99),
+                             "req_per_s": len(times) / (wall or sum(times))}
+                print(f"{q:<20}{mode:<10}{fig[mode]['p50_ms']:>9.2f}{fig[mode]['p99_ms']:>9.2f}"
+                      f"{fig[mode]['req_per_s']:>9.0f}")
+            fig["api_over_sql_p50_1"] = fig["api_1"]["p50_ms"] / fig["sql_1"]["p50_ms"]
+            fig[f"api_over_sql_p50_{args.clients}"] = (fig[f"api_{args.clients}"]["p50_ms"]
+                                                       / fig[f"sql_{args.clients}"]["p50_ms"])
+            print(f"{q:<20}API/SQL p50: 1 client {fig['api_over_sql_p50_1']:.2f}x, "
+                  f"{args.clients} clients {fig[f'api_over_sql_p50_{args.clients}']:.2f}x")
+            results["questions"][q] = fig
+        naive = sql_single(ask, "naive_topk_edges", samples)
+        results["questions"]["naive_topk_on_edges_table"] = {"sql_1": {"p50_ms": pct(naive, .5),
+                                                                        "p99_ms": pct(naive, .99)}}
+        print(f"{'naive top-k (edges)':<20}{'sql_1':<10}{pct(naive, .5):>9.2f}{pct(naive, .99):>9.2f}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Publishing a new atlas version under continuous query load: no errors, no downtime, old files closed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import threading
+import time
+
+import duckdb
+import httpx
+import pytest
+
+from atlas import db
+from atlas.errors import AtlasError
+
+QUERY = '{ feature(id: "gpt2-small/3-synth/5") { upstream(topK: 1) { weight } } stats { nFeatures } }'
+
+
+def strongest_weight(path) -> float:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(
+            "SELECT e.weight FROM edges e JOIN features f ON f.fid = e.dst_fid WHERE f.layer = 3 AND f.idx = 5 "
+            "AND kind = 'virtual' ORDER BY abs(weight) DESC LIMIT 1").fetchone()[0]
+
+
+def test_publish_flip_under_load(tmp_path, api_server):
+    from bench.synthetic_atlas import SyntheticSpec, build
+
+    spec = dict(n_layers=4, d_sae=64, k_up=6, n_tokens=2, n_examples=1)
+    works = [build(tmp_path / f"work{seed}.duckdb", SyntheticSpec(**spec, seed=seed)) for seed in range(3)]
+    expected = [strongest_weight(w) for w in works]
+    assert len(set(expected)) == 3  # each version answers differently
+    link = tmp_path / "current.duckdb"
+    db.publish(works[0], link)
+    url = api_server(link)
+
+    seen, failures, stop = [], [], threading.Event()
+
+    def client():
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                try:
+                    body = http.post(f"{url}/graphql", json={"query": QUERY}).json()
+                    if "errors" in body:
+                        failures.append(body["errors"])
+                    else:
+                        seen.append(body["data"]["feature"]["upstream"][0]["weight"])
+                except Exception as exc:  # noqa: BLE001 - a dropped connection is a failure too
+                    failures.append(repr(exc))
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for c in clients:
+        c.start()
+    try:
+        for work in works[1:]:
+            time.sleep(0.5)
+            db.publish(work, link, keep=2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join()
+
+    assert failures == []
+    assert set(seen) == set(expected)  # every version was served, and nothing else
+    assert seen[-1] == expected[-1]
+    # one link, the two newest versions kept; the first version's file is gone
+    assert os.path.islink(link) and len(list(tmp_path.glob("current.duckdb.*T*"))) == 2
+    database = api_server.apps[url].database
+    assert database.opened == 3 and database.current.path == os.path.realpath(link)
+
+
+def test_publish_refuses_a_file_being_written_and_a_plain_file_link(tmp_path, atlas_db):
+    writer = db.AtlasWriter(atlas_db)
+    try:
+        with pytest.raises(AtlasError, match="is an ingest job still writing it"):
+            db.publish(atlas_db, tmp_path / "current.duckdb")
+    finally:
+        writer.close()
+    plain = tmp_path / "plain.duckdb"
+    plain.write_bytes(b"")
+    with pytest.raises(AtlasError, match="not a symlink"):
+        db.publish(atlas_db, plain)
+
+
+def test_publish_materializes_adjacency_lists_with_the_same_answers(synthetic_atlas):
+    work, current = synthetic_atlas("tiny-views")  # a file no server of this process holds
+    q = "SELECT * FROM {} ORDER BY fid, kind, variant, other"
+    with duckdb.connect(str(work), read_only=True) as con:
+        assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'edges_in'"
+                           ).fetchone()[0] == "VIEW"
+        as_views = [con.execute(q.format(t)).fetchall() for t in ("edges_in", "edges_out")]
+    with duckdb.connect(str(current), read_only=True) as con:
+        assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'edges_in'"
+                           ).fetchone()[0] == "BASE TABLE"
+        assert [con.execute(q.format(t)).fetchall() for t in ("edges_in", "edges_out")] == as_views
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_cli_publish_and_serve(tmp_path, synthetic_atlas, cli, workers):
+    import socket
+    import subprocess
+    import sys
+
+    work, _ = synthetic_atlas("tiny")
+    link = tmp_path / "served.duckdb"
+    assert "served.duckdb -> served.duckdb." in cli("db", "publish", str(work), str(link)).stdout
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "serve", "--db", str(link), "--port", str(port),
+                             "--workers", workers], cwd=Path(__file__).resolve().parent.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(400):
+            try:
+                body = httpx.post(f"http://127.0.0.1:{port}/graphql",
+                                  json={"query": "{ stats { nFeatures } }"}, timeout=2).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        assert body == {"data": {"stats": {"nFeatures": 256}}}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    missing = cli("serve", "--db", str(tmp_path / "nope.duckdb"), check=False)
+    assert missing.returncode == 2 and "no atlas database at" in missing.stderr
