@@ -83,3 +83,24 @@ def register(writer, model, model_id: str, model_spec: str, tset) -> dict[int, i
             hook_out=tc.hook_out, activation=tc.activation, has_skip=tc.has_skip, dtype=tc.dtype,
             format=tc.format, uri=tc.uri))
     return sids
+
+
+def load_inputs(model_spec: str, transcoders: str, text: str, seq_len: int, max_sequences: int | None):
+    """(model, transcoder set, tokens [n, seq_len]) for the command line."""
+    from atlas.errors import AtlasError
+    from atlas.models import load_model
+
+    read_documents(text)  # a missing, empty or corrupt corpus fails before the model loads
+    model = load_model(model_spec)
+    try:
+        from atlas.transcoders import loading
+    except ImportError as exc:
+        raise AtlasError("transcoder loading (atlas.transcoders.loading) is not part of this build") from exc
+    spec = loading.TranscoderSpec.parse(transcoders) if hasattr(loading.TranscoderSpec, "parse") else transcoders
+    tset = loading.load_transcoders(spec, model)
+    return model, tset, text_tokens(text, model, seq_len, max_sequences)
+
+
+def default_model_id(model_spec: str) -> str:
+    kind, _, value = model_spec.partition(":")
+    return Path(value).stem if kind in ("gguf", "hf-dir") else value.replace("/", "-")

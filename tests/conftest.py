@@ -46,3 +46,44 @@ def atlas_db(tmp_path):
     path = tmp_path / "atlas.duckdb"
     db.upgrade(path)
     return path
+
+
+# ---- circuitlens ---------------------------------------------------------------------------------
+
+
+def build_transcoders(model, d_sae: int = 48, kind: str = "relu", seed: int = 0, layers=None, set_name: str = "test"):
+    """A TranscoderSet of SAELens transcoders with random weights (kind: relu, jumprelu, skip, jumprelu-skip),
+    reading ln2.hook_normalized and writing hook_mlp_out of each layer (default: every layer)."""
+    import torch
+    from sae_lens import (JumpReLUSkipTranscoder, JumpReLUSkipTranscoderConfig, JumpReLUTranscoder,
+                          JumpReLUTranscoderConfig, SkipTranscoder, SkipTranscoderConfig, Transcoder,
+                          TranscoderConfig)
+
+    from atlas.transcoders.transcoder_set import LayerTranscoder, TranscoderSet
+
+    classes = {"relu": (Transcoder, TranscoderConfig), "jumprelu": (JumpReLUTranscoder, JumpReLUTranscoderConfig),
+               "skip": (SkipTranscoder, SkipTranscoderConfig),
+               "jumprelu-skip": (JumpReLUSkipTranscoder, JumpReLUSkipTranscoderConfig)}
+    cls, cfg_cls = classes[kind]
+    d = model.cfg.d_model
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for l in (layers if layers is not None else range(model.cfg.n_layers)):
+        tc = cls(cfg_cls(d_in=d, d_sae=d_sae, d_out=d, apply_b_dec_to_input=False))
+        with torch.no_grad():
+            tc.W_enc.copy_(torch.randn(d, d_sae, generator=gen) * 0.4)
+            tc.b_enc.copy_(torch.randn(d_sae, generator=gen) * 0.3 - 0.8)
+            tc.W_dec.copy_(torch.randn(d_sae, d, generator=gen) * 0.1)
+            tc.b_dec.copy_(torch.randn(d, generator=gen) * 0.05)
+            if "jumprelu" in kind:
+                tc.threshold.copy_(torch.rand(d_sae, generator=gen) * 0.5)
+            if "skip" in kind:
+                tc.W_skip.copy_(torch.randn(d, d, generator=gen) * 0.05)
+        tc.eval()
+        out[l] = LayerTranscoder(l, tc, f"blocks.{l}.ln2.hook_normalized", f"blocks.{l}.hook_mlp_out", "test", f"mem:{l}")
+    return TranscoderSet(set_name, out)
+
+
+@pytest.fixture(scope="session")
+def make_transcoders():
+    return build_transcoders
