@@ -113,7 +113,8 @@ class LayerResult:
     top: Candidates               # top examples (bin = -1)
     samples: Candidates           # bin-weighted samples
     sample_weight: torch.Tensor   # [n_samples_total]
-    windows: dict | None = None   # filled by pass 3: 'top'/'samples' -> (start [n], tokens [n, w], acts [n, w])
+    windows: dict | None = None   # filled by pass 3: 'top'/'samples' -> (start [n], tokens [n, w], acts [n, w]);
+                                  # column i is position pos - window_before + i (token -1 outside the sequence)
 
 
 def bin_edges(stats: LayerStats, cfg: ActivationsConfig) -> torch.Tensor:
