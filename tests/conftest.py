@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -87,3 +90,37 @@ def build_transcoders(model, d_sae: int = 48, kind: str = "relu", seed: int = 0,
 @pytest.fixture(scope="session")
 def make_transcoders():
     return build_transcoders
+
+
+class _ChatHandler(BaseHTTPRequestHandler):
+    seen: list = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _ChatHandler.seen.append((self.path, body, self.headers.get("Authorization")))
+        if body["model"] == "broken":
+            self.send_response(500)
+            self.end_headers()
+            return
+        reply = {"choices": [{"message": {"role": "assistant", "content": "  river banks  "}}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def chat_server():
+    """A real OpenAI-compatible chat-completions server on loopback: (base url, list of requests seen).
+    It answers 'river banks'; the model name 'broken' gets HTTP 500."""
+    server = HTTPServer(("127.0.0.1", 0), _ChatHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _ChatHandler.seen = []
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", _ChatHandler.seen
+    server.shutdown()
