@@ -37,6 +37,8 @@ class ActivationsConfig:
     n_bins: int = 20                # science.md 4.1: 20 bins of non-zero activations
     bin_mode: str = "width"         # 'width': equal-width bins over (0, max] (the 1/n^0.9 weights only
                                     # matter when bin sizes differ); 'quantile': equal-count bins
+    bin_warmup_seqs: int = 256      # bin edges come from the corpus's first sequences, so collection is one
+                                    # pass; the top bin is open-ended (the paper fixes edges after caching)
     weight_exponent: float = 0.9    # science.md 4.1: weight 1 / n_bin^0.9
     n_samples: int = 100            # science.md 4.1: 100 examples drawn without replacement
     n_top: int = 20                 # top-activation examples kept per feature (atlas's choice)

@@ -11,7 +11,7 @@ from atlas.config import ActivationsConfig
 from atlas.errors import AtlasError
 from atlas.lens.activations import collect
 from atlas.lens.era import EraAccumulator
-from atlas.lens.sampling import BinReservoir, group_topk
+from atlas.lens.sampling import BinReservoir, Candidates, group_topk
 
 CFG = ActivationsConfig(batch_size=7, n_samples=12, n_top=4, window_before=3, window_after=2)
 
@@ -91,12 +91,30 @@ def test_weighted_draw_follows_the_weights():
     hits = 0
     for seed in range(800):
         r = BinReservoir(1, 2, 1, torch.Generator().manual_seed(seed))
-        f = torch.zeros(101, dtype=torch.long)
-        r.add(f, torch.arange(101), torch.zeros(101, dtype=torch.long), torch.ones(101),
-              torch.tensor([0] * 100 + [1]))
+        for chunk in torch.arange(101).split(30):              # streamed in pieces, thresholds in between
+            f, b = torch.zeros(chunk.numel(), dtype=torch.long), (chunk == 100).long()
+            keep, u = r.offer(f, b)
+            r.add(Candidates(f[keep], chunk[keep], f[keep], torch.ones(int(keep.sum())), u, b[keep],
+                             torch.zeros(int(keep.sum()), 0)))
+            r._merge(lambda c: c.feature * 2 + c.bin)
         s, _ = r.draw(0.9)
         hits += int(s.bin[0] == 1)
     assert abs(hits / 800 - 1 / (1 + 100 * 100 ** -0.9)) < 0.05
+
+
+def test_bin_edges_from_a_warmup_prefix(tiny_model, setup):
+    """With edges from the first 5 sequences, later activations above their max land in the open top bin."""
+    from dataclasses import replace
+
+    tset, tokens, dense = setup
+    cfg = replace(CFG, bin_warmup_seqs=5)
+    r = collect(tiny_model, tset, tokens, cfg)[1]
+    warm_max = dense[1][:5, 1:].amax((0, 1))                                   # [d_sae]
+    s = r.samples
+    edges = warm_max[s.feature].double()[:, None] * torch.linspace(0, 1, cfg.n_bins + 1, dtype=torch.float64)
+    assert torch.equal(s.bin, (s.act.double()[:, None] > edges[:, 1:-1]).sum(1))
+    assert (s.act[s.bin == cfg.n_bins - 1] > warm_max[s.feature[s.bin == cfg.n_bins - 1]]).any()
+    torch.testing.assert_close(r.stats.max, dense[1][:, 1:].amax((0, 1)))    # statistics still see everything
 
 
 def test_group_topk_by_hand():

@@ -4,17 +4,17 @@ Algorithm (tokens are fixed-length sequences ``[n_docs, seq]``, read in batches)
 1. Forward: hooks on every needed transcoder's ``hook_in`` encode the batch there
    (``[batch, pos, d_sae]``, one layer at a time); ``stop_at_layer`` is one past the last needed
    layer, so later blocks and the unembedding are never computed.
-2. Pass 1, per batch and layer, only non-zero activations: counts, sums, maxima and a log-spaced
-   histogram per feature (``LayerStats``; quantiles are read from the histogram by log-linear
-   interpolation); the top-k examples per feature (``sampling.TopStore``); and, when given, the
-   co-activation sums of the virtual-weight edges (``era.EraAccumulator``).
-3. Bin edges per feature from pass 1 (science.md 4.1: 20 bins of non-zero activations; equal
-   width over (0, max] by default, or equal count from the histogram).
-4. Pass 2: each non-zero activation goes to its bin; ``sampling.BinReservoir`` keeps the exact
-   bin counts and the items needed for the exact 1/n_b^0.9-weighted draw of 100 without
-   replacement.
-5. Pass 3, over the chosen examples' documents only: the feature's activation at every token of
-   a window around each example.
+2. Bin edges per feature (science.md 4.1: 20 bins of non-zero activations; equal width over
+   (0, max] by default, or equal count) from a warm-up over the first ``bin_warmup_seqs``
+   sequences; the top bin is open-ended. This keeps collection to one pass over the corpus.
+3. The pass, per batch and layer, non-zero activations only: counts, sums, maxima and a
+   log-spaced histogram per feature (``LayerStats``; quantiles read from the histogram by
+   log-linear interpolation); top-k candidates (``sampling.TopStore``); each activation's bin,
+   with exact bin counts and the candidates of the exact 1/n_b^0.9-weighted draw without
+   replacement (``sampling.BinReservoir``); candidates carry their activation window, gathered
+   while the batch is in memory; and, when given, the co-activation sums of the virtual-weight
+   edges (``era.EraAccumulator``).
+4. At the end: quantiles, the weighted draw, and the window token ids from the corpus.
 Memory per batch: batch x seq x d_sae floats for one layer at a time (plus the ERA source
 columns); nothing grows with the corpus except the bounded example stores.
 """
@@ -113,7 +113,7 @@ class LayerResult:
     top: Candidates               # top examples (bin = -1)
     samples: Candidates           # bin-weighted samples
     sample_weight: torch.Tensor   # [n_samples_total]
-    windows: dict | None = None   # filled by pass 3: 'top'/'samples' -> (start [n], tokens [n, w], acts [n, w]);
+    windows: dict | None = None   # 'top'/'samples' -> (start [n], tokens [n, w], acts [n, w]);
                                   # column i is position pos - window_before + i (token -1 outside the sequence)
 
 
@@ -129,96 +129,87 @@ def bin_edges(stats: LayerStats, cfg: ActivationsConfig) -> torch.Tensor:
     raise AtlasError(f"bin_mode {cfg.bin_mode!r} is not 'width' or 'quantile'")
 
 
-def _nonzero(acts: torch.Tensor, docs: torch.Tensor, first: int):
-    """acts [batch, pos, d_sae] -> (feature, doc, pos, value) of non-zero entries at positions >= first."""
+def _nonzero(acts: torch.Tensor, first: int):
+    """acts [batch, pos, d_sae] -> (batch row, pos, feature, value) of non-zero entries at positions >= first."""
     a = acts[:, first:]
     b, p, f = a.nonzero(as_tuple=True)
-    return f, docs[b], p + first, a[b, p, f]
+    return b, p + first, f, a[b, p, f]
+
+
+def _windows(acts: torch.Tensor, b, p, f, offsets: torch.Tensor) -> torch.Tensor:
+    """[n, w] activations of feature f[i] at positions p[i] + offsets in row b[i] (0 outside the sequence)."""
+    q = p[:, None] + offsets[None, :]
+    valid = (q >= 0) & (q < acts.shape[1])
+    return torch.where(valid, acts[b[:, None], q.clamp(0, acts.shape[1] - 1), f[:, None]], torch.zeros(()))
+
+
+def warmup_edges(model, tset, tokens, layers, cfg: ActivationsConfig, first: int) -> dict[int, torch.Tensor]:
+    """Bin edges per layer [d_sae, n_bins + 1] from the corpus's first ``bin_warmup_seqs`` sequences."""
+    stats = {l: LayerStats(tset[l].d_sae, cfg) for l in layers}
+    for _, batch in batches(tokens[: max(1, cfg.bin_warmup_seqs)], cfg.batch_size):
+        def on_layer(layer, acts):
+            _, _, f, v = _nonzero(acts, first)
+            stats[layer].update(batch.shape[0] * (batch.shape[1] - first), f, v)
+        run_encoders(model, tset, batch, layers, on_layer)
+    return {l: bin_edges(stats[l], cfg) for l in layers}
 
 
 def collect(model, tset, tokens: torch.Tensor, cfg: ActivationsConfig, layers: list[int] | None = None,
             era=None, progress: Callable[[str, int], object] | None = None) -> dict[int, LayerResult]:
-    """Statistics, top and sampled examples with windows, per layer; updates ``era`` in pass 1."""
+    """Statistics, top and sampled examples with windows, per layer; updates ``era`` on the way."""
     tokens = check_tokens(tokens, model)
     layers = sorted(layers if layers is not None else tset.layer_ids)
-    era_layers = era.layers if era is not None else set()
-    run_layers = sorted(set(layers) | era_layers)
+    run_layers = sorted(set(layers) | (era.layers if era is not None else set()))
     first = 1 if cfg.skip_first else 0
     n_counted = tokens.shape[1] - first
     if n_counted <= 0:
         raise AtlasError(f"sequences of {tokens.shape[1]} tokens leave nothing to count")
     gen = torch.Generator().manual_seed(cfg.seed)
-    stats = {l: LayerStats(tset[l].d_sae, cfg) for l in layers}
-    tops = {l: TopStore(cfg.n_top) for l in layers}
+    offsets = torch.arange(-cfg.window_before, cfg.window_after + 1)                 # [w]
+    w = offsets.numel()
     step = progress or (lambda desc, total: _null_progress())
+    edges = warmup_edges(model, tset, tokens, layers, cfg, first)
+    stats = {l: LayerStats(tset[l].d_sae, cfg) for l in layers}
+    tops = {l: TopStore(tset[l].d_sae, cfg.n_top, w) for l in layers}
+    res = {l: BinReservoir(tset[l].d_sae, cfg.n_bins, cfg.n_samples, gen, w) for l in layers}
 
-    # pass 1: statistics, top examples, co-activations
-    with step("activations: statistics", tokens.shape[0]) as bar:
+    with step("activations", tokens.shape[0]) as bar:
         for docs, batch in batches(tokens, cfg.batch_size):
-            def on_layer(layer, acts):
+            def on_layer(layer, acts):                                                 # acts [b, pos, d_sae]
                 if era is not None:
                     era.see(layer, acts[:, first:])
-                if layer in stats:
-                    f, d, p, v = _nonzero(acts, docs, first)
-                    stats[layer].update(batch.shape[0] * n_counted, f, v)
-                    tops[layer].add(Candidates(f, d, p, v, v.double(), torch.full_like(f, -1)))
+                if layer not in stats:
+                    return
+                b, p, f, v = _nonzero(acts, first)
+                stats[layer].update(batch.shape[0] * n_counted, f, v)
+                m = tops[layer].offer(f, v)
+                tops[layer].add(Candidates(f[m], docs[b[m]], p[m], v[m], v[m].double(), torch.full_like(f[m], -1),
+                                           _windows(acts, b[m], p[m], f[m], offsets)))
+                e = edges[layer][f]                                                    # [nnz, n_bins + 1]
+                bins = (v.double()[:, None] > e[:, 1:-1]).sum(1)                      # 0 .. n_bins - 1
+                m, u = res[layer].offer(f, bins)
+                res[layer].add(Candidates(f[m], docs[b[m]], p[m], v[m], u, bins[m], _windows(acts, b[m], p[m], f[m], offsets)))
             run_encoders(model, tset, batch, run_layers, on_layer)
             if era is not None:
                 era.end_batch()
             bar.advance(batch.shape[0])
 
-    # pass 2: bin-weighted samples
-    edges = {l: bin_edges(stats[l], cfg) for l in layers}
-    res = {l: BinReservoir(tset[l].d_sae, cfg.n_bins, cfg.n_samples, gen) for l in layers}
-    with step("activations: sampling", tokens.shape[0]) as bar:
-        for docs, batch in batches(tokens, cfg.batch_size):
-            def on_layer(layer, acts):
-                f, d, p, v = _nonzero(acts, docs, first)
-                e = edges[layer][f]                                            # [nnz, n_bins + 1]
-                b = ((v.double()[:, None] > e[:, 1:-1]).sum(1))                # bin index 0..n_bins-1
-                res[layer].add(f, d, p, v, b)
-            run_encoders(model, tset, batch, layers, on_layer)
-            bar.advance(batch.shape[0])
-
     out = {}
     for l in layers:
         samples, weight = res[l].draw(cfg.weight_exponent)
-        out[l] = LayerResult(stats[l], stats[l].quantiles(list(cfg.quantile_levels)), tops[l].items, samples, weight)
-    add_windows(model, tset, tokens, out, cfg, step)
+        top = tops[l].result
+        windows = {name: _window_tokens(tokens, c, cfg, offsets) for name, c in (("top", top), ("samples", samples))}
+        out[l] = LayerResult(stats[l], stats[l].quantiles(list(cfg.quantile_levels)), top, samples, weight, windows)
     return out
 
 
-def add_windows(model, tset, tokens, results: dict[int, LayerResult], cfg: ActivationsConfig, step) -> None:
-    """Pass 3: each example's feature activation at every token of its window (padding: token -1)."""
-    width = cfg.window_before + 1 + cfg.window_after
-    offsets = torch.arange(-cfg.window_before, cfg.window_after + 1)               # [w]
-    sets = {(l, name): getattr(r, name) for l, r in results.items() for name in ("top", "samples")}
-    win_acts = {k: torch.zeros(len(c), width) for k, c in sets.items()}
-    all_docs = torch.unique(torch.cat([c.doc for c in sets.values()] + [torch.zeros(0, dtype=torch.long)]))
-    layers = sorted(results)
-    with step("activations: example windows", all_docs.numel()) as bar:
-        for docs, batch in batches(tokens, cfg.batch_size, all_docs):
-            def on_layer(layer, acts):  # acts [b, pos, d_sae]
-                for name in ("top", "samples"):
-                    c = sets[(layer, name)]
-                    row = torch.searchsorted(docs, c.doc)
-                    here = (row < docs.numel()) & (docs[row.clamp(max=docs.numel() - 1)] == c.doc)
-                    idx = here.nonzero(as_tuple=True)[0]
-                    if idx.numel() == 0:
-                        continue
-                    pos = (c.pos[idx, None] + offsets[None, :]).clamp(0, acts.shape[1] - 1)  # [n, w]
-                    win_acts[(layer, name)][idx] = acts[row[idx, None], pos, c.feature[idx, None]]
-            if layers:
-                run_encoders(model, tset, batch, layers, on_layer)
-            bar.advance(batch.shape[0])
+def _window_tokens(tokens: torch.Tensor, c: Candidates, cfg: ActivationsConfig, offsets: torch.Tensor):
+    """(start [n], token ids [n, w] (-1 outside the sequence), activations [n, w]) of examples c."""
     seq = tokens.shape[1]
-    for (layer, name), c in sets.items():
-        pos = c.pos[:, None] + offsets[None, :]                                       # [n, w]
-        valid = (pos >= 0) & (pos < seq)
-        toks = torch.where(valid, tokens[c.doc[:, None], pos.clamp(0, seq - 1)], torch.full_like(pos, -1))
-        start = (c.pos - cfg.window_before).clamp(min=0)
-        results[layer].windows = results[layer].windows or {}
-        results[layer].windows[name] = (start, toks, torch.where(valid, win_acts[(layer, name)], torch.zeros(())))
+    pos = c.pos[:, None] + offsets[None, :]
+    valid = (pos >= 0) & (pos < seq)
+    toks = torch.where(valid, tokens[c.doc[:, None], pos.clamp(0, seq - 1)], torch.full_like(pos, -1))
+    return (c.pos - cfg.window_before).clamp(min=0), toks, c.win
 
 
 class _null_progress:

@@ -1,22 +1,24 @@
 """Streaming choice of examples per feature: top activations and bin-weighted samples (science.md 4.1).
 
 Algorithm:
-1. Every candidate is one non-zero activation (feature f, document, position, value). Candidates
-   arrive batch by batch; a store keeps, per group, only the k best by a key (``group_topk``:
-   a stable two-key sort, then a rank within each group). Memory is bounded by groups x k, never
-   by the corpus.
-2. Top examples: group = feature, key = activation, k = n_top.
-3. Bin-weighted samples without replacement (science.md 4.1: 20 bins, weight 1/n_b^0.9, 100
-   draws). Weighted sampling without replacement is Efraimidis-Spirakis: draw u ~ U(0,1) per
-   item, keep the n largest u^(1/w). The weight is constant inside a bin, so the order inside a
-   bin is the order of u: keeping the n largest u per (feature, bin) while streaming, and
-   counting n_b exactly, gives at the end the exact weighted draw: key log(u) / w_b, top n per
-   feature.
+1. Every candidate is one non-zero activation (feature f, document, position, value), with the
+   feature's activations in a window around it (gathered while the batch is in memory, so no
+   later pass over the corpus is needed). A store keeps, per group, the k best by a key
+   (``group_topk``: a stable two-key sort, then a rank within each group).
+2. Cheap streaming: each group has a running threshold (its k-th best key once it holds k), and
+   new candidates at or below it are dropped before their window is gathered; the survivors are
+   buffered and merged only when the buffer outgrows the store. Memory: groups x k.
+3. Top examples: group = feature, key = activation, k = n_top.
+4. Bin-weighted samples without replacement (science.md 4.1: 20 bins, weight 1/n_b^0.9, 100
+   draws) by Efraimidis-Spirakis: u ~ U(0,1) per item, keep the n largest u^(1/w). The weight is
+   constant inside a bin, so inside a bin the order is the order of u: keeping the n largest u per
+   (feature, bin) and counting n_b exactly gives, at the end, the exact weighted draw (key
+   log(u) / w_b, top n per feature).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -45,54 +47,98 @@ class Candidates:
     act: torch.Tensor       # [n] float32
     key: torch.Tensor       # [n] float64: activation (top) or uniform u (samples)
     bin: torch.Tensor       # [n] int64 (-1 for top examples)
+    win: torch.Tensor       # [n, w] the feature's activations at pos - before .. pos + after
 
     @classmethod
-    def empty(cls) -> "Candidates":
+    def empty(cls, width: int = 0) -> "Candidates":
         z = torch.zeros(0, dtype=torch.long)
-        return cls(z, z.clone(), z.clone(), torch.zeros(0), torch.zeros(0, dtype=torch.float64), z.clone())
+        return cls(z, z, z, torch.zeros(0), torch.zeros(0, dtype=torch.float64), z, torch.zeros(0, width))
 
     def take(self, idx: torch.Tensor) -> "Candidates":
-        return Candidates(*(getattr(self, f)[idx] for f in ("feature", "doc", "pos", "act", "key", "bin")))
+        return Candidates(*(getattr(self, f.name)[idx] for f in fields(self)))
 
     @staticmethod
-    def cat(a: "Candidates", b: "Candidates") -> "Candidates":
-        return Candidates(*(torch.cat([getattr(a, f), getattr(b, f)]) for f in ("feature", "doc", "pos", "act", "key", "bin")))
+    def cat(parts: list["Candidates"]) -> "Candidates":
+        return Candidates(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Candidates)))
 
     def __len__(self) -> int:
         return int(self.feature.numel())
 
 
-class TopStore:
-    """The k highest activations per feature, merged batch by batch."""
+class _Store:
+    """Top-k per group with running thresholds and a lazily merged buffer."""
 
-    def __init__(self, k: int):
-        self.k, self.items = k, Candidates.empty()
+    def __init__(self, n_groups: int, k: int, width: int):
+        self.k, self.width = k, width
+        self.threshold = torch.full((n_groups,), float("-inf"), dtype=torch.float64)   # [n_groups]
+        self._items, self._pending, self._n_pending = Candidates.empty(width), [], 0
+
+    def passes(self, group: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        return key > self.threshold[group]
+
+    def push(self, group_of, new: Candidates) -> None:
+        self._pending.append(new)
+        self._n_pending += len(new)
+        if self._n_pending > max(65536, len(self._items)):
+            self._merge(group_of)
+
+    def _merge(self, group_of) -> None:
+        merged = Candidates.cat([self._items] + self._pending)
+        g = group_of(merged)
+        keep = group_topk(g, merged.key, self.k)
+        self._items, self._pending, self._n_pending = merged.take(keep), [], 0
+        g = g[keep]
+        full = torch.bincount(g, minlength=self.threshold.numel()) >= self.k
+        kth = torch.full_like(self.threshold, float("inf")).scatter_reduce(0, g, self._items.key, reduce="amin")
+        self.threshold = torch.where(full, kth, self.threshold)
+
+    def items(self, group_of) -> Candidates:
+        if self._pending:
+            self._merge(group_of)
+        return self._items
+
+
+class TopStore(_Store):
+    """The k highest activations per feature."""
+
+    def __init__(self, d_sae: int, k: int, width: int = 0):
+        super().__init__(d_sae, k, width)
+
+    def offer(self, feature, value) -> torch.Tensor:
+        return self.passes(feature, value.double())
 
     def add(self, new: Candidates) -> None:
-        merged = Candidates.cat(self.items, new)
-        self.items = merged.take(group_topk(merged.feature, merged.key, self.k))
+        self.push(lambda c: c.feature, new)
+
+    @property
+    def result(self) -> Candidates:
+        return self.items(lambda c: c.feature)
 
 
-class BinReservoir:
+class BinReservoir(_Store):
     """Per (feature, bin): the n items with the largest uniform key, and the exact bin counts."""
 
-    def __init__(self, d_sae: int, n_bins: int, n: int, generator: torch.Generator):
-        self.n_bins, self.n, self.gen = n_bins, n, generator
+    def __init__(self, d_sae: int, n_bins: int, n: int, generator: torch.Generator, width: int = 0):
+        super().__init__(d_sae * n_bins, n, width)
+        self.n_bins, self.gen = n_bins, generator
         self.counts = torch.zeros(d_sae * n_bins, dtype=torch.long)   # [d_sae * n_bins]
-        self.items = Candidates.empty()
 
-    def add(self, feature, doc, pos, act, bin) -> None:
+    def offer(self, feature, bin) -> tuple[torch.Tensor, torch.Tensor]:
+        """Count every item; return (mask of items worth keeping, their uniform keys)."""
         group = feature * self.n_bins + bin
         self.counts += torch.bincount(group, minlength=self.counts.numel())
         u = torch.rand(feature.numel(), generator=self.gen, dtype=torch.float64)
-        merged = Candidates.cat(self.items, Candidates(feature, doc, pos, act, u, bin))
-        self.items = merged.take(group_topk(merged.feature * self.n_bins + merged.bin, merged.key, self.n))
+        keep = self.passes(group, u)
+        return keep, u[keep]
+
+    def add(self, new: Candidates) -> None:
+        self.push(lambda c: c.feature * self.n_bins + c.bin, new)
 
     def draw(self, exponent: float) -> tuple[Candidates, torch.Tensor]:
         """The weighted draw without replacement: (examples, their weights 1/n_b^exponent)."""
-        it = self.items
+        it = self.items(lambda c: c.feature * self.n_bins + c.bin)
         n_b = self.counts[it.feature * self.n_bins + it.bin].to(torch.float64)
         weight = n_b.clamp(min=1) ** -exponent
         es_key = torch.log(it.key.clamp(min=1e-300)) / weight                  # log(u^(1/w))
-        keep = group_topk(it.feature, es_key, self.n)
+        keep = group_topk(it.feature, es_key, self.k)
         return it.take(keep), weight[keep]
