@@ -90,7 +90,7 @@ class LayerStats:
         self.max.scatter_reduce_(0, feature, value.float(), reduce="amax")
         h = self.cfg.hist_bins
         b = ((value.double().log() - self.log_lo) / (self.log_hi - self.log_lo) * h).floor().long().clamp(0, h - 1)
-        self.hist += torch.bincount(feature * h + b, minlength=self.hist.numel())
+        self.hist.index_add_(0, feature * h + b, torch.ones_like(b))
 
     def quantiles(self, levels) -> torch.Tensor:
         """[d_sae, n_levels] estimates from the histogram (log-linear inside a bin; NaN if never active)."""

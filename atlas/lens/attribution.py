@@ -21,9 +21,10 @@ Algorithm (the *linearized forward*: one forward pass with hooks, then autograd)
 5. Attention heads by source position (science.md 4.2, a second view of the same paths): for head
    h of layer l' <= l, pattern[h, t, s] (v_s . dz/dhook_z[t, h]), which sums over heads and
    sources to (attn_out[t] - b_O) . dz/dattn_out[t] for each layer.
-6. Output side (science.md 4.3): a leaf alpha adds alpha * f_dec at (layer l, position t); the
-   MLPs from layer l on are frozen at their outputs; for the token y_k the model predicts at
-   t + k (k < n_output) the effect is a_i[t] * d logit_y / d alpha = a f_dec J W_U[:, y].
+6. Output side (science.md 4.3): with the MLPs from layer l on held at their observed outputs
+   (and patterns and scales frozen), the model after layer l is linear, so one more forward with
+   f_dec added at (layer l, position t) gives f_dec J for every later position at once; for the
+   token y_k the model predicts at t + k (k < n_output) the effect is a_i[t] (f_dec J W_U[:, y_k]).
 Autograd over the linearized forward was chosen over explicit OV products: one code path covers
 every architecture TransformerLens runs (LayerNorm or RMSNorm, extra norms, grouped-query heads,
 rotary), and the completeness identity tests it.
@@ -78,7 +79,7 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
     feature, pos = torch.as_tensor(feature).long(), torch.as_tensor(pos).long()
     frozen, captured, zs, vs = {}, {}, {}, {}
     leaves: dict[tuple, torch.Tensor] = {}
-    state = {"zero": False}
+    state = {"zero": False, "replay": False}
 
     def new_leaf(key, value):
         t = (torch.zeros_like(value) if state["zero"] else value.detach()).requires_grad_(True)
@@ -86,7 +87,7 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
         return t
 
     def freeze(x, hook):
-        if not state["zero"]:
+        if not (state["zero"] or state["replay"]):
             frozen[hook.name] = x.detach()
         return frozen[hook.name]
 
@@ -118,14 +119,14 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
             return recon + new_leaf(("error", l), out - recon)
         return hook
 
-    alpha = torch.zeros(B, requires_grad=True)
     at_t = torch.nn.functional.one_hot(pos, T).to(tc.W_dec.dtype)                # [batch, seq]
+    push = (at_t[..., None] * tc.W_dec[feature].detach()[:, None, :])               # [batch, seq, d_model]
 
-    def write_alpha(out, hook):
-        return out.detach() + (alpha[:, None] * at_t)[..., None] * tc.W_dec[feature][:, None, :]
-
-    def detach(out, hook):
-        return out.detach()
+    def frozen_out(out, hook):  # MLP outputs from layer l on: held at their observed values
+        if not state["replay"]:
+            frozen[hook.name] = out.detach()
+        held = frozen[hook.name]
+        return held + push if (state["replay"] and hook.name == tc.hook_out) else held
 
     stop = cfg.n_layers if n_output else layer + 1
     names = model.hook_dict
@@ -137,23 +138,21 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
     hooks += [(tc.hook_in, capture)]
     hooks += [(_mlp_out(model, tset, l), cut_mlp(l)) for l in range(layer)]
     if n_output:
-        hooks += [(tc.hook_out, write_alpha)]
-        hooks += [(_mlp_out(model, tset, l), detach) for l in range(layer + 1, cfg.n_layers)]
+        hooks += [(_mlp_out(model, tset, l), frozen_out) for l in range(layer, cfg.n_layers)]
 
-    def forward(stop_at):
+    def forward(stop_at, grad=False):
         leaves.clear()
-        with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
+        with torch.set_grad_enabled(grad), model.hooks(fwd_hooks=hooks):
             resid = model(tokens, stop_at_layer=stop_at)
             x = captured[tc.hook_in][ar, pos]                                      # [batch, d_in]
             z = (x * tc.W_enc[:, feature].T).sum(-1) + tc.b_enc[feature]
             final = model.ln_final(resid) if stop_at == cfg.n_layers else None
         return z, x, final
 
-    z, x_t, final = forward(stop)
+    z, x_t, final = forward(stop, grad=True)
     keys = list(leaves)
     z_layers = sorted(zs)
-    grads = torch.autograd.grad(z.sum(), [leaves[k] for k in keys] + [zs[l] for l in z_layers],
-                                retain_graph=bool(n_output), allow_unused=True)
+    grads = torch.autograd.grad(z.sum(), [leaves[k] for k in keys] + [zs[l] for l in z_layers], allow_unused=True)
     g = dict(zip(keys + [("z", l) for l in z_layers], grads))
 
     def contrib(key):  # leaf * grad summed over the model dimension -> [batch, pos]
@@ -179,19 +178,21 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
     act = tc.encode(x_t.detach())[ar, feature]                                              # [batch]
     out_tokens = torch.full((B, n_output), -1, dtype=torch.long)
     out_values = torch.zeros(B, n_output)
-    for k in range(n_output):
-        p = pos + k
+    if n_output:  # step 6: the same frozen forward again with f_dec added at (l, t); linear, so one pass
+        state["replay"] = True
+        _, _, pushed = forward(cfg.n_layers)
+        state["replay"] = False
+        p = pos[:, None] + torch.arange(n_output)[None, :]                                # [batch, k]
         ok = p < T
-        f = final[ar, p.clamp(max=T - 1)]                                                 # [b, d]
-        y = (f.detach() @ model.W_U + model.b_U).argmax(-1)                               # [b]
-        logit = (f * model.W_U[:, y].T).sum(-1) + model.b_U[y]
-        (ga,) = torch.autograd.grad(logit.sum(), alpha, retain_graph=k < n_output - 1)
-        out_tokens[:, k] = torch.where(ok, y, -1)
-        out_values[:, k] = torch.where(ok, act.detach() * ga, torch.zeros(()))
+        pc = p.clamp(max=T - 1)
+        f0 = final.detach()[ar[:, None], pc]                                               # [batch, k, d]
+        y = (f0 @ model.W_U + model.b_U).argmax(-1)                                       # [batch, k]
+        delta = ((pushed[ar[:, None], pc] - f0) * model.W_U.T[y]).sum(-1)                  # [batch, k]
+        out_tokens = torch.where(ok, y, torch.full_like(y, -1))
+        out_values = torch.where(ok, act.detach()[:, None] * delta, torch.zeros(()))
 
     state["zero"] = True                                  # step 4: f(0), patterns and scales kept
-    with torch.no_grad():
-        bias, _, _ = forward(layer + 1)
+    bias, _, _ = forward(layer + 1)
     return Attribution(layer, feature, pos, z.detach(), act.detach(), bias.detach(), features, errors.detach(),
                        token.detach(), position.detach(), heads.detach(), head_totals.detach(), out_tokens,
                        out_values)
