@@ -34,23 +34,20 @@ def _fid_range(sid: int) -> dict:
 
 
 def virtual_edges(writer, sids: dict[int, int], dst_layers: list[int], variant: str | None):
-    """The stored 'virtual' edges ending in dst_layers, as numpy columns (src/dst layer and index)."""
-    layer_of_sid = {sid: l for l, sid in sids.items()}
-    rows = writer.fetchall(
+    """The stored 'virtual' edges between this set's layers that end in dst_layers, as numpy columns."""
+    e = writer.execute(
         "SELECT src_fid, dst_fid, variant, weight FROM edges WHERE kind = 'virtual' "
-        "AND ($variant IS NULL OR variant = $variant)", {"variant": variant})
-    if not rows:
+        "AND ($variant IS NULL OR variant = $variant) AND list_contains($src, src_fid >> 32) "
+        "AND list_contains($dst, dst_fid >> 32)",
+        {"variant": variant, "src": list(sids.values()), "dst": [sids[l] for l in dst_layers]}).fetchnumpy()
+    if len(e["src_fid"]) == 0:
         return None
-    src, dst, var, w = (np.array(c) for c in zip(*rows))
-    src_sid, dst_sid = src >> 32, dst >> 32
-    keep = np.array([s in layer_of_sid and d in layer_of_sid and layer_of_sid[d] in dst_layers
-                     for s, d in zip(src_sid.tolist(), dst_sid.tolist())], dtype=bool)
-    if not keep.any():
-        return None
-    to_layer = np.vectorize(layer_of_sid.get)
-    return dict(src_fid=src[keep], dst_fid=dst[keep], variant=var[keep], weight=w[keep].astype(float),
-                src_layer=to_layer(src_sid[keep]), dst_layer=to_layer(dst_sid[keep]),
-                src_idx=src[keep] & 0xFFFFFFFF, dst_idx=dst[keep] & 0xFFFFFFFF)
+    layer_of = np.zeros(max(sids.values()) + 1, dtype=np.int64)
+    layer_of[list(sids.values())] = list(sids.keys())
+    src, dst = np.asarray(e["src_fid"]), np.asarray(e["dst_fid"])
+    return dict(src_fid=src, dst_fid=dst, variant=np.asarray(e["variant"]), weight=np.asarray(e["weight"], dtype=float),
+                src_layer=layer_of[src >> 32], dst_layer=layer_of[dst >> 32],
+                src_idx=src & 0xFFFFFFFF, dst_idx=dst & 0xFFFFFFFF)
 
 
 def stats_table(res, sid: int, cfg: ActivationsConfig, run_id: str) -> pa.Table:

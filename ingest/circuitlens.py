@@ -71,7 +71,7 @@ def _candidates(att, b0: int, tokens: torch.Tensor):
     return row + b0, kind, layer, idx, head, src_pos, token, value
 
 
-def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLensConfig):
+def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLensConfig, advance=lambda n: None):
     """Attributions of a unit's examples: stored rows, contributor sets and per-example evidence."""
     from atlas.lens.attribution import attribute, completeness_gap
     from atlas.lens.clustering import significant
@@ -112,6 +112,7 @@ def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLe
         sig.append((srow + b0, skey))
         node = att.token + att.position + att.errors.sum(1) + sum(c.sum(-1) for c in att.features.values())
         evidence.append(dict(src=node.argmax(1), out=att.out_tokens, toks=toks, pos=pos))
+        advance(B)
     cat = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
     return cat, (torch.cat([s[0] for s in sig]), torch.cat([s[1] for s in sig])), evidence, max_gap
 
@@ -187,9 +188,10 @@ def write_block(w, model, tset, tokens, layer, sid, sids, ex, block, cfg, descri
     from atlas.models import token_strings
 
     with progress(f"circuitlens {unit}", len(ex["doc"]), "examples") as bar:
-        cat, (srow, skey), evidence, gap = attribute_examples(model, tset, tokens, layer, ex, cfg)
-        bar.advance(len(ex["doc"]))
+        cat, (srow, skey), evidence, gap = attribute_examples(model, tset, tokens, layer, ex, cfg, bar.advance)
     report["max_completeness_gap"] = max(report["max_completeness_gap"], gap)
+    srow_np = srow.numpy()
+    assert (np.diff(srow_np) >= 0).all() and (np.diff(ex["idx"]) >= 0).all()  # grouped by example, examples by feature
     src = torch.cat([e["src"] for e in evidence])
     outs = torch.cat([e["out"] for e in evidence])
     tok_rows = [t for e in evidence for t in e["toks"]]
@@ -202,10 +204,9 @@ def write_block(w, model, tset, tokens, layer, sid, sids, ex, block, cfg, descri
         fid = make_fid(sid, int(f))
         if len(members) < cfg.min_examples:
             continue
-        local = {int(m): i for i, m in enumerate(members)}
-        in_f = torch.as_tensor(np.isin(srow.numpy(), members))
-        rows_f = torch.as_tensor([local[int(r)] for r in srow[in_f].tolist()], dtype=torch.long)
-        M, keys = contributor_matrix(rows_f, skey[in_f], len(members), cfg.min_contributor_fraction)
+        lo, hi = np.searchsorted(srow_np, [members[0], members[-1] + 1])      # srow is sorted; members contiguous
+        rows_f = torch.as_tensor(srow_np[lo:hi] - members[0])
+        M, keys = contributor_matrix(rows_f, skey[lo:hi], len(members), cfg.min_contributor_fraction)
         labels = cluster(M, cfg.eps, cfg.min_samples)
         texts = {}
         for label in np.unique(labels):

@@ -195,4 +195,4 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
     bias, _, _ = forward(layer + 1)
     return Attribution(layer, feature, pos, z.detach(), act.detach(), bias.detach(), features, errors.detach(),
                        token.detach(), position.detach(), heads.detach(), head_totals.detach(), out_tokens,
-                       out_values)
+                       out_values.detach())
