@@ -163,27 +163,45 @@ def test_cli_reports_bad_text_in_one_line(cli, tmp_path):
 
 
 KILL = SETUP + """
-from atlas.config import ActivationsConfig
-from ingest import activations
+from atlas.config import ActivationsConfig, CircuitLensConfig
+from ingest import activations, circuitlens
 cfg = ActivationsConfig(batch_size=8, n_samples=8, n_top=3, window_before=4, window_after=2)
 print(activations.run(sys.argv[1], model, tset, tokens, cfg, model_id="tiny", model_spec="random:tiny"))
+if sys.argv[2] == "circuitlens":
+    ccfg = CircuitLensConfig(batch_size=32, min_samples=3, min_examples=4, n_output_positions=1, features_per_unit=4)
+    print(circuitlens.run(sys.argv[1], model, tset, tokens, ccfg, model_id="tiny", model_spec="random:tiny"))
 """
 
 
-def test_activations_resume_after_a_kill(atlas_db, tmp_path):
+def test_jobs_resume_after_a_kill(atlas_db, tmp_path):
     script = tmp_path / "job.py"
     script.write_text(KILL.format(tests=os.path.dirname(__file__), d_sae=D_SAE))
     root = os.path.dirname(os.path.dirname(__file__))
     env = {**os.environ, db.FAULT_ENV: "1", "PYTHONPATH": root}
-    killed = subprocess.run([sys.executable, str(script), str(atlas_db)], env=env, capture_output=True, text=True)
+    killed = subprocess.run([sys.executable, str(script), str(atlas_db), "-"], env=env, capture_output=True, text=True)
     assert killed.returncode == 137, killed.stderr[-2000:]
     assert _q(atlas_db, "SELECT unit FROM ingest_units WHERE job = 'activations'") == [("layer-0",)]
     n0 = _q(atlas_db, "SELECT count(*) FROM feature_stats")[0][0]
     assert n0 == D_SAE                                             # layer 0 whole, layer 1 nothing
     env.pop(db.FAULT_ENV)
-    done = subprocess.run([sys.executable, str(script), str(atlas_db)], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(script), str(atlas_db), "-"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "'layers_done_before': 1" in done.stdout
     assert _q(atlas_db, "SELECT count(*) FROM feature_stats")[0][0] == 2 * D_SAE
     # the killed run stays 'running' (no chance to record anything); the resumed one is 'done'
     assert _q(atlas_db, "SELECT status FROM ingest_runs ORDER BY started_at") == [("running",), ("done",)]
+
+    # circuitlens in blocks of 4 features: killed after 2 units, resumed, same rows as one clean run
+    env[db.FAULT_ENV] = "2"
+    killed = subprocess.run([sys.executable, str(script), str(atlas_db), "circuitlens"], env=env, capture_output=True, text=True)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    assert len(_q(atlas_db, "SELECT unit FROM ingest_units WHERE job = 'circuitlens'")) == 2
+    partial = _q(atlas_db, "SELECT count(DISTINCT fid) FROM clusters")[0][0]
+    env.pop(db.FAULT_ENV)
+    done = subprocess.run([sys.executable, str(script), str(atlas_db), "circuitlens"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'units_done_before': 2" in done.stdout
+    n_units = len(_q(atlas_db, "SELECT unit FROM ingest_units WHERE job = 'circuitlens'"))
+    assert n_units == len(_q(atlas_db, "SELECT DISTINCT fid // 4 FROM examples WHERE kind = 'quantile'")) > 2
+    assert _q(atlas_db, "SELECT count(DISTINCT fid) FROM clusters")[0][0] > partial
+    assert _q(atlas_db, "SELECT count(*) FROM (SELECT example_id FROM cluster_members GROUP BY 1 HAVING count(*) > 1)") == [(0,)]
