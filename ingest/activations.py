@@ -9,7 +9,6 @@ feature, ``examples`` (top and bin-weighted samples, with windows) and ``edges``
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 
 import numpy as np
@@ -21,7 +20,6 @@ from atlas.ids import make_fid
 from atlas.progress import progress
 from ingest.inputs import register, tokens_fingerprint
 
-log = logging.getLogger(__name__)
 JOB = "activations"
 
 

@@ -14,7 +14,6 @@ one configuration and one set of stored examples. Per unit:
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import asdict
 
 import numpy as np
@@ -29,7 +28,6 @@ from atlas.progress import progress
 from ingest.inputs import register
 
 JOB = "circuitlens"
-KINDS = ("feature", "head", "token", "position")
 
 
 def load_examples(w, sid: int, kinds) -> dict[str, np.ndarray]:

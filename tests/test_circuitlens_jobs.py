@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import duckdb
 import numpy as np
@@ -174,34 +173,37 @@ if sys.argv[2] == "circuitlens":
 
 
 def test_jobs_resume_after_a_kill(atlas_db, tmp_path):
+    """Three runs of activations + circuitlens (blocks of 4 features): killed inside activations, killed
+    again inside circuitlens, then finished; each resumes where the last stopped."""
     script = tmp_path / "job.py"
     script.write_text(KILL.format(tests=os.path.dirname(__file__), d_sae=D_SAE))
-    root = os.path.dirname(os.path.dirname(__file__))
-    env = {**os.environ, db.FAULT_ENV: "1", "PYTHONPATH": root}
-    killed = subprocess.run([sys.executable, str(script), str(atlas_db), "-"], env=env, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+
+    def run(fault):
+        e = {**env, db.FAULT_ENV: str(fault)} if fault is not None else env
+        return subprocess.run([sys.executable, str(script), str(atlas_db), "circuitlens"], env=e,
+                              capture_output=True, text=True)
+
+    killed = run(1)                                                 # dies inside the layer-1 unit
     assert killed.returncode == 137, killed.stderr[-2000:]
     assert _q(atlas_db, "SELECT unit FROM ingest_units WHERE job = 'activations'") == [("layer-0",)]
-    n0 = _q(atlas_db, "SELECT count(*) FROM feature_stats")[0][0]
-    assert n0 == D_SAE                                             # layer 0 whole, layer 1 nothing
-    env.pop(db.FAULT_ENV)
-    done = subprocess.run([sys.executable, str(script), str(atlas_db), "-"], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "'layers_done_before': 1" in done.stdout
-    assert _q(atlas_db, "SELECT count(*) FROM feature_stats")[0][0] == 2 * D_SAE
-    # the killed run stays 'running' (no chance to record anything); the resumed one is 'done'
-    assert _q(atlas_db, "SELECT status FROM ingest_runs ORDER BY started_at") == [("running",), ("done",)]
+    assert _q(atlas_db, "SELECT count(*) FROM feature_stats")[0][0] == D_SAE   # layer 0 whole, layer 1 nothing
 
-    # circuitlens in blocks of 4 features: killed after 2 units, resumed, same rows as one clean run
-    env[db.FAULT_ENV] = "2"
-    killed = subprocess.run([sys.executable, str(script), str(atlas_db), "circuitlens"], env=env, capture_output=True, text=True)
+    killed = run(2)             # activations layer 1; circuitlens (its own writer, own count) 2 units
     assert killed.returncode == 137, killed.stderr[-2000:]
+    assert "'layers_done_before': 1" in killed.stdout
+    assert _q(atlas_db, "SELECT count(*) FROM feature_stats")[0][0] == 2 * D_SAE
     assert len(_q(atlas_db, "SELECT unit FROM ingest_units WHERE job = 'circuitlens'")) == 2
     partial = _q(atlas_db, "SELECT count(DISTINCT fid) FROM clusters")[0][0]
-    env.pop(db.FAULT_ENV)
-    done = subprocess.run([sys.executable, str(script), str(atlas_db), "circuitlens"], env=env, capture_output=True, text=True)
+
+    done = run(None)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "'units_done_before': 2" in done.stdout
+    assert "'layers_done_before': 2" in done.stdout and "'units_done_before': 2" in done.stdout
     n_units = len(_q(atlas_db, "SELECT unit FROM ingest_units WHERE job = 'circuitlens'"))
     assert n_units == len(_q(atlas_db, "SELECT DISTINCT fid // 4 FROM examples WHERE kind = 'quantile'")) > 2
     assert _q(atlas_db, "SELECT count(DISTINCT fid) FROM clusters")[0][0] > partial
     assert _q(atlas_db, "SELECT count(*) FROM (SELECT example_id FROM cluster_members GROUP BY 1 HAVING count(*) > 1)") == [(0,)]
+    # killed runs stay 'running' (no chance to record anything); a job with nothing left starts no run
+    statuses = _q(atlas_db, "SELECT job, status FROM ingest_runs ORDER BY started_at")
+    assert statuses == [("activations", "running"), ("activations", "done"), ("circuitlens", "running"),
+                        ("circuitlens", "done")]
