@@ -41,6 +41,8 @@ class ActivationsConfig:
                                     # pass; the top bin is open-ended (the paper fixes edges after caching)
     weight_exponent: float = 0.9    # science.md 4.1: weight 1 / n_bin^0.9
     n_samples: int = 100            # science.md 4.1: 100 examples drawn without replacement
+    per_bin_reservoir: int = 100    # sample candidates kept per (feature, bin) while streaming: = n_samples is
+                                    # exact; fewer bounds memory (features x bins x this), checked at the end
     n_top: int = 20                 # top-activation examples kept per feature (atlas's choice)
     window_before: int = 16         # window tokens kept left of the activating token
     window_after: int = 4           # ... and right of it

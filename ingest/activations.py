@@ -126,7 +126,8 @@ def run(db_path, model, tset, tokens, cfg: ActivationsConfig = ActivationsConfig
     with db.AtlasWriter(db_path) as w:
         sids = register(w, model, model_id, model_spec, tset)
         todo = [l for l in tset.layer_ids if not w.unit_done(JOB, scope, _unit(l), chash)]
-        report = {"layers_done_before": len(tset) - len(todo), "layers_written": 0, "era_edges": 0}
+        report = {"layers_done_before": len(tset) - len(todo), "layers_written": 0, "era_edges": 0,
+                  "inexact_sample_features": 0}
         if not todo:
             return report
         with w.run(JOB, model_id, config) as run_id:
@@ -151,4 +152,5 @@ def run(db_path, model, tset, tokens, cfg: ActivationsConfig = ActivationsConfig
                 w.write_unit(job=JOB, scope=scope, unit=_unit(l), chash=chash, run_id=run_id,
                              deletes=deletes, inserts=inserts)
                 report["layers_written"] += 1
+                report["inexact_sample_features"] += results[l].n_inexact
     return report

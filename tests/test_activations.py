@@ -102,6 +102,20 @@ def test_weighted_draw_follows_the_weights():
     assert abs(hits / 800 - 1 / (1 + 100 * 100 ** -0.9)) < 0.05
 
 
+def test_small_per_bin_reservoirs_are_checked():
+    """per_bin 2 < n 5 with one crowded bin: only 2 can be drawn, flagged inexact; per_bin = n: exact;
+    bins that never overflow: exact."""
+    for per_bin, counts, flagged in ((2, [50], 1), (5, [50], 0), (3, [3] * 10, 0)):
+        r = BinReservoir(1, len(counts), 5, torch.Generator().manual_seed(0), per_bin=per_bin)
+        b = torch.cat([torch.full((c,), i) for i, c in enumerate(counts)])
+        f = torch.zeros_like(b)
+        keep, u = r.offer(f, b)
+        r.add(Candidates(f[keep], torch.arange(b.numel())[keep], f[keep], torch.ones(int(keep.sum())), u, b[keep],
+                         torch.zeros(int(keep.sum()), 0)))
+        s, _ = r.draw(0.9)
+        assert len(s) == min(5, per_bin * len(counts)) and r.n_inexact == flagged
+
+
 def test_bin_edges_from_a_warmup_prefix(tiny_model, setup):
     """With edges from the first 5 sequences, later activations above their max land in the open top bin."""
     from dataclasses import replace
@@ -149,3 +163,18 @@ def test_bad_corpora_are_refused(tiny_model, setup):
         collect(tiny_model, tset, torch.zeros(8, dtype=torch.long), CFG)
     with pytest.raises(AtlasError, match="earlier layer"):
         EraAccumulator([1], [0], [1], [0], [1.0])
+
+
+def test_smaller_reservoirs_give_the_exact_draw_when_not_flagged(tiny_model, setup):
+    from dataclasses import replace
+
+    tset, tokens, _ = setup
+    exact = collect(tiny_model, tset, tokens, CFG)[1]
+    small = collect(tiny_model, tset, tokens, replace(CFG, per_bin_reservoir=8))[1]
+    assert exact.n_inexact == 0
+    key = lambda s: sorted(zip(s.feature.tolist(), s.doc.tolist(), s.pos.tolist()))
+    if small.n_inexact == 0:
+        assert key(small.samples) == key(exact.samples)
+    else:   # the flagged features are the only ones that differ
+        differ = {f for f in range(24) if [k for k in key(small.samples) if k[0] == f] != [k for k in key(exact.samples) if k[0] == f]}
+        assert len(differ) <= small.n_inexact

@@ -115,6 +115,7 @@ class LayerResult:
     sample_weight: torch.Tensor   # [n_samples_total]
     windows: dict | None = None   # 'top'/'samples' -> (start [n], tokens [n, w], acts [n, w]);
                                   # column i is position pos - window_before + i (token -1 outside the sequence)
+    n_inexact: int = 0            # features whose weighted draw may differ from the exact one (per_bin_reservoir)
 
 
 def bin_edges(stats: LayerStats, cfg: ActivationsConfig) -> torch.Tensor:
@@ -171,7 +172,7 @@ def collect(model, tset, tokens: torch.Tensor, cfg: ActivationsConfig, layers: l
     edges = warmup_edges(model, tset, tokens, layers, cfg, first)
     stats = {l: LayerStats(tset[l].d_sae, cfg) for l in layers}
     tops = {l: TopStore(tset[l].d_sae, cfg.n_top, w) for l in layers}
-    res = {l: BinReservoir(tset[l].d_sae, cfg.n_bins, cfg.n_samples, gen, w) for l in layers}
+    res = {l: BinReservoir(tset[l].d_sae, cfg.n_bins, cfg.n_samples, gen, w, cfg.per_bin_reservoir) for l in layers}
 
     with step("activations", tokens.shape[0]) as bar:
         for docs, batch in batches(tokens, cfg.batch_size):
@@ -199,7 +200,8 @@ def collect(model, tset, tokens: torch.Tensor, cfg: ActivationsConfig, layers: l
         samples, weight = res[l].draw(cfg.weight_exponent)
         top = tops[l].result
         windows = {name: _window_tokens(tokens, c, cfg, offsets) for name, c in (("top", top), ("samples", samples))}
-        out[l] = LayerResult(stats[l], stats[l].quantiles(list(cfg.quantile_levels)), top, samples, weight, windows)
+        out[l] = LayerResult(stats[l], stats[l].quantiles(list(cfg.quantile_levels)), top, samples, weight, windows,
+                             res[l].n_inexact)
     return out
 
 

@@ -13,7 +13,9 @@ Algorithm:
    draws) by Efraimidis-Spirakis: u ~ U(0,1) per item, keep the n largest u^(1/w). The weight is
    constant inside a bin, so inside a bin the order is the order of u: keeping the n largest u per
    (feature, bin) and counting n_b exactly gives, at the end, the exact weighted draw (key
-   log(u) / w_b, top n per feature).
+   log(u) / w_b, top n per feature). Keeping fewer per bin (``per_bin`` < n) bounds memory; the draw
+   is then checked: it stays exact unless some bin had all its kept items drawn and had dropped
+   others (``n_inexact`` counts such features).
 """
 
 from __future__ import annotations
@@ -118,9 +120,11 @@ class TopStore(_Store):
 class BinReservoir(_Store):
     """Per (feature, bin): the n items with the largest uniform key, and the exact bin counts."""
 
-    def __init__(self, d_sae: int, n_bins: int, n: int, generator: torch.Generator, width: int = 0):
-        super().__init__(d_sae * n_bins, n, width)
-        self.n_bins, self.gen = n_bins, generator
+    def __init__(self, d_sae: int, n_bins: int, n: int, generator: torch.Generator, width: int = 0,
+                 per_bin: int | None = None):
+        super().__init__(d_sae * n_bins, per_bin or n, width)       # per_bin >= n: always exact
+        self.n, self.n_bins, self.gen = n, n_bins, generator
+        self.n_inexact = 0
         self.counts = torch.zeros(d_sae * n_bins, dtype=torch.long)   # [d_sae * n_bins]
 
     def offer(self, feature, bin) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,5 +144,19 @@ class BinReservoir(_Store):
         n_b = self.counts[it.feature * self.n_bins + it.bin].to(torch.float64)
         weight = n_b.clamp(min=1) ** -exponent
         es_key = torch.log(it.key.clamp(min=1e-300)) / weight                  # log(u^(1/w))
-        keep = group_topk(it.feature, es_key, self.k)
+        keep = group_topk(it.feature, es_key, self.n)
+        # exact unless a dropped item could have made the draw: its bin dropped items, had all its kept
+        # items drawn, and either the feature drew fewer than n or the bin's lowest drawn key is above
+        # the feature's cut-off (a dropped item, below it in u, might still beat the cut-off)
+        g, n_groups = it.feature * self.n_bins + it.bin, self.counts.numel()
+        kept = torch.bincount(g, minlength=n_groups)
+        drawn = torch.bincount(g[keep], minlength=n_groups)
+        n_features = n_groups // self.n_bins
+        inf = torch.full((n_features,), float("inf"), dtype=torch.float64)
+        cutoff = inf.scatter_reduce(0, it.feature[keep], es_key[keep], reduce="amin")
+        n_drawn = torch.bincount(it.feature[keep], minlength=n_features)
+        low = torch.full((n_groups,), float("inf"), dtype=torch.float64).scatter_reduce(0, g[keep], es_key[keep], reduce="amin")
+        f_of = torch.arange(n_groups) // self.n_bins
+        risky = (self.counts > kept) & (drawn == kept) & (kept > 0) & ((n_drawn[f_of] < self.n) | (low > cutoff[f_of]))
+        self.n_inexact = int(torch.unique(f_of[risky]).numel())
         return it.take(keep), weight[keep]
