@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--n-examples", type=int, default=64)
     ap.add_argument("--warmup-seqs", type=int, default=None, help="bin-edge warm-up (default: n_seq / 10)")
+    ap.add_argument("--per-bin-reservoir", type=int, default=100, help="sample candidates kept per (feature, bin)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
@@ -84,7 +85,8 @@ def main() -> None:
     tokens = torch.randint(0, model.cfg.d_vocab, (a.n_seq, a.seq_len))
     n_tok = tokens.numel()
     warm = a.warmup_seqs if a.warmup_seqs is not None else max(1, a.n_seq // 10)
-    cfg = ActivationsConfig(batch_size=a.batch_size, seq_len=a.seq_len, bin_warmup_seqs=warm)
+    cfg = ActivationsConfig(batch_size=a.batch_size, seq_len=a.seq_len, bin_warmup_seqs=warm,
+                            per_bin_reservoir=a.per_bin_reservoir)
     out = {"model": a.model, "d_sae": a.d_sae, "n_layers": len(layers), "tokens": n_tok, "batch_size": a.batch_size,
            "threads": torch.get_num_threads(), "warmup_seqs": warm}
 
