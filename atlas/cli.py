@@ -207,6 +207,92 @@ def sql(
     run_sql(db_path, query, csv=csv, parquet=parquet, max_rows=max_rows, timeout_ms=timeout_ms)
 
 
+# ---- circuitlens ---------------------------------------------------------------------------------
+# Activation statistics, examples and ERA/TWERA (science.md 3, 4.1); CircuitLens attributions,
+# clusters and descriptions (4.2-4.5); token-membership scores of weight descriptions (5).
+
+TC_HELP = "Transcoder set spec (see `atlas ingest weightlens --help`)."
+TEXT_HELP = "Corpus: a .txt file or a .jsonl file with a 'text' field per line."
+
+
+def _circuit_inputs(model: str, transcoders: str, text: Path, seq_len: int, max_sequences: Optional[int],
+                    model_id: Optional[str]):
+    from ingest.inputs import default_model_id, load_inputs
+
+    m, tset, tokens = load_inputs(model, transcoders, text, seq_len, max_sequences)
+    return m, tset, tokens, model_id or default_model_id(model)
+
+
+@ingest_app.command("activations")
+def ingest_activations(
+    db_path: Path = typer.Argument(..., help="The atlas database."),
+    model: str = typer.Option(..., help=MODEL_HELP),
+    transcoders: str = typer.Option(..., help=TC_HELP),
+    text: Path = typer.Option(..., help=TEXT_HELP),
+    model_id: Optional[str] = typer.Option(None, help="Model id in the atlas (default: from the spec)."),
+    seq_len: int = typer.Option(128, help="Tokens per sequence."),
+    batch_size: int = typer.Option(16, help="Sequences per forward pass."),
+    max_sequences: Optional[int] = typer.Option(None, help="Use at most this many sequences."),
+    n_samples: int = typer.Option(100, help="Bin-weighted examples per feature (paper: 100)."),
+    n_top: int = typer.Option(20, help="Top-activation examples per feature."),
+    no_era: bool = typer.Option(False, "--no-era", help="Skip ERA/TWERA edges."),
+) -> None:
+    """Activation statistics, top and bin-weighted examples, and ERA/TWERA edges over a corpus."""
+    from atlas.config import ActivationsConfig
+    from ingest import activations
+
+    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
+    cfg = ActivationsConfig(seq_len=seq_len, batch_size=batch_size, n_samples=n_samples, n_top=n_top, era=not no_era)
+    print(activations.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model))
+
+
+@ingest_app.command("circuitlens")
+def ingest_circuitlens(
+    db_path: Path = typer.Argument(..., help="The atlas database (after `atlas ingest activations`)."),
+    model: str = typer.Option(..., help=MODEL_HELP),
+    transcoders: str = typer.Option(..., help=TC_HELP),
+    text: Path = typer.Option(..., help=TEXT_HELP + " The same corpus as for activations."),
+    model_id: Optional[str] = typer.Option(None, help="Model id in the atlas (default: from the spec)."),
+    seq_len: int = typer.Option(128, help="Tokens per sequence (as for activations)."),
+    max_sequences: Optional[int] = typer.Option(None, help="As for activations."),
+    batch_size: int = typer.Option(16, help="Examples per attribution batch."),
+    eps: float = typer.Option(0.5, help="DBSCAN eps on Jaccard distances."),
+    min_samples: int = typer.Option(5, help="DBSCAN min_samples."),
+    explainer_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (e.g. http://host:8000/v1); "
+                                                "key from $ATLAS_EXPLAINER_API_KEY. Default: template descriptions."),
+    explainer_model: Optional[str] = typer.Option(None, help="The explainer model's name at that endpoint."),
+) -> None:
+    """CircuitLens: attribute each sampled example, cluster by mechanism, describe each cluster."""
+    from atlas.config import CircuitLensConfig
+    from ingest import circuitlens
+
+    if explainer_url and not explainer_model:
+        raise AtlasError("--explainer-url needs --explainer-model")
+    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
+    cfg = CircuitLensConfig(batch_size=batch_size, eps=eps, min_samples=min_samples, explainer_url=explainer_url,
+                            explainer_model=explainer_model)
+    print(circuitlens.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model))
+
+
+@ingest_app.command("scores")
+def ingest_scores(
+    db_path: Path = typer.Argument(..., help="The atlas database (with WeightLens descriptions)."),
+    model: str = typer.Option(..., help=MODEL_HELP),
+    transcoders: str = typer.Option(..., help=TC_HELP),
+    text: Path = typer.Option(..., help="Held-out text (not used for training or sampling). " + TEXT_HELP),
+    model_id: Optional[str] = typer.Option(None, help="Model id in the atlas (default: from the spec)."),
+    seq_len: int = typer.Option(128, help="Tokens per sequence."),
+    max_sequences: Optional[int] = typer.Option(None, help="Use at most this many sequences."),
+) -> None:
+    """Score weight-based descriptions: precision, recall and AUROC of 'token in description'."""
+    from atlas.config import ScoringConfig
+    from ingest import scoring
+
+    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
+    print(scoring.run(db_path, m, tset, tokens, ScoringConfig(seq_len=seq_len), model_id=mid, model_spec=model,
+                      data_name=str(text)))
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,198 @@
+"""CircuitLens attribution: how one feature's pre-activation arises in one example (science.md 4.2, 4.3).
+
+Each example is (tokens, target position t, feature i of layer l); a batch shares the layer.
+
+Algorithm (the *linearized forward*: one forward pass with hooks, then autograd):
+1. Freeze: every attention pattern (``attn.hook_pattern``) and every norm scale (``*.hook_scale``)
+   is replaced by its detached observed value. What is left between the embeddings and the read
+   point is affine.
+2. Cut at every earlier MLP (layers l' < l): its output is replaced by the transcoder's
+   reconstruction ``a W_dec + b_dec (+ x W_skip^T)`` plus an error leaf ``out - reconstruction``;
+   the activations ``a`` and the errors are detached leaves (a layer with no transcoder is one
+   error leaf). Token and position embeddings are leaves too.
+3. z = x_l[t] . W_enc[:, i] + b_enc[i] is now an affine function f of the leaves, so the
+   contribution of each leaf is leaf x df/dleaf (one ``autograd.grad`` for the whole batch):
+   upstream features (l', j) at each source position (through the frozen attention), the token
+   embedding and position embedding at each position, and the error of each layer at each
+   position.
+4. Biases: f(0), the same linearized forward with every leaf set to zero (patterns and scales
+   kept). Completeness, checked by ``completeness_gap``: z = f(0) + sum of all contributions, exact
+   for an affine f; any unfrozen nonlinearity or a missed path breaks it.
+5. Attention heads by source position (science.md 4.2, a second view of the same paths): for head
+   h of layer l' <= l, pattern[h, t, s] (v_s . dz/dhook_z[t, h]), which sums over heads and
+   sources to (attn_out[t] - b_O) . dz/dattn_out[t] for each layer.
+6. Output side (science.md 4.3): with the MLPs from layer l on held at their observed outputs
+   (and patterns and scales frozen), the model after layer l is linear, so one more forward with
+   f_dec added at (layer l, position t) gives f_dec J for every later position at once; for the
+   token y_k the model predicts at t + k (k < n_output) the effect is a_i[t] (f_dec J W_U[:, y_k]).
+Autograd over the linearized forward was chosen over explicit OV products: one code path covers
+every architecture TransformerLens runs (LayerNorm or RMSNorm, extra norms, grouped-query heads,
+rotary), and the completeness identity tests it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Attribution:
+    layer: int
+    feature: torch.Tensor         # [batch] explained feature index
+    pos: torch.Tensor             # [batch] target position t
+    z: torch.Tensor               # [batch] pre-activation in the linearized forward
+    act: torch.Tensor             # [batch] activation a_i[t]
+    bias: torch.Tensor            # [batch] f(0)
+    features: dict[int, torch.Tensor]   # l' -> [batch, pos, d_sae] upstream feature contributions
+    errors: torch.Tensor          # [batch, layer, pos] (layers 0..l-1)
+    token: torch.Tensor           # [batch, pos] token embedding contributions
+    position: torch.Tensor        # [batch, pos] position embedding contributions (0 if none)
+    heads: torch.Tensor           # [batch, layer + 1, n_heads, pos] head view by source position
+    head_totals: torch.Tensor     # [batch, layer + 1] (attn_out[t] - b_O) . dz/dattn_out[t]
+    out_tokens: torch.Tensor      # [batch, n_output] predicted token at t + k (-1 past the end)
+    out_values: torch.Tensor      # [batch, n_output] a f_dec J W_U[:, y]
+
+
+def completeness_gap(att: Attribution) -> torch.Tensor:
+    """[batch] z - (biases + features + errors + embeddings); ~0 when the decomposition is complete."""
+    total = att.bias + att.errors.sum((1, 2)) + att.token.sum(1) + att.position.sum(1)
+    for c in att.features.values():
+        total = total + c.sum((1, 2))
+    return att.z - total
+
+
+def _mlp_out(model, tset, l: int) -> str:
+    return tset.layers[l].hook_out if l in tset.layers else f"blocks.{l}.hook_mlp_out"
+
+
+def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tensor, pos: torch.Tensor,
+              n_output: int = 0) -> Attribution:
+    """Input-side (and, with n_output > 0, output-side) attribution for a batch of examples.
+
+    tokens [batch, seq]; feature, pos [batch]: explain feature[b] of ``layer`` at position pos[b].
+    """
+    tc, cfg = tset[layer], model.cfg
+    B, T = tokens.shape
+    ar = torch.arange(B)
+    feature, pos = torch.as_tensor(feature).long(), torch.as_tensor(pos).long()
+    frozen, captured, zs, vs = {}, {}, {}, {}
+    leaves: dict[tuple, torch.Tensor] = {}
+    state = {"zero": False, "replay": False}
+
+    def new_leaf(key, value):
+        t = (torch.zeros_like(value) if state["zero"] else value.detach()).requires_grad_(True)
+        leaves[key] = t
+        return t
+
+    def freeze(x, hook):
+        if not (state["zero"] or state["replay"]):
+            frozen[hook.name] = x.detach()
+        return frozen[hook.name]
+
+    def embed_leaf(x, hook):
+        return new_leaf(("embed", hook.name), x)
+
+    def capture(x, hook):
+        captured[hook.name] = x
+        return x
+
+    def keep_z(z, hook):  # [batch, pos, n_heads, d_head]
+        zs[hook.layer()] = z
+        return z
+
+    def keep_v(v, hook):  # [batch, pos, n_kv_heads, d_head]
+        vs[hook.layer()] = v.detach()
+        return v
+
+    def cut_mlp(l):
+        def hook(out, hook):  # [batch, pos, d_model]
+            if l not in tset.layers:
+                return new_leaf(("error", l), out)
+            t = tset.layers[l]
+            x = captured[t.hook_in]
+            a = new_leaf(("feature", l), t.encode(x))                     # [batch, pos, d_sae]
+            recon = a @ t.W_dec + t.b_dec
+            if t.has_skip:
+                recon = recon + x @ t.sae.W_skip.T
+            return recon + new_leaf(("error", l), out - recon)
+        return hook
+
+    at_t = torch.nn.functional.one_hot(pos, T).to(tc.W_dec.dtype)                # [batch, seq]
+    push = (at_t[..., None] * tc.W_dec[feature].detach()[:, None, :])               # [batch, seq, d_model]
+
+    def frozen_out(out, hook):  # MLP outputs from layer l on: held at their observed values
+        if not state["replay"]:
+            frozen[hook.name] = out.detach()
+        held = frozen[hook.name]
+        return held + push if (state["replay"] and hook.name == tc.hook_out) else held
+
+    stop = cfg.n_layers if n_output else layer + 1
+    names = model.hook_dict
+    hooks = [(n, freeze) for n in names if n.endswith("hook_scale") or n.endswith("attn.hook_pattern")]
+    hooks += [(n, embed_leaf) for n in ("hook_embed", "hook_pos_embed") if n in names]
+    hooks += [(f"blocks.{l}.attn.hook_z", keep_z) for l in range(layer + 1)]
+    hooks += [(f"blocks.{l}.attn.hook_v", keep_v) for l in range(layer + 1)]
+    hooks += [(tset.layers[l].hook_in, capture) for l in range(layer) if l in tset.layers]
+    hooks += [(tc.hook_in, capture)]
+    hooks += [(_mlp_out(model, tset, l), cut_mlp(l)) for l in range(layer)]
+    if n_output:
+        hooks += [(_mlp_out(model, tset, l), frozen_out) for l in range(layer, cfg.n_layers)]
+
+    def forward(stop_at, grad=False):
+        leaves.clear()
+        with torch.set_grad_enabled(grad), model.hooks(fwd_hooks=hooks):
+            resid = model(tokens, stop_at_layer=stop_at)
+            x = captured[tc.hook_in][ar, pos]                                      # [batch, d_in]
+            z = (x * tc.W_enc[:, feature].T).sum(-1) + tc.b_enc[feature]
+            final = model.ln_final(resid) if stop_at == cfg.n_layers else None
+        return z, x, final
+
+    z, x_t, final = forward(stop, grad=True)
+    keys = list(leaves)
+    z_layers = sorted(zs)
+    grads = torch.autograd.grad(z.sum(), [leaves[k] for k in keys] + [zs[l] for l in z_layers], allow_unused=True)
+    g = dict(zip(keys + [("z", l) for l in z_layers], grads))
+
+    def contrib(key):  # leaf * grad summed over the model dimension -> [batch, pos]
+        gr = g.get(key)
+        return torch.zeros(B, T) if gr is None else (leaves[key].detach() * gr).sum(-1)
+
+    features = {l: (leaves[("feature", l)].detach() * g[("feature", l)]) if g[("feature", l)] is not None
+                else torch.zeros_like(leaves[("feature", l)]) for l in range(layer) if l in tset.layers}
+    errors = torch.stack([contrib(("error", l)) for l in range(layer)], 1) if layer else torch.zeros(B, 0, T)
+    token = contrib(("embed", "hook_embed"))
+    position = contrib(("embed", "hook_pos_embed")) if ("embed", "hook_pos_embed") in leaves else torch.zeros(B, T)
+
+    # attention heads by source position (step 5)
+    heads, head_totals = [], []
+    for l in z_layers:
+        G = g[("z", l)][ar, pos] if g[("z", l)] is not None else torch.zeros(B, cfg.n_heads, cfg.d_head)  # [b, h, dh]
+        v = vs[l].repeat_interleave(cfg.n_heads // vs[l].shape[2], dim=2)                 # [b, s, h, dh]
+        pattern = frozen[f"blocks.{l}.attn.hook_pattern"][ar, :, pos]                        # [b, h, s]
+        heads.append(pattern * torch.einsum("bshd,bhd->bhs", v, G))
+        head_totals.append((zs[l][ar, pos].detach() * G).sum((1, 2)))
+    heads, head_totals = torch.stack(heads, 1), torch.stack(head_totals, 1)
+
+    act = tc.encode(x_t.detach())[ar, feature]                                              # [batch]
+    out_tokens = torch.full((B, n_output), -1, dtype=torch.long)
+    out_values = torch.zeros(B, n_output)
+    if n_output:  # step 6: the same frozen forward again with f_dec added at (l, t); linear, so one pass
+        state["replay"] = True
+        _, _, pushed = forward(cfg.n_layers)
+        state["replay"] = False
+        p = pos[:, None] + torch.arange(n_output)[None, :]                                # [batch, k]
+        ok = p < T
+        pc = p.clamp(max=T - 1)
+        f0 = final.detach()[ar[:, None], pc]                                               # [batch, k, d]
+        y = (f0 @ model.W_U + model.b_U).argmax(-1)                                       # [batch, k]
+        delta = ((pushed[ar[:, None], pc] - f0) * model.W_U.T[y]).sum(-1)                  # [batch, k]
+        out_tokens = torch.where(ok, y, torch.full_like(y, -1))
+        out_values = torch.where(ok, act.detach()[:, None] * delta, torch.zeros(()))
+
+    state["zero"] = True                                  # step 4: f(0), patterns and scales kept
+    bias, _, _ = forward(layer + 1)
+    return Attribution(layer, feature, pos, z.detach(), act.detach(), bias.detach(), features, errors.detach(),
+                       token.detach(), position.detach(), heads.detach(), head_totals.detach(), out_tokens,
+                       out_values.detach())

@@ -1,0 +1,156 @@
+"""Benchmark: activation collection and CircuitLens attribution against a plain forward pass.
+
+One command prints every figure (and writes JSON with --json):
+    PYTHONPATH=. python bench/bench_activations.py [--model random:gpt2-small] [--d-sae 6144]
+        [--n-seq 32] [--seq-len 128] [--batch-size 8] [--n-examples 64] [--threads 2]
+
+Figures, all on the same tokens and the same ``stop_at_layer`` (one past the last transcoder layer):
+- reference: plain forward tokens/s, and the machine's measured fp32 matmul GFLOP/s;
+- forward + encode only (the irreducible transcoder encoder matmuls, nothing kept);
+- the whole `collect`: a bin-edge warm-up over the first sequences, then one pass (statistics,
+  histograms, top-k, bin-weighted sampling, example windows);
+- attribution examples/s (input side + 3 output positions, batched) with its completeness gap;
+- memory: peak RSS, and bytes of one batch's activations for one layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def random_transcoders(model, d_sae: int, seed: int = 0):
+    """ReLU transcoders on every layer with ~1.5 % of features active per token (L0 ~ d_sae / 70)."""
+    import torch
+    from sae_lens import Transcoder, TranscoderConfig
+
+    from atlas.transcoders.transcoder_set import LayerTranscoder, TranscoderSet
+
+    d = model.cfg.d_model
+    g = torch.Generator().manual_seed(seed)
+    layers = {}
+    for l in range(model.cfg.n_layers):
+        tc = Transcoder(TranscoderConfig(d_in=d, d_sae=d_sae, d_out=d, apply_b_dec_to_input=False))
+        with torch.no_grad():
+            tc.W_enc.copy_(torch.randn(d, d_sae, generator=g) / d ** 0.5)
+            tc.b_enc.fill_(-2.2)
+            tc.W_dec.copy_(torch.randn(d_sae, d, generator=g) * 0.02)
+        tc.eval().requires_grad_(False)
+        layers[l] = LayerTranscoder(l, tc, f"blocks.{l}.ln2.hook_normalized", f"blocks.{l}.hook_mlp_out", "bench", "random")
+    return TranscoderSet("bench", layers)
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="random:gpt2-small")
+    ap.add_argument("--d-sae", type=int, default=6144)
+    ap.add_argument("--n-seq", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--n-examples", type=int, default=64)
+    ap.add_argument("--warmup-seqs", type=int, default=None, help="bin-edge warm-up (default: n_seq / 10)")
+    ap.add_argument("--per-bin-reservoir", type=int, default=100, help="sample candidates kept per (feature, bin)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+
+    import torch
+
+    from atlas.config import ActivationsConfig
+    from atlas.lens.activations import batches, collect, run_encoders
+    from atlas.lens.attribution import attribute, completeness_gap
+    from atlas.models import load_model
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model = load_model(a.model)
+    tset = random_transcoders(model, a.d_sae)
+    layers = tset.layer_ids
+    tokens = torch.randint(0, model.cfg.d_vocab, (a.n_seq, a.seq_len))
+    n_tok = tokens.numel()
+    warm = a.warmup_seqs if a.warmup_seqs is not None else max(1, a.n_seq // 10)
+    cfg = ActivationsConfig(batch_size=a.batch_size, seq_len=a.seq_len, bin_warmup_seqs=warm,
+                            per_bin_reservoir=a.per_bin_reservoir)
+    out = {"model": a.model, "d_sae": a.d_sae, "n_layers": len(layers), "tokens": n_tok, "batch_size": a.batch_size,
+           "threads": torch.get_num_threads(), "warmup_seqs": warm}
+
+    x = torch.randn(1024, 1024)
+    t = timed(lambda: [x @ x for _ in range(10)], 3)
+    out["matmul_gflops"] = 10 * 2 * 1024 ** 3 / t / 1e9
+
+    def forward():
+        with torch.no_grad():
+            for _, b in batches(tokens, a.batch_size):
+                model(b, stop_at_layer=max(layers) + 1)
+
+    def encode_only():
+        for _, b in batches(tokens, a.batch_size):
+            run_encoders(model, tset, b, layers, lambda l, acts: None)
+
+    forward()  # warm-up
+    out["forward_s"] = timed(forward, 2)
+    out["forward_tok_s"] = n_tok / out["forward_s"]
+    out["encode_s"] = timed(encode_only, 2)
+    out["collect_s"] = timed(lambda: collect(model, tset, tokens, cfg), 1)
+    out["collect_tok_s"] = n_tok / out["collect_s"]
+    out["ratio_collect_vs_forward"] = out["collect_s"] / out["forward_s"]
+    out["ratio_collect_vs_forward_encode"] = out["collect_s"] / out["encode_s"]
+    out["ratio_encode_vs_forward"] = out["encode_s"] / out["forward_s"]
+    out["act_bytes_per_batch_layer"] = a.batch_size * a.seq_len * a.d_sae * 4
+
+    layer = max(layers)
+    g = torch.Generator().manual_seed(1)
+    docs = torch.randint(0, a.n_seq, (a.n_examples,), generator=g)
+    pos = torch.randint(1, a.seq_len - 3, (a.n_examples,), generator=g)
+    feat = torch.randint(0, a.d_sae, (a.n_examples,), generator=g)
+    gaps = []
+
+    def attrib():
+        for s in range(0, a.n_examples, a.batch_size):
+            sl = slice(s, s + a.batch_size)
+            T = int(pos[sl].max()) + 4
+            att = attribute(model, tset, tokens[docs[sl], :T], layer, feat[sl], pos[sl], n_output=3)
+            gaps.append(float((completeness_gap(att).abs() / (att.z.abs() + 1)).max()))
+
+    out["attr_s"] = timed(attrib, 1)
+    out["attr_examples_s"] = a.n_examples / out["attr_s"]
+    out["attr_layer"] = layer
+    out["attr_max_rel_completeness_gap"] = max(gaps)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/loadavg") as f:
+        out["loadavg"] = f.read().split()[:3]
+
+    print(f"machine: {out['threads']} torch threads, load average {' '.join(out['loadavg'])}, "
+          f"fp32 matmul {out['matmul_gflops']:.1f} GFLOP/s (reference)")
+    print(f"model {a.model}, {len(layers)} transcoder layers x {a.d_sae} features, {n_tok:,} tokens, batch {a.batch_size}")
+    print(f"plain forward (stop_at_layer={max(layers) + 1}):  {out['forward_tok_s']:10,.0f} tokens/s (reference)")
+    print(f"forward + encode (nothing kept):   {n_tok / out['encode_s']:10,.0f} tokens/s  = "
+          f"{out['ratio_encode_vs_forward']:.2f}x forward time (the transcoders' own cost)")
+    print(f"collect (warm-up {out['warmup_seqs']} seqs + 1 pass): {out['collect_tok_s']:10,.0f} tokens/s  = "
+          f"{out['ratio_collect_vs_forward']:.2f}x forward time, {out['ratio_collect_vs_forward_encode']:.2f}x forward+encode")
+    print(f"attribution (layer {layer}, 3 outputs):  {out['attr_examples_s']:10,.1f} examples/s, "
+          f"max relative completeness gap {out['attr_max_rel_completeness_gap']:.1e}")
+    print(f"memory: one layer's activations per batch {out['act_bytes_per_batch_layer'] / 2**20:.1f} MiB, "
+          f"peak RSS {out['peak_rss_mb']:.0f} MiB")
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

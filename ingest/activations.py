@@ -1,0 +1,156 @@
+"""Job: activation statistics, examples and ERA/TWERA edges over a corpus (science.md 3, 4.1).
+
+Units: one per transcoder layer (``layer-{l}``), done for one configuration and one corpus.
+A run collects, in one streaming pass set, every layer whose unit is not done (and the source
+layers its virtual edges read), then writes each layer's unit: ``feature_stats`` rows for every
+feature, ``examples`` (top and bin-weighted samples, with windows) and ``edges`` of kind 'era' and
+'twera' next to the stored 'virtual' edges that end in the layer (same src, dst and variant).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import pyarrow as pa
+
+from atlas import db
+from atlas.config import ActivationsConfig
+from atlas.ids import make_fid
+from atlas.progress import progress
+from ingest.inputs import register, tokens_fingerprint
+
+JOB = "activations"
+
+
+def _unit(layer: int) -> str:
+    return f"layer-{layer}"
+
+
+def _fid_range(sid: int) -> dict:
+    return {"lo": make_fid(sid, 0), "hi": make_fid(sid + 1, 0) - 1}
+
+
+def virtual_edges(writer, sids: dict[int, int], dst_layers: list[int], variant: str | None):
+    """The stored 'virtual' edges between this set's layers that end in dst_layers, as numpy columns."""
+    e = writer.execute(
+        "SELECT src_fid, dst_fid, variant, weight FROM edges WHERE kind = 'virtual' "
+        "AND ($variant IS NULL OR variant = $variant) AND list_contains($src, src_fid >> 32) "
+        "AND list_contains($dst, dst_fid >> 32)",
+        {"variant": variant, "src": list(sids.values()), "dst": [sids[l] for l in dst_layers]}).fetchnumpy()
+    if len(e["src_fid"]) == 0:
+        return None
+    layer_of = np.zeros(max(sids.values()) + 1, dtype=np.int64)
+    layer_of[list(sids.values())] = list(sids.keys())
+    src, dst = np.asarray(e["src_fid"]), np.asarray(e["dst_fid"])
+    return dict(src_fid=src, dst_fid=dst, variant=np.asarray(e["variant"]), weight=np.asarray(e["weight"], dtype=float),
+                src_layer=layer_of[src >> 32], dst_layer=layer_of[dst >> 32],
+                src_idx=src & 0xFFFFFFFF, dst_idx=dst & 0xFFFFFFFF)
+
+
+def stats_table(res, sid: int, cfg: ActivationsConfig, run_id: str) -> pa.Table:
+    s = res.stats
+    n_act = s.n_active.numpy()
+    active = n_act > 0
+    q = res.quantiles.numpy()
+    hist = s.hist.view(s.d_sae, cfg.hist_bins).numpy()
+    return pa.table({
+        "fid": [make_fid(sid, i) for i in range(s.d_sae)],
+        "n_tokens": np.full(s.d_sae, s.n_tokens, dtype=np.int64),
+        "n_active": n_act,
+        "frequency": n_act / max(s.n_tokens, 1),
+        "max_act": pa.array(np.where(active, s.max.numpy(), np.nan), from_pandas=True),
+        "mean_act": pa.array(np.where(active, s.sum.numpy() / np.maximum(n_act, 1), np.nan), from_pandas=True),
+        "quantiles": [list(map(float, q[i])) if active[i] else None for i in range(s.d_sae)],
+        "quantile_levels": [list(cfg.quantile_levels)] * s.d_sae,
+        "hist_edges": [s.hist_edges().tolist()] * s.d_sae,
+        "hist_counts": list(hist),
+        "run_id": [run_id] * s.d_sae,
+    })
+
+
+def _lists(values: np.ndarray, valid: np.ndarray) -> pa.ListArray:
+    """Ragged rows of values[valid] as one arrow list column (no Python loop over examples)."""
+    offsets = np.concatenate([[0], np.cumsum(valid.sum(1))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values[valid]))
+
+
+def examples_table(model, res, sid: int, cfg: ActivationsConfig, run_id: str) -> pa.Table:
+    from atlas.models import token_strings
+
+    parts = []
+    for kind, c, weight in (("top", res.top, None), ("quantile", res.samples, res.sample_weight)):
+        start, toks, acts = (t.numpy() for t in res.windows["samples" if kind == "quantile" else "top"])
+        valid = toks >= 0
+        uniq, inv = np.unique(toks[valid], return_inverse=True)
+        strs = np.array(token_strings(model, uniq), dtype=object)
+        n = len(c)
+        parts.append(pa.table({
+            "fid": (np.int64(sid) << 32) + c.feature.numpy(),
+            "kind": [kind] * n,
+            "bin": pa.array(c.bin.numpy() if kind == "quantile" else np.full(n, None), type=pa.int32()),
+            "sample_weight": pa.array(weight.numpy() if weight is not None else np.full(n, None), type=pa.float64()),
+            "doc_id": c.doc.numpy(), "pos": c.pos.numpy().astype(np.int32), "activation": c.act.numpy().astype(float),
+            "window_start": start.astype(np.int32),
+            "tokens": _lists(toks.astype(np.int32), valid),
+            "token_strs": pa.ListArray.from_arrays(_lists(toks, valid).offsets, pa.array(strs[inv], type=pa.string())),
+            "acts": _lists(acts.astype(np.float32), valid),
+            "run_id": [run_id] * n,
+        }))
+    return pa.concat_tables(parts)
+
+
+def edges_table(edges: dict, mask: np.ndarray, era, run_id: str) -> pa.Table:
+    n = int(mask.sum())
+    cols = {k: edges[k][mask] for k in ("src_fid", "dst_fid", "variant")}
+    return pa.table({
+        "src_fid": np.concatenate([cols["src_fid"]] * 2), "dst_fid": np.concatenate([cols["dst_fid"]] * 2),
+        "kind": ["era"] * n + ["twera"] * n, "variant": np.concatenate([cols["variant"]] * 2),
+        "weight": np.concatenate([era.era.numpy()[mask], era.twera.numpy()[mask]]),
+        "run_id": [run_id] * (2 * n),
+    })
+
+
+def run(db_path, model, tset, tokens, cfg: ActivationsConfig = ActivationsConfig(), *, model_id: str,
+        model_spec: str) -> dict:
+    """Collect and store activation statistics, examples and ERA/TWERA; returns a small report."""
+    from atlas.lens.activations import check_tokens, collect
+    from atlas.lens.era import EraAccumulator
+
+    tset.check_against(model)
+    tokens = check_tokens(tokens, model)
+    config = {**asdict(cfg), "corpus": tokens_fingerprint(tokens), "n_docs": tokens.shape[0],
+              "set_name": tset.set_name}
+    chash = db.config_hash(config)
+    scope = f"{model_id}/{tset.set_name}"
+    with db.AtlasWriter(db_path) as w:
+        sids = register(w, model, model_id, model_spec, tset)
+        todo = [l for l in tset.layer_ids if not w.unit_done(JOB, scope, _unit(l), chash)]
+        report = {"layers_done_before": len(tset) - len(todo), "layers_written": 0, "era_edges": 0,
+                  "inexact_sample_features": 0}
+        if not todo:
+            return report
+        with w.run(JOB, model_id, config) as run_id:
+            edges = virtual_edges(w, sids, todo, cfg.edge_variant) if cfg.era else None
+            era = (EraAccumulator(edges["src_layer"], edges["src_idx"], edges["dst_layer"], edges["dst_idx"],
+                                  edges["weight"]) if edges is not None else None)
+            results = collect(model, tset, tokens, cfg, layers=todo, era=era,
+                              progress=lambda desc, total: progress(desc, total, "seq"))
+            era_res = era.result() if era is not None else None
+            for l in todo:
+                sid = sids[l]
+                inserts = {"feature_stats": stats_table(results[l], sid, cfg, run_id),
+                           "examples": examples_table(model, results[l], sid, cfg, run_id)}
+                rng = _fid_range(sid)
+                deletes = [("DELETE FROM feature_stats WHERE fid BETWEEN $lo AND $hi", rng),
+                           ("DELETE FROM examples WHERE fid BETWEEN $lo AND $hi", rng),
+                           ("DELETE FROM edges WHERE kind IN ('era', 'twera') AND dst_fid BETWEEN $lo AND $hi", rng)]
+                if era_res is not None:
+                    mask = edges["dst_layer"] == l
+                    inserts["edges"] = edges_table(edges, mask, era_res, run_id)
+                    report["era_edges"] += int(mask.sum())
+                w.write_unit(job=JOB, scope=scope, unit=_unit(l), chash=chash, run_id=run_id,
+                             deletes=deletes, inserts=inserts)
+                report["layers_written"] += 1
+                report["inexact_sample_features"] += results[l].n_inexact
+    return report

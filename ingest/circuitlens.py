@@ -1,0 +1,262 @@
+"""Job: CircuitLens attributions, clusters and descriptions of the sampled examples (science.md 4).
+
+Units: blocks of ``features_per_unit`` features of one layer (``layer-{l}-block-{b}``), done for
+one configuration and one set of stored examples. Per unit:
+1. the unit's examples (written by the activations job) and their full contexts from the corpus
+   (which must be the corpus the examples came from: the stored windows are checked against it);
+2. batched attributions (``lens.attribution``), input and output side;
+3. per feature: significant contributor sets, DBSCAN clusters, each cluster's evidence summary
+   and description (template, or an explainer model when configured), one merged description;
+4. rows: ``attributions`` (bias, per-layer errors, the strongest features / heads / tokens /
+   positions, output logits), ``clusters``, ``cluster_members``, ``explanations``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from atlas import db
+from atlas.config import CircuitLensConfig
+from atlas.errors import AtlasError
+from atlas.ids import make_fid
+from atlas.progress import progress
+from ingest.inputs import register
+
+JOB = "circuitlens"
+
+
+def load_examples(w, sid: int, kinds) -> dict[str, np.ndarray]:
+    rows = w.fetchall(
+        "SELECT example_id, fid, doc_id, pos, window_start, tokens FROM examples "
+        "WHERE fid BETWEEN $lo AND $hi AND list_contains($kinds, kind) ORDER BY fid, example_id",
+        {"lo": make_fid(sid, 0), "hi": make_fid(sid + 1, 0) - 1, "kinds": list(kinds)})
+    if not rows:
+        return {}
+    ex_id, fid, doc, pos, start, toks = zip(*rows)
+    return dict(example_id=np.array(ex_id), idx=np.array(fid) & 0xFFFFFFFF, doc=np.array(doc), pos=np.array(pos),
+                start=np.array(start), window=list(toks))
+
+
+def check_corpus(tokens: torch.Tensor, ex: dict) -> None:
+    """The stored windows must equal the corpus at the same place: the corpus is the one sampled."""
+    for i in range(len(ex["doc"])):  # one comparison per example, cheap next to an attribution
+        d, s, win = int(ex["doc"][i]), int(ex["start"][i]), ex["window"][i]
+        if d >= tokens.shape[0] or tokens[d, s:s + len(win)].tolist() != list(win):
+            raise AtlasError(f"example {int(ex['example_id'][i])} (document {d}, position {int(ex['pos'][i])}) does "
+                             "not match the corpus given: run circuitlens on the corpus the activations came from")
+
+
+def _candidates(att, b0: int, tokens: torch.Tensor):
+    """Flat (row, kind, layer, idx, head, src_pos, token, value) of all stored-candidate contributions."""
+    out = []
+    for l, c in att.features.items():                       # [batch, pos, d_sae]
+        b, s, j = c.nonzero(as_tuple=True)
+        out.append((b, 0, l, j, -1, s, c[b, s, j]))
+    b, l, h, s = att.heads.nonzero(as_tuple=True)
+    out.append((b, 1, l, torch.full_like(b, -1), h, s, att.heads[b, l, h, s]))
+    for k, t in ((2, att.token), (3, att.position)):
+        b, s = t.nonzero(as_tuple=True)
+        out.append((b, k, -1, torch.full_like(b, -1), -1, s, t[b, s]))
+    cols = [torch.cat([torch.as_tensor(o[i]).expand_as(o[0]) if not torch.is_tensor(o[i]) or o[i].ndim == 0 else o[i]
+                       for o in out]) for i in range(7)]
+    row, kind, layer, idx, head, src_pos, value = cols
+    token = tokens[row, src_pos]
+    return row + b0, kind, layer, idx, head, src_pos, token, value
+
+
+def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLensConfig, advance=lambda n: None):
+    """Attributions of a unit's examples: stored rows, contributor sets and per-example evidence."""
+    from atlas.lens.attribution import attribute, completeness_gap
+    from atlas.lens.clustering import significant
+    from atlas.lens.sampling import group_topk
+
+    n = len(ex["doc"])
+    rows, sig, evidence = [], [], []
+    max_gap = 0.0
+    for b0 in range(0, n, cfg.batch_size):
+        sl = slice(b0, b0 + cfg.batch_size)
+        doc = torch.as_tensor(ex["doc"][sl])
+        pos = torch.as_tensor(ex["pos"][sl])
+        T = min(tokens.shape[1], int(pos.max()) + cfg.n_output_positions + 1)
+        toks = tokens[doc, :T]
+        att = attribute(model, tset, toks, layer, torch.as_tensor(ex["idx"][sl]), pos, cfg.n_output_positions)
+        max_gap = max(max_gap, float(completeness_gap(att).abs().max()))
+        # stored rows: the strongest contributions per example, plus bias, errors and logits
+        row, kind, lay, idx, head, src, tok, val = _candidates(att, b0, toks)
+        keep = group_topk(row, val.abs().double(), cfg.stored_per_example)
+        rows.append(dict(row=row[keep], kind=kind[keep], layer=lay[keep], idx=idx[keep], head=head[keep],
+                         src_pos=src[keep], token=tok[keep], value=val[keep]))
+        B = doc.numel()
+        r = torch.arange(B) + b0
+        if att.errors.shape[1]:
+            e = att.errors.sum(2)                                               # [batch, layer]
+            rows.append(dict(row=r.repeat_interleave(e.shape[1]), kind=torch.full((e.numel(),), 4),
+                             layer=torch.arange(e.shape[1]).repeat(B), idx=torch.full((e.numel(),), -1),
+                             head=torch.full((e.numel(),), -1), src_pos=torch.full((e.numel(),), -1),
+                             token=torch.full((e.numel(),), -1), value=e.reshape(-1)))
+        k = att.out_tokens.shape[1]
+        rows.append(dict(row=torch.cat([r, r.repeat_interleave(k)]), kind=torch.tensor([5] * B + [6] * (B * k)),
+                         layer=torch.full((B * (k + 1),), -1), idx=torch.full((B * (k + 1),), -1),
+                         head=torch.full((B * (k + 1),), -1),
+                         src_pos=torch.cat([torch.full((B,), -1), (pos[:, None] + torch.arange(k)).reshape(-1)]),
+                         token=torch.cat([torch.full((B,), -1), att.out_tokens.reshape(-1)]),
+                         value=torch.cat([att.bias, att.out_values.reshape(-1)])))
+        srow, skey, _ = significant(att, cfg.top_contributors, cfg.min_rel_contribution)
+        sig.append((srow + b0, skey))
+        node = att.token + att.position + att.errors.sum(1) + sum(c.sum(-1) for c in att.features.values())
+        evidence.append(dict(src=node.argmax(1), out=att.out_tokens, toks=toks, pos=pos))
+        advance(B)
+    cat = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+    return cat, (torch.cat([s[0] for s in sig]), torch.cat([s[1] for s in sig])), evidence, max_gap
+
+
+KIND_NAMES = ["feature", "head", "token", "position", "error", "bias", "logit"]
+
+
+def attributions_table(cat, ex, layer: int, sids: dict, sid: int, run_id: str) -> pa.Table:
+    row = cat["row"].numpy()
+    kind = cat["kind"].numpy()
+    pos = ex["pos"][row]
+    src_pos = cat["src_pos"].numpy()
+    lay = cat["layer"].numpy()
+    sid_of = np.array([sids.get(l, 0) for l in range(max(sids) + 1)], dtype=np.int64)      # layer -> sid
+    src_fid = (sid_of[np.clip(lay, 0, None)] << 32) + cat["idx"].numpy()
+    none_if = lambda a, cond: pa.array(np.where(cond, None, a).tolist(), type=pa.int64())
+    input_side = kind <= 5
+    return pa.table({
+        "example_id": ex["example_id"][row], "fid": (np.int64(sid) << 32) + ex["idx"][row],
+        "side": np.where(input_side, "input", "output"), "kind": np.array(KIND_NAMES)[kind],
+        "layer": none_if(lay, lay < 0), "src_fid": none_if(src_fid, kind != 0),
+        "head": none_if(cat["head"].numpy(), kind != 1),
+        "src_pos": none_if(src_pos, src_pos < 0),
+        "rel_pos": none_if(src_pos - pos, src_pos < 0),
+        "token_id": none_if(cat["token"].numpy(), ~np.isin(kind, [2, 6]) | (cat["token"].numpy() < 0)),
+        "value": cat["value"].numpy().astype(float), "run_id": [run_id] * len(row),
+    })
+
+
+def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig(), *, model_id: str,
+        model_spec: str, layers: list[int] | None = None) -> dict:
+    """Attribute, cluster and describe every feature's stored examples; returns a small report."""
+    tset.check_against(model)
+    with db.AtlasWriter(db_path) as w:
+        sids = register(w, model, model_id, model_spec, tset)
+        scope = f"{model_id}/{tset.set_name}"
+        descriptions = upstream_descriptions(w, sids)
+        report = {"units_written": 0, "units_done_before": 0, "features": 0, "clusters": 0, "max_completeness_gap": 0.0}
+        config = {**asdict(cfg), "set_name": tset.set_name}
+        with w.run(JOB, model_id, config) as run_id:
+            for layer in layers if layers is not None else tset.layer_ids:
+                sid = sids[layer]
+                ex = load_examples(w, sid, cfg.example_kinds)
+                if not ex:
+                    continue
+                check_corpus(tokens, ex)
+                blocks = ex["idx"] // cfg.features_per_unit
+                for block in np.unique(blocks):
+                    sel = {k: (v[blocks == block] if isinstance(v, np.ndarray) else [x for x, m in zip(v, blocks == block) if m])
+                           for k, v in ex.items()}
+                    unit = f"layer-{layer}-block-{int(block)}"
+                    chash = db.config_hash({**config, "examples": int(sel["example_id"].max()), "n": len(sel["doc"])})
+                    if w.unit_done(JOB, scope, unit, chash):
+                        report["units_done_before"] += 1
+                        continue
+                    write_block(w, model, tset, tokens, layer, sid, sids, sel, int(block), cfg, descriptions,
+                                run_id, unit, chash, scope, report)
+    return report
+
+
+def upstream_descriptions(w, sids: dict[int, int]) -> dict:
+    """(layer, idx) -> the feature's description (WeightLens first, else CircuitLens)."""
+    layer_of = {sid: l for l, sid in sids.items()}
+    rows = w.fetchall("SELECT fid, text FROM explanations WHERE cluster_label IS NULL "
+                      "ORDER BY (method = 'weightlens') ASC, created_at")
+    return {(layer_of[f >> 32], f & 0xFFFFFFFF): t for f, t in rows if (f >> 32) in layer_of}
+
+
+def write_block(w, model, tset, tokens, layer, sid, sids, ex, block, cfg, descriptions, run_id, unit, chash,
+                scope, report) -> None:
+    from atlas.lens.clustering import cluster, contributor_matrix
+    from atlas.lens.describe import llm_describe, merge, snippet, summarize, template
+    from atlas.models import token_strings
+
+    with progress(f"circuitlens {unit}", len(ex["doc"]), "examples") as bar:
+        cat, (srow, skey), evidence, gap = attribute_examples(model, tset, tokens, layer, ex, cfg, bar.advance)
+    report["max_completeness_gap"] = max(report["max_completeness_gap"], gap)
+    srow_np = srow.numpy()
+    assert (np.diff(srow_np) >= 0).all() and (np.diff(ex["idx"]) >= 0).all()  # grouped by example, examples by feature
+    src = torch.cat([e["src"] for e in evidence])
+    outs = torch.cat([e["out"] for e in evidence])
+    tok_rows = [t for e in evidence for t in e["toks"]]
+    vocab_ids = sorted({int(x) for t in tok_rows for x in t.tolist()} | {int(x) for x in outs.flatten().tolist() if x >= 0})
+    strs = dict(zip(vocab_ids, token_strings(model, vocab_ids)))
+    cl_rows, mem_rows, expl_rows = [], [], []
+    method = "circuitlens-llm" if cfg.explainer_url else "circuitlens-template"
+    for f in np.unique(ex["idx"]):                      # DBSCAN runs per feature
+        members = np.nonzero(ex["idx"] == f)[0]
+        fid = make_fid(sid, int(f))
+        if len(members) < cfg.min_examples:
+            continue
+        lo, hi = np.searchsorted(srow_np, [members[0], members[-1] + 1])      # srow is sorted; members contiguous
+        rows_f = torch.as_tensor(srow_np[lo:hi] - members[0])
+        M, keys = contributor_matrix(rows_f, skey[lo:hi], len(members), cfg.min_contributor_fraction)
+        labels = cluster(M, cfg.eps, cfg.min_samples)
+        texts = {}
+        for label in np.unique(labels):
+            idx = np.nonzero(labels == label)[0]
+            shared = M[idx].sum(0)
+            contributors = [(tuple(int(x) for x in keys[j]), int(shared[j])) for j in torch.argsort(-shared).tolist()
+                            if shared[j] > 0][:10]
+            mem = []
+            for i in idx:
+                g = int(members[i])
+                t, s = int(ex["pos"][g]), int(src[g])
+                toks = [strs[int(x)] for x in tok_rows[g].tolist()]
+                mem.append({"target_token": toks[t], "source_token": toks[s], "offset": s - t,
+                            "snippet": snippet(toks, t, s),
+                            "outputs": [strs[int(y)] for y in outs[g].tolist() if y >= 0]})
+            summary = summarize(mem, contributors, descriptions)
+            params = {"eps": cfg.eps, "min_samples": cfg.min_samples, "min_contributor_fraction": cfg.min_contributor_fraction,
+                      "top_contributors": cfg.top_contributors, "min_rel_contribution": cfg.min_rel_contribution,
+                      "n_examples": len(idx), "example_kinds": list(cfg.example_kinds)}
+            if cfg.explainer_url and label >= 0:
+                text, prompt = llm_describe(summary, cfg.explainer_url, cfg.explainer_model or "", cfg.explainer_timeout_s)
+                params.update(explainer_model=cfg.explainer_model, explainer_url=cfg.explainer_url, prompt=prompt)
+            else:
+                text = template(summary)
+            texts[int(label)] = text
+            cl_rows.append({"fid": fid, "label": int(label), "n_examples": len(idx),
+                            "contributors": json.dumps([{"key": list(k), "n": c} for k, c in contributors]),
+                            "summary": json.dumps(summary), "run_id": run_id})
+            mem_rows += [{"fid": fid, "label": int(label), "example_id": int(ex["example_id"][members[i]]),
+                          "run_id": run_id} for i in idx]
+            expl_rows.append({"fid": fid, "cluster_label": int(label), "method": "circuitlens-template" if label < 0 else method,
+                              "text": text, "tokens": [t["token"] for t in summary["target_tokens"]],
+                              "params": json.dumps(params), "run_id": run_id})
+        n_noise = int((labels == -1).sum())
+        expl_rows.append({"fid": fid, "cluster_label": None, "method": method, "text": merge(texts, n_noise),
+                          "tokens": None, "params": json.dumps({"n_clusters": int(labels.max()) + 1,
+                                                                "n_noise": n_noise, "n_examples": len(members)}),
+                          "run_id": run_id})
+        report["features"] += 1
+        report["clusters"] += int(labels.max()) + 1
+    lo, hi = make_fid(sid, block * cfg.features_per_unit), make_fid(sid, (block + 1) * cfg.features_per_unit) - 1
+    rng = {"lo": lo, "hi": hi}
+    deletes = [(f"DELETE FROM {t} WHERE fid BETWEEN $lo AND $hi", rng) for t in ("attributions", "clusters", "cluster_members")]
+    deletes.append(("DELETE FROM explanations WHERE fid BETWEEN $lo AND $hi AND method LIKE 'circuitlens%'", rng))
+    inserts = {"attributions": attributions_table(cat, ex, layer, sids, sid, run_id)}
+    if cl_rows:
+        inserts.update(clusters=pa.Table.from_pylist(cl_rows), cluster_members=pa.Table.from_pylist(mem_rows),
+                       explanations=pa.Table.from_pylist(expl_rows, schema=_EXPL_SCHEMA))
+    w.write_unit(job=JOB, scope=scope, unit=unit, chash=chash, run_id=run_id, deletes=deletes, inserts=inserts)
+    report["units_written"] += 1
+
+
+_EXPL_SCHEMA = pa.schema([("fid", pa.int64()), ("cluster_label", pa.int32()), ("method", pa.string()),
+                          ("text", pa.string()), ("tokens", pa.list_(pa.string())), ("params", pa.string()),
+                          ("run_id", pa.string())])
