@@ -64,11 +64,11 @@ def current_revision(con: duckdb.DuckDBPyConnection) -> str | None:
     """The schema revision stored in the database, or None for a database with no atlas schema."""
     has_table = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'alembic_version'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if not has_table:
         return None
-    row = con.execute("SELECT version_num FROM alembic_version").fetchone()
-    return row[0] if row else None
+    rows = con.execute("SELECT version_num FROM alembic_version").fetchall()
+    return rows[0][0] if rows else None
 
 
 def check_schema(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
@@ -141,7 +141,7 @@ def connect_readonly(path: str | Path, limits: ReadOnlyLimits = ReadOnlyLimits()
     check_schema(con, path)  # before the time limit: a tiny limit must not refuse a good file
     ms = int(limits.max_execution_time_ms)
     locked, current_ms = con.execute(
-        "SELECT current_setting('lock_configuration'), current_setting('max_execution_time')").fetchone()
+        "SELECT current_setting('lock_configuration'), current_setting('max_execution_time')").fetchall()[0]
     if locked:  # this process already opened the file read-only: DuckDB shares one instance per file
         if int(current_ms) != ms:
             con.close()
@@ -315,7 +315,7 @@ class AtlasWriter:
                 sid = self.con.execute(
                     f"INSERT INTO sources ({', '.join(cols)}) VALUES ({', '.join('$' + c for c in cols)}) RETURNING sid",
                     values,
-                ).fetchone()[0]
+                ).fetchall()[0][0]
                 self.con.execute(
                     "INSERT INTO features (fid, sid, layer, idx) "
                     "SELECT ($sid::BIGINT << 32) + i, $sid, $layer, i FROM range($d_sae) t(i)",
@@ -356,8 +356,9 @@ def materialize_adjacency(con: duckdb.DuckDBPyConnection) -> None:
     for name in ("edges_in", "edges_out"):
         con.execute(f"CREATE TABLE _atlas_adj AS SELECT * FROM ({views.adjacency_sql(name)}) "
                     f"ORDER BY {views.ADJACENCY_ORDER}")
-        kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = $n", {"n": name}).fetchone()
-        con.execute(f"DROP {'VIEW' if kind and kind[0] == 'VIEW' else 'TABLE'} IF EXISTS {name}")
+        kinds = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = $n",
+                            {"n": name}).fetchall()
+        con.execute(f"DROP {'VIEW' if kinds and kinds[0][0] == 'VIEW' else 'TABLE'} IF EXISTS {name}")
         con.execute(f"ALTER TABLE _atlas_adj RENAME TO {name}")
 
 

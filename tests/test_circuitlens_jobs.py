@@ -106,7 +106,6 @@ def test_jobs_end_to_end(parts, atlas_db):
     assert circuitlens.run(atlas_db, model, tset, tokens, CCFG, model_id="tiny", model_spec="random:tiny")["units_written"] == 0
     words = [model.tokenizer.decode([int(t)]) for t in tokens[:3, 1:4].flatten()]
     with db.AtlasWriter(atlas_db) as w:
-        w.fetchall("SELECT 1")  # db.py: a fresh writer's schema check leaves a result open, which blocks register()
         w.insert("explanations", pa.table({"fid": [make_fid(sids[1], 0), make_fid(sids[1], 1)], "method": ["weightlens"] * 2,
                                            "text": ["a", "b"], "tokens": [words[:4], words[4:]]}))
     rep = scoring.run(atlas_db, model, tset, tokens, model_id="tiny", model_spec="random:tiny")

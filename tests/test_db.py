@@ -158,3 +158,10 @@ def test_a_job_killed_mid_unit_leaves_no_partial_unit_and_resumes(atlas_db, tmp_
             (u, 1000) for u in range(4)]
         statuses = con.execute("SELECT status FROM ingest_runs ORDER BY started_at").fetchall()
         assert statuses[-1] == ("done",)
+
+
+def test_a_fresh_writer_can_insert_at_once(atlas_db):
+    """DuckDB 2.0 refuses register() while a result is half-read; the writer never leaves one."""
+    with db.AtlasWriter(atlas_db) as w:
+        assert w.insert("scores", pa.table({"fid": [1], "method": ["m"], "metric": ["x"], "value": [1.0]})) == 1
+        assert w.fetchall("SELECT count(*) FROM scores") == [(1,)]
