@@ -108,11 +108,6 @@ def inspect_cmd(
 # ---- weightlens ----------------------------------------------------------------------------------
 
 
-def _model_id_from_spec(spec: str) -> str:
-    kind, _, value = spec.partition(":")
-    return Path(value).stem if kind in ("hf-dir", "gguf") else value.replace("/", "-")
-
-
 @ingest_app.command("weightlens")
 def ingest_weightlens(
     model: str = typer.Option(..., "--model", help=MODEL_HELP),
@@ -143,8 +138,8 @@ def ingest_weightlens(
     tset = load_transcoders(TranscoderSpec.parse(transcoders), lm)
     from ingest.weightlens import run_weightlens
 
-    report = run_weightlens(lm, tset, db_path, cfg, model_id=model_id or _model_id_from_spec(model),
-                            loader=spec.kind, uri=spec.value)
+    report = run_weightlens(lm, tset, db_path, cfg, model_id=model_id or spec.default_model_id(),
+                            model_spec=str(spec))
     print(f"{db_path}: WeightLens for {len(tset)} layers ({len(report.layers_computed)} computed, "
           f"{len(report.layers_skipped)} already done)")
     print("layer  coverage (share of features with a validated weight description)")
@@ -217,10 +212,11 @@ TEXT_HELP = "Corpus: a .txt file or a .jsonl file with a 'text' field per line."
 
 def _circuit_inputs(model: str, transcoders: str, text: Path, seq_len: int, max_sequences: Optional[int],
                     model_id: Optional[str]):
-    from ingest.inputs import default_model_id, load_inputs
+    from atlas.models import ModelSpec
+    from ingest.inputs import load_inputs
 
     m, tset, tokens = load_inputs(model, transcoders, text, seq_len, max_sequences)
-    return m, tset, tokens, model_id or default_model_id(model)
+    return m, tset, tokens, model_id or ModelSpec.parse(model).default_model_id()
 
 
 @ingest_app.command("activations")

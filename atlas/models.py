@@ -61,6 +61,10 @@ class ModelSpec:
     def __str__(self) -> str:
         return f"{self.kind}:{self.value}"
 
+    def default_model_id(self) -> str:
+        """The atlas model id when none is given: the file's stem, or the name with '/' -> '-'."""
+        return Path(self.value).stem if self.kind in ("hf-dir", "gguf") else self.value.replace("/", "-")
+
 
 def load_model(spec: ModelSpec | str) -> "HookedTransformer":
     """Build a HookedTransformer from a spec; every failure is a ModelLoadError naming the input."""

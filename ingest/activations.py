@@ -18,7 +18,8 @@ from atlas import db
 from atlas.config import ActivationsConfig
 from atlas.ids import make_fid
 from atlas.progress import progress
-from ingest.inputs import register, tokens_fingerprint
+from ingest.inputs import tokens_fingerprint
+from ingest.registry import register
 
 JOB = "activations"
 
@@ -124,7 +125,7 @@ def run(db_path, model, tset, tokens, cfg: ActivationsConfig = ActivationsConfig
     chash = db.config_hash(config)
     scope = f"{model_id}/{tset.set_name}"
     with db.AtlasWriter(db_path) as w:
-        sids = register(w, model, model_id, model_spec, tset)
+        sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
         todo = [l for l in tset.layer_ids if not w.unit_done(JOB, scope, _unit(l), chash)]
         report = {"layers_done_before": len(tset) - len(todo), "layers_written": 0, "era_edges": 0,
                   "inexact_sample_features": 0}

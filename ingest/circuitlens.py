@@ -25,7 +25,7 @@ from atlas.config import CircuitLensConfig
 from atlas.errors import AtlasError
 from atlas.ids import make_fid
 from atlas.progress import progress
-from ingest.inputs import register
+from ingest.registry import register
 
 JOB = "circuitlens"
 
@@ -145,7 +145,7 @@ def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig
     """Attribute, cluster and describe every feature's stored examples; returns a small report."""
     tset.check_against(model)
     with db.AtlasWriter(db_path) as w:
-        sids = register(w, model, model_id, model_spec, tset)
+        sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
         scope = f"{model_id}/{tset.set_name}"
         descriptions = upstream_descriptions(w, sids)
         report = {"units_written": 0, "units_done_before": 0, "features": 0, "clusters": 0, "max_completeness_gap": 0.0}

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 from atlas.errors import AssetError
-from atlas.ids import source_id
 
 
 def read_documents(path: str | Path) -> list[str]:
@@ -69,22 +68,6 @@ def tokens_fingerprint(tokens) -> str:
     return hashlib.sha256(tokens.cpu().numpy().tobytes()).hexdigest()[:16]
 
 
-def register(writer, model, model_id: str, model_spec: str, tset) -> dict[int, int]:
-    """Upsert the model and one source per transcoder layer; returns {layer: sid}."""
-    from atlas.models import describe
-
-    writer.upsert_model({"model_id": model_id, "loader": model_spec.partition(":")[0], "uri": model_spec,
-                         **describe(model)})
-    sids = {}
-    for tc in tset:
-        sids[tc.layer] = writer.upsert_source(dict(
-            model_id=model_id, source_id=source_id(tc.layer, tset.set_name), set_name=tset.set_name,
-            layer=tc.layer, d_in=tc.d_in, d_out=tc.d_out, d_sae=tc.d_sae, hook_in=tc.hook_in,
-            hook_out=tc.hook_out, activation=tc.activation, has_skip=tc.has_skip, dtype=tc.dtype,
-            format=tc.format, uri=tc.uri))
-    return sids
-
-
 def load_inputs(model_spec: str, transcoders: str, text: str, seq_len: int, max_sequences: int | None):
     """(model, transcoder set, tokens [n, seq_len]) for the command line."""
     from atlas.models import load_model
@@ -94,8 +77,3 @@ def load_inputs(model_spec: str, transcoders: str, text: str, seq_len: int, max_
     model = load_model(model_spec)
     tset = load_transcoders(transcoders, model)
     return model, tset, text_tokens(text, model, seq_len, max_sequences)
-
-
-def default_model_id(model_spec: str) -> str:
-    kind, _, value = model_spec.partition(":")
-    return Path(value).stem if kind in ("gguf", "hf-dir") else value.replace("/", "-")

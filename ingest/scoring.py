@@ -18,7 +18,8 @@ from atlas import db
 from atlas.config import ScoringConfig
 from atlas.ids import make_fid
 from atlas.progress import progress
-from ingest.inputs import register, tokens_fingerprint
+from ingest.inputs import tokens_fingerprint
+from ingest.registry import register
 
 JOB = "scores"
 METRICS = ("precision", "recall", "auroc", "n_member", "n_active")
@@ -44,7 +45,7 @@ def run(db_path, model, tset, tokens, cfg: ScoringConfig = ScoringConfig(), *, m
     report = {"scored": 0, "layers_written": 0}
     vocab = None
     with db.AtlasWriter(db_path) as w:
-        sids = register(w, model, model_id, model_spec, tset)
+        sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
         with w.run(JOB, model_id, config) as run_id:
             for layer in tset.layer_ids:
                 unit = f"layer-{layer}"

@@ -19,8 +19,9 @@ import pyarrow as pa
 
 from atlas.config import WeightLensConfig, as_dict
 from atlas.db import AtlasWriter, config_hash
-from atlas.ids import FID_SHIFT, source_id
+from atlas.ids import FID_SHIFT
 from atlas.progress import progress
+from ingest.registry import register
 
 JOB = "weightlens"
 # Fields that change no result (where and in which blocks it is computed) stay out of the unit hash,
@@ -38,21 +39,8 @@ class WeightLensReport:
     layers_skipped: list[int] = field(default_factory=list)          # already done (resumed)
 
 
-def model_row(model, model_id: str, loader: str, uri: str | None) -> dict:
-    from atlas.models import describe
-
-    return dict(model_id=model_id, tl_name=getattr(model.cfg, "model_name", None), loader=loader, uri=uri,
-                **describe(model))
-
-
-def source_row(model_id: str, set_name: str, tc) -> dict:
-    return dict(model_id=model_id, source_id=source_id(tc.layer, set_name), set_name=set_name, layer=tc.layer,
-                d_in=tc.d_in, d_out=tc.d_out, d_sae=tc.d_sae, hook_in=tc.hook_in, hook_out=tc.hook_out,
-                activation=tc.activation, has_skip=tc.has_skip, dtype=tc.dtype, format=tc.format, uri=tc.uri)
-
-
 def run_weightlens(model, tset, db_path, cfg: WeightLensConfig = WeightLensConfig(), *, model_id: str,
-                   loader: str = "random", uri: str | None = None) -> WeightLensReport:
+                   model_spec: str | None = None) -> WeightLensReport:
     """Compute WeightLens for every layer of ``tset`` and load it into the atlas at ``db_path``."""
     from atlas.lens.weightlens import inherit_from, resolve_bos, weightlens_layer
 
@@ -62,8 +50,7 @@ def run_weightlens(model, tset, db_path, cfg: WeightLensConfig = WeightLensConfi
     chash = config_hash({k: v for k, v in settings.items() if k not in _NOT_HASHED})
     report = WeightLensReport()
     with AtlasWriter(db_path) as w:
-        w.upsert_model(model_row(model, model_id, loader, uri))
-        sids = {tc.layer: w.upsert_source(source_row(model_id, tset.set_name, tc)) for tc in tset}
+        sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
         scope = f"{model_id}/{tset.set_name}"
         with w.run(JOB, model_id, settings) as run_id:
             descriptions = {}

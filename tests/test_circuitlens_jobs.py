@@ -19,7 +19,8 @@ from atlas.config import ActivationsConfig, CircuitLensConfig
 from atlas.errors import AssetError, AtlasError
 from atlas.ids import make_fid
 from ingest import activations, circuitlens, scoring
-from ingest.inputs import read_documents, register, text_tokens
+from ingest.inputs import read_documents, text_tokens
+from ingest.registry import register
 
 ACFG = ActivationsConfig(batch_size=8, n_samples=8, n_top=3, window_before=4, window_after=2)
 CCFG = CircuitLensConfig(batch_size=32, min_samples=3, min_examples=4, n_output_positions=2)
@@ -46,7 +47,7 @@ def _with_virtual_edges(path, model, tset):
     V = (tset[0].W_dec @ tset[1].W_enc).detach()
     src, dst = (V.abs() > 0.25).nonzero(as_tuple=True)
     with db.AtlasWriter(path) as w:
-        sids = register(w, model, "tiny", "random:tiny", tset)
+        sids = register(w, model, tset, model_id="tiny", model_spec="random:tiny")
         w.insert("edges", pa.table({"src_fid": [make_fid(sids[0], int(i)) for i in src],
                                     "dst_fid": [make_fid(sids[1], int(j)) for j in dst],
                                     "kind": ["virtual"] * len(src), "variant": ["raw"] * len(src),

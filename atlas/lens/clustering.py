@@ -26,7 +26,6 @@ FEATURE, HEAD = 0, 1
 
 def significant(att: Attribution, top: int, min_rel: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(example row [n], key [n, 4], value [n]) of each example's significant contributors."""
-    B = att.z.shape[0]
     total = att.token.clamp(min=0).sum(1) + att.position.clamp(min=0).sum(1) + att.errors.clamp(min=0).sum((1, 2))
     rows, keys, vals = [], [], []
     for l, c in att.features.items():                       # c [batch, pos, d_sae]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from atlas.lens.outliers import Selection, StreamingTopK, select_outliers
+from atlas.lens.outliers import Selection, StreamingTopK
 
 UP_SHIFT = 32
 
