@@ -202,7 +202,7 @@ def ensure_corpus(cfg: AssetsConfig = AssetsConfig(), root: Path | None = None) 
     return out
 
 
-def debian_package_root(package: str, root: Path | None = None) -> Path:
+def debian_package_root(package: str, root: Path | None = None, apt_update: bool = True) -> Path:
     """A directory holding the package's files: '/' if installed, else the unpacked .deb."""
     if _installed(package):
         return Path("/")
@@ -212,7 +212,7 @@ def debian_package_root(package: str, root: Path | None = None) -> Path:
         return tree
     debs = base / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    deb = _find_deb(debs, package) or _apt_download(package, debs)
+    deb = _find_deb(debs, package) or _apt_download(package, debs, apt_update)
     shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir(parents=True)
     proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], capture_output=True, text=True)
@@ -233,13 +233,13 @@ def _find_deb(directory: Path, package: str) -> Path | None:
     return found[-1] if found else None
 
 
-def _apt_download(package: str, directory: Path) -> Path:
-    """``apt-get download PACKAGE`` into ``directory``; runs ``apt-get update`` once if needed."""
+def _apt_download(package: str, directory: Path, apt_update: bool = True) -> Path:
+    """``apt-get download PACKAGE`` into ``directory``; runs ``apt-get update`` once if that fails."""
     if shutil.which("apt-get") is None:
         raise AssetError(f"the Debian package {package!r} is needed for the built-in corpus, but apt-get is not "
                          "available; on a non-Debian machine use `--corpus PATH` with your own text files")
     err = ""
-    for attempt in ("download", "update-then-download"):
+    for attempt in ("download", "update-then-download")[:2 if apt_update else 1]:
         if attempt == "update-then-download":
             _log("assets: running `apt-get update` (package lists are missing or stale)")
             upd = subprocess.run(["apt-get", "update"], capture_output=True, text=True)
@@ -260,11 +260,14 @@ def _apt_download(package: str, directory: Path) -> Path:
 # ---- all of it -----------------------------------------------------------------------------------
 
 
-def ensure_all(cfg: AssetsConfig = AssetsConfig(), root: Path | None = None) -> dict[str, Path]:
-    """The `atlas assets` command: every asset of the embedded default, each built at most once."""
+def ensure_all(cfg: AssetsConfig = AssetsConfig(), root: Path | None = None,
+               only: set[str] | None = None) -> dict[str, Path]:
+    """The `atlas assets` command: every asset of the embedded default (or ``only`` 'model' /
+    'corpus'), each built at most once."""
     from atlas.progress import progress
 
-    steps = [("gguf", ensure_gguf), ("model", ensure_converted), ("corpus", ensure_corpus)]
+    steps = [("model", ensure_converted), ("corpus", ensure_corpus)]
+    steps = [(name, step) for name, step in steps if only is None or name in only]
     done: dict[str, Path] = {}
     with progress("assets", total=len(steps), unit="steps") as bar:
         for name, step in steps:

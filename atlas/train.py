@@ -159,7 +159,7 @@ class _Trainer:
         kept_min = float(kept_min.detach())
         self.threshold = 0.99 * self.threshold + 0.01 * kept_min if self.step else kept_min
         self.step += 1
-        return float(mse)
+        return float(mse.detach())
 
 
 def train_layer(cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor", ckpt: Path, desc: str):

@@ -93,7 +93,12 @@ def build(cfg: DemoConfig = DemoConfig(), train: TrainConfig = TrainConfig(), co
         print(f"demo: {name} done ({timings[name]:.1f} s)", flush=True)
         return out
 
-    timed("assets", assets.ensure_all, assets_cfg)
+    from atlas.models import DEFAULT_ALIASES
+
+    needed = {"model"} if train.model in DEFAULT_ALIASES else set()   # what this build needs from the cache
+    needed |= {"corpus"} if corpus.source == "builtin" else set()
+    if needed:
+        timed("assets", assets.ensure_all, assets_cfg, only=needed)
     model = timed("load model", load_model, ModelSpec.parse(train.model, device=train.device))
     db_path = data_dir(cfg) / "atlas.duckdb"
     out_dir, _ = timed("transcoders", transcoders.run, train, corpus, model_id=cfg.model_id, db_path=db_path,
