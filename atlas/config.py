@@ -72,16 +72,18 @@ class TrainConfig:
     set_name: str = "atlas-tc"    # transcoder set name: source ids are '{layer}-atlas-tc'
     layers: tuple[int, ...] = (3, 9)   # two layers of 18, early and middle (cost grows with the deepest)
     d_sae: int = 2048             # features per layer (= d_mlp of Gemma 3 270M; Gemma Scope uses 16k+)
-    k: int = 32                   # BatchTopK: mean active features per token (target L0 5..100)
-    n_tokens: int = 65_536        # training tokens per layer (activations collected once, cached)
-    epochs: int = 4               # passes over the cached activations (small data: reuse it)
-    batch_size: int = 1024        # tokens per optimizer step
+    k: int = 48                   # BatchTopK: mean active features per token (target L0 5..100; 32 gave fve 0.64)
+    n_tokens: int = 65_536        # training tokens per layer (activations collected once, in memory)
+    epochs: int = 4               # passes over the collected activations (small data: reuse it)
+    batch_size: int = 256         # tokens per optimizer step (small batches: more steps from little data;
+                                  # 1024 gave 124 steps and a negative fve)
     lr: float = 1e-3              # Adam; cosine decay to 10 % over the run
     aux_k: int = 256              # AuxK: dead features reconstruct the residual error (OpenAI 2024)
     aux_coeff: float = 1 / 32     # AuxK loss weight (OpenAI's default)
-    dead_after_tokens: int = 20_000   # a feature unused for this many tokens counts as dead for AuxK
+    dead_after_tokens: int = 5_000    # a feature unused for this many tokens counts as dead for AuxK
     eval_tokens: int = 8_192      # held-out tokens for FVE / L0 / dead share
-    eval_loss_tokens: int = 2_048   # held-out tokens for the next-token-loss increase (full forward)
+    eval_loss_tokens: int = 1_024   # held-out tokens for the next-token-loss increase (3 full forwards
+                                    # per layer; the 262k-word unembedding costs ~5 s per 1k tokens here)
     collect_batch: int = 16       # sequences per forward pass when collecting activations
     seed: int = 0
     device: str = "cpu"
