@@ -70,7 +70,7 @@ class TrainConfig:
     """
     model: str = "default"        # model spec; 'default' = converted Gemma 3 270M (atlas assets)
     set_name: str = "atlas-tc"    # transcoder set name: source ids are '{layer}-atlas-tc'
-    layers: tuple[int, ...] = (3, 9)   # two layers of 18, early and middle (cost grows with the deepest)
+    layers: tuple[int, ...] = (3, 6)   # two layers of 18 (collection cost grows with the deepest layer)
     d_sae: int = 2048             # features per layer (= d_mlp of Gemma 3 270M; Gemma Scope uses 16k+)
     k: int = 48                   # BatchTopK: mean active features per token (target L0 5..100; 32 gave fve 0.64)
     n_tokens: int = 65_536        # training tokens per layer (activations collected once, in memory)
@@ -84,6 +84,9 @@ class TrainConfig:
     eval_tokens: int = 8_192      # held-out tokens for FVE / L0 / dead share
     eval_loss_tokens: int = 1_024   # held-out tokens for the next-token-loss increase (3 full forwards
                                     # per layer; the 262k-word unembedding costs ~5 s per 1k tokens here)
+    standardize_out: bool = True    # scale each MLP-output dimension to unit variance for training
+                                    # (not one scalar): Gemma's 5 massive dimensions hold 91 % of layer 6's
+                                    # variance; measured: loss recovered 92 % (vs 59 %), fve 0.73 (vs 0.76)
     collect_batch: int = 16       # sequences per forward pass when collecting activations
     seed: int = 0
     device: str = "cpu"

@@ -171,7 +171,11 @@ def train_layer(cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor", ckpt: Pa
     torch.manual_seed(cfg.seed)
     mx = x.mean(0)                                           # [d_in]
     sx = float((x - mx).pow(2).sum(-1).mean().sqrt())
-    sy = float(y.pow(2).sum(-1).mean().sqrt())
+    if cfg.standardize_out:                                  # [d_out]: each dimension to unit variance
+        sd = y.std(0)
+        sy = sd.clamp(min=1e-3 * float(sd.max())) * math.sqrt(y.shape[1])
+    else:
+        sy = float(y.pow(2).sum(-1).mean().sqrt())
     xn, yn = (x - mx) / sx, y / sy
     trainer = _Trainer(cfg, x.shape[1], y.shape[1], yn.mean(0))
     if ckpt.is_file():
@@ -199,7 +203,8 @@ def train_layer(cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor", ckpt: Pa
     stats = {"steps": total, "train_tokens": n, "epochs": cfg.epochs, "train_seconds": time.monotonic() - t0,
              "train_fve_last10pct": 1 - sum(tail) / len(tail), "threshold_normalized": trainer.threshold,
              "train_dead_share": float((trainer.since_fired >= cfg.dead_after_tokens).float().mean()),
-             "scale_in": sx, "scale_out": sy, "input_mean_norm": float(mx.norm())}
+             "scale_in": sx, "scale_out": float(torch.as_tensor(sy).norm() / (math.sqrt(y.shape[1]) if cfg.standardize_out else 1)),
+             "input_mean_norm": float(mx.norm())}
     return trainer, (mx, sx, sy), stats
 
 
