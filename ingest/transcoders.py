@@ -59,8 +59,14 @@ def register(db_path: Path, model, spec, model_id: str, cfg: TrainConfig, corpus
     config = {"train": asdict(cfg), "corpus": asdict(corpus)}
     chash = config_hash(config)
     with AtlasWriter(db_path) as w:
-        w.upsert_model({"model_id": model_id, "tl_name": model.cfg.model_name, "loader": spec.kind,
-                        "uri": str(spec), **describe(model), "provenance": {"spec": str(spec)}})
+        if spec.kind == "default":  # the cached conversion of the PyPI GGUF
+            from atlas.assets import gguf_path
+
+            loader, uri = "gguf", str(gguf_path())
+        else:
+            loader, uri = spec.kind, spec.value
+        w.upsert_model({"model_id": model_id, "tl_name": model.cfg.model_name, "loader": loader, "uri": uri,
+                        **describe(model), "provenance": {"spec": str(spec)}})
         with w.run(JOB, model_id, config) as run_id:
             for layer in sorted(metrics):
                 m = metrics[layer]
