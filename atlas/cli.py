@@ -66,6 +66,80 @@ def db_status(path: Path = typer.Argument(..., help="An atlas database.")) -> No
         n = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
         print(f"  {table:<22} {n:>12,}")
 
+# ---- demo: assets, transcoder training, the embedded-default atlas --------------------------------------
+
+
+@app.command("assets")
+def assets_cmd() -> None:
+    """Build the embedded default's offline assets once: Gemma 3 270M (GGUF, converted) and the corpus."""
+    from atlas.assets import ensure_all
+
+    for name, path in ensure_all().items():
+        print(f"{name}: {path}")
+
+
+def _train_config(layers: Optional[str], width: Optional[int], tokens: Optional[int], gpu: bool, model: Optional[str]):
+    from atlas.config import TrainConfig
+
+    overrides: dict = {}
+    if layers:
+        try:
+            overrides["layers"] = tuple(int(l) for l in layers.split(","))
+        except ValueError:
+            raise AtlasError(f"--layers {layers!r} is not a comma-separated list of layer numbers")
+    if width:
+        overrides["d_sae"] = width
+    if tokens:
+        overrides["n_tokens"] = tokens
+    if model:
+        overrides["model"] = model
+    return TrainConfig.gpu(**overrides) if gpu else TrainConfig(**overrides)
+
+
+@app.command("train-transcoders")
+def train_transcoders_cmd(
+    db: Optional[Path] = typer.Option(None, help="Register the transcoders and their metrics in this atlas."),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP + " Default: 'default' (Gemma 3 270M)."),
+    model_id: str = typer.Option("gemma-3-270m", help="Model id in the atlas."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: the TrainConfig default)."),
+    width: Optional[int] = typer.Option(None, help="Features per layer (d_sae)."),
+    tokens: Optional[int] = typer.Option(None, help="Training tokens per layer."),
+    corpus: str = typer.Option("builtin", help="'builtin', a txt/jsonl/parquet file or directory, or an HF dataset."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default: in the cache, by config hash)."),
+    gpu: bool = typer.Option(False, help="Use the larger GPU configuration (TrainConfig.gpu)."),
+) -> None:
+    """Train transcoders (MLP in -> MLP out) for chosen layers, save them in the SAELens format; resumable."""
+    from atlas.config import CorpusConfig
+    from ingest.transcoders import run
+
+    out_dir, metrics = run(_train_config(layers, width, tokens, gpu, model), CorpusConfig(source=corpus),
+                           model_id=model_id, db_path=db, out_dir=out)
+    print(f"transcoders in {out_dir}")
+    for layer, m in sorted(metrics.items()):
+        print(f"  layer {layer}: fve {m['fve']:.3f}  L0 {m['l0']:.1f}  dead {m['dead_share']:.1%}  "
+              f"loss +{m['loss_increase']:.3f} nats")
+
+
+@app.command("demo")
+def demo_cmd(
+    data: Optional[Path] = typer.Option(None, help="Directory of the demo atlas (default: CACHE/demo)."),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve the atlas after building it."),
+    port: int = typer.Option(8000, help="Port to serve on."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated layers to train (default config otherwise)."),
+    width: Optional[int] = typer.Option(None, help="Features per layer."),
+    tokens: Optional[int] = typer.Option(None, help="Training tokens per layer."),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP + " Default: 'default' (Gemma 3 270M)."),
+    corpus: str = typer.Option("builtin", help="'builtin', a txt/jsonl/parquet file or directory, or an HF dataset."),
+) -> None:
+    """Build the embedded-default atlas offline (assets, transcoders, ingest jobs) and serve it."""
+    from atlas.config import CorpusConfig, DemoConfig
+    from ingest import demo
+
+    cfg = DemoConfig(data_dir=data, port=port, serve=serve)
+    ctx = demo.build(cfg, _train_config(layers, width, tokens, False, model), CorpusConfig(source=corpus))
+    if serve:
+        demo.serve(cfg, ctx.db_path)
+
 
 # ---- inspect -------------------------------------------------------------------------------------
 

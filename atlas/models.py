@@ -8,6 +8,8 @@ A model spec is ``KIND:VALUE``:
                               to ``google/gemma-3-270m``
 - ``random:gpt2-small``       random weights in a known shape (``gpt2-small``, ``tiny``), with the
                               real GPT-2 tokenizer where it is installed; for tests and benchmarks
+- ``default`` (or ``gemma-3-270m``)  the embedded default, Gemma 3 270M, from the converted copy
+                              that ``atlas assets`` caches (atlas/assets.py); loads in ~15 s
 
 torch and transformer_lens are imported inside the functions: importing this module is cheap.
 """
@@ -24,8 +26,9 @@ from atlas.errors import ModelLoadError
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-ModelKind = Literal["tl", "hf-dir", "gguf", "random"]
+ModelKind = Literal["tl", "hf-dir", "gguf", "random", "default"]
 KINDS: tuple[str, ...] = ("tl", "hf-dir", "gguf", "random")
+DEFAULT_ALIASES = ("default", "gemma-3-270m")   # specs naming the cached embedded default
 
 # Random-weight shapes. gpt2-small is GPT-2 small's exact shape (the cost of WeightLens depends
 # on shapes only); tiny is for unit tests.
@@ -50,16 +53,18 @@ class ModelSpec:
 
     @classmethod
     def parse(cls, text: str, **kwargs) -> "ModelSpec":
+        if text in DEFAULT_ALIASES:
+            return cls(kind="default", value="gemma-3-270m", **kwargs)
         kind, sep, value = text.partition(":")
         if not sep or kind not in KINDS or not value:
             raise ModelLoadError(
                 f"model spec {text!r} is not KIND:VALUE with KIND one of {', '.join(KINDS)} "
-                "(e.g. 'tl:gpt2', 'gguf:/path/model.gguf', 'random:tiny')"
+                "(e.g. 'tl:gpt2', 'gguf:/path/model.gguf', 'random:tiny'), or 'default' (Gemma 3 270M, cached)"
             )
         return cls(kind=kind, value=value, **kwargs)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.value}"
+        return self.value if self.kind == "default" else f"{self.kind}:{self.value}"
 
     def default_model_id(self) -> str:
         """The atlas model id when none is given: the file's stem, or the name with '/' -> '-'."""
@@ -70,7 +75,8 @@ def load_model(spec: ModelSpec | str) -> "HookedTransformer":
     """Build a HookedTransformer from a spec; every failure is a ModelLoadError naming the input."""
     if isinstance(spec, str):
         spec = ModelSpec.parse(spec)
-    loader = {"tl": _load_tl, "hf-dir": _load_hf_dir, "gguf": _load_gguf, "random": _load_random}[spec.kind]
+    loader = {"tl": _load_tl, "hf-dir": _load_hf_dir, "gguf": _load_gguf, "random": _load_random,
+              "default": _load_default}[spec.kind]
     model = loader(spec)
     model.eval()
     return model
@@ -148,6 +154,12 @@ def _load_gguf(spec: ModelSpec) -> "HookedTransformer":
         del hf.config.quantization_config
     hf.is_quantized = False
     return _from_hf(spec, hf, tok, spec.tl_name or DEFAULT_GGUF_TL_NAME)
+
+
+def _load_default(spec: ModelSpec) -> "HookedTransformer":
+    from atlas.assets import load_default_model
+
+    return load_default_model(dtype=spec.dtype, device=spec.device)
 
 
 def gpt2_tokenizer():

@@ -42,6 +42,19 @@ def load_examples(w, sid: int, kinds) -> dict[str, np.ndarray]:
                 start=np.array(start), window=list(toks))
 
 
+def select(ex: dict, mask: np.ndarray) -> dict:
+    """The examples where ``mask`` holds (arrays and lists alike)."""
+    return {k: (v[mask] if isinstance(v, np.ndarray) else [x for x, m in zip(v, mask) if m]) for k, v in ex.items()}
+
+
+def most_active(w, sid: int, n: int) -> np.ndarray:
+    """Indices of the layer's ``n`` most often active features (from the activations job)."""
+    rows = w.fetchall("SELECT fid & 4294967295 FROM feature_stats WHERE fid BETWEEN $lo AND $hi "
+                      "ORDER BY n_active DESC, fid LIMIT $n",
+                      {"lo": make_fid(sid, 0), "hi": make_fid(sid + 1, 0) - 1, "n": n})
+    return np.array([r[0] for r in rows], dtype=np.int64)
+
+
 def check_corpus(tokens: torch.Tensor, ex: dict) -> None:
     """The stored windows must equal the corpus at the same place: the corpus is the one sampled."""
     for i in range(len(ex["doc"])):  # one comparison per example, cheap next to an attribution
@@ -154,13 +167,14 @@ def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig
             for layer in layers if layers is not None else tset.layer_ids:
                 sid = sids[layer]
                 ex = load_examples(w, sid, cfg.example_kinds)
-                if not ex:
+                if ex and cfg.max_features_per_layer is not None:
+                    ex = select(ex, np.isin(ex["idx"], most_active(w, sid, cfg.max_features_per_layer)))
+                if not ex or not len(ex["idx"]):
                     continue
                 check_corpus(tokens, ex)
                 blocks = ex["idx"] // cfg.features_per_unit
                 for block in np.unique(blocks):
-                    sel = {k: (v[blocks == block] if isinstance(v, np.ndarray) else [x for x, m in zip(v, blocks == block) if m])
-                           for k, v in ex.items()}
+                    sel = select(ex, blocks == block)
                     unit = f"layer-{layer}-block-{int(block)}"
                     chash = db.config_hash({**config, "examples": int(sel["example_id"].max()), "n": len(sel["doc"])})
                     if w.unit_done(JOB, scope, unit, chash):

@@ -314,3 +314,50 @@ def chat_server():
     _ChatHandler.seen = []
     yield f"http://127.0.0.1:{server.server_address[1]}/v1", _ChatHandler.seen
     server.shutdown()
+# ---- demo: text files and tiny training configurations ------------------------------------------------
+
+_WORDS = ("the a river city stone light king garden letter morning silver quiet old young north "
+          "window road horse bread winter summer sister brother friend house ship song bird field "
+          "walked saw found gave kept opened closed carried wrote read heard remembered").split()
+
+
+def write_text_corpus(directory: Path, n_docs: int = 60, words_per_doc: int = 120, seed: int = 0) -> Path:
+    """A directory with a .txt, a .jsonl and a .parquet file of deterministic pseudo-English documents."""
+    import json
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = random.Random(seed)
+    docs = []
+    for d in range(n_docs):
+        sentences = []
+        for _ in range(words_per_doc // 8):
+            words = [rng.choice(_WORDS) for _ in range(8)]
+            sentences.append(" ".join(words).capitalize() + ".")
+        docs.append(f"Document {d}. " + " ".join(sentences))
+    directory.mkdir(parents=True, exist_ok=True)
+    third = n_docs // 3
+    (directory / "a.txt").write_text("\n\n".join(docs[:third]) + "\n")
+    (directory / "b.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs[third:2 * third]))
+    pq.write_table(pa.table({"text": docs[2 * third:]}), directory / "c.parquet")
+    return directory
+
+
+@pytest.fixture
+def text_corpus(tmp_path):
+    """Factory: ``text_corpus(n_docs=..., words_per_doc=...)`` -> a directory of txt/jsonl/parquet text."""
+    def make(**kwargs) -> Path:
+        return write_text_corpus(tmp_path / f"corpus{len(list(tmp_path.glob('corpus*')))}", **kwargs)
+    return make
+
+
+def tiny_train_config(**overrides):
+    """A TrainConfig for random:tiny that trains in seconds."""
+    from atlas.config import TrainConfig
+
+    base = dict(model="random:tiny", set_name="tiny-tc", layers=(0, 1), d_sae=128, k=8, n_tokens=4096, epochs=3,
+                batch_size=128, lr=3e-3, aux_k=32, dead_after_tokens=1024, eval_tokens=1024, eval_loss_tokens=256,
+                collect_batch=16)
+    return TrainConfig(**{**base, **overrides})

