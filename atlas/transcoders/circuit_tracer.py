@@ -32,12 +32,7 @@ DEFAULT_HOOKS = ("hook_resid_mid", "mlp.hook_out")
 
 
 def discover(source: Source) -> dict[int, str]:
-    found: dict[int, str] = {}
-    for rel in source.files():
-        m = _FILE.search(rel)
-        if m:
-            found.setdefault(int(m.group(1)), rel)
-    return found
+    return source.files_by_layer(_FILE)
 
 
 def _hooks(source: Source, rel: str, layer: int) -> tuple[str, str]:

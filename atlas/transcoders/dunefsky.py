@@ -129,13 +129,7 @@ def read_pickle(path) -> Any:
 
 
 def discover(source: Source) -> dict[int, str]:
-    """{layer: file}; with several files for a layer (e.g. two widths) the first by name."""
-    found: dict[int, str] = {}
-    for rel in source.files():
-        m = _FILE.search(rel)
-        if m:
-            found.setdefault(int(m.group(1)), rel)
-    return found
+    return source.files_by_layer(_FILE)
 
 
 def _config(cfg: Any) -> tuple[str | None, str | None, bool]:

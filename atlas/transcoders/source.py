@@ -10,6 +10,8 @@ Locations: ``/local/dir``, ``/local/file.pt``, ``hf://owner/repo`` or ``hf://own
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,16 @@ class Source:
                 assert self.root is not None
                 self._files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
         return self._files
+
+    def files_by_layer(self, pattern: "re.Pattern[str]") -> dict[int, str]:
+        """{layer: file} for files whose path matches ``pattern`` (group 1 = the layer); with
+        several files for a layer (e.g. two widths) the first by name."""
+        found: dict[int, str] = {}
+        for rel in self.files():
+            m = pattern.search(rel)
+            if m:
+                found.setdefault(int(m.group(1)), rel)
+        return found
 
     def has(self, rel: str) -> bool:
         """Whether the file ``rel`` exists (locally also beside a single-file location)."""
