@@ -107,7 +107,7 @@ class TranscoderSet:
     def check_against(self, model: "HookedTransformer") -> None:
         """Raise TranscoderError unless every transcoder reads and writes hooks the model has, with
         matching widths, and holds only finite weights."""
-        import torch
+        from atlas.transcoders.build import all_finite
 
         for tc in self:
             where = f"transcoder {self.set_name!r} layer {tc.layer} ({tc.uri})"
@@ -122,5 +122,5 @@ class TranscoderSet:
                         f"{where}: {name} width {width} does not match the model's d_model {model.cfg.d_model}"
                     )
             for pname, param in tc.sae.named_parameters():
-                if not torch.isfinite(param).all():
+                if not all_finite(param):
                     raise TranscoderError(f"{where}: parameter {pname} holds NaN or infinite values")
