@@ -6,8 +6,8 @@ import functools
 
 import anyio
 import strawberry
-from strawberry.extensions import (AddValidationRules, MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, ParserCache,
-                                   QueryDepthLimiter, ValidationCache)
+from strawberry.extensions import AddValidationRules, MaskErrors, MaxTokensLimiter, ParserCache, ValidationCache
+from strawberry.extensions import max_aliases, query_depth_limiter
 from strawberry.scalars import JSON
 
 from api import export, graph, queries
@@ -128,11 +128,15 @@ class AtlasSchema(strawberry.Schema):
 
 
 def build_schema(limits: ApiLimits = ApiLimits()) -> strawberry.Schema:
+    # The rule classes are made once: ValidationCache keys on (document, rules), and the
+    # QueryDepthLimiter/MaxAliasesLimiter extensions would make new classes for every request,
+    # so no document would ever hit the cache (3 ms of validation per request for a top-k).
+    rules = [query_depth_limiter.create_validator(limits.max_depth, should_ignore=None),
+             max_aliases.create_validator(limits.max_aliases),
+             cost_rule(limits.max_cost, limits.max_page)]
     return AtlasSchema(query=Query, extensions=[
-        lambda: QueryDepthLimiter(max_depth=limits.max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: AddValidationRules([cost_rule(limits.max_cost, limits.max_page)]),
+        lambda: AddValidationRules(rules),
         lambda: MaskErrors(should_mask_error=should_mask),
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),

@@ -112,3 +112,30 @@ def test_statement_time_limit(synthetic_atlas, api_server):
     url = api_server(current, ApiLimits(statement_ms=2))
     msgs = errors(url, "{ stats { nFeatures edges { n } coverage { nDescribed } } }")
     assert any("exceeded the time limit of 2 ms per statement" in m for m in msgs)
+
+
+def test_a_repeated_document_is_validated_once_and_a_refused_one_stays_refused(synthetic_atlas, monkeypatch):
+    """The validation rules are built once per schema, so strawberry's ValidationCache hits: a
+    document seen before is not validated again (it was, on every request, when the limit
+    extensions made new rule classes per request), and its cached verdict still refuses it."""
+    import strawberry.schema.schema as strawberry_schema
+
+    from api.context import Context, Version
+    from api.schema import build_schema
+
+    calls = []
+    validate = strawberry_schema.validate
+    monkeypatch.setattr(strawberry_schema, "validate", lambda *a, **k: calls.append(1) or validate(*a, **k))
+    limits = ApiLimits()
+    schema, version = build_schema(limits), Version(str(synthetic_atlas("tiny")[1].resolve()), limits)
+    try:
+        ok = f'{{ feature(id: "{M}/3-synth/1") {{ upstream(topK: 3) {{ weight }} }} }}'
+        deep = f'{{ feature(id: "{M}/3-synth/1") {{ {"upstream { source { " * 8}id{" } }" * 8} }} }}'
+        for query, refused in [(ok, False), (ok, False), (deep, True), (deep, True)]:
+            result = schema.execute_sync(query, context_value=Context(version, limits))
+            assert bool(result.errors) == refused, result.errors
+            if refused:
+                assert "exceeds maximum operation depth" in result.errors[0].message
+        assert len(calls) == 2  # one validation per distinct document
+    finally:
+        version.close()
