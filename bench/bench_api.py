@@ -6,21 +6,23 @@
 2. Start `atlas serve` in its own process on a loopback port.
 3. For each question (feature lookup, top-k upstream, drivers(X via Y), drivers(X via layer),
    3-hop paths) over a fixed sample of features: p50 / p99 latency through HTTP + GraphQL with
-   1 client and with 16 concurrent clients, and the same question answered in this process by
+   1 client and with 16 concurrent clients (bench/http_load.py: wrk when installed, for a few
+   seconds cycling through the samples; else httpx, each sample once), and the same question
+   answered in this process by
    the same named SQL on a read-only connection (1 thread, and 16 threads). Paths run the same
    beam (api/graph.py) in-process. Also a naive top-k on the raw `edges` table. Every question
    first runs once untimed over all samples on both sides, so both are measured with warm caches.
 4. Reference figures measured in the same run: an empty GraphQL query (`{ __typename }`, the
-   HTTP + GraphQL floor) and DuckDB's full-scan rate over the edges.
+   HTTP + GraphQL floor, with wrk and with httpx) and DuckDB's full-scan rate over the edges.
 
     PYTHONPATH=. python -m bench.bench_api [--out DIR] [--layers 12 --d-sae 24576 --k-up 40] [--n 200]
-                                           [--workers 1] [--republish] [--json out.json]
+                                           [--workers 1] [--client wrk|httpx] [--seconds 4]
+                                           [--republish] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -37,6 +39,7 @@ from api import graph, queries
 from api.context import Context, Version
 from api.limits import ApiLimits
 from atlas import db
+from bench.http_load import Load, have_wrk, percentile, run_httpx, run_wrk
 
 Q_LOOKUP = """query($x: ID!) { feature(id: $x) { id layer description validated stats { frequency maxAct }
   inputTokens(first: 5) { token score } outputTokens(first: 5) { token score } } }"""
@@ -50,8 +53,8 @@ Q_PATHS = """query($a: ID!, $x: ID!) { paths(source: $a, target: $x, maxHops: 3,
 
 
 def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] * 1e3
+    """The q-quantile of durations in seconds, in milliseconds."""
+    return percentile(xs, q) * 1e3
 
 
 def build_atlas(out: Path, args) -> tuple[Path, dict]:
@@ -114,34 +117,6 @@ def start_server(link: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("server did not start")
 
 
-def http_single(url: str, query: str, variables: list[dict]) -> list[float]:
-    times = []
-    with httpx.Client(timeout=60) as http:
-        for v in variables:
-            t = time.perf_counter()
-            body = http.post(f"{url}/graphql", json={"query": query, "variables": v}).json()
-            times.append(time.perf_counter() - t)
-            assert "errors" not in body, body["errors"]
-    return times
-
-
-def http_concurrent(url: str, query: str, variables: list[dict], clients: int) -> tuple[list[float], float]:
-    async def run():
-        times, queue = [], list(variables)
-        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=clients)) as http:
-            async def worker():
-                while queue:
-                    v = queue.pop()
-                    t = time.perf_counter()
-                    body = (await http.post(f"{url}/graphql", json={"query": query, "variables": v})).json()
-                    times.append(time.perf_counter() - t)
-                    assert "errors" not in body, body["errors"]
-            t0 = time.perf_counter()
-            await asyncio.gather(*[worker() for _ in range(clients)])
-            return times, time.perf_counter() - t0
-    return asyncio.run(run())
-
-
 def sql_runner(version: Version):
     """The same question as the API, answered in-process by the same named SQL (no HTTP, no GraphQL)."""
     lim = ApiLimits()
@@ -168,16 +143,16 @@ def sql_runner(version: Version):
     return ask
 
 
-def sql_single(ask, question: str, samples: list[dict]) -> list[float]:
+def sql_single(ask, question: str, samples: list[dict]) -> Load:
     times = []
     for s in samples:
         t = time.perf_counter()
         ask(question, s)
         times.append(time.perf_counter() - t)
-    return times
+    return Load(pct(times, .5), pct(times, .99), len(times) / sum(times), len(times), "in-process")
 
 
-def sql_concurrent(ask, question: str, samples: list[dict], clients: int) -> tuple[list[float], float]:
+def sql_concurrent(ask, question: str, samples: list[dict], clients: int) -> Load:
     times, queue, lock = [], list(samples), threading.Lock()
 
     def worker():
@@ -195,7 +170,11 @@ def sql_concurrent(ask, question: str, samples: list[dict], clients: int) -> tup
         th.start()
     for th in threads:
         th.join()
-    return times, time.perf_counter() - t0
+    return Load(pct(times, .5), pct(times, .99), len(times) / (time.perf_counter() - t0), len(times), "in-process")
+
+
+def api_load(client: str, url: str, bodies: list[dict], connections: int, seconds: float) -> Load:
+    return run_wrk(url, bodies, connections, seconds) if client == "wrk" else run_httpx(url, bodies, connections)
 
 
 QUESTIONS = {
@@ -216,6 +195,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="requests per question and mode")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1, help="`atlas serve --workers`")
+    ap.add_argument("--client", choices=["wrk", "httpx"], default="wrk" if have_wrk() else "httpx",
+                    help="HTTP load generator (default: wrk when installed)")
+    ap.add_argument("--seconds", type=float, default=4.0, help="wrk: seconds per question and mode")
     ap.add_argument("--republish", action="store_true", help="publish again even if current exists")
     ap.add_argument("--json", default=None, help="write the figures here too")
     args = ap.parse_args()
@@ -235,43 +217,40 @@ def main() -> None:
     results = {"atlas": {"layers": args.layers, "d_sae": args.d_sae, "edges": n_edges, **build_times},
                "reference": {"duckdb_scan_rows_per_s": scan}, "questions": {}}
     try:
-        for _ in range(2):  # warm both sides
-            http_single(url, Q_LOOKUP, [{"x": s["x"]} for s in samples[:20]])
-        floor = http_single(url, "{ __typename }", [{}] * args.n)
-        results["reference"]["graphql_floor_p50_ms"] = pct(floor, 0.5)
-        results["reference"]["graphql_floor_p99_ms"] = pct(floor, 0.99)
+        run_httpx(url, [{"query": Q_LOOKUP, "variables": {"x": s["x"]}} for s in samples[:40]], 1)  # warm up
+        empty = [{"query": "{ __typename }"}] * args.n
+        floor = {"wrk": run_wrk(url, empty, 1, args.seconds)} if have_wrk() else {}
+        floor["httpx"] = run_httpx(url, empty, 1)
+        results["reference"]["empty_request"] = {k: vars(v) for k, v in floor.items()}
         print(f"atlas: {args.layers} x {args.d_sae} features, {n_edges:,} edges; "
               + ", ".join(f"{k} {v:.1f} s" for k, v in build_times.items()))
-        print(f"server: atlas serve --workers {args.workers}; clients and server share this machine")
-        print(f"reference: empty GraphQL query p50 {pct(floor, .5):.2f} ms p99 {pct(floor, .99):.2f} ms; "
-              f"DuckDB full scan {scan / 1e6:.0f} M edges/s; cores {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
-        head = f"{'question':<20}{'mode':<10}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
-        print(head)
+        print(f"server: atlas serve --workers {args.workers}; API client: {args.client}; "
+              "clients and server share this machine")
+        print("reference: empty GraphQL query " + ", ".join(f"{k} p50 {v.p50_ms:.2f} ms p99 {v.p99_ms:.2f} ms"
+                                                             for k, v in floor.items())
+              + f"; DuckDB full scan {scan / 1e6:.0f} M edges/s; cores {os.cpu_count()}, "
+                f"load {os.getloadavg()[0]:.2f}")
+        print(f"{'question':<20}{'mode':<10}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'requests':>10}")
         for q, (text, make) in QUESTIONS.items():
-            variables = [make(s) for s in samples]
-            http_single(url, text, variables)  # one untimed pass each: both sides measured warm
+            bodies = [{"query": text, "variables": make(s)} for s in samples]
+            run_httpx(url, bodies, 1)  # one untimed pass each (checking every answer): both sides warm
             sql_single(ask, q, samples)
-            r = {}
-            r["api_1"] = http_single(url, text, variables), None
-            r["sql_1"] = sql_single(ask, q, samples), None
-            r[f"api_{args.clients}"] = http_concurrent(url, text, variables, args.clients)
-            r[f"sql_{args.clients}"] = sql_concurrent(ask, q, samples, args.clients)
-            fig = {}
-            for mode, (times, wall) in r.items():
-                fig[mode] = {"p50_ms": pct(times, .5), "p99_ms": pct(times, .99),
-                             "req_per_s": len(times) / (wall or sum(times))}
-                print(f"{q:<20}{mode:<10}{fig[mode]['p50_ms']:>9.2f}{fig[mode]['p99_ms']:>9.2f}"
-                      f"{fig[mode]['req_per_s']:>9.0f}")
-            fig["api_over_sql_p50_1"] = fig["api_1"]["p50_ms"] / fig["sql_1"]["p50_ms"]
-            fig[f"api_over_sql_p50_{args.clients}"] = (fig[f"api_{args.clients}"]["p50_ms"]
-                                                       / fig[f"sql_{args.clients}"]["p50_ms"])
+            r = {"api_1": api_load(args.client, url, bodies, 1, args.seconds),
+                 "sql_1": sql_single(ask, q, samples),
+                 f"api_{args.clients}": api_load(args.client, url, bodies, args.clients, args.seconds),
+                 f"sql_{args.clients}": sql_concurrent(ask, q, samples, args.clients)}
+            fig = {mode: vars(load) for mode, load in r.items()}
+            for mode, load in r.items():
+                print(f"{q:<20}{mode:<10}{load.p50_ms:>9.2f}{load.p99_ms:>9.2f}{load.req_per_s:>9.0f}"
+                      f"{load.requests:>10}")
+            for n in (1, args.clients):
+                fig[f"api_over_sql_p50_{n}"] = r[f"api_{n}"].p50_ms / r[f"sql_{n}"].p50_ms
             print(f"{q:<20}API/SQL p50: 1 client {fig['api_over_sql_p50_1']:.2f}x, "
                   f"{args.clients} clients {fig[f'api_over_sql_p50_{args.clients}']:.2f}x")
             results["questions"][q] = fig
         naive = sql_single(ask, "naive_topk_edges", samples)
-        results["questions"]["naive_topk_on_edges_table"] = {"sql_1": {"p50_ms": pct(naive, .5),
-                                                                        "p99_ms": pct(naive, .99)}}
-        print(f"{'naive top-k (edges)':<20}{'sql_1':<10}{pct(naive, .5):>9.2f}{pct(naive, .99):>9.2f}")
+        results["questions"]["naive_topk_on_edges_table"] = {"sql_1": vars(naive)}
+        print(f"{'naive top-k (edges)':<20}{'sql_1':<10}{naive.p50_ms:>9.2f}{naive.p99_ms:>9.2f}")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
