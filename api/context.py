@@ -85,7 +85,8 @@ class Version:
     def __init__(self, path: str, limits: ApiLimits):
         self.path = path
         self.con = db.connect_readonly(path, db.ReadOnlyLimits(
-            memory_limit=limits.memory_limit, threads=limits.threads, max_execution_time_ms=limits.statement_ms))
+            memory_limit=limits.memory_limit, threads=limits.threads, max_execution_time_ms=limits.statement_ms,
+            late_materialization=False))  # every statement reads a few rows of one feature (atlas/db.py)
         self.catalog = Catalog(self.con.execute(
             "SELECT sid, model_id, source_id, layer, d_sae FROM sources ORDER BY sid").fetchall())
         self.users = 0

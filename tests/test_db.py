@@ -64,6 +64,18 @@ def test_readonly_connection_refuses_writes_files_and_settings(atlas_db):
             con.execute(sql)
 
 
+def test_the_server_turns_late_materialization_off_and_atlas_sql_keeps_it(atlas_db, tmp_path):
+    setting = "SELECT current_setting('late_materialization_max_rows')"
+    con = db.connect_readonly(atlas_db)
+    assert con.execute(setting).fetchall()[0][0] > 0
+    con.close()
+    served = tmp_path / "served.duckdb"
+    served.write_bytes(atlas_db.read_bytes())  # a second file: DuckDB keeps one instance per path
+    con = db.connect_readonly(served, db.ReadOnlyLimits(late_materialization=False))
+    assert con.execute(setting).fetchall()[0][0] == 0
+    assert con.cursor().execute(setting).fetchall()[0][0] == 0  # per-thread cursors inherit it
+
+
 def _source_row(**over):
     row = dict(model_id="m", source_id="0-t", set_name="t", layer=0, d_in=4, d_out=4, d_sae=16,
                hook_in="blocks.0.ln2.hook_normalized", hook_out="blocks.0.hook_mlp_out",
