@@ -9,7 +9,8 @@
    1 client and with 16 concurrent clients (bench/http_load.py: wrk when installed, for a few
    seconds cycling through the samples; else httpx, each sample once), and the same question
    answered in this process by
-   the same named SQL on a read-only connection (1 thread, and 16 threads). Paths run the same
+   the same named SQL on a read-only connection (1 thread, each sample once; and 16 threads in a
+   closed loop for as long as wrk runs). Paths run the same
    beam (api/graph.py) in-process. Also a naive top-k on the raw `edges` table. Every question
    first runs once untimed over all samples on both sides, so both are measured with warm caches.
 4. Reference figures measured in the same run: an empty GraphQL query (`{ __typename }`, the
@@ -152,19 +153,19 @@ def sql_single(ask, question: str, samples: list[dict]) -> Load:
     return Load(pct(times, .5), pct(times, .99), len(times) / sum(times), len(times), "in-process")
 
 
-def sql_concurrent(ask, question: str, samples: list[dict], clients: int) -> Load:
-    times, queue, lock = [], list(samples), threading.Lock()
+def sql_concurrent(ask, question: str, samples: list[dict], clients: int, seconds: float) -> Load:
+    """``clients`` threads in a closed loop for ``seconds``, each cycling through the samples from
+    its own offset: the steady state that wrk measures on the API side."""
+    times, deadline = [], time.perf_counter() + seconds
 
-    def worker():
-        while True:
-            with lock:
-                if not queue:
-                    return
-                s = queue.pop()
+    def worker(offset: int):
+        i = offset
+        while time.perf_counter() < deadline:
             t = time.perf_counter()
-            ask(question, s)
+            ask(question, samples[i % len(samples)])
             times.append(time.perf_counter() - t)
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+            i += 1
+    threads = [threading.Thread(target=worker, args=(k * len(samples) // clients,)) for k in range(clients)]
     t0 = time.perf_counter()
     for th in threads:
         th.start()
@@ -238,7 +239,7 @@ def main() -> None:
             r = {"api_1": api_load(args.client, url, bodies, 1, args.seconds),
                  "sql_1": sql_single(ask, q, samples),
                  f"api_{args.clients}": api_load(args.client, url, bodies, args.clients, args.seconds),
-                 f"sql_{args.clients}": sql_concurrent(ask, q, samples, args.clients)}
+                 f"sql_{args.clients}": sql_concurrent(ask, q, samples, args.clients, args.seconds)}
             fig = {mode: vars(load) for mode, load in r.items()}
             for mode, load in r.items():
                 print(f"{q:<20}{mode:<10}{load.p50_ms:>9.2f}{load.p99_ms:>9.2f}{load.req_per_s:>9.0f}"
