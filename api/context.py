@@ -3,9 +3,10 @@
 Zero-downtime publishing (atlas/db.py, ``publish``) flips a ``current`` symlink to a new
 versioned file. ``AtlasDatabase`` serves through that path:
 
-1. At the start of each request, ``acquire()`` resolves the path (``os.path.realpath``, a few
-   microseconds). If it points to a new file, it opens that file read-only and hardened
-   (``atlas.db.connect_readonly``) and makes it current; the old version is *retired*.
+1. At the start of each request, ``acquire()`` stats the path (one ``stat``, which follows the
+   link). If it is a different file than the current version's (device and inode; the current
+   file is open, so its inode cannot be reused), it resolves the new target, opens it read-only
+   and hardened (``atlas.db.connect_readonly``) and makes it current; the old version is *retired*.
 2. The request holds the version it acquired until it ends (``release()``), so an in-flight
    request finishes on the file it started on.
 3. A retired version is closed (its per-thread cursors, then its connection) when its last
@@ -87,6 +88,7 @@ class Version:
         self.con = db.connect_readonly(path, db.ReadOnlyLimits(
             memory_limit=limits.memory_limit, threads=limits.threads, max_execution_time_ms=limits.statement_ms,
             late_materialization=False))  # every statement reads a few rows of one feature (atlas/db.py)
+        self.file = file_identity(path)  # while it is open, no other file can have its inode
         self.catalog = Catalog(self.con.execute(
             "SELECT sid, model_id, source_id, layer, d_sae FROM sources ORDER BY sid").fetchall())
         self.users = 0
@@ -109,6 +111,12 @@ class Version:
         self.con.close()
 
 
+def file_identity(path: str) -> tuple[int, int]:
+    """(device, inode) of the file at ``path``, following symlinks."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 class AtlasDatabase:
     """Serves the atlas at ``path`` (a file, or a symlink that ``atlas db publish`` flips)."""
 
@@ -120,11 +128,14 @@ class AtlasDatabase:
         self.opened = 1  # versions opened so far (tests and logs)
 
     def acquire(self) -> Version:
-        target = os.path.realpath(self.path)
+        try:
+            identity = file_identity(self.path)
+        except OSError:  # a broken link: keep serving the current version
+            identity = None
         with self._lock:
-            if target != self.current.path:
+            if identity is not None and identity != self.current.file:
                 try:
-                    new = Version(target, self.limits)
+                    new = Version(os.path.realpath(self.path), self.limits)
                 except Exception:  # noqa: BLE001 - keep serving the old version, retry next request
                     new = None
                 if new is not None:

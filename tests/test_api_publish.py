@@ -71,6 +71,37 @@ def test_publish_flip_under_load(tmp_path, api_server):
     assert database.opened == 3 and database.current.path == os.path.realpath(link)
 
 
+def test_a_bad_or_broken_link_keeps_the_current_version_until_a_good_one_is_published(tmp_path, synthetic_atlas):
+    from api.context import AtlasDatabase
+
+    work, _ = synthetic_atlas("tiny")
+    link = tmp_path / "current.duckdb"
+    db.publish(work, link)
+    served = AtlasDatabase(link)
+    first = served.acquire()
+
+    def point_link_at(target: Path) -> None:
+        tmp = tmp_path / "link.tmp"
+        tmp.symlink_to(target)
+        os.replace(tmp, link)
+
+    not_an_atlas = tmp_path / "plain.duckdb"
+    duckdb.connect(str(not_an_atlas)).close()
+    for target in (not_an_atlas, tmp_path / "missing.duckdb"):
+        point_link_at(target)
+        v = served.acquire()
+        assert v is first and served.opened == 1  # still answering from the first version
+        served.release(v)
+    db.publish(work, link)
+    second = served.acquire()
+    assert second is not first and served.opened == 2 and first.retired
+    served.release(first)  # its last request ends: it is closed
+    with pytest.raises(duckdb.ConnectionException):
+        first.con.execute("SELECT 1")
+    served.release(second)
+    served.close()
+
+
 def test_publish_refuses_a_file_being_written_and_a_plain_file_link(tmp_path, atlas_db):
     writer = db.AtlasWriter(atlas_db)
     try:
