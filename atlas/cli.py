@@ -281,10 +281,11 @@ def sql(
 # clusters and descriptions (4.2-4.5); token-membership scores of weight descriptions (5).
 
 TC_HELP = "Transcoder set spec (see `atlas ingest weightlens --help`)."
-TEXT_HELP = "Corpus: a .txt file or a .jsonl file with a 'text' field per line."
+TEXT_HELP = ("Corpus, all of it: a .txt file (documents separated by blank lines), .jsonl ('text' per line), "
+             ".parquet ('text' column), a directory of those, 'builtin', or a Hugging Face dataset (online).")
 
 
-def _circuit_inputs(model: str, transcoders: str, text: Path, seq_len: int, max_sequences: Optional[int],
+def _circuit_inputs(model: str, transcoders: str, text: str, seq_len: int, max_sequences: Optional[int],
                     model_id: Optional[str]):
     from atlas.models import ModelSpec
     from ingest.inputs import load_inputs
@@ -298,7 +299,7 @@ def ingest_activations(
     db_path: Path = typer.Argument(..., help="The atlas database."),
     model: str = typer.Option(..., help=MODEL_HELP),
     transcoders: str = typer.Option(..., help=TC_HELP),
-    text: Path = typer.Option(..., help=TEXT_HELP),
+    text: str = typer.Option(..., help=TEXT_HELP),
     model_id: Optional[str] = typer.Option(None, help="Model id in the atlas (default: from the spec)."),
     seq_len: int = typer.Option(128, help="Tokens per sequence."),
     batch_size: int = typer.Option(16, help="Sequences per forward pass."),
@@ -321,7 +322,7 @@ def ingest_circuitlens(
     db_path: Path = typer.Argument(..., help="The atlas database (after `atlas ingest activations`)."),
     model: str = typer.Option(..., help=MODEL_HELP),
     transcoders: str = typer.Option(..., help=TC_HELP),
-    text: Path = typer.Option(..., help=TEXT_HELP + " The same corpus as for activations."),
+    text: str = typer.Option(..., help=TEXT_HELP + " The same corpus as for activations."),
     model_id: Optional[str] = typer.Option(None, help="Model id in the atlas (default: from the spec)."),
     seq_len: int = typer.Option(128, help="Tokens per sequence (as for activations)."),
     max_sequences: Optional[int] = typer.Option(None, help="As for activations."),
@@ -349,7 +350,7 @@ def ingest_scores(
     db_path: Path = typer.Argument(..., help="The atlas database (with WeightLens descriptions)."),
     model: str = typer.Option(..., help=MODEL_HELP),
     transcoders: str = typer.Option(..., help=TC_HELP),
-    text: Path = typer.Option(..., help="Held-out text (not used for training or sampling). " + TEXT_HELP),
+    text: str = typer.Option(..., help="Held-out text (not used for training or sampling). " + TEXT_HELP),
     model_id: Optional[str] = typer.Option(None, help="Model id in the atlas (default: from the spec)."),
     seq_len: int = typer.Option(128, help="Tokens per sequence."),
     max_sequences: Optional[int] = typer.Option(None, help="Use at most this many sequences."),

@@ -77,8 +77,9 @@ class Corpus:
                 buffer = buffer[body:]
                 given += self.cfg.seq_len
         if given == 0:
+            which = "" if split == "all" else f"{split} "
             raise AssetError(
-                f"the corpus {self.cfg.source!r} has no {split} text of at least {self.cfg.seq_len} tokens; "
+                f"the corpus {self.cfg.source!r} has no {which}text of at least {self.cfg.seq_len} tokens; "
                 "give it more text (or a smaller seq_len / heldout_fraction)"
             )
 
@@ -95,14 +96,21 @@ class Corpus:
         if rows:
             yield torch.tensor(rows, dtype=torch.long)
 
-    def tokens(self, split: Split = "train", n_tokens: int = 8192) -> "torch.Tensor":
-        """All sequences up to ``n_tokens`` as one [n_seq, seq_len] tensor."""
+    def tokens(self, split: Split = "train", n_tokens: int | None = 8192) -> "torch.Tensor":
+        """All sequences up to ``n_tokens`` (None: the whole split) as one [n_seq, seq_len] tensor."""
         import torch
 
         return torch.cat(list(self.batches(split, 64, n_tokens)))
 
 
 # ---- 1. sources ----------------------------------------------------------------------------------
+
+
+def check_source(cfg: CorpusConfig) -> None:
+    """Read up to the first document: a missing, empty or malformed source fails here, before a
+    command loads a model (a malformed line further on still fails when it is reached)."""
+    if not any(text.strip() for text in _source_documents(cfg)):
+        raise AssetError(f"the corpus {cfg.source!r} holds no text")
 
 
 def _source_documents(cfg: CorpusConfig) -> Iterator[str]:

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from atlas import db
-from atlas.config import ActivationsConfig, CircuitLensConfig
+from atlas.config import ActivationsConfig, CircuitLensConfig, CorpusConfig
+from atlas.corpus import Corpus, check_source
 from atlas.errors import AssetError, AtlasError
 from atlas.ids import make_fid
 from ingest import activations, circuitlens, scoring
-from ingest.inputs import read_documents, text_tokens
 from ingest.registry import register
 
 ACFG = ActivationsConfig(batch_size=8, n_samples=8, n_top=3, window_before=4, window_after=2)
@@ -143,26 +143,61 @@ def test_corpus_mismatch_and_bad_inputs_are_clear(parts, atlas_db, tmp_path):
     empty.write_text("  \n")
     bad.write_text('{"text": "fine"}\n{"txt": 1}\n')
     short.write_text("Hello world")
+
+    def tokens_of(path, seq_len=64):
+        cfg = CorpusConfig(source=str(path), seq_len=seq_len, heldout_fraction=0.0)
+        check_source(cfg)
+        return Corpus.for_model(model, cfg).tokens("all", None)
+
     with pytest.raises(AssetError, match="holds no text"):
-        read_documents(empty)
-    with pytest.raises(AssetError, match="line 2"):
-        read_documents(bad)
-    with pytest.raises(AssetError, match="fewer than one sequence"):
-        text_tokens(short, model, 64)
+        tokens_of(empty)
+    with pytest.raises(AssetError, match="bad.jsonl:2 has no 'text' field"):
+        tokens_of(bad)
+    with pytest.raises(AssetError, match="has no text of at least 64 tokens"):
+        tokens_of(short)
     good = tmp_path / "good.jsonl"
     good.write_text("\n".join(json.dumps({"text": f"The river bank number {i} is wide."}) for i in range(20)))
-    t = text_tokens(good, model, 16)
+    t = tokens_of(good, 16)
     assert t.shape[1] == 16 and (t[:, 0] == 50256).all()
 
 
 def test_cli_reports_bad_text_in_one_line(cli, tmp_path):
     proc = cli("ingest", "activations", str(tmp_path / "a.duckdb"), "--model", "random:tiny", "--transcoders", "x",
                "--text", str(tmp_path / "missing.txt"), check=False)
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: no text file at {tmp_path / 'missing.txt'}"
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: no corpus file or directory at '{tmp_path / 'missing.txt'}'"
+
+
+def test_cli_jobs_read_any_corpus_source_end_to_end(cli, parts, tmp_path):
+    """weightlens -> activations (a directory of .txt and .jsonl) -> circuitlens -> scores (.parquet),
+    all through the command line on saved SAELens files."""
+    import pyarrow.parquet as pq
+
+    model, tset, _ = parts
+    for tc in tset:
+        tc.sae.save_model(str(tmp_path / "tc" / f"layer_{tc.layer}"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("\n\n".join(f"The river bank {i} was wide and the boat was slow." for i in range(30)))
+    (corpus / "b.jsonl").write_text("\n".join(json.dumps({"text": f"Rain fell on hill {i} all night."}) for i in range(30)))
+    pq.write_table(pa.table({"text": [f"A held-out line about bank {i}." for i in range(40)]}), tmp_path / "heldout.parquet")
+    dbp, common = tmp_path / "cli.duckdb", ["--model", "random:tiny", "--transcoders", f"saelens:{tmp_path / 'tc'}"]
+    cli("ingest", "weightlens", *common, "--db", str(dbp), "--input-z", "2", "--set", "edge_z=2")
+    cli("ingest", "activations", str(dbp), *common, "--text", str(corpus), "--seq-len", "16", "--batch-size", "8",
+        "--n-samples", "6", "--n-top", "3")
+    cli("ingest", "circuitlens", str(dbp), *common, "--text", str(corpus), "--seq-len", "16", "--min-samples", "2")
+    cli("ingest", "scores", str(dbp), *common, "--text", str(tmp_path / "heldout.parquet"), "--seq-len", "16")
+    n_tokens, = _q(dbp, "SELECT DISTINCT n_tokens FROM feature_stats")[0]
+    tokens = Corpus.for_model(model, CorpusConfig(source=str(corpus), seq_len=16, heldout_fraction=0.0)).tokens(
+        "all", None)
+    assert n_tokens == tokens.shape[0] * 15  # the whole directory, both files (statistics skip BOS)
+    assert _q(dbp, "SELECT count(*) FROM examples")[0][0] > 0
+    assert _q(dbp, "SELECT count(DISTINCT fid) FROM attributions")[0][0] > 0
+    assert _q(dbp, "SELECT count(*) FROM scores WHERE data LIKE '%heldout.parquet%'")[0][0] > 0
 
 
 KILL = SETUP + """
-from atlas.config import ActivationsConfig, CircuitLensConfig
+from atlas.config import ActivationsConfig, CircuitLensConfig, CorpusConfig
+from atlas.corpus import Corpus, check_source
 from ingest import activations, circuitlens
 cfg = ActivationsConfig(batch_size=8, n_samples=8, n_top=3, window_before=4, window_after=2)
 print(activations.run(sys.argv[1], model, tset, tokens, cfg, model_id="tiny", model_spec="random:tiny"))
