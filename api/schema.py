@@ -130,7 +130,7 @@ class AtlasSchema(strawberry.Schema):
 def build_schema(limits: ApiLimits = ApiLimits()) -> strawberry.Schema:
     # The rule classes are made once: ValidationCache keys on (document, rules), and the
     # QueryDepthLimiter/MaxAliasesLimiter extensions would make new classes for every request,
-    # so no document would ever hit the cache (3 ms of validation per request for a top-k).
+    # so no document would ever hit the cache (~2.6 ms of validation in a 4.4 ms top-k request).
     rules = [query_depth_limiter.create_validator(limits.max_depth, should_ignore=None),
              max_aliases.create_validator(limits.max_aliases),
              cost_rule(limits.max_cost, limits.max_page)]
