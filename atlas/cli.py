@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -27,6 +27,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
 
 MODEL_HELP = "Model spec KIND:VALUE: tl:NAME, hf-dir:PATH, gguf:PATH or random:SHAPE (tiny, gpt2-small)."
+# The options every job command shares, declared once.
+ModelSpecOption = Annotated[str, typer.Option("--model", help=MODEL_HELP)]
+ModelIdOption = Annotated[Optional[str], typer.Option("--model-id", help="Model id in the atlas (default: from the spec).")]
 
 
 # ---- db ------------------------------------------------------------------------------------------
@@ -164,7 +167,7 @@ def parse_layers(text: Optional[str]) -> Optional[list[int]]:
 
 @app.command("inspect")
 def inspect_cmd(
-    model: str = typer.Option(..., "--model", help=MODEL_HELP),
+    model: ModelSpecOption,
     transcoders: str = typer.Option(..., "--transcoders", help=TRANSCODERS_HELP),
     layers: Optional[str] = typer.Option(None, "--layers", help="Layers to load, e.g. '0,1' or '0-3' (default: all)."),
     text: Optional[list[str]] = typer.Option(None, "--text", help="A sentence to measure on (repeatable; "
@@ -184,10 +187,10 @@ def inspect_cmd(
 
 @ingest_app.command("weightlens")
 def ingest_weightlens(
-    model: str = typer.Option(..., "--model", help=MODEL_HELP),
+    model: ModelSpecOption,
     transcoders: str = typer.Option(..., "--transcoders", help="Transcoder set FORMAT:LOCATION (see atlas.transcoders)."),
     db_path: Path = typer.Option(..., "--db", help="The atlas DuckDB file (created if absent)."),
-    model_id: Optional[str] = typer.Option(None, help="Model id in the atlas (default: from the model spec)."),
+    model_id: ModelIdOption = None,
     input_z: Optional[float] = typer.Option(None, help="Input-token z threshold (default 5.5, the reference)."),
     edge_z: Optional[float] = typer.Option(None, help="Virtual-weight z threshold (default 4, the reference)."),
     zmode: Optional[str] = typer.Option(None, help="Token z-score population: 'pool' (reference) or 'full' vocabulary."),
@@ -281,6 +284,9 @@ def sql(
 # clusters and descriptions (4.2-4.5); token-membership scores of weight descriptions (5).
 
 TC_HELP = "Transcoder set spec (see `atlas ingest weightlens --help`)."
+TranscodersOption = Annotated[str, typer.Option("--transcoders", help=TC_HELP)]
+MaxSequencesOption = Annotated[Optional[int], typer.Option("--max-sequences",
+                                                           help="Use at most this many sequences of the corpus.")]
 TEXT_HELP = ("Corpus, all of it: a .txt file (documents separated by blank lines), .jsonl ('text' per line), "
              ".parquet ('text' column), a directory of those, 'builtin', or a Hugging Face dataset (online).")
 
@@ -296,14 +302,14 @@ def _circuit_inputs(model: str, transcoders: str, text: str, seq_len: int, max_s
 
 @ingest_app.command("activations")
 def ingest_activations(
-    db_path: Path = typer.Argument(..., help="The atlas database."),
-    model: str = typer.Option(..., help=MODEL_HELP),
-    transcoders: str = typer.Option(..., help=TC_HELP),
+    db_path: Annotated[Path, typer.Argument(help="The atlas database.")],
+    model: ModelSpecOption,
+    transcoders: TranscodersOption,
     text: str = typer.Option(..., help=TEXT_HELP),
-    model_id: Optional[str] = typer.Option(None, help="Model id in the atlas (default: from the spec)."),
+    model_id: ModelIdOption = None,
     seq_len: int = typer.Option(128, help="Tokens per sequence."),
     batch_size: int = typer.Option(16, help="Sequences per forward pass."),
-    max_sequences: Optional[int] = typer.Option(None, help="Use at most this many sequences."),
+    max_sequences: MaxSequencesOption = None,
     n_samples: int = typer.Option(100, help="Bin-weighted examples per feature (paper: 100)."),
     n_top: int = typer.Option(20, help="Top-activation examples per feature."),
     no_era: bool = typer.Option(False, "--no-era", help="Skip ERA/TWERA edges."),
@@ -319,13 +325,13 @@ def ingest_activations(
 
 @ingest_app.command("circuitlens")
 def ingest_circuitlens(
-    db_path: Path = typer.Argument(..., help="The atlas database (after `atlas ingest activations`)."),
-    model: str = typer.Option(..., help=MODEL_HELP),
-    transcoders: str = typer.Option(..., help=TC_HELP),
+    db_path: Annotated[Path, typer.Argument(help="The atlas database (after `atlas ingest activations`).")],
+    model: ModelSpecOption,
+    transcoders: TranscodersOption,
     text: str = typer.Option(..., help=TEXT_HELP + " The same corpus as for activations."),
-    model_id: Optional[str] = typer.Option(None, help="Model id in the atlas (default: from the spec)."),
+    model_id: ModelIdOption = None,
     seq_len: int = typer.Option(128, help="Tokens per sequence (as for activations)."),
-    max_sequences: Optional[int] = typer.Option(None, help="As for activations."),
+    max_sequences: MaxSequencesOption = None,
     batch_size: int = typer.Option(16, help="Examples per attribution batch."),
     eps: float = typer.Option(0.5, help="DBSCAN eps on Jaccard distances."),
     min_samples: int = typer.Option(5, help="DBSCAN min_samples."),
@@ -347,13 +353,13 @@ def ingest_circuitlens(
 
 @ingest_app.command("scores")
 def ingest_scores(
-    db_path: Path = typer.Argument(..., help="The atlas database (with WeightLens descriptions)."),
-    model: str = typer.Option(..., help=MODEL_HELP),
-    transcoders: str = typer.Option(..., help=TC_HELP),
+    db_path: Annotated[Path, typer.Argument(help="The atlas database (with WeightLens descriptions).")],
+    model: ModelSpecOption,
+    transcoders: TranscodersOption,
     text: str = typer.Option(..., help="Held-out text (not used for training or sampling). " + TEXT_HELP),
-    model_id: Optional[str] = typer.Option(None, help="Model id in the atlas (default: from the spec)."),
+    model_id: ModelIdOption = None,
     seq_len: int = typer.Option(128, help="Tokens per sequence."),
-    max_sequences: Optional[int] = typer.Option(None, help="Use at most this many sequences."),
+    max_sequences: MaxSequencesOption = None,
 ) -> None:
     """Score weight-based descriptions: precision, recall and AUROC of 'token in description'."""
     from atlas.config import ScoringConfig
