@@ -1,6 +1,6 @@
 """Job: CircuitLens attributions, clusters and descriptions of the sampled examples (science.md 4).
 
-Units: blocks of ``features_per_unit`` features of one layer (``layer-{l}-block-{b}``), done for
+Shards (ingest/shards.py): blocks of ``features_per_unit`` features of one layer (``layer-{l}-block-{b}``), done for
 one configuration and one set of stored examples. Per unit:
 1. the unit's examples (written by the activations job) and their full contexts from the corpus
    (which must be the corpus the examples came from: the stored windows are checked against it);
@@ -26,6 +26,7 @@ from atlas.errors import AtlasError
 from atlas.ids import make_fid
 from atlas.progress import progress
 from ingest.registry import register
+from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
 
 JOB = "circuitlens"
 
@@ -154,35 +155,70 @@ def attributions_table(cat, ex, layer: int, sids: dict, sid: int, run_id: str) -
 
 
 def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig(), *, model_id: str,
-        model_spec: str, layers: list[int] | None = None) -> dict:
+        model_spec: str, layers: list[int] | None = None, executor: ExecutorConfig = LOCAL) -> dict:
     """Attribute, cluster and describe every feature's stored examples; returns a small report."""
     tset.check_against(model)
     with db.AtlasWriter(db_path) as w:
         sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
-        scope = f"{model_id}/{tset.set_name}"
-        descriptions = upstream_descriptions(w, sids)
-        report = {"units_written": 0, "units_done_before": 0, "features": 0, "clusters": 0, "max_completeness_gap": 0.0}
-        config = {**asdict(cfg), "set_name": tset.set_name}
-        with w.run(JOB, model_id, config) as run_id:
-            for layer in layers if layers is not None else tset.layer_ids:
-                sid = sids[layer]
-                ex = load_examples(w, sid, cfg.example_kinds)
-                if ex and cfg.max_features_per_layer is not None:
-                    ex = select(ex, np.isin(ex["idx"], most_active(w, sid, cfg.max_features_per_layer)))
-                if not ex or not len(ex["idx"]):
-                    continue
-                check_corpus(tokens, ex)
-                blocks = ex["idx"] // cfg.features_per_unit
-                for block in np.unique(blocks):
-                    sel = select(ex, blocks == block)
-                    unit = f"layer-{layer}-block-{int(block)}"
-                    chash = db.config_hash({**config, "examples": int(sel["example_id"].max()), "n": len(sel["doc"])})
-                    if w.unit_done(JOB, scope, unit, chash):
-                        report["units_done_before"] += 1
-                        continue
-                    write_block(w, model, tset, tokens, layer, sid, sids, sel, int(block), cfg, descriptions,
-                                run_id, unit, chash, scope, report)
-    return report
+        job = CircuitLensJob({**asdict(cfg), "set_name": tset.set_name}, cfg, sids,
+                             layers if layers is not None else tset.layer_ids, f"{model_id}/{tset.set_name}", tokens)
+        run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
+    job.report.update(units_written=run.loaded, units_done_before=run.done_before)
+    return job.report
+
+
+class CircuitLensJob:
+    """Shards: blocks of ``features_per_unit`` features of one layer; the block's stored examples
+    (checked against the corpus on the driver) and the upstream descriptions are its input."""
+
+    name = JOB
+
+    def __init__(self, config: dict, cfg: CircuitLensConfig, sids: dict[int, int], layers: list[int], scope: str,
+                 tokens):
+        self.params, self.cfg, self.sids, self.layers, self.scope, self.tokens = config, cfg, sids, layers, scope, tokens
+        self.examples: dict[str, dict] = {}
+        self.descriptions: dict = {}
+        self.report = {"units_written": 0, "units_done_before": 0, "features": 0, "clusters": 0,
+                       "max_completeness_gap": 0.0}
+
+    def plan(self, w) -> list[Shard]:
+        cfg, out = self.cfg, []
+        self.descriptions = upstream_descriptions(w, self.sids)
+        for layer in self.layers:
+            sid = self.sids[layer]
+            ex = load_examples(w, sid, cfg.example_kinds)
+            if ex and cfg.max_features_per_layer is not None:
+                ex = select(ex, np.isin(ex["idx"], most_active(w, sid, cfg.max_features_per_layer)))
+            if not ex or not len(ex["idx"]):
+                continue
+            check_corpus(self.tokens, ex)
+            blocks = ex["idx"] // cfg.features_per_unit
+            for block in np.unique(blocks):
+                sel = select(ex, blocks == block)
+                unit = f"layer-{layer}-block-{int(block)}"
+                self.examples[unit] = sel
+                lo = make_fid(sid, int(block) * cfg.features_per_unit)
+                rng = {"lo": lo, "hi": make_fid(sid, (int(block) + 1) * cfg.features_per_unit) - 1}
+                deletes = [(f"DELETE FROM {t} WHERE fid BETWEEN $lo AND $hi", rng)
+                           for t in ("attributions", "clusters", "cluster_members")]
+                deletes.append(("DELETE FROM explanations WHERE fid BETWEEN $lo AND $hi AND method LIKE 'circuitlens%'", rng))
+                out.append(Shard(unit=unit, key={"layer": layer, "block": int(block)}, deletes=tuple(deletes),
+                                 chash=db.config_hash({**self.params, "examples": int(sel["example_id"].max()),
+                                                       "n": len(sel["doc"])})))
+        return out
+
+    def inputs(self, w, shard: Shard) -> dict:
+        return {"ex": self.examples[shard.unit], "descriptions": self.descriptions}
+
+    def compute(self, ctx, shard: Shard, inputs: dict) -> tuple[dict, dict]:
+        layer = shard.key["layer"]
+        return block_tables(ctx.model, ctx.tset, ctx.tokens, layer, self.sids[layer], self.sids, inputs["ex"],
+                            self.cfg, inputs["descriptions"], shard.unit)
+
+    def account(self, shard: Shard, info: dict) -> None:
+        self.report["features"] += info["features"]
+        self.report["clusters"] += info["clusters"]
+        self.report["max_completeness_gap"] = max(self.report["max_completeness_gap"], info["max_completeness_gap"])
 
 
 def upstream_descriptions(w, sids: dict[int, int]) -> dict:
@@ -193,15 +229,16 @@ def upstream_descriptions(w, sids: dict[int, int]) -> dict:
     return {(layer_of[f >> 32], f & 0xFFFFFFFF): t for f, t in rows if (f >> 32) in layer_of}
 
 
-def write_block(w, model, tset, tokens, layer, sid, sids, ex, block, cfg, descriptions, run_id, unit, chash,
-                scope, report) -> None:
+def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit) -> tuple[dict, dict]:
+    """The rows of one block of features (attributions, clusters, members, explanations) and a summary."""
     from atlas.lens.clustering import cluster, contributor_matrix
     from atlas.lens.describe import llm_describe, merge, snippet, summarize, template
     from atlas.models import token_strings
 
     with progress(f"circuitlens {unit}", len(ex["doc"]), "examples") as bar:
         cat, (srow, skey), evidence, gap = attribute_examples(model, tset, tokens, layer, ex, cfg, bar.advance)
-    report["max_completeness_gap"] = max(report["max_completeness_gap"], gap)
+    report = {"features": 0, "clusters": 0, "max_completeness_gap": gap}
+    run_id = ""                                         # set when the shard is loaded
     srow_np = srow.numpy()
     assert (np.diff(srow_np) >= 0).all() and (np.diff(ex["idx"]) >= 0).all()  # grouped by example, examples by feature
     src = torch.cat([e["src"] for e in evidence])
@@ -259,16 +296,11 @@ def write_block(w, model, tset, tokens, layer, sid, sids, ex, block, cfg, descri
                           "run_id": run_id})
         report["features"] += 1
         report["clusters"] += int(labels.max()) + 1
-    lo, hi = make_fid(sid, block * cfg.features_per_unit), make_fid(sid, (block + 1) * cfg.features_per_unit) - 1
-    rng = {"lo": lo, "hi": hi}
-    deletes = [(f"DELETE FROM {t} WHERE fid BETWEEN $lo AND $hi", rng) for t in ("attributions", "clusters", "cluster_members")]
-    deletes.append(("DELETE FROM explanations WHERE fid BETWEEN $lo AND $hi AND method LIKE 'circuitlens%'", rng))
     inserts = {"attributions": attributions_table(cat, ex, layer, sids, sid, run_id)}
     if cl_rows:
         inserts.update(clusters=pa.Table.from_pylist(cl_rows), cluster_members=pa.Table.from_pylist(mem_rows),
                        explanations=pa.Table.from_pylist(expl_rows, schema=_EXPL_SCHEMA))
-    w.write_unit(job=JOB, scope=scope, unit=unit, chash=chash, run_id=run_id, deletes=deletes, inserts=inserts)
-    report["units_written"] += 1
+    return inserts, report
 
 
 _EXPL_SCHEMA = pa.schema([("fid", pa.int64()), ("cluster_label", pa.int32()), ("method", pa.string()),
