@@ -199,6 +199,10 @@ def ingest_weightlens(
     dtype: Optional[str] = typer.Option(None, help="Lens matmul dtype: float32, bfloat16 or float64."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
     setting: list[str] = typer.Option([], "--set", help="Any WeightLensConfig field as NAME=VALUE (repeatable)."),
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
+    shards: ShardsOption = None,
 ) -> None:
     """Compute WeightLens (science.md section 2) for every feature and load it; prints coverage per layer."""
     from atlas.config import WeightLensConfig, with_overrides
@@ -216,7 +220,7 @@ def ingest_weightlens(
     from ingest.weightlens import run_weightlens
 
     report = run_weightlens(lm, tset, db_path, cfg, model_id=model_id or spec.default_model_id(),
-                            model_spec=str(spec))
+                            model_spec=str(spec), executor=_executor(executor, address, workers, shards))
     print(f"{db_path}: WeightLens for {len(tset)} layers ({len(report.layers_computed)} computed, "
           f"{len(report.layers_skipped)} already done)")
     print("layer  coverage (share of features with a validated weight description)")
@@ -283,6 +287,25 @@ def sql(
 # Activation statistics, examples and ERA/TWERA (science.md 3, 4.1); CircuitLens attributions,
 # clusters and descriptions (4.2-4.5); token-membership scores of weight descriptions (5).
 
+ExecutorOption = Annotated[str, typer.Option("--executor", help="Where shards run: 'local' (in this process) or "
+                                             "'ray' (Ray actors; docs/scale.md).")]
+AddressOption = Annotated[Optional[str], typer.Option("--address", help="Ray cluster HOST:PORT, or 'auto' for the one "
+                                                      "`ray start` made (default: start a local Ray).")]
+WorkersOption = Annotated[Optional[int], typer.Option("--workers", help="Ray actors (default: the cluster's CPUs).")]
+ShardsOption = Annotated[Optional[Path], typer.Option("--shards", help="Shard directory: Parquet files + manifest "
+                                                      "(default: DB.shards/JOB-...; on a cluster, shared storage).")]
+
+
+def _executor(executor: str, address: Optional[str], workers: Optional[int], shards: Optional[Path]):
+    from ingest.shards import ExecutorConfig
+
+    if executor not in ("local", "ray"):
+        raise AtlasError(f"--executor {executor!r}: use 'local' or 'ray'")
+    if executor == "local" and (address or workers):
+        raise AtlasError("--address and --workers need --executor ray")
+    return ExecutorConfig(kind=executor, address=address, workers=workers, shard_dir=str(shards) if shards else None)
+
+
 TC_HELP = "Transcoder set spec (see `atlas ingest weightlens --help`)."
 TranscodersOption = Annotated[str, typer.Option("--transcoders", help=TC_HELP)]
 MaxSequencesOption = Annotated[Optional[int], typer.Option("--max-sequences",
@@ -313,6 +336,10 @@ def ingest_activations(
     n_samples: int = typer.Option(100, help="Bin-weighted examples per feature (paper: 100)."),
     n_top: int = typer.Option(20, help="Top-activation examples per feature."),
     no_era: bool = typer.Option(False, "--no-era", help="Skip ERA/TWERA edges."),
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
+    shards: ShardsOption = None,
 ) -> None:
     """Activation statistics, top and bin-weighted examples, and ERA/TWERA edges over a corpus."""
     from atlas.config import ActivationsConfig
@@ -320,7 +347,8 @@ def ingest_activations(
 
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
     cfg = ActivationsConfig(seq_len=seq_len, batch_size=batch_size, n_samples=n_samples, n_top=n_top, era=not no_era)
-    print(activations.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model))
+    print(activations.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model,
+                          executor=_executor(executor, address, workers, shards)))
 
 
 @ingest_app.command("circuitlens")
@@ -338,6 +366,10 @@ def ingest_circuitlens(
     explainer_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (e.g. http://host:8000/v1); "
                                                 "key from $ATLAS_EXPLAINER_API_KEY. Default: template descriptions."),
     explainer_model: Optional[str] = typer.Option(None, help="The explainer model's name at that endpoint."),
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
+    shards: ShardsOption = None,
 ) -> None:
     """CircuitLens: attribute each sampled example, cluster by mechanism, describe each cluster."""
     from atlas.config import CircuitLensConfig
@@ -348,7 +380,8 @@ def ingest_circuitlens(
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
     cfg = CircuitLensConfig(batch_size=batch_size, eps=eps, min_samples=min_samples, explainer_url=explainer_url,
                             explainer_model=explainer_model)
-    print(circuitlens.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model))
+    print(circuitlens.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model,
+                          executor=_executor(executor, address, workers, shards)))
 
 
 @ingest_app.command("scores")
@@ -360,6 +393,10 @@ def ingest_scores(
     model_id: ModelIdOption = None,
     seq_len: int = typer.Option(128, help="Tokens per sequence."),
     max_sequences: MaxSequencesOption = None,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
+    shards: ShardsOption = None,
 ) -> None:
     """Score weight-based descriptions: precision, recall and AUROC of 'token in description'."""
     from atlas.config import ScoringConfig
@@ -367,7 +404,7 @@ def ingest_scores(
 
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
     print(scoring.run(db_path, m, tset, tokens, ScoringConfig(seq_len=seq_len), model_id=mid, model_spec=model,
-                      data_name=str(text)))
+                      data_name=str(text), executor=_executor(executor, address, workers, shards)))
 
 
 def main() -> None:

@@ -53,19 +53,19 @@ def connect(address: str | None, workers: int | None) -> bool:
     """Connect this process to Ray; True when it started (and so must stop) the Ray it uses."""
     import ray
 
-    if ray.is_initialized():
-        return False
-    if address is None:
-        ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1", configure_logging=False)
-        return True
-    if address != "auto":
+    if address not in (None, "auto"):
         host, _, port = address.rpartition(":")
         try:
             socket.create_connection((host, int(port)), timeout=3).close()
         except (OSError, ValueError) as exc:
             raise RayClusterError(f"no Ray cluster reachable at {address!r} ({exc}); start one with "
                                   "`ray start --head` or use --executor local") from None
+    if ray.is_initialized():
+        return False
+    if address is None:
+        ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1", configure_logging=False)
+        return True
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -297,7 +297,7 @@ def run_job(job: ShardJob, ctx: Context, db_path, w, executor: ExecutorConfig = 
     return report
 
 
-def table_hashes(db_path, tables, exclude=("run_id", "created_at")) -> dict[str, str]:
+def table_hashes(db_path, tables, exclude=("run_id", "created_at", "completed_at")) -> dict[str, str]:
     """A content hash per table: every row, every column but ``exclude``, in sorted order."""
     import duckdb
 
