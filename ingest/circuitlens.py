@@ -92,21 +92,25 @@ def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLe
     n = len(ex["doc"])
     rows, sig, evidence = [], [], []
     max_gap = 0.0
+    # 1. batch examples of similar target position: each batch runs only up to its last target
+    #    (+ the output positions), so short examples do not pay for long ones
+    order = np.argsort(np.asarray(ex["pos"]), kind="stable")
     for b0 in range(0, n, cfg.batch_size):
-        sl = slice(b0, b0 + cfg.batch_size)
-        doc = torch.as_tensor(ex["doc"][sl])
-        pos = torch.as_tensor(ex["pos"][sl])
+        take = order[b0:b0 + cfg.batch_size]
+        back = torch.as_tensor(take)                                            # batch row -> example
+        doc = torch.as_tensor(ex["doc"][take])
+        pos = torch.as_tensor(ex["pos"][take])
         T = min(tokens.shape[1], int(pos.max()) + cfg.n_output_positions + 1)
         toks = tokens[doc, :T]
-        att = attribute(model, tset, toks, layer, torch.as_tensor(ex["idx"][sl]), pos, cfg.n_output_positions)
+        att = attribute(model, tset, toks, layer, torch.as_tensor(ex["idx"][take]), pos, cfg.n_output_positions)
         max_gap = max(max_gap, float(completeness_gap(att).abs().max()))
         # stored rows: the strongest contributions per example, plus bias, errors and logits
-        row, kind, lay, idx, head, src, tok, val = _candidates(att, b0, toks)
+        row, kind, lay, idx, head, src, tok, val = _candidates(att, 0, toks)
         keep = group_topk(row, val.abs().double(), cfg.stored_per_example)
-        rows.append(dict(row=row[keep], kind=kind[keep], layer=lay[keep], idx=idx[keep], head=head[keep],
+        rows.append(dict(row=back[row[keep]], kind=kind[keep], layer=lay[keep], idx=idx[keep], head=head[keep],
                          src_pos=src[keep], token=tok[keep], value=val[keep]))
         B = doc.numel()
-        r = torch.arange(B) + b0
+        r = back
         if att.errors.shape[1]:
             e = att.errors.sum(2)                                               # [batch, layer]
             rows.append(dict(row=r.repeat_interleave(e.shape[1]), kind=torch.full((e.numel(),), 4),
@@ -121,12 +125,19 @@ def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLe
                          token=torch.cat([torch.full((B,), -1), att.out_tokens.reshape(-1)]),
                          value=torch.cat([att.bias, att.out_values.reshape(-1)])))
         srow, skey, _ = significant(att, cfg.top_contributors, cfg.min_rel_contribution)
-        sig.append((srow + b0, skey))
+        sig.append((back[srow], skey))
         node = att.token + att.position + att.errors.sum(1) + sum(c.sum(-1) for c in att.features.values())
-        evidence.append(dict(src=node.argmax(1), out=att.out_tokens, toks=toks, pos=pos))
+        evidence += [dict(src=int(a), out=o, toks=t, pos=int(p)) for a, o, t, p in
+                     zip(node.argmax(1), att.out_tokens, toks, pos)]
         advance(B)
+    # 2. back to example order: rows grouped by example, evidence indexed by example
     cat = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
-    return cat, (torch.cat([s[0] for s in sig]), torch.cat([s[1] for s in sig])), evidence, max_gap
+    first = torch.as_tensor(np.argsort(cat["row"].numpy(), kind="stable"))
+    cat = {k: v[first] for k, v in cat.items()}
+    srow, skey = torch.cat([s[0] for s in sig]), torch.cat([s[1] for s in sig])
+    first = torch.as_tensor(np.argsort(srow.numpy(), kind="stable"))
+    inv = np.argsort(order, kind="stable")
+    return cat, (srow[first], skey[first]), [evidence[i] for i in inv], max_gap
 
 
 KIND_NAMES = ["feature", "head", "token", "position", "error", "bias", "logit"]
@@ -241,9 +252,9 @@ def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, u
     run_id = ""                                         # set when the shard is loaded
     srow_np = srow.numpy()
     assert (np.diff(srow_np) >= 0).all() and (np.diff(ex["idx"]) >= 0).all()  # grouped by example, examples by feature
-    src = torch.cat([e["src"] for e in evidence])
-    outs = torch.cat([e["out"] for e in evidence])
-    tok_rows = [t for e in evidence for t in e["toks"]]
+    src = torch.tensor([e["src"] for e in evidence])
+    outs = torch.stack([e["out"] for e in evidence])
+    tok_rows = [e["toks"] for e in evidence]
     vocab_ids = sorted({int(x) for t in tok_rows for x in t.tolist()} | {int(x) for x in outs.flatten().tolist() if x >= 0})
     strs = dict(zip(vocab_ids, token_strings(model, vocab_ids)))
     cl_rows, mem_rows, expl_rows = [], [], []
