@@ -127,7 +127,7 @@ def run(db_path, model, tset, tokens, cfg: ActivationsConfig = ActivationsConfig
         job = ActivationsJob(config, cfg, sids, tset.layer_ids, f"{model_id}/{tset.set_name}")
         run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
     return {"layers_done_before": run.done_before, "layers_written": run.loaded, "era_edges": job.era_edges,
-            "inexact_sample_features": job.inexact}
+            "inexact_sample_features": job.inexact, "shards": run.summary()}
 
 
 class ActivationsJob:

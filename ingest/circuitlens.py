@@ -174,7 +174,7 @@ def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig
         job = CircuitLensJob({**asdict(cfg), "set_name": tset.set_name}, cfg, sids,
                              layers if layers is not None else tset.layer_ids, f"{model_id}/{tset.set_name}", tokens)
         run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
-    job.report.update(units_written=run.loaded, units_done_before=run.done_before)
+    job.report.update(units_written=run.loaded, units_done_before=run.done_before, shards=run.summary())
     return job.report
 
 

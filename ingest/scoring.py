@@ -51,7 +51,7 @@ def run(db_path, model, tset, tokens, cfg: ScoringConfig = ScoringConfig(), *, m
         sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
         job = ScoresJob(config, cfg, sids, tset.layer_ids, f"{model_id}/{tset.set_name}", data)
         run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
-    return {"scored": job.scored, "layers_written": run.loaded}
+    return {"scored": job.scored, "layers_written": run.loaded, "shards": run.summary()}
 
 
 class ScoresJob:

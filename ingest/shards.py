@@ -86,6 +86,11 @@ class RunReport:
     def loaded(self) -> int:
         return self.reused + self.computed
 
+    def summary(self) -> dict:
+        """The figures a job's small report carries: shards computed / reused, rows, seconds."""
+        return {"computed": self.computed, "reused": self.reused, "rerun_bad_files": self.rerun_bad_files,
+                "rows": sum(self.rows.values()), "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+
 
 @dataclass(frozen=True)
 class ExecutorConfig:
