@@ -154,6 +154,7 @@ def attribution_figures(out, model, tset, tokens, layers, a) -> None:
         out[f"attr_{name}_s"] = timed(lambda: attrib(lean, by_pos, name), 1)
         out[f"attr_{name}_examples_s"] = a.n_examples / out[f"attr_{name}_s"]
         out[f"attr_{name}_max_rel_completeness_gap"] = gaps[name]
+        print(f"  ... {name}: {out[f'attr_{name}_examples_s']:.2f} examples/s", file=sys.stderr, flush=True)
     out["attr_s"], out["attr_examples_s"] = out["attr_lean_by_pos_s"], out["attr_lean_by_pos_examples_s"]
     out["attr_speedup"] = out["attr_plain_s"] / out["attr_lean_by_pos_s"]
     out["attr_layer"] = layer
@@ -174,7 +175,7 @@ def report(out, a, n_tok, layers) -> None:
     layer = out["attr_layer"]
     for name, what in (("plain", "plain, given order (old)"), ("lean", "lean, given order"),
                        ("lean_by_pos", "lean, batched by position")):
-        print(f"attribution (layer {layer}, 3 outputs, {what}): {out[f'attr_{name}_examples_s']:8,.1f} examples/s, "
+        print(f"attribution (layer {layer}, 3 outputs, {what}): {out[f'attr_{name}_examples_s']:8,.2f} examples/s, "
               f"max relative completeness gap {out[f'attr_{name}_max_rel_completeness_gap']:.1e}")
     print(f"attribution speed-up (lean by position / plain): {out['attr_speedup']:.2f}x")
     print(f"memory: peak RSS {out['peak_rss_mb']:.0f} MiB")
