@@ -116,3 +116,14 @@ print("finished")
                           timeout=600)
     assert done.returncode == 0 and "finished" in done.stdout, done.stderr[-3000:]
     assert table_hashes(path, TABLES) == local_hashes
+
+
+def test_a_cluster_running_other_code_is_refused(cluster, parts, tmp_path, monkeypatch):
+    """The workers' probe reports the code they import; a driver with other code is refused by name."""
+    import ingest.shards
+
+    model, tset, _ = parts
+    monkeypatch.setattr(ingest.shards, "code_version", lambda: "0.0.0+other")
+    with pytest.raises(RayClusterError, match="another version of atlas"):
+        run_weightlens(model, tset, tmp_path / "a.duckdb", WCFG, model_id="tiny",
+                       executor=ExecutorConfig(kind="ray", address=cluster))
