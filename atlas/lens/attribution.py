@@ -25,6 +25,10 @@ Algorithm (the *linearized forward*: one forward pass with hooks, then autograd)
    (and patterns and scales frozen), the model after layer l is linear, so one more forward with
    f_dec added at (layer l, position t) gives f_dec J for every later position at once; for the
    token y_k the model predicts at t + k (k < n_output) the effect is a_i[t] (f_dec J W_U[:, y_k]).
+   A later layer's transcoder skip path stays live, as on the input side (and in circuit-tracer):
+   its MLP output is held at observed - x_obs W_skipᵀ + x W_skipᵀ, x its input in this forward
+   (only its features and its error are frozen). The push is added where the transcoder writes
+   (``hook_out``), so a write before ln2_post (``mlp.hook_out``) goes through the frozen ln2_post.
 Autograd over the linearized forward was chosen over explicit OV products: one code path covers
 every architecture TransformerLens runs (LayerNorm or RMSNorm, extra norms, grouped-query heads,
 rotary), and the completeness identity tests it.
@@ -73,7 +77,11 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
 
     tokens [batch, seq]; feature, pos [batch]: explain feature[b] of ``layer`` at position pos[b].
     """
+    from atlas.transcoders.hook_points import add_mlp_hook_points, needs_mlp_hook_points
+
     tc, cfg = tset[layer], model.cfg
+    if needs_mlp_hook_points(h for t in tset for h in (t.hook_in, t.hook_out)):
+        add_mlp_hook_points(model)
     B, T = tokens.shape
     ar = torch.arange(B)
     feature, pos = torch.as_tensor(feature).long(), torch.as_tensor(pos).long()
@@ -123,9 +131,16 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
     push = (at_t[..., None] * tc.W_dec[feature].detach()[:, None, :])               # [batch, seq, d_model]
 
     def frozen_out(out, hook):  # MLP outputs from layer l on: held at their observed values
+        l = hook.layer()
+        t = tset.layers.get(l)
+        live_skip = l > layer and t is not None and t.has_skip
         if not state["replay"]:
             frozen[hook.name] = out.detach()
+            if live_skip:
+                frozen[("skip_in", l)] = captured[t.hook_in].detach()           # [batch, pos, d_in]
         held = frozen[hook.name]
+        if state["replay"] and live_skip:                                      # skip path stays live
+            held = held + (captured[t.hook_in] - frozen[("skip_in", l)]) @ t.sae.W_skip.T
         return held + push if (state["replay"] and hook.name == tc.hook_out) else held
 
     stop = cfg.n_layers if n_output else layer + 1
@@ -136,6 +151,9 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
     hooks += [(f"blocks.{l}.attn.hook_v", keep_v) for l in range(layer + 1)]
     hooks += [(tset.layers[l].hook_in, capture) for l in range(layer) if l in tset.layers]
     hooks += [(tc.hook_in, capture)]
+    if n_output:  # later layers' skip inputs (step 6)
+        hooks += [(tset.layers[l].hook_in, capture) for l in range(layer + 1, cfg.n_layers)
+                  if l in tset.layers and tset.layers[l].has_skip]
     hooks += [(_mlp_out(model, tset, l), cut_mlp(l)) for l in range(layer)]
     if n_output:
         hooks += [(_mlp_out(model, tset, l), frozen_out) for l in range(layer, cfg.n_layers)]

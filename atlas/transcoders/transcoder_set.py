@@ -106,8 +106,14 @@ class TranscoderSet:
 
     def check_against(self, model: "HookedTransformer") -> None:
         """Raise TranscoderError unless every transcoder reads and writes hooks the model has, with
-        matching widths, and holds only finite weights."""
+        matching widths, and holds only finite weights. Adds the MLP hook points
+        (``blocks.l.mlp.hook_in`` / ``hook_out``, atlas/transcoders/hook_points.py) when the set reads
+        or writes them."""
         from atlas.transcoders.build import all_finite
+        from atlas.transcoders.hook_points import add_mlp_hook_points, needs_mlp_hook_points
+
+        if needs_mlp_hook_points(h for tc in self for h in (tc.hook_in, tc.hook_out)):
+            add_mlp_hook_points(model)
 
         for tc in self:
             where = f"transcoder {self.set_name!r} layer {tc.layer} ({tc.uri})"
