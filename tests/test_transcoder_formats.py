@@ -176,7 +176,7 @@ def test_presets_parse():
     spec = TranscoderSpec.parse("preset:gemma-2-2b", layers=[3])
     assert (spec.format, spec.location, spec.set_name, spec.layers) == (
         "saelens-release", "gemma-scope-2b-pt-transcoders", "gemmascope-transcoder-16k", (3,))
-    assert set(PRESETS) == {"gpt2-small", "gemma-2-2b"}
+    assert set(PRESETS) == {"gpt2-small", "gemma-2-2b", "gemma-3-270m"}
 
 
 # ---- errors ---------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ HF_TO_TL = {
     "input": "hook_resid_pre",
     "output": "hook_resid_post",
 }
+# The module a HF point belongs to must exist in the model (a post-MLP norm only in Gemma 2/3 shapes).
+HF_REQUIRES = {"pre_feedforward_layernorm.output": "ln2", "post_feedforward_layernorm.output": "ln2_post"}
 _HF = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 
 
@@ -78,3 +80,11 @@ def hf_to_tl(name: str, where: str = "config") -> str:
         raise TranscoderError(f"{where}: hook point {name!r} is not one atlas can place in a TransformerLens model "
                               f"(known: model.layers.{{l}}.{{{', '.join(HF_TO_TL)}}})")
     return f"blocks.{m.group(1)}.{HF_TO_TL[m.group(2)]}"
+
+
+def hf_required_module(name: str) -> str | None:
+    """The TransformerLens module a HF point needs ('blocks.3.ln2_post'), or None."""
+    m = _HF.match(name or "")
+    if m is None or m.group(2) not in HF_REQUIRES:
+        return None
+    return f"blocks.{m.group(1)}.{HF_REQUIRES[m.group(2)]}"

@@ -9,6 +9,7 @@ Specs (see docs/transcoders.md):
 - ``dunefsky:DIR|FILE|hf://...``       Dunefsky et al. GPT-2 .pt pickles
 - ``gemmascope:DIR|hf://...``          Gemma Scope params.npz
 - ``circuit-tracer:DIR|hf://...``      circuit-tracer layer_{l}.safetensors
+- ``gemmascope2:DIR|hf://...``         Gemma Scope 2 layer_{l}_width_*_l0_*/params.safetensors + config.json
 - ``auto:PATH`` or a bare existing PATH: the first local format whose files are found there
 - ``preset:NAME`` or a bare preset NAME (``gpt2-small``, ``gemma-2-2b``)
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from atlas.errors import AssetError, TranscoderError
-from atlas.transcoders import circuit_tracer, dunefsky, gemmascope, saelens_format
+from atlas.transcoders import circuit_tracer, dunefsky, gemmascope, gemmascope2, saelens_format
 from atlas.transcoders.source import Source
 from atlas.transcoders.transcoder_set import TranscoderSet
 
@@ -29,9 +30,13 @@ if TYPE_CHECKING:
 
 # Formats whose files sit in a directory or hub repo: module with NAME, DEFAULT_SET_NAME,
 # FILE_RULE, discover(source) -> {layer: rel}, load_layer(source, rel, layer, dtype).
-FILE_FORMATS: dict[str, types.ModuleType] = {m.NAME: m for m in (saelens_format, dunefsky, gemmascope, circuit_tracer)}
+FILE_FORMATS: dict[str, types.ModuleType] = {m.NAME: m for m in (saelens_format, dunefsky, gemmascope, circuit_tracer,
+                                                                   gemmascope2)}
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 FORMATS: tuple[str, ...] = (*FILE_FORMATS, saelens_format.RELEASE_NAME, "auto", "preset")
+
+
+GEMMA3_270M_RELEASE = "gemma-scope-2-270m-pt-transcoders-all"
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("gpt2-small", "dunefsky", "hf://pchlenski/gpt2-transcoders", "tres-dc", "gpt2"),
     # Gemma Scope transcoders, 26 layers x 16384, JumpReLU; Neuronpedia 'gemmascope-transcoder-16k'.
     Preset("gemma-2-2b", "saelens-release", "gemma-scope-2b-pt-transcoders", "gemmascope-transcoder-16k", "gemma-2-2b"),
+    # Gemma Scope 2 transcoders of Gemma 3 270M (the embedded default's model), 18 layers x 16384,
+    # JumpReLU, the small-L0 sets without the affine skip; hub google/gemma-scope-2-270m-pt.
+    Preset("gemma-3-270m", "saelens-release",
+           GEMMA3_270M_RELEASE + "/" + ",".join(f"layer_{l}_width_16k_l0_small" for l in range(18)),
+           "gemmascope-2-transcoder-16k", "gemma-3-270m"),
 )}
 
 

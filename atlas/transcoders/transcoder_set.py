@@ -28,6 +28,7 @@ class LayerTranscoder:
     hook_out: str              # e.g. 'blocks.3.hook_mlp_out'          [batch, pos, d_out]
     format: str                # the loader that read it, e.g. 'dunefsky-pt'
     uri: str                   # file, directory or 'release/id'
+    requires: tuple[tuple[str, str], ...] = ()   # (point as the file names it, module the model must have)
 
     @property
     def activation(self) -> Activation:
@@ -127,6 +128,11 @@ class TranscoderSet:
                     raise TranscoderError(
                         f"{where}: {name} width {width} does not match the model's d_model {model.cfg.d_model}"
                     )
+            for point, module in tc.requires:
+                if module not in model.mod_dict:
+                    raise TranscoderError(f"{where}: hook point {point!r} needs the model's {module!r}, which this "
+                                          f"model does not have (a {model.cfg.original_architecture or 'model'} "
+                                          f"with normalization {model.cfg.normalization_type})")
             for pname, param in tc.sae.named_parameters():
                 if not all_finite(param):
                     raise TranscoderError(f"{where}: parameter {pname} holds NaN or infinite values")
