@@ -39,9 +39,10 @@ def discover(source: Source) -> dict[int, str]:
     return source.files_by_layer(_FILE)
 
 
-def _hooks(source: Source, rel: str, layer: int) -> tuple[str, str]:
-    hook_in, hook_out = DEFAULT_HOOKS
-    cfg_rel = f"{rel.rpartition('/')[0]}/config.yaml".lstrip("/")
+def hooks_from_yaml(source: Source, cfg_rel: str, defaults: tuple[str, str] = DEFAULT_HOOKS) -> tuple[str, str]:
+    """('blocks.{layer}.IN', 'blocks.{layer}.OUT') from config.yaml's feature_input_hook /
+    feature_output_hook (``defaults`` where absent)."""
+    hook_in, hook_out = defaults
     if source.has(cfg_rel):
         import yaml
 
@@ -55,7 +56,12 @@ def _hooks(source: Source, rel: str, layer: int) -> tuple[str, str]:
         if hook not in HOOK_NAMES:
             raise TranscoderError(f"{source.uri(cfg_rel)}: unknown circuit-tracer hook {hook!r} "
                                   f"(known: {', '.join(HOOK_NAMES)})")
-    return f"blocks.{layer}.{HOOK_NAMES[hook_in]}", f"blocks.{layer}.{HOOK_NAMES[hook_out]}"
+    return f"blocks.{{layer}}.{HOOK_NAMES[hook_in]}", f"blocks.{{layer}}.{HOOK_NAMES[hook_out]}"
+
+
+def _hooks(source: Source, rel: str, layer: int) -> tuple[str, str]:
+    hook_in, hook_out = hooks_from_yaml(source, f"{rel.rpartition('/')[0]}/config.yaml".lstrip("/"))
+    return hook_in.format(layer=layer), hook_out.format(layer=layer)
 
 
 def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> LayerTranscoder:

@@ -105,6 +105,10 @@ class TranscoderSet:
     def layer_ids(self) -> list[int]:
         return sorted(self.layers)
 
+    def upstream_decoders(self, layer: int, sources) -> dict[int, "torch.Tensor"]:
+        """{l': W_dec of l'} [F, d] for the source layers l' < layer (a CLT sums its slices instead)."""
+        return {l: self[l].W_dec.detach() for l in sources if l < layer}
+
     def check_against(self, model: "HookedTransformer") -> None:
         """Raise TranscoderError unless every transcoder reads and writes hooks the model has, with
         matching widths, and holds only finite weights. Adds the MLP hook points
