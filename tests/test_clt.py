@@ -250,3 +250,38 @@ def test_inspect_cli_on_a_clt(cli, tmp_path):
         assert cells[:10] == [str(layer), f"blocks.{layer}.hook_resid_mid", f"blocks.{layer}.hook_mlp_out",
                               "64", "16", "64", "relu", "no", "float32", "circuit-tracer-clt"]
         assert re.fullmatch(r"-?\d+\.\d{4}", cells[10]) and 0 < float(cells[11]) <= 16
+
+
+def test_weightlens_on_a_clt_uses_the_summed_slices(tmp_path):
+    """Edges into layer l weigh (sum_{k in [l', l)} W_dec[l' -> k][j]) . W_enc[l][:, i] (dense reference); token
+    projections use the sum of all of a feature's slices: the same as a per-layer set with that decoder."""
+    import numpy as np
+
+    from atlas.config import WeightLensConfig
+    from atlas.lens.weightlens import weightlens_layer
+
+    model = normed_model("ln", seed=13)
+    t = dense_clt(seed=13)
+    clt = load_transcoders(write_both(tmp_path, t)[0], model)
+    summed = TranscoderSet("summed", {l: build_layer("d", l, format="test", uri="d", W_enc=t["W_enc"][l],
+                                                     b_enc=t["b_enc"][l], W_dec=t["W_dec"][l].sum(0), b_dec=t["b_dec"][l],
+                                                     threshold=t["threshold"][l], hook_in=f"blocks.{l}.mlp.hook_in",
+                                                     hook_out=f"blocks.{l}.hook_mlp_out") for l in range(N)})
+    cfg = WeightLensConfig(edge_z=1.0, bos="0", input_pool=50, output_pool=50, output_z=2.0, input_z=2.0)
+    descs, n_edges, n_tokens = {}, 0, 0
+    for layer in range(N):
+        r = weightlens_layer(model, clt, layer, cfg, descs)
+        ref = weightlens_layer(model, summed, layer, cfg, descs)
+        descs[layer] = r.description
+        for table in ("promoted", "suppressed"):
+            for key in getattr(r, table):
+                assert np.array_equal(getattr(r, table)[key], getattr(ref, table)[key]), (table, key)
+        n_tokens += len(r.promoted["feat"])
+        e = r.edges
+        for dst, src, j, w in zip(e["dst"], e["src_layer"], e["src_idx"], e["weight"]):
+            dense = sum(t["W_dec"][src, k, j] for k in range(src, layer)) @ t["W_enc"][layer][:, dst]
+            assert w == pytest.approx(float(dense), rel=1e-4, abs=1e-5)
+        n_edges += len(e["dst"])
+        if layer == 2:
+            assert set(e["src_layer"].tolist()) == {0, 1}
+    assert n_edges > 0 and n_tokens > 0
