@@ -285,3 +285,27 @@ def test_weightlens_on_a_clt_uses_the_summed_slices(tmp_path):
         if layer == 2:
             assert set(e["src_layer"].tolist()) == {0, 1}
     assert n_edges > 0 and n_tokens > 0
+
+
+def test_weightlens_ingest_stores_a_clts_edges(tmp_path, atlas_db):
+    """The job writes a CLT's layers as sources and its virtual edges as stored edges, the same as the lens."""
+    import duckdb
+
+    from atlas.config import WeightLensConfig
+    from atlas.lens.weightlens import weightlens_layer
+    from ingest.weightlens import run_weightlens
+
+    model = normed_model("ln", seed=14)
+    t = dense_clt(seed=14)
+    clt = load_transcoders(write_both(tmp_path, t)[0], model)
+    cfg = WeightLensConfig(edge_z=1.0, bos="0", input_pool=50, output_pool=50, output_z=2.0, input_z=2.0)
+    report = run_weightlens(model, clt, atlas_db, cfg, model_id="normed-ln")
+    assert report.layers_computed == [0, 1, 2]
+    r0 = weightlens_layer(model, clt, 0, cfg, {})
+    r1 = weightlens_layer(model, clt, 1, cfg, {0: r0.description})
+    r2 = weightlens_layer(model, clt, 2, cfg, {0: r0.description, 1: r1.description})
+    con = duckdb.connect(str(atlas_db), read_only=True)
+    sources = con.execute("SELECT layer, format, hook_in, hook_out FROM sources ORDER BY layer").fetchall()
+    assert sources == [(l, "circuit-tracer-clt", f"blocks.{l}.mlp.hook_in", f"blocks.{l}.hook_mlp_out") for l in range(N)]
+    stored = con.execute("SELECT count(*) FROM edges WHERE kind = 'virtual'").fetchone()[0]
+    assert stored == len(r1.edges["dst"]) + len(r2.edges["dst"]) > 0
