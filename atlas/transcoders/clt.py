@@ -237,17 +237,18 @@ class CLTLayerView:
                                          dtype=c.dtype)
         return _VIEW_CACHE[key]
 
-    W_enc = property(lambda self: self.sae.W_enc)           # [d, F]
-    b_enc = property(lambda self: self.sae.b_enc)           # [F]
+    # the encoder side is read directly (no decoder slice is touched); W_dec builds the summed decoder
+    W_enc = property(lambda self: self.clt.W_enc(self.layer))           # [d, F]
+    b_enc = property(lambda self: self.clt.b_enc[self.layer])           # [F]
+    threshold = property(lambda self: self.clt.threshold.get(self.layer))
     W_dec = property(lambda self: self.sae.W_dec)           # [F, d]: sum of the slices into layers >= l
-    b_dec = property(lambda self: self.sae.b_dec)
-    threshold = property(lambda self: getattr(self.sae, "threshold", None))
+    b_dec = property(lambda self: self.clt.b_dec[self.layer])
 
     def encode(self, x):
-        return self.clt.encode(self.layer, x, self.W_enc)
+        return self.clt.encode(self.layer, x)
 
     def pre_activation(self, x):
-        return self.clt.pre_activation(self.layer, x, self.W_enc)
+        return self.clt.pre_activation(self.layer, x)
 
 
 # ---- loading ------------------------------------------------------------------------------------------
