@@ -309,3 +309,26 @@ def test_weightlens_ingest_stores_a_clts_edges(tmp_path, atlas_db):
     assert sources == [(l, "circuit-tracer-clt", f"blocks.{l}.mlp.hook_in", f"blocks.{l}.hook_mlp_out") for l in range(N)]
     stored = con.execute("SELECT count(*) FROM edges WHERE kind = 'virtual'").fetchone()[0]
     assert stored == len(r1.edges["dst"]) + len(r2.edges["dst"]) > 0
+
+
+def test_activations_and_circuitlens_jobs_on_a_clt(tmp_path, atlas_db):
+    import duckdb
+
+    from atlas.config import ActivationsConfig, CircuitLensConfig
+    from ingest import activations, circuitlens
+
+    model = normed_model("ln", seed=15)
+    t = dense_clt(seed=15, skip=True)
+    clt = load_transcoders(write_both(tmp_path, t)[0], model)
+    tokens = torch.randint(1, 300, (20, 12), generator=torch.Generator().manual_seed(16))
+    rep = activations.run(atlas_db, model, clt, tokens, ActivationsConfig(batch_size=8, n_samples=8, n_top=3,
+                                                                         window_before=4, window_after=2),
+                          model_id="normed", model_spec=None)
+    assert rep["layers_written"] == N
+    rep = circuitlens.run(atlas_db, model, clt, tokens, CircuitLensConfig(batch_size=32, min_samples=3, min_examples=4,
+                                                                          n_output_positions=2), model_id="normed",
+                          model_spec=None)
+    assert rep["features"] > 0 and rep["max_completeness_gap"] < 1e-4
+    with duckdb.connect(str(atlas_db), read_only=True) as con:
+        kinds = dict(con.execute("SELECT kind, count(*) FROM attributions GROUP BY 1").fetchall())
+    assert {"bias", "error", "feature", "token", "logit"} <= set(kinds)
