@@ -137,3 +137,16 @@ def test_output_side_keeps_later_skip_paths_live(tmp_path, kind):
     assert active.all()
     per_unit = att.out_values[:, 0] / att.act.clamp(min=1e-9)
     torch.testing.assert_close(per_unit[active], measured[active], rtol=1e-3, atol=1e-4)
+
+
+def test_ln_centered_edges_fold_the_gain_for_a_read_after_it():
+    """mlp.hook_in is after ln2's gain w: the linear map from the residual stream to it includes diag(w)."""
+    from atlas.lens.virtual_weights import fold_read_norm
+
+    model = normed_model("ln", seed=7)
+    W_enc, W_dec = torch.randn(D, F), torch.randn(F, D)
+    enc, decs = fold_read_norm(model, 1, "blocks.1.mlp.hook_in", W_enc, {0: W_dec}, "ln_centered")
+    torch.testing.assert_close(enc, model.blocks[1].ln2.w.detach()[:, None] * W_enc)
+    torch.testing.assert_close(decs[0], W_dec - W_dec.mean(1, keepdim=True))
+    enc, _ = fold_read_norm(model, 1, "blocks.1.hook_resid_mid", W_enc, {0: W_dec}, "ln_centered")
+    assert enc is W_enc
