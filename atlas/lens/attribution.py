@@ -157,7 +157,7 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
             return recon + new_leaf(("error", l), out - recon)
         return hook
 
-    at_t = torch.nn.functional.one_hot(pos, T).to(tc.W_dec.dtype)                # [batch, seq]
+    at_t = torch.nn.functional.one_hot(pos, T).to(tc.b_enc.dtype)                # [batch, seq]
     pushes = {}                                                                    # hook -> [batch, seq, d_model]
     if n_output:  # what f writes, per layer: a CLT feature writes its slice into every layer k >= l
         for k in (range(layer, cfg.n_layers) if clt else [layer]):
