@@ -147,8 +147,9 @@ def demo_cmd(
 # ---- inspect -------------------------------------------------------------------------------------
 
 TRANSCODERS_HELP = ("Transcoder set FORMAT:LOCATION: saelens:DIR, saelens-release:RELEASE[/ID], dunefsky:DIR|FILE, "
-                    "gemmascope:DIR, circuit-tracer:DIR (DIR may be hf://OWNER/REPO), an existing path "
-                    "(format detected), or a preset (gpt2-small, gemma-2-2b).")
+                    "gemmascope:DIR, circuit-tracer:DIR, gemmascope2:DIR (DIR may be hf://OWNER/REPO), an existing "
+                    "path (format detected), a preset (gpt2-small, gemma-2-2b, gemma-3-270m), or a cross-layer "
+                    "transcoder circuit-tracer-clt:DIR / gemmascope2-clt:DIR (local).")
 
 
 def parse_layers(text: Optional[str]) -> Optional[list[int]]:

@@ -7,7 +7,8 @@ feature; the reference keeps positive links with z > 4 inside the top-100 pool.
    - 'raw': W_dec[l'] [F_up, d] and W_enc[l] [d, F] as stored (the reference);
    - 'ln_centered': fold the linear part of the norm in front of the read hook: centre each
      W_dec row over d_model when the model uses LayerNorm (mean subtraction is linear), and scale
-     W_enc's rows by the ln2 gain w when the transcoder reads ``ln2.hook_normalized`` (after w).
+     W_enc's rows by the ln2 gain w when the transcoder reads ``ln2.hook_normalized`` or the MLP's
+     input ``mlp.hook_in`` (after w).
      The 1/scale factor depends on the input and is not folded.
 2. For each block of ``feature_block`` downstream features and each upstream layer l' (and block
    of ``upstream_block`` upstream features): Cᵀ = W_enc_blockᵀ @ W_dec[l']ᵀ -> [f_block, up_block],
@@ -34,7 +35,7 @@ def fold_read_norm(model, layer: int, hook_in: str, W_enc: torch.Tensor, W_decs:
         return W_enc, W_decs
     if variant != "ln_centered":
         raise ValueError(f"unknown edge variant {variant!r}; use 'raw' or 'ln_centered'")
-    if hook_in != f"blocks.{layer}.ln2.hook_normalized":
+    if hook_in not in (f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.mlp.hook_in"):
         return W_enc, W_decs            # no norm between the residual stream and the read point
     norm = getattr(model.blocks[layer], "ln2", None)
     if getattr(model.cfg, "normalization_type", None) in ("LN", "LNPre"):

@@ -155,7 +155,7 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
     edges = dict(dst=np.zeros(0, np.int64), src_layer=np.zeros(0, np.int64), src_idx=np.zeros(0, np.int64),
                  weight=np.zeros(0), rel=np.zeros(0), z=np.zeros(0))
     if ups:
-        W_enc_eff, W_decs = fold_read_norm(model, layer, tc.hook_in, W_enc, {l: tset[l].W_dec.detach() for l in ups},
+        W_enc_eff, W_decs = fold_read_norm(model, layer, tc.hook_in, W_enc, tset.upstream_decoders(layer, ups),
                                            cfg.edge_variant)
         pools, abs_c = edge_pools(W_enc_eff, W_decs, cfg.edge_pool, scope=cfg.edge_scope, sign=cfg.edge_sign,
                                   moments=cfg.edge_zmode == "full", feature_block=cfg.feature_block,
