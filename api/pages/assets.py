@@ -29,7 +29,7 @@ VENDOR = {
     "graphiql.min.js": "graphiql/graphiql.min.js",
     "graphiql.min.css": "graphiql/graphiql.min.css",
 }
-OWN = {"atlas.css", "graphiql-init.js", "atlas.js"}
+OWN = {"atlas.css", "graphiql-init.js"}
 
 
 def node_modules() -> Path:

@@ -145,8 +145,9 @@ def feature(d: dict) -> Html:
                       tag("td", "; ".join(f"{s['metric']} {_num(s['value'])}" for s in x["scores"])))
                   for x in d["explanations"]], class_="explanations") if d["explanations"] else tag("p", "none", class_="muted")]
     e = d["edges"]
-    kinds = tag("p", "edges: ", [tag("a", k, href=href("feature", model, source, index, kind=k, top=e["top"]),
-                                     class_="current" if k == e["kind"] else None) for k in ("virtual", "era", "twera")],
+    kinds = tag("p", "edges: ", [[tag("a", k, href=href("feature", model, source, index, kind=k, top=e["top"]),
+                                      class_="current" if k == e["kind"] else None), " "]
+                                 for k in ("virtual", "era", "twera")],
                 " · ", tag("a", "more", href=href("feature", model, source, index, kind=e["kind"],
                                                   top=min(e["top"] * 2, e["max_top"])))
                 if e["top"] < e["max_top"] else None,
