@@ -6,11 +6,6 @@ from __future__ import annotations
 from api.pages import assets
 from api.pages.html import Html, href, page, tag
 
-# GraphiQL (CodeMirror, React) sets element styles at run time; its page allows inline style, never script.
-GRAPHIQL_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-                "connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-
-
 def graphiql_page(example: str | None) -> tuple[Html, int]:
     missing = assets.missing_vendor()
     if missing:

@@ -16,7 +16,7 @@ from api.context import Context
 from api.errors import BadArgument, TimeLimit
 from api.limits import ApiLimits
 from api.pages import assets, data, render
-from api.pages.graphiql import GRAPHIQL_CSP, graphiql_page
+from api.pages.graphiql import graphiql_page
 from api.pages.html import CSP, page, tag
 from atlas.errors import AtlasError, NotFoundError
 
@@ -61,7 +61,7 @@ async def graphiql(request: Request) -> Response:
         return JSONResponse({"error": "GET /graphql serves GraphiQL to browsers; send queries by POST"},
                             status_code=405, headers=SECURITY)
     body, status = graphiql_page(request.query_params.get("example"))
-    return _html(body, status, GRAPHIQL_CSP)
+    return _html(body, status)  # GraphiQL 3 runs under the same CSP: no inline script or style
 
 
 async def asset(request: Request) -> Response:
@@ -82,6 +82,10 @@ async def vendor(request: Request) -> Response:
     return FileResponse(path, headers={"Cache-Control": "public, max-age=86400", **SECURITY})
 
 
+async def favicon(_request: Request) -> Response:
+    return Response(status_code=204)
+
+
 def routes(limits: ApiLimits) -> list[Route]:
     """The page routes; GET /graphql is GraphiQL (POST /graphql stays the API's)."""
     return [
@@ -92,4 +96,5 @@ def routes(limits: ApiLimits) -> list[Route]:
         Route("/graphql", graphiql, methods=["GET"]),
         Route("/assets/vendor/{name}", vendor, methods=["GET"]),
         Route("/assets/{name}", asset, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
     ]
