@@ -149,3 +149,18 @@ def test_graphiql_runs_a_query(page, url):
     expect(page.locator(".result-window")).to_contain_text('"nFeatures": 256', timeout=20000)
     expect(page.locator(".result-window")).to_contain_text('"nDescribed"')
     shot(page, "graphiql")
+
+
+def test_missing_chromium_fails_loudly_unless_browserless(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("ATLAS_CHROMIUM", "ATLAS_BROWSERLESS")}
+    env.update(PATH=str(Path(sys.executable).parent), PYTHONPATH=str(REPO), ATLAS_TEST_ARTIFACTS=str(tmp_path))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+           str(REPO / "tests" / "test_browser.py"), "-k", "test_index"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 1 and "Chromium is not installed" in r.stdout and "passed" not in r.stdout, r.stdout[-2000:]
+    r = subprocess.run(cmd, env={**env, "ATLAS_BROWSERLESS": "1"}, capture_output=True, text=True, cwd=REPO,
+                       timeout=300)
+    assert r.returncode == 0 and "1 skipped" in r.stdout and "ATLAS_BROWSERLESS=1" in r.stdout, r.stdout[-2000:]

@@ -298,3 +298,13 @@ def test_every_page_has_json(url, hostile):
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
         html = get(url, path, **params).text
         assert "format=json" in html  # the page links its JSON
+
+
+def test_without_front_end_files_graphiql_says_what_is_missing_and_data_pages_work(url, hostile, monkeypatch, tmp_path):
+    monkeypatch.setenv("ATLAS_FRONTEND_DIR", str(tmp_path))  # an empty node_modules
+    r = get(url, "/graphql")
+    assert r.status_code == 503 and "graphiql/graphiql.min.js" in r.text and "make setup" in r.text
+    assert httpx.get(url + "/assets/vendor/graphiql.min.js").status_code == 404
+    assert get(url, f"/feature/{hostile[2]}").status_code == 200
+    body = httpx.post(url + "/graphql", json={"query": "{ stats { nFeatures } }"}).json()
+    assert body["data"]["stats"]["nFeatures"] == 256
