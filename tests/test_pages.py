@@ -186,6 +186,10 @@ def test_feature_page_content(url, hostile, sql):
     assert d["description"] == [pa.IMG, pa.JSURL]
     assert [x["token"] for x in d["input_tokens"]] == [r[0] for r in sql(
         "SELECT token FROM feature_tokens WHERE fid = $f AND side = 'input' ORDER BY rank", {"f": fid})]
+    for side in ("promoted", "suppressed"):
+        assert [(x["rank"], x["token"]) for x in d["output_tokens"] if x["side"] == side] == sql(
+            "SELECT rank, token FROM feature_tokens WHERE fid = $f AND side = $s ORDER BY rank", {"f": fid, "s": side})
+    assert len(get(url, f"/feature/{public}", tokens="2", format="json").json()["output_tokens"]) == 4
     assert [e["acts"] for e in d["examples"]["top"]["items"]] == [pa.TOP_ACTS, [a * 0.75 for a in pa.TOP_ACTS]]
     assert len(d["examples"]["quantile"]["items"]) == 2
     assert d["stats"]["hist_counts"] == pa.HIST_COUNTS

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import weakref
 from typing import Any
 
 from api import graph, queries
@@ -79,7 +81,28 @@ def _json(text):
 
 # ---- index -------------------------------------------------------------------------------------
 
+_LAYERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # Version -> (models, layers)
+_LAYERS_LOCK = threading.Lock()
+
+
 def index(ctx: Context, _path: dict, params: dict) -> dict:
+    """Models and layers are fixed for one atlas version (a published file never changes): computed
+    once per version (coverage_per_layer counts every feature) and kept while the version is open."""
+    with _LAYERS_LOCK:
+        cached = _LAYERS.get(ctx.version)
+    if cached is None:
+        cached = _layers(ctx)
+        with _LAYERS_LOCK:
+            _LAYERS[ctx.version] = cached
+    models, layers = cached
+    out = {"page": "index", "models": models, "layers": layers, "search": None}
+    q = (params.get("q") or "").strip()
+    if q:
+        out["search"] = search(ctx, q, params)
+    return out
+
+
+def _layers(ctx: Context) -> tuple[list, list]:
     quality: dict[tuple, dict] = {}
     for r in ctx.rows(sql.QUALITY):
         quality.setdefault((r["model_id"], r["source_id"]), {})[r["metric"]] = r["value"]
@@ -89,11 +112,7 @@ def index(ctx: Context, _path: dict, params: dict) -> dict:
         n = r["n_features"] or 1
         layers.append({**r, "fve": q.get("fve"), "l0": q.get("l0"), "dead_share": q.get("dead_share"),
                        "coverage": r["n_described"] / n, "validated_share": r["n_validated"] / n})
-    out = {"page": "index", "models": ctx.rows(sql.MODELS), "layers": layers, "search": None}
-    q = (params.get("q") or "").strip()
-    if q:
-        out["search"] = search(ctx, q, params)
-    return out
+    return ctx.rows(sql.MODELS), layers
 
 
 def search(ctx: Context, q: str, params: dict) -> dict:
@@ -143,28 +162,32 @@ def feature(ctx: Context, path: dict, params: dict) -> dict:
     cat = ctx.catalog
     s = cat.source(fid)
     core = ctx.rows(queries.FEATURE_CORE, {"fid": fid})[0]
-    toks = ctx.rows(queries.feature_tokens(["input"]), {"fid": fid, "limit": tokens_n})
-    outs = ctx.rows(queries.feature_tokens(["promoted", "suppressed"]), {"fid": fid, "limit": 2 * tokens_n})
+    token_rows = ctx.rows(sql.FEATURE_TOKENS, {"fid": fid, "limit": tokens_n})
+    toks = [r for r in token_rows if r["side"] == "input"]
+    outs = [r for r in token_rows if r["side"] != "input"]
+    example_rows = ctx.rows(sql.EXAMPLES_PAGES, {"fid": fid, "limit": EXAMPLES_PER_PAGE + 1,
+                                                "top_offset": top_page * EXAMPLES_PER_PAGE,
+                                                "quantile_offset": q_page * EXAMPLES_PER_PAGE})
 
     def examples(kind_: str, page_no: int) -> dict:
-        rows = ctx.rows(sql.EXAMPLES_PAGE, {"fid": fid, "kind": kind_, "limit": EXAMPLES_PER_PAGE + 1,
-                                            "offset": page_no * EXAMPLES_PER_PAGE})
+        rows = [r for r in example_rows if r["kind"] == kind_]
         return {"page": page_no, "per_page": EXAMPLES_PER_PAGE, "has_next": len(rows) > EXAMPLES_PER_PAGE,
                 "items": [_example(r) for r in rows[:EXAMPLES_PER_PAGE]]}
 
+    cluster_rows = ctx.rows(queries.FEATURE_CLUSTERS, {"fid": fid})
     members: dict[int, list] = {}
-    for r in ctx.rows(sql.CLUSTER_MEMBERS, {"fid": fid, "per_cluster": MEMBERS_PER_CLUSTER}):
+    for r in ctx.rows(sql.CLUSTER_MEMBERS, {"fid": fid, "per_cluster": MEMBERS_PER_CLUSTER}) if cluster_rows else []:
         members.setdefault(r["label"], []).append(_example(r))
     clusters = [{"label": r["label"], "n_examples": r["n_examples"], "contributors": _json(r["contributors"]),
-                 "summary": _json(r["summary"]), "members": members.get(r["label"], [])}
-                for r in ctx.rows(queries.FEATURE_CLUSTERS, {"fid": fid})]
-    scores: dict[Any, list] = {}
-    for r in ctx.rows(queries.FEATURE_SCORES, {"fid": fid, "explanation_id": None}):
+                 "summary": _json(r["summary"]), "members": members.get(r["label"], [])} for r in cluster_rows]
+    explanation_rows = ctx.rows(queries.FEATURE_EXPLANATIONS, {"fid": fid})
+    scores: dict[Any, list] = {}  # the page shows the scores of explanations only
+    for r in ctx.rows(queries.FEATURE_SCORES, {"fid": fid, "explanation_id": None}) if explanation_rows else []:
         scores.setdefault(r["explanation_id"], []).append(
             {"method": r["method"], "metric": r["metric"], "value": r["value"], "data": r["data"]})
     explanations = [{"id": r["explanation_id"], "cluster_label": r["cluster_label"], "method": r["method"],
                      "text": r["text"], "tokens": r["tokens"], "scores": scores.get(r["explanation_id"], [])}
-                    for r in ctx.rows(queries.FEATURE_EXPLANATIONS, {"fid": fid})]
+                    for r in explanation_rows]
     up = graph.neighbours(ctx, fid, True, kind, None, 0, 0.0, None, top)
     down = graph.neighbours(ctx, fid, False, kind, None, 0, 0.0, None, top)
     labels = _labels(ctx, [e.src for e in up] + [e.dst for e in down])

@@ -9,11 +9,23 @@ SELECT s.model_id, s.source_id, m.metric, m.value FROM source_metrics m JOIN sou
 WHERE m.method = 'reconstruction' AND m.metric IN ('fve', 'l0', 'dead_share')
 """
 
-# one page of a feature's examples of one kind
-EXAMPLES_PAGE = """
-SELECT example_id, kind, bin, doc_id, pos, activation, window_start, token_strs, acts
-FROM examples WHERE fid = $fid AND kind = $kind
-ORDER BY activation DESC, example_id LIMIT $limit OFFSET $offset
+# one page of a feature's top examples and one of its quantile examples, in one statement
+EXAMPLES_PAGES = """
+(SELECT example_id, kind, bin, doc_id, pos, activation, window_start, token_strs, acts
+ FROM examples WHERE fid = $fid AND kind = 'top'
+ ORDER BY activation DESC, example_id LIMIT $limit OFFSET $top_offset)
+UNION ALL
+(SELECT example_id, kind, bin, doc_id, pos, activation, window_start, token_strs, acts
+ FROM examples WHERE fid = $fid AND kind = 'quantile'
+ ORDER BY activation DESC, example_id LIMIT $limit OFFSET $quantile_offset)
+"""
+
+# a feature's input, promoted and suppressed tokens: the $limit strongest of each side
+FEATURE_TOKENS = """
+SELECT side, rank, token_id, token, score, zscore, validated FROM feature_tokens
+WHERE fid = $fid AND side IN ('input', 'promoted', 'suppressed')
+QUALIFY row_number() OVER (PARTITION BY side ORDER BY rank) <= $limit
+ORDER BY side = 'input' DESC, side, rank
 """
 
 # the strongest members of each cluster of a feature
