@@ -312,3 +312,37 @@ def test_without_front_end_files_graphiql_says_what_is_missing_and_data_pages_wo
     assert get(url, f"/feature/{hostile[2]}").status_code == 200
     body = httpx.post(url + "/graphql", json={"query": "{ stats { nFeatures } }"}).json()
     assert body["data"]["stats"]["nFeatures"] == 256
+
+
+def _api_pages(url: str, field: str, args: str) -> list[tuple]:
+    """Every match of a paged GraphQL list, as (id, side) - the independent reference for search."""
+    out, after = [], None
+    while True:
+        q = f"""query($after: String) {{ {field}({args}, first: 100, after: $after) {{
+            edges {{ node {{ {"feature { id } token { side }" if field != "features" else "id"} }} }}
+            pageInfo {{ hasNextPage endCursor }} }} }}"""
+        body = httpx.post(url + "/graphql", json={"query": q, "variables": {"after": after}}).json()
+        assert "errors" not in body, body
+        conn = body["data"][field]
+        out += [(n["node"]["feature"]["id"], n["node"]["token"]["side"]) if field != "features" else (n["node"]["id"], None)
+                for n in conn["edges"]]
+        if not conn["pageInfo"]["hasNextPage"]:
+            return out
+        after = conn["pageInfo"]["endCursor"]
+
+
+@pytest.mark.parametrize("q", [" the", "Paris", "river", "nothing-matches-this"])
+@pytest.mark.parametrize("first", ["3", "100"])
+def test_search_pages_agree_with_the_api(url, q, first):
+    for by, field, args, with_side in [("readers", "tokenReaders", f"token: {q!r}".replace("'", '"'), True),
+                                       ("writers", "tokenWriters", f"token: {q!r}".replace("'", '"'), True),
+                                       ("text", "features", f"descriptionContains: {q!r}".replace("'", '"'), False)]:
+        want = _api_pages(url, field, args)
+        got, after = [], None
+        while True:
+            sec = get(url, "/", q=q, by=by, first=first, after=after, format="json").json()["search"]["sections"][0]
+            got += [(f["id"], f.get("side")) for f in sec["features"]]
+            after = sec["next_after"]
+            if after is None:
+                break
+        assert got == want if with_side else [g[0] for g in got] == [w[0] for w in want], (by, q)

@@ -96,8 +96,8 @@ def index(ctx: Context, _path: dict, params: dict) -> dict:
             _LAYERS[ctx.version] = cached
     models, layers = cached
     out = {"page": "index", "models": models, "layers": layers, "search": None}
-    q = (params.get("q") or "").strip()
-    if q:
+    q = params.get("q") or ""
+    if q.strip():  # searched as given: spaces matter to text search (tokens match up to spaces)
         out["search"] = search(ctx, q, params)
     return out
 
@@ -122,24 +122,20 @@ def search(ctx: Context, q: str, params: dict) -> dict:
     after = _int(params, "after", -1, -1, 2**62)
     first = _int(params, "first", SEARCH_PAGE, 1, ctx.limits.max_page)
     result: dict[str, Any] = {"q": q, "by": by, "id": None, "sections": []}
-    if q.count("/") == 2:
+    if q.strip().count("/") == 2:
         try:
-            result["id"] = ctx.catalog.public_id(ctx.catalog.fid(q))
+            result["id"] = ctx.catalog.public_id(ctx.catalog.fid(q.strip()))
         except NotFoundError as exc:
             result["id_error"] = str(exc)
+    titles = {"readers": "features that read the token",
+              "writers": "features that write (promote or suppress) the token",
+              "text": "features whose description or explanation contains the text"}
     sections = []
-    if by in ("all", "readers"):
-        rows = ctx.rows(queries.TOKEN_FEATURES, {"sides": ["input"], "token": q, "after": after, "sids": None,
-                                                 "limit": first + 1})
-        sections.append(("readers", "features that read the token", rows))
-    if by in ("all", "writers"):
-        rows = ctx.rows(queries.TOKEN_FEATURES, {"sides": ["promoted", "suppressed"], "token": q, "after": after,
-                                                 "sids": None, "limit": first + 1})
-        sections.append(("writers", "features that write (promote or suppress) the token", rows))
-    if by in ("all", "text"):
-        rows = ctx.rows(queries.FEATURE_PAGE, {"after": after, "sids": None, "described": None, "text": q,
-                                               "input_token": None, "output_token": None, "limit": first + 1})
-        sections.append(("text", "features whose description or explanation contains the text", rows))
+    for name in ("readers", "writers", "text"):
+        if by in ("all", name):
+            rows = (ctx.rows(sql.TEXT_MATCHES, {"after": after, "text": q, "limit": first + 1}) if name == "text"
+                    else token_search(ctx, name, q, after, first + 1))
+            sections.append((name, titles[name], rows))
     labels = _labels(ctx, [r["fid"] for _, _, rows in sections for r in rows[:first]])
     for name, title, rows in sections:
         items = [{**_node(ctx, r["fid"], labels), **({"side": r["side"], "score": r["score"]} if "side" in r else {})}
@@ -147,6 +143,22 @@ def search(ctx: Context, q: str, params: dict) -> dict:
         result["sections"].append({"by": name, "title": title, "features": items,
                                    "next_after": rows[first - 1]["fid"] if len(rows) > first else None})
     return result
+
+
+def token_search(ctx: Context, by: str, token: str, after: int, n: int) -> list[dict]:
+    """The first ``n`` features (by fid) with a ``by`` token equal to ``token`` up to spaces, each with its
+    strongest such token (lowest rank, then side): batches of rows in (fid, rank, side) order."""
+    out: list[dict] = []
+    batch_size = 4 * n
+    while len(out) < n:
+        rows = ctx.rows(sql.token_rows(by), {"token": token, "after": after, "limit": batch_size})
+        for r in rows:
+            if not out or out[-1]["fid"] != r["fid"]:
+                out.append(r)
+        if len(rows) < batch_size:
+            break
+        after = rows[-1]["fid"]  # its first row is already kept; the batch may have cut its others
+    return out[:n]
 
 
 # ---- feature page --------------------------------------------------------------------------------

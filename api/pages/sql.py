@@ -36,3 +36,27 @@ WHERE m.fid = $fid
 QUALIFY row_number() OVER (PARTITION BY m.label ORDER BY e.activation DESC, e.example_id) <= $per_cluster
 ORDER BY m.label, e.activation DESC, e.example_id
 """
+
+# Search (the index page). The same matches as the API's TOKEN_FEATURES / FEATURE_PAGE(text), written
+# so that DuckDB stops at the first rows in fid order instead of ranking every match first:
+# token rows in (fid, rank, side) order, the first of each fid kept by the caller (data.token_search);
+# `token = $t OR trim(token) = trim($t)` is `trim(token) = trim($t)`.
+SIDES_SQL = {"readers": "'input'", "writers": "'promoted', 'suppressed'"}
+
+
+def token_rows(by: str) -> str:
+    return f"""
+    SELECT fid, side, rank, token, score FROM feature_tokens
+    WHERE side IN ({SIDES_SQL[by]}) AND trim(token) = trim($token) AND fid > $after
+    ORDER BY fid, rank, side LIMIT $limit
+    """
+
+
+TEXT_MATCHES = """
+SELECT fid FROM (
+    (SELECT fid FROM feature_weightlens WHERE fid > $after
+       AND contains(lower(array_to_string(description, ' ')), lower($text)) ORDER BY fid LIMIT $limit)
+    UNION
+    (SELECT fid FROM explanations WHERE fid > $after AND contains(lower(text), lower($text)) ORDER BY fid LIMIT $limit)
+) ORDER BY fid LIMIT $limit
+"""
