@@ -247,7 +247,7 @@ def serve(
     port: int = typer.Option(8000, help="Port to listen on."),
     workers: int = typer.Option(1, help="Server processes (each opens the atlas read-only)."),
 ) -> None:
-    """Serve the GraphQL API (GraphiQL at /graphql) over an atlas, read-only."""
+    """Serve the GraphQL API and the feature browser (/, GraphiQL at /graphql) over an atlas, read-only."""
     import os
 
     import uvicorn

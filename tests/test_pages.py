@@ -346,3 +346,15 @@ def test_search_pages_agree_with_the_api(url, q, first):
             if after is None:
                 break
         assert got == want if with_side else [g[0] for g in got] == [w[0] for w in want], (by, q)
+
+
+def test_time_limit_is_a_503_naming_it(hostile, api_server, tmp_path):
+    from api.limits import ApiLimits
+    from atlas import db
+
+    link = tmp_path / "current.duckdb"
+    db.publish(hostile[0], link)  # a file of its own for a server with other limits
+    slow = api_server(link, ApiLimits(request_s=0.0))
+    r = get(slow, f"/feature/{hostile[2]}")
+    assert r.status_code == 503 and "request exceeded the time limit of 0.0 s" in r.text
+    assert get(slow, "/graphql").status_code == 200  # GraphiQL reads no data
