@@ -358,3 +358,13 @@ def test_time_limit_is_a_503_naming_it(hostile, api_server, tmp_path):
     r = get(slow, f"/feature/{hostile[2]}")
     assert r.status_code == 503 and "request exceeded the time limit of 0.0 s" in r.text
     assert get(slow, "/graphql").status_code == 200  # GraphiQL reads no data
+
+
+def test_the_graphql_query_shown_on_the_feature_page_runs(url, hostile):
+    d = get(url, f"/feature/{hostile[2]}", format="json").json()
+    body = httpx.post(url + "/graphql", json={"query": d["graphql"]}).json()
+    assert "errors" not in body, body
+    f = body["data"]["feature"]
+    assert f["id"] == hostile[2] and f["description"] == ", ".join(d["description"])
+    assert [t["token"] for t in f["inputTokens"]] == [t["token"] for t in d["input_tokens"]]
+    assert [u["source"]["id"] for u in f["upstream"]] == [u["id"] for u in d["edges"]["upstream"]]
