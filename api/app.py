@@ -69,6 +69,7 @@ def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette
         *pages.routes(limits),  # the browser pages and GraphiQL from local assets (api/pages)
         Route("/graphql", gql, methods=["POST"]),
         Route("/graph/{model}/{source}/{index}", graph_route),
+        pages.fallback(),  # any other GET: a 404 page naming the path
     ], lifespan=_closing(database))
 
     async def app(scope, receive, send):

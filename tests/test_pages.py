@@ -368,3 +368,15 @@ def test_the_graphql_query_shown_on_the_feature_page_runs(url, hostile):
     assert f["id"] == hostile[2] and f["description"] == ", ".join(d["description"])
     assert [t["token"] for t in f["inputTokens"]] == [t["token"] for t in d["input_tokens"]]
     assert [u["source"]["id"] for u in f["upstream"]] == [u["id"] for u in d["edges"]["upstream"]]
+
+
+def test_unknown_path_is_a_404_naming_it(url):
+    r = get(url, "/no/such/page")
+    assert r.status_code == 404 and "/no/such/page" in r.text
+    assert_safe(r)
+    r = httpx.get(url + "/%3Cscript%3E")  # a client: JSON
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+    assert r.json()["error"] == "there is no page at '/<script>'"
+    r = get(url, "/%3Cscript%3E")  # a browser: escaped HTML
+    assert r.status_code == 404 and "<script>" not in r.text and "&#x27;/&lt;script&gt;&#x27;" in r.text
+    assert httpx.post(url + "/graphql", json={"query": "{ stats { nFeatures } }"}).status_code == 200

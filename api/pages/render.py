@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from api.pages import svg
 from api.pages.html import Html, feature_href, href, page, tag
 
@@ -109,7 +111,7 @@ def _cluster(c: dict, top: float) -> Html:
                tag("p", "upstream features:", tag("ul", ups)) if ups else None,
                tag("p", "heads:", tag("ul", heads)) if heads else None,
                tag("p", "source tokens:", tag("ul", srcs)) if srcs else None,
-               tag("details", tag("summary", "contributors"), tag("code", str(c["contributors"])))
+               tag("details", tag("summary", "contributors"), tag("code", json.dumps(c["contributors"])))
                if c["contributors"] else None,
                [example_html(m, top) for m in c["members"]], class_="cluster", data_label=c["label"])
 

@@ -86,6 +86,16 @@ async def favicon(_request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def not_found(request: Request) -> Response:
+    as_json = request.query_params.get("format") == "json" or "text/html" not in request.headers.get("accept", "")
+    return _error(NotFoundError(f"there is no page at {request.url.path!r}"), as_json)
+
+
+def fallback() -> Route:
+    """Last route of the app: any other GET is a 404 naming the path."""
+    return Route("/{path:path}", not_found, methods=["GET"])
+
+
 def routes(limits: ApiLimits) -> list[Route]:
     """The page routes; GET /graphql is GraphiQL (POST /graphql stays the API's)."""
     return [
