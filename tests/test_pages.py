@@ -261,6 +261,8 @@ def test_drivers_view(url, hostile, sql):
     lines = [a for tag, a in t.tags if tag == "line" and "edge" in a.get("class", "")]
     dj = get(url, "/circuit/drivers", target=public, viaLayer="1", format="json").json()
     assert sorted(nodes) == sorted(n["id"] for n in dj["graph"]["nodes"]) and public in nodes
+    layer0 = [int(n.rsplit("/", 1)[1]) for n in nodes if "/0-synth/" in n]
+    assert layer0 == sorted(layer0) and len(layer0) > 1  # left to right by index, as numbers
     assert len(lines) == len(dj["graph"]["edges"]) > 0
     for a in lines:  # sign by colour class, width by |weight|
         assert a["class"].split()[1] == ("pos" if float(a["data-weight"]) >= 0 else "neg")

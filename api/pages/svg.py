@@ -2,7 +2,7 @@
 
 Layered graph:
 1. Rows are layers, the highest on top (inputs at the bottom, as in circuit-tracer's viewer).
-2. In each row the nodes are spread evenly in public-id order.
+2. In each row the nodes are spread evenly in (source, index) order, the index compared as a number.
 3. An edge is a line from its source's node to its target's; width 1..6 px by |weight| relative to
    the largest |weight| drawn; class ``pos`` or ``neg`` (colour) by its sign.
 4. Each node is a link to its feature page, labelled with its index; its description is its title.
@@ -59,6 +59,11 @@ def histogram(stats: dict | None) -> Html | None:
                role="img", aria_label="activation histogram")
 
 
+def _order(node: dict) -> tuple[str, int]:
+    source, index = node["id"].rsplit("/", 1)
+    return source, int(index)
+
+
 def layered_graph(g: dict) -> Html | None:
     nodes, edges = g["nodes"], g["edges"]
     if not nodes:
@@ -68,7 +73,7 @@ def layered_graph(g: dict) -> Html | None:
     h = row_h * len(layers) + 20
     pos = {}
     for r, layer in enumerate(layers):
-        row = sorted((n for n in nodes if n["layer"] == layer), key=lambda n: n["id"])
+        row = sorted((n for n in nodes if n["layer"] == layer), key=_order)
         for i, n in enumerate(row):
             pos[n["id"]] = (pad + (i + 0.5) * (W - pad) / len(row), 20 + r * row_h + nh / 2)
     wmax = max((abs(e["weight"]) for e in edges), default=1.0) or 1.0
