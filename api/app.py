@@ -2,8 +2,9 @@
 
     uvicorn-style: build_app("atlas.duckdb")  # or `atlas serve --db atlas.duckdb`
 
-Routes: ``POST /graphql`` (and GraphiQL at ``GET /graphql``), ``GET /graph/{model}/{source}/{index}``
-(neighbourhood as circuit-tracer graph JSON), ``GET /`` -> /graphql. Every request holds one
+Routes: ``POST /graphql``, ``GET /graph/{model}/{source}/{index}`` (neighbourhood as circuit-tracer
+graph JSON), and the browser pages of api/pages (index ``/``, feature pages, circuit views, GraphiQL
+at ``GET /graphql`` from local assets). Every request holds one
 version of the atlas from start to end (api/context.py), so a publish never breaks a request.
 """
 
@@ -16,11 +17,11 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
 
-from api import export
+from api import export, pages
 from api.context import AtlasDatabase, Context
 from api.errors import BadArgument
 from api.limits import ApiLimits
@@ -45,7 +46,7 @@ class AtlasGraphQL(GraphQL):
 
 def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette:
     database = AtlasDatabase(db_path, limits)
-    gql = AtlasGraphQL(build_schema(limits), graphql_ide="graphiql", allow_queries_via_get=False,
+    gql = AtlasGraphQL(build_schema(limits), graphql_ide=None, allow_queries_via_get=False,
                        multipart_uploads_enabled=False)
     gql.limits = limits
 
@@ -65,9 +66,10 @@ def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette
             return JSONResponse({"error": str(exc)}, status_code=404 if "not in the atlas" in str(exc) else 400)
 
     inner = Starlette(routes=[
-        Route("/", lambda request: RedirectResponse("/graphql")),
-        Route("/graphql", gql, methods=["GET", "POST"]),
+        *pages.routes(limits),  # the browser pages and GraphiQL from local assets (api/pages)
+        Route("/graphql", gql, methods=["POST"]),
         Route("/graph/{model}/{source}/{index}", graph_route),
+        pages.fallback(),  # any other GET: a 404 page naming the path
     ], lifespan=_closing(database))
 
     async def app(scope, receive, send):

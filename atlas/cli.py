@@ -248,7 +248,7 @@ def serve(
     port: int = typer.Option(8000, help="Port to listen on."),
     workers: int = typer.Option(1, help="Server processes (each opens the atlas read-only)."),
 ) -> None:
-    """Serve the GraphQL API (GraphiQL at /graphql) over an atlas, read-only."""
+    """Serve the GraphQL API and the feature browser (/, GraphiQL at /graphql) over an atlas, read-only."""
     import os
 
     import uvicorn
@@ -278,6 +278,23 @@ def sql(
     from atlas.sql import run_sql
 
     run_sql(db_path, query, csv=csv, parquet=parquet, max_rows=max_rows, timeout_ms=timeout_ms)
+
+
+@app.command("export")
+def export_cmd(
+    fmt: str = typer.Argument(..., help="circuit-tracer (feature files for its local viewer) or neuronpedia (JSONL)."),
+    db_path: Path = typer.Option(..., "--db", help="The atlas database."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    feature: Optional[list[str]] = typer.Option(None, "--feature", help="A public id model/source/index (repeat)."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Only these layers, e.g. '3,6' or '0-5'."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many features (fid order)."),
+) -> None:
+    """Write an atlas (or a selection) in the file formats of circuit-tracer's viewer or Neuronpedia."""
+    from atlas.viewer_export import export
+
+    r = export(db_path, out, fmt, ids=feature or None, layers=parse_layers(layers), limit=limit)
+    print(f"exported {r.features} features, {r.activations} activations, {r.explanations} explanations "
+          f"into {r.files} files under {out}")
 
 
 # ---- circuitlens ---------------------------------------------------------------------------------
