@@ -30,6 +30,10 @@ MODEL_HELP = "Model spec KIND:VALUE: tl:NAME, hf-dir:PATH, gguf:PATH or random:S
 # The options every job command shares, declared once.
 ModelSpecOption = Annotated[str, typer.Option("--model", help=MODEL_HELP)]
 ModelIdOption = Annotated[Optional[str], typer.Option("--model-id", help="Model id in the atlas (default: from the spec).")]
+# Every job takes `--set NAME=VALUE` for any field of its config dataclass, parsed by the field's type
+# hint (atlas.config.with_overrides); the named options are applied first, --set after them.
+SetOption = Annotated[list[str], typer.Option("--set", help="Any field of the job's config as NAME=VALUE "
+                                                            "(repeatable; parsed by the field's type).")]
 
 
 # ---- db ------------------------------------------------------------------------------------------
@@ -99,6 +103,12 @@ def _train_config(layers: Optional[str], width: Optional[int], tokens: Optional[
     return TrainConfig.gpu(**overrides) if gpu else TrainConfig(**overrides)
 
 
+def _overridden(config, setting: list[str]):
+    from atlas.config import with_overrides
+
+    return with_overrides(config, list(setting))
+
+
 @app.command("train-transcoders")
 def train_transcoders_cmd(
     db: Optional[Path] = typer.Option(None, help="Register the transcoders and their metrics in this atlas."),
@@ -110,12 +120,14 @@ def train_transcoders_cmd(
     corpus: str = typer.Option("builtin", help="'builtin', a txt/jsonl/parquet file or directory, or an HF dataset."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default: in the cache, by config hash)."),
     gpu: bool = typer.Option(False, help="Use the larger GPU configuration (TrainConfig.gpu)."),
+    setting: SetOption = [],
 ) -> None:
     """Train transcoders (MLP in -> MLP out) for chosen layers, save them in the SAELens format; resumable."""
     from atlas.config import CorpusConfig
     from ingest.transcoders import run
 
-    out_dir, metrics = run(_train_config(layers, width, tokens, gpu, model), CorpusConfig(source=corpus),
+    train = _overridden(_train_config(layers, width, tokens, gpu, model), setting)
+    out_dir, metrics = run(train, CorpusConfig(source=corpus),
                            model_id=model_id, db_path=db, out_dir=out)
     print(f"transcoders in {out_dir}")
     for layer, m in sorted(metrics.items()):
@@ -133,12 +145,13 @@ def demo_cmd(
     tokens: Optional[int] = typer.Option(None, help="Training tokens per layer."),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP + " Default: 'default' (Gemma 3 270M)."),
     corpus: str = typer.Option("builtin", help="'builtin', a txt/jsonl/parquet file or directory, or an HF dataset."),
+    setting: SetOption = [],
 ) -> None:
     """Build the embedded-default atlas offline (assets, transcoders, ingest jobs) and serve it."""
     from atlas.config import CorpusConfig, DemoConfig
     from ingest import demo
 
-    cfg = DemoConfig(data_dir=data, port=port, serve=serve)
+    cfg = _overridden(DemoConfig(data_dir=data, port=port, serve=serve), setting)
     ctx = demo.build(cfg, _train_config(layers, width, tokens, False, model), CorpusConfig(source=corpus))
     if serve:
         demo.serve(cfg, ctx.db_path)
@@ -198,7 +211,7 @@ def ingest_weightlens(
     inherit_layers: Optional[str] = typer.Option(None, help="'auto' (GPT-2: layer0), 'all' or 'layer0'."),
     dtype: Optional[str] = typer.Option(None, help="Lens matmul dtype: float32, bfloat16 or float64."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
-    setting: list[str] = typer.Option([], "--set", help="Any WeightLensConfig field as NAME=VALUE (repeatable)."),
+    setting: SetOption = [],
 ) -> None:
     """Compute WeightLens (science.md section 2) for every feature and load it; prints coverage per layer."""
     from atlas.config import WeightLensConfig, with_overrides
@@ -313,13 +326,15 @@ def ingest_activations(
     n_samples: int = typer.Option(100, help="Bin-weighted examples per feature (paper: 100)."),
     n_top: int = typer.Option(20, help="Top-activation examples per feature."),
     no_era: bool = typer.Option(False, "--no-era", help="Skip ERA/TWERA edges."),
+    setting: SetOption = [],
 ) -> None:
     """Activation statistics, top and bin-weighted examples, and ERA/TWERA edges over a corpus."""
     from atlas.config import ActivationsConfig
     from ingest import activations
 
-    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
-    cfg = ActivationsConfig(seq_len=seq_len, batch_size=batch_size, n_samples=n_samples, n_top=n_top, era=not no_era)
+    cfg = _overridden(ActivationsConfig(seq_len=seq_len, batch_size=batch_size, n_samples=n_samples, n_top=n_top,
+                                        era=not no_era), setting)                # refused before any loading
+    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, cfg.seq_len, max_sequences, model_id)
     print(activations.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model))
 
 
@@ -338,6 +353,7 @@ def ingest_circuitlens(
     explainer_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (e.g. http://host:8000/v1); "
                                                 "key from $ATLAS_EXPLAINER_API_KEY. Default: template descriptions."),
     explainer_model: Optional[str] = typer.Option(None, help="The explainer model's name at that endpoint."),
+    setting: SetOption = [],
 ) -> None:
     """CircuitLens: attribute each sampled example, cluster by mechanism, describe each cluster."""
     from atlas.config import CircuitLensConfig
@@ -345,9 +361,9 @@ def ingest_circuitlens(
 
     if explainer_url and not explainer_model:
         raise AtlasError("--explainer-url needs --explainer-model")
+    cfg = _overridden(CircuitLensConfig(batch_size=batch_size, eps=eps, min_samples=min_samples,
+                                        explainer_url=explainer_url, explainer_model=explainer_model), setting)
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
-    cfg = CircuitLensConfig(batch_size=batch_size, eps=eps, min_samples=min_samples, explainer_url=explainer_url,
-                            explainer_model=explainer_model)
     print(circuitlens.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model))
 
 
@@ -360,13 +376,15 @@ def ingest_scores(
     model_id: ModelIdOption = None,
     seq_len: int = typer.Option(128, help="Tokens per sequence."),
     max_sequences: MaxSequencesOption = None,
+    setting: SetOption = [],
 ) -> None:
     """Score weight-based descriptions: precision, recall and AUROC of 'token in description'."""
     from atlas.config import ScoringConfig
     from ingest import scoring
 
-    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
-    print(scoring.run(db_path, m, tset, tokens, ScoringConfig(seq_len=seq_len), model_id=mid, model_spec=model,
+    cfg = _overridden(ScoringConfig(seq_len=seq_len), setting)
+    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, cfg.seq_len, max_sequences, model_id)
+    print(scoring.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model,
                       data_name=str(text)))
 
 

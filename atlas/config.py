@@ -91,22 +91,100 @@ class WeightLensConfig:
 
 
 def with_overrides(config, assignments: list[str]):
-    """A copy of a config dataclass with 'field=value' strings applied (types from the field)."""
+    """A copy of a config dataclass with 'field=value' strings applied.
+
+    Each value is parsed by the field's type hint (``parse_value``): bool ('true'/'false', '1'/'0',
+    'yes'/'no'), int, float, str, Path, Optional (``None``/``null``), Literal (one of its values) and
+    tuples (comma-separated). A bad name or value raises AtlasError naming the field, the value and
+    the expected type; nothing is changed then.
+    """
     from dataclasses import fields, replace
+    from typing import get_type_hints
 
     from atlas.errors import AtlasError
 
-    types = {f.name: type(getattr(config, f.name)) for f in fields(config)}
+    hints = get_type_hints(type(config))
+    names = [f.name for f in fields(config)]
     changes = {}
     for text in assignments:
         name, sep, value = text.partition("=")
-        if not sep or name not in types:
-            raise AtlasError(f"setting {text!r} is not NAME=VALUE with NAME one of {', '.join(types)}")
+        name = name.strip()
+        if not sep or name not in names:
+            raise AtlasError(f"setting {text!r} is not NAME=VALUE with NAME one of {', '.join(names)}")
         try:
-            changes[name] = types[name](value)
+            changes[name] = parse_value(value, hints[name])
         except ValueError as exc:
-            raise AtlasError(f"setting {text!r}: {value!r} is not a {types[name].__name__}") from exc
+            raise AtlasError(f"setting {text!r}: field {name!r} expects {type_name(hints[name])}, "
+                             f"got {value!r} ({exc})") from None
     return replace(config, **changes)
+
+
+_TRUE, _FALSE, _NONE = ("true", "1", "yes", "on"), ("false", "0", "no", "off"), ("none", "null")
+
+
+def type_name(hint) -> str:
+    """A readable name of a type hint: 'bool', 'int | None', "one of 'a', 'b'", 'tuple[int, ...]'."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else type_name(a) for a in args)
+    if origin is tuple:
+        return f"tuple[{type_name(args[0])}, ...]" if args else "tuple"
+    return getattr(hint, "__name__", str(hint))
+
+
+def parse_value(text: str, hint):
+    """``text`` as a value of type ``hint``; ValueError says why not."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    raw = text.strip()
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and raw.lower() in _NONE:
+            return None
+        errors = []
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return parse_value(text, arm)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if origin is typing.Literal:
+        for allowed in args:
+            if raw == str(allowed):
+                return allowed
+        raise ValueError("not an allowed value")
+    if origin is tuple or hint is tuple:
+        item = args[0] if args else str
+        return tuple(parse_value(part, item) for part in raw.split(",") if part.strip()) if raw else ()
+    if hint is bool:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ValueError("use true/false")
+    if hint is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("not an integer") from None
+    if hint is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("not a number") from None
+    if hint is Path:
+        return Path(raw)
+    if hint is str:
+        return text
+    raise ValueError(f"atlas cannot parse a {type_name(hint)} from text")
+
+
 # ---- activations and CircuitLens (science.md sections 3 and 4) -------------------------------
 
 
@@ -129,7 +207,7 @@ class ActivationsConfig:
     hist_bins: int = 256            # log-spaced histogram of non-zero activations (quantile estimates)
     hist_min: float = 1e-4          # histogram range; values outside land in the end bins
     hist_max: float = 1e4
-    quantile_levels: tuple = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
+    quantile_levels: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
     seed: int = 0                   # sampling is reproducible
     skip_first: bool = True         # position 0 (BOS, an attention sink with outlier activations) is not counted
     era: bool = True                # science.md 3: ERA/TWERA for the stored 'virtual' edges
@@ -140,7 +218,7 @@ class ActivationsConfig:
 class CircuitLensConfig:
     features_per_unit: int = 256    # features per resumable unit (a block of one layer)
     batch_size: int = 16            # examples per linearized forward/backward
-    example_kinds: tuple = ("quantile",)  # science.md 4.1: clusters are built on the sampled examples
+    example_kinds: tuple[str, ...] = ("quantile",)  # science.md 4.1: clusters are built on the sampled examples
     top_contributors: int = 10      # significant contributors kept per example (atlas's choice)
     min_rel_contribution: float = 0.05  # a contributor is significant if >= 5 % of the example's
                                     # total positive input contribution (atlas's choice)
