@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 
 def cache_dir() -> Path:
@@ -30,9 +31,21 @@ class ComputeConfig:
 # ---- WeightLens (science.md §2; docs/weightlens.md) -------------------------------------------
 
 
+Profile = Literal["atlas", "reference"]
+Family = Literal["auto", "gpt2", "gemma", "llama"]
+
+
 @dataclass(frozen=True)
 class WeightLensConfig:
-    # Step 1, input tokens s = W_E · f_enc: the reference keeps z > 5.5 inside the top-1000 pool.
+    # 'atlas': atlas's own choices where they are better (docs/weightlens.md, "The two profiles");
+    # 'reference': the authors' published code, step for step, including its known bugs
+    # (atlas/lens/reference_description.py). Fields set to 'auto' take the profile's value.
+    profile: Profile = "atlas"
+    # The model family decides the reference's description BOS and GPT-2's layer-0 inheritance:
+    # 'auto' infers it from the model's architecture / name (atlas.lens.weightlens.infer_family).
+    family: Family = "auto"
+    # Step 1, input tokens s = W_E · f_enc: the reference keeps z > 5.5 inside the top-1000 pool;
+    # the bottom-1000 pool gives the negative input tokens (z < -5.5), stored, never validated.
     input_pool: int = 1000            # reference: top-1000 scores form the pool
     input_z: float = 5.5              # reference threshold (the paper's text reports 4 / 4.5, see docs)
     # Step 3, output tokens u = f_dec · W_U: top-1000 (promoted) and bottom-1000 (suppressed) pools.
@@ -45,21 +58,24 @@ class WeightLensConfig:
     edge_pool: int = 100              # reference: top-100 pool
     edge_z: float = 4.0               # reference threshold
     edge_zmode: str = "pool"          # 'pool' (reference) or 'full' (over all upstream features)
-    # 'all_layers': one pool over the concatenation of every earlier layer (atlas default; the
-    # reference's exact pooling is unconfirmed, science.md §2) or 'per_layer': one pool and z-score
-    # per (downstream feature, upstream layer).
-    edge_scope: str = "all_layers"
-    edge_sign: str = "positive"       # 'positive' links only (reference) or 'absolute' (pool on |c|)
+    # 'all_layers': one pool over the concatenation of every earlier layer (atlas), 'per_layer': one
+    # pool and z-score per (downstream feature, upstream layer) (the reference), 'auto': the profile's.
+    edge_scope: str = "auto"
+    # 'positive': positive links only (atlas), 'top': every outlier of the top pool whatever its
+    # sign (the reference), 'absolute': pool on |c|; 'auto': the profile's.
+    edge_sign: str = "auto"
     # 'raw' = W_dec[l'] · W_enc[l] (reference, stored); 'ln_centered' folds the read norm's linear
     # part: centre W_dec rows over d_model (LayerNorm) and scale by the ln2 gain when the transcoder
     # reads ln2.hook_normalized. 1/scale depends on the input and is never folded.
     edge_variant: str = "raw"
-    # Step 2 and 5: the model's own BOS ('model'), or an integer token id. The reference
-    # hard-codes 2, a bug for GPT-2 (whose BOS is 50256).
-    bos: str = "model"
+    # Step 2's prefix token only (the isolation check [prefix, t]): 'model' = the model's own BOS,
+    # an integer token id, or 'auto' = the profile's: atlas 'model'; reference 2, the authors'
+    # hard-coded prefix (a bug for GPT-2 and Llama). The description step's BOS is the profile's
+    # (atlas: the model's; reference: by family) and does not follow this field.
+    bos: str = "auto"
     # Step 5: which upstream layers a description inherits from: 'all', 'layer0' (the set's lowest
-    # layer; the reference for GPT-2: "other layers add noise"), or 'auto' = 'layer0' for GPT-2-family
-    # models, 'all' otherwise.
+    # layer; the reference for GPT-2: "other layers add noise"), or 'auto' = 'layer0' for the GPT-2
+    # family, 'all' otherwise (the reference: literally layer 0 for GPT-2).
     inherit_layers: str = "auto"
     # Step 7: near-duplicate grouping thresholds (difflib ratio), words / all-punctuation terms.
     dedup_word_ratio: float = 0.85
@@ -75,19 +91,35 @@ class WeightLensConfig:
     def __post_init__(self):
         from atlas.errors import AtlasError
 
-        choices = {"token_zmode": ("pool", "full"), "edge_zmode": ("pool", "full"),
-                   "edge_scope": ("all_layers", "per_layer"), "edge_sign": ("positive", "absolute"),
+        choices = {"profile": ("atlas", "reference"), "family": ("auto", "gpt2", "gemma", "llama"),
+                   "token_zmode": ("pool", "full"), "edge_zmode": ("pool", "full"),
+                   "edge_scope": ("auto", "all_layers", "per_layer"),
+                   "edge_sign": ("auto", "positive", "top", "absolute"),
                    "edge_variant": ("raw", "ln_centered"), "inherit_layers": ("auto", "all", "layer0"),
                    "dtype": ("float32", "bfloat16", "float64")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise AtlasError(f"WeightLens {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if self.bos != "model" and not str(self.bos).isdigit():
-            raise AtlasError(f"WeightLens bos={self.bos!r} must be 'model' or a token id")
+        if self.bos not in ("auto", "model") and not str(self.bos).isdigit():
+            raise AtlasError(f"WeightLens bos={self.bos!r} must be 'auto', 'model' or a token id")
         for name in ("input_pool", "output_pool", "edge_pool", "feature_block", "vocab_block", "upstream_block",
                      "forward_batch_tokens"):
             if int(getattr(self, name)) < (2 if name.endswith("pool") else 1):
                 raise AtlasError(f"WeightLens {name}={getattr(self, name)!r} is too small")
+
+    @property
+    def scope(self) -> str:
+        """edge_scope with 'auto' resolved by the profile."""
+        if self.edge_scope != "auto":
+            return self.edge_scope
+        return "per_layer" if self.profile == "reference" else "all_layers"
+
+    @property
+    def sign(self) -> str:
+        """edge_sign with 'auto' resolved by the profile."""
+        if self.edge_sign != "auto":
+            return self.edge_sign
+        return "top" if self.profile == "reference" else "positive"
 
 
 def with_overrides(config, assignments: list[str]):
