@@ -204,6 +204,9 @@ def ingest_weightlens(
     transcoders: str = typer.Option(..., "--transcoders", help="Transcoder set FORMAT:LOCATION (see atlas.transcoders)."),
     db_path: Path = typer.Option(..., "--db", help="The atlas DuckDB file (created if absent)."),
     model_id: ModelIdOption = None,
+    profile: Optional[str] = typer.Option(None, help="'atlas' (default: atlas's own choices) or 'reference' (the "
+                                          "authors' code, step for step; docs/weightlens.md lists the differences)."),
+    family: Optional[str] = typer.Option(None, help="Model family gpt2, gemma or llama (default: inferred)."),
     input_z: Optional[float] = typer.Option(None, help="Input-token z threshold (default 5.5, the reference)."),
     edge_z: Optional[float] = typer.Option(None, help="Virtual-weight z threshold (default 4, the reference)."),
     zmode: Optional[str] = typer.Option(None, help="Token z-score population: 'pool' (reference) or 'full' vocabulary."),
@@ -213,10 +216,10 @@ def ingest_weightlens(
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
     setting: SetOption = [],
 ) -> None:
-    """Compute WeightLens (science.md section 2) for every feature and load it; prints coverage per layer."""
+    """Compute WeightLens (docs/method.md §2) for every feature and load it; prints coverage per layer."""
     from atlas.config import WeightLensConfig, with_overrides
 
-    named = dict(input_z=input_z, edge_z=edge_z, token_zmode=zmode, edge_variant=edge_variant,
+    named = dict(profile=profile, family=family, input_z=input_z, edge_z=edge_z, token_zmode=zmode, edge_variant=edge_variant,
                  inherit_layers=inherit_layers, dtype=dtype, device=device)
     cfg = with_overrides(WeightLensConfig(), [f"{k}={v}" for k, v in named.items() if v is not None] + list(setting))
     from atlas.models import ModelSpec, load_model
@@ -230,7 +233,7 @@ def ingest_weightlens(
 
     report = run_weightlens(lm, tset, db_path, cfg, model_id=model_id or spec.default_model_id(),
                             model_spec=str(spec))
-    print(f"{db_path}: WeightLens for {len(tset)} layers ({len(report.layers_computed)} computed, "
+    print(f"{db_path}: WeightLens ({cfg.profile} profile) for {len(tset)} layers ({len(report.layers_computed)} computed, "
           f"{len(report.layers_skipped)} already done)")
     print("layer  coverage (share of features with a validated weight description)")
     for layer, value in report.coverage.items():
