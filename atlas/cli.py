@@ -296,7 +296,7 @@ def sql(
 
 
 # ---- circuitlens ---------------------------------------------------------------------------------
-# Activation statistics, examples and ERA/TWERA (science.md 3, 4.1); CircuitLens attributions,
+# Activation statistics, examples and ERA/TWERA (docs/method.md §3, §4.1); CircuitLens attributions,
 # clusters and descriptions (4.2-4.5); token-membership scores of weight descriptions (5).
 
 TC_HELP = "Transcoder set spec (see `atlas ingest weightlens --help`)."

@@ -1,7 +1,7 @@
 """One configuration surface: typed dataclasses, defaults = the paper's reference choices.
 
 Each job's configuration is a dataclass here; a comment on each default says where it comes
-from (science.md section, the authors' reference code) and where atlas knowingly differs.
+from (a docs/method.md section, the authors' reference code) and where atlas knowingly differs.
 The whole configuration of a run is stored as JSON in `ingest_runs.config`.
 """
 
@@ -28,7 +28,7 @@ class ComputeConfig:
     dtype: str = "float32"       # 'float32' or 'bfloat16' for the lenses' matrix products
 
 
-# ---- WeightLens (science.md §2; docs/weightlens.md) -------------------------------------------
+# ---- WeightLens (docs/method.md §2; docs/weightlens.md) -------------------------------------------
 
 
 Profile = Literal["atlas", "reference"]
@@ -217,20 +217,20 @@ def parse_value(text: str, hint):
     raise ValueError(f"atlas cannot parse a {type_name(hint)} from text")
 
 
-# ---- activations and CircuitLens (science.md sections 3 and 4) -------------------------------
+# ---- activations and CircuitLens (docs/method.md §3 and §4) -------------------------------
 
 
 @dataclass(frozen=True)
 class ActivationsConfig:
     seq_len: int = 128              # tokens per corpus sequence (atlas's choice; the paper does not say)
     batch_size: int = 16            # sequences per forward pass
-    n_bins: int = 20                # science.md 4.1: 20 bins of non-zero activations
+    n_bins: int = 20                # docs/method.md §4.1: 20 bins of non-zero activations
     bin_mode: str = "width"         # 'width': equal-width bins over (0, max] (the 1/n^0.9 weights only
                                     # matter when bin sizes differ); 'quantile': equal-count bins
     bin_warmup_seqs: int = 256      # bin edges come from the corpus's first sequences, so collection is one
                                     # pass; the top bin is open-ended (the paper fixes edges after caching)
-    weight_exponent: float = 0.9    # science.md 4.1: weight 1 / n_bin^0.9
-    n_samples: int = 100            # science.md 4.1: 100 examples drawn without replacement
+    weight_exponent: float = 0.9    # docs/method.md §4.1: weight 1 / n_bin^0.9
+    n_samples: int = 100            # docs/method.md §4.1: 100 examples drawn without replacement
     per_bin_reservoir: int = 100    # sample candidates kept per (feature, bin) while streaming: = n_samples is
                                     # exact; fewer bounds memory (features x bins x this), checked at the end
     n_top: int = 20                 # top-activation examples kept per feature (atlas's choice)
@@ -242,7 +242,7 @@ class ActivationsConfig:
     quantile_levels: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
     seed: int = 0                   # sampling is reproducible
     skip_first: bool = True         # position 0 (BOS, an attention sink with outlier activations) is not counted
-    era: bool = True                # science.md 3: ERA/TWERA for the stored 'virtual' edges
+    era: bool = True                # docs/method.md §3: ERA/TWERA for the stored 'virtual' edges
     edge_variant: str | None = None  # which virtual-edge variant to weight (None: every variant)
 
 
@@ -250,14 +250,14 @@ class ActivationsConfig:
 class CircuitLensConfig:
     features_per_unit: int = 256    # features per resumable unit (a block of one layer)
     batch_size: int = 16            # examples per linearized forward/backward
-    example_kinds: tuple[str, ...] = ("quantile",)  # science.md 4.1: clusters are built on the sampled examples
+    example_kinds: tuple[str, ...] = ("quantile",)  # docs/method.md §4.1: clusters are built on the sampled examples
     top_contributors: int = 10      # significant contributors kept per example (atlas's choice)
     min_rel_contribution: float = 0.05  # a contributor is significant if >= 5 % of the example's
                                     # total positive input contribution (atlas's choice)
-    n_output_positions: int = 3     # science.md 4.3: next tokens predicted at t .. t+k-1
-    min_contributor_fraction: float = 0.05  # science.md 4.4: drop contributors in < 5 % of examples
-    eps: float = 0.5                # science.md 4.4: DBSCAN eps on Jaccard distance
-    min_samples: int = 5            # science.md 4.4: DBSCAN min_samples
+    n_output_positions: int = 3     # docs/method.md §4.3: next tokens predicted at t .. t+k-1
+    min_contributor_fraction: float = 0.05  # docs/method.md §4.4: drop contributors in < 5 % of examples
+    eps: float = 0.5                # docs/method.md §4.4: DBSCAN eps on Jaccard distance
+    min_samples: int = 5            # docs/method.md §4.4: DBSCAN min_samples
     min_examples: int = 5           # features with fewer examples are not clustered
     max_features_per_layer: int | None = None  # None: every feature with examples; N: the N most often
                                     # active (feature_stats), for a time budget such as the demo's
@@ -271,7 +271,7 @@ class CircuitLensConfig:
 class ScoringConfig:
     seq_len: int = 128
     batch_size: int = 16
-    method: str = "token-membership"   # science.md 5: 'token in description' predicts 'feature active'
+    method: str = "token-membership"   # docs/method.md §5: 'token in description' predicts 'feature active'
 # ---- demo: offline assets, corpus, transcoder training (docs/demo.md) ------------------------------
 
 

@@ -1,6 +1,6 @@
 """Token projections of every feature of a layer at once: input (W_E · f_enc) and output (f_dec · W_U).
 
-Implements science.md §2 steps 1 and 3 (the matrix part; the outlier rule is in outliers.py).
+Implements docs/method.md §2.1 and §2.3 (the matrix part; the outlier rule is in outliers.py).
 
 1. Both are one product A [F, d] @ B [d, V]: inputs A = W_encᵀ, B = W_Eᵀ (raw embedding, no norm,
    no embedding scale); outputs A = W_dec, B = W_U.

@@ -1,6 +1,6 @@
 """The reference profile's description and validation (WeightLens steps 5 and 6), as the authors' code does them.
 
-docs/method.md §2.5-2.6 gives the method; docs/weightlens.md ("The two profiles") lists where this
+docs/method.md §2.5-§2.6 gives the method; docs/weightlens.md ("The two profiles") lists where this
 differs from atlas's own description step and why. Everything before (tokens, isolation check,
 edges) is shared with the atlas profile; only the rules below differ. For layer l, all features:
 

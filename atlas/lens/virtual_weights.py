@@ -1,6 +1,6 @@
 """Feature-to-feature virtual weights from every earlier layer, for all features of a layer at once.
 
-Implements science.md §2 step 4: c = W_dec[l'] · f_enc for every l' < l, one value per upstream
+Implements docs/method.md §2.4: c = W_dec[l'] · f_enc for every l' < l, one value per upstream
 feature; the reference keeps positive links with z > 4 inside the top-100 pool.
 
 1. Effective weights per variant (``fold_read_norm``):

@@ -1,6 +1,6 @@
 """WeightLens for every feature of one transcoder layer at once: tokens, edges, description, flags.
 
-Implements science.md §2. For layer l with F features (all steps vectorized over features):
+Implements docs/method.md §2. For layer l with F features (all steps vectorized over features):
 
 1. Input tokens: s = W_E · f_enc for all F features as blocked matrix products, streamed into
    top-``input_pool`` pools; keep z > ``input_z`` (projections.py, outliers.py). The bottom pool
