@@ -264,3 +264,29 @@ def test_profile_defaults_resolve_per_profile(tiny_model):
     # the reference inherits from layer 0 itself for GPT-2; atlas from the set's lowest layer
     assert inherit_from(ref, tiny_model, [1, 2]) == set()
     assert inherit_from(WeightLensConfig(family="gpt2"), tiny_model, [1, 2]) == {1}
+
+
+def test_reference_resume_reads_upstream_description_strings_back(tiny_model, tmp_path):
+    """A resumed run inherits from descriptions read back from the atlas (their strings) and stores the same."""
+    from atlas import db
+    from ingest.weightlens import run_weightlens
+
+    tset = _silence(build_transcoder_set(tiny_model, d_sae=32, seed=6))
+    cfg = WeightLensConfig(profile="reference", family="gpt2", **CFG)
+    path = tmp_path / "a.duckdb"
+    run_weightlens(tiny_model, tset, path, cfg, model_id="t")
+
+    def rows():
+        with duckdb.connect(str(path), read_only=True) as con:
+            return (con.execute("SELECT fid, side, rank, token_id, token FROM feature_tokens ORDER BY ALL").fetchall(),
+                    con.execute("SELECT fid, validated, validation_soft, description FROM feature_weightlens "
+                                "ORDER BY fid").fetchall())
+
+    first = rows()
+    with db.AtlasWriter(path) as w:
+        w.execute("DELETE FROM ingest_units WHERE unit = 'layer-1'")
+    again = run_weightlens(tiny_model, tset, path, cfg, model_id="t")
+    assert again.layers_skipped == [0] and again.layers_computed == [1]
+    assert rows() == first
+    inherited = [r for r in first[0] if r[1] == "description" and r[0] >> FID_SHIFT != first[0][0][0] >> FID_SHIFT]
+    assert inherited, "layer 1 must have descriptions to compare"
