@@ -30,6 +30,10 @@ MODEL_HELP = "Model spec KIND:VALUE: tl:NAME, hf-dir:PATH, gguf:PATH or random:S
 # The options every job command shares, declared once.
 ModelSpecOption = Annotated[str, typer.Option("--model", help=MODEL_HELP)]
 ModelIdOption = Annotated[Optional[str], typer.Option("--model-id", help="Model id in the atlas (default: from the spec).")]
+# Every job takes `--set NAME=VALUE` for any field of its config dataclass, parsed by the field's type
+# hint (atlas.config.with_overrides); the named options are applied first, --set after them.
+SetOption = Annotated[list[str], typer.Option("--set", help="Any field of the job's config as NAME=VALUE "
+                                                            "(repeatable; parsed by the field's type).")]
 
 
 # ---- db ------------------------------------------------------------------------------------------
@@ -99,6 +103,12 @@ def _train_config(layers: Optional[str], width: Optional[int], tokens: Optional[
     return TrainConfig.gpu(**overrides) if gpu else TrainConfig(**overrides)
 
 
+def _overridden(config, setting: list[str]):
+    from atlas.config import with_overrides
+
+    return with_overrides(config, list(setting))
+
+
 @app.command("train-transcoders")
 def train_transcoders_cmd(
     db: Optional[Path] = typer.Option(None, help="Register the transcoders and their metrics in this atlas."),
@@ -110,12 +120,14 @@ def train_transcoders_cmd(
     corpus: str = typer.Option("builtin", help="'builtin', a txt/jsonl/parquet file or directory, or an HF dataset."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default: in the cache, by config hash)."),
     gpu: bool = typer.Option(False, help="Use the larger GPU configuration (TrainConfig.gpu)."),
+    setting: SetOption = [],
 ) -> None:
     """Train transcoders (MLP in -> MLP out) for chosen layers, save them in the SAELens format; resumable."""
     from atlas.config import CorpusConfig
     from ingest.transcoders import run
 
-    out_dir, metrics = run(_train_config(layers, width, tokens, gpu, model), CorpusConfig(source=corpus),
+    train = _overridden(_train_config(layers, width, tokens, gpu, model), setting)
+    out_dir, metrics = run(train, CorpusConfig(source=corpus),
                            model_id=model_id, db_path=db, out_dir=out)
     print(f"transcoders in {out_dir}")
     for layer, m in sorted(metrics.items()):
@@ -133,12 +145,13 @@ def demo_cmd(
     tokens: Optional[int] = typer.Option(None, help="Training tokens per layer."),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP + " Default: 'default' (Gemma 3 270M)."),
     corpus: str = typer.Option("builtin", help="'builtin', a txt/jsonl/parquet file or directory, or an HF dataset."),
+    setting: SetOption = [],
 ) -> None:
     """Build the embedded-default atlas offline (assets, transcoders, ingest jobs) and serve it."""
     from atlas.config import CorpusConfig, DemoConfig
     from ingest import demo
 
-    cfg = DemoConfig(data_dir=data, port=port, serve=serve)
+    cfg = _overridden(DemoConfig(data_dir=data, port=port, serve=serve), setting)
     ctx = demo.build(cfg, _train_config(layers, width, tokens, False, model), CorpusConfig(source=corpus))
     if serve:
         demo.serve(cfg, ctx.db_path)
@@ -192,6 +205,9 @@ def ingest_weightlens(
     transcoders: str = typer.Option(..., "--transcoders", help="Transcoder set FORMAT:LOCATION (see atlas.transcoders)."),
     db_path: Path = typer.Option(..., "--db", help="The atlas DuckDB file (created if absent)."),
     model_id: ModelIdOption = None,
+    profile: Optional[str] = typer.Option(None, help="'atlas' (default: atlas's own choices) or 'reference' (the "
+                                          "authors' code, step for step; docs/weightlens.md lists the differences)."),
+    family: Optional[str] = typer.Option(None, help="Model family gpt2, gemma or llama (default: inferred)."),
     input_z: Optional[float] = typer.Option(None, help="Input-token z threshold (default 5.5, the reference)."),
     edge_z: Optional[float] = typer.Option(None, help="Virtual-weight z threshold (default 4, the reference)."),
     zmode: Optional[str] = typer.Option(None, help="Token z-score population: 'pool' (reference) or 'full' vocabulary."),
@@ -199,12 +215,12 @@ def ingest_weightlens(
     inherit_layers: Optional[str] = typer.Option(None, help="'auto' (GPT-2: layer0), 'all' or 'layer0'."),
     dtype: Optional[str] = typer.Option(None, help="Lens matmul dtype: float32, bfloat16 or float64."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
-    setting: list[str] = typer.Option([], "--set", help="Any WeightLensConfig field as NAME=VALUE (repeatable)."),
+    setting: SetOption = [],
 ) -> None:
-    """Compute WeightLens (science.md section 2) for every feature and load it; prints coverage per layer."""
+    """Compute WeightLens (docs/method.md §2) for every feature and load it; prints coverage per layer."""
     from atlas.config import WeightLensConfig, with_overrides
 
-    named = dict(input_z=input_z, edge_z=edge_z, token_zmode=zmode, edge_variant=edge_variant,
+    named = dict(profile=profile, family=family, input_z=input_z, edge_z=edge_z, token_zmode=zmode, edge_variant=edge_variant,
                  inherit_layers=inherit_layers, dtype=dtype, device=device)
     cfg = with_overrides(WeightLensConfig(), [f"{k}={v}" for k, v in named.items() if v is not None] + list(setting))
     from atlas.models import ModelSpec, load_model
@@ -218,7 +234,7 @@ def ingest_weightlens(
 
     report = run_weightlens(lm, tset, db_path, cfg, model_id=model_id or spec.default_model_id(),
                             model_spec=str(spec))
-    print(f"{db_path}: WeightLens for {len(tset)} layers ({len(report.layers_computed)} computed, "
+    print(f"{db_path}: WeightLens ({cfg.profile} profile) for {len(tset)} layers ({len(report.layers_computed)} computed, "
           f"{len(report.layers_skipped)} already done)")
     print("layer  coverage (share of features with a validated weight description)")
     for layer, value in report.coverage.items():
@@ -298,7 +314,7 @@ def export_cmd(
 
 
 # ---- circuitlens ---------------------------------------------------------------------------------
-# Activation statistics, examples and ERA/TWERA (science.md 3, 4.1); CircuitLens attributions,
+# Activation statistics, examples and ERA/TWERA (docs/method.md §3, §4.1); CircuitLens attributions,
 # clusters and descriptions (4.2-4.5); token-membership scores of weight descriptions (5).
 
 TC_HELP = "Transcoder set spec (see `atlas ingest weightlens --help`)."
@@ -331,13 +347,15 @@ def ingest_activations(
     n_samples: int = typer.Option(100, help="Bin-weighted examples per feature (paper: 100)."),
     n_top: int = typer.Option(20, help="Top-activation examples per feature."),
     no_era: bool = typer.Option(False, "--no-era", help="Skip ERA/TWERA edges."),
+    setting: SetOption = [],
 ) -> None:
     """Activation statistics, top and bin-weighted examples, and ERA/TWERA edges over a corpus."""
     from atlas.config import ActivationsConfig
     from ingest import activations
 
-    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
-    cfg = ActivationsConfig(seq_len=seq_len, batch_size=batch_size, n_samples=n_samples, n_top=n_top, era=not no_era)
+    cfg = _overridden(ActivationsConfig(seq_len=seq_len, batch_size=batch_size, n_samples=n_samples, n_top=n_top,
+                                        era=not no_era), setting)                # refused before any loading
+    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, cfg.seq_len, max_sequences, model_id)
     print(activations.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model))
 
 
@@ -356,6 +374,7 @@ def ingest_circuitlens(
     explainer_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (e.g. http://host:8000/v1); "
                                                 "key from $ATLAS_EXPLAINER_API_KEY. Default: template descriptions."),
     explainer_model: Optional[str] = typer.Option(None, help="The explainer model's name at that endpoint."),
+    setting: SetOption = [],
 ) -> None:
     """CircuitLens: attribute each sampled example, cluster by mechanism, describe each cluster."""
     from atlas.config import CircuitLensConfig
@@ -363,9 +382,9 @@ def ingest_circuitlens(
 
     if explainer_url and not explainer_model:
         raise AtlasError("--explainer-url needs --explainer-model")
+    cfg = _overridden(CircuitLensConfig(batch_size=batch_size, eps=eps, min_samples=min_samples,
+                                        explainer_url=explainer_url, explainer_model=explainer_model), setting)
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
-    cfg = CircuitLensConfig(batch_size=batch_size, eps=eps, min_samples=min_samples, explainer_url=explainer_url,
-                            explainer_model=explainer_model)
     print(circuitlens.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model))
 
 
@@ -378,13 +397,15 @@ def ingest_scores(
     model_id: ModelIdOption = None,
     seq_len: int = typer.Option(128, help="Tokens per sequence."),
     max_sequences: MaxSequencesOption = None,
+    setting: SetOption = [],
 ) -> None:
     """Score weight-based descriptions: precision, recall and AUROC of 'token in description'."""
     from atlas.config import ScoringConfig
     from ingest import scoring
 
-    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
-    print(scoring.run(db_path, m, tset, tokens, ScoringConfig(seq_len=seq_len), model_id=mid, model_spec=model,
+    cfg = _overridden(ScoringConfig(seq_len=seq_len), setting)
+    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, cfg.seq_len, max_sequences, model_id)
+    print(scoring.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model,
                       data_name=str(text)))
 
 

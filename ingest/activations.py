@@ -1,4 +1,4 @@
-"""Job: activation statistics, examples and ERA/TWERA edges over a corpus (science.md 3, 4.1).
+"""Job: activation statistics, examples and ERA/TWERA edges over a corpus (docs/method.md §3, §4.1).
 
 Units: one per transcoder layer (``layer-{l}``), done for one configuration and one corpus.
 A run collects, in one streaming pass set, every layer whose unit is not done (and the source

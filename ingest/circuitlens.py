@@ -1,4 +1,4 @@
-"""Job: CircuitLens attributions, clusters and descriptions of the sampled examples (science.md 4).
+"""Job: CircuitLens attributions, clusters and descriptions of the sampled examples (docs/method.md §4).
 
 Units: blocks of ``features_per_unit`` features of one layer (``layer-{l}-block-{b}``), done for
 one configuration and one set of stored examples. Per unit:

@@ -216,7 +216,7 @@ def test_atlas_stats_match_sql(url, sql):
     assert {e["kind"]: e["n"] for e in s["edges"]} == dict(sql("SELECT kind, count(*) FROM edges GROUP BY kind"))
     assert [(c["layer"], c["nDescribed"]) for c in s["coverage"]] == sql(
         "SELECT f.layer, count(*) FROM features f JOIN feature_weightlens w USING (fid) "
-        "WHERE len(w.description) > 0 GROUP BY 1 ORDER BY 1")
+        "WHERE w.n_description_tokens > 0 GROUP BY 1 ORDER BY 1")          # 'described' (docs/sql.md)
 
 
 def test_graph_export_is_circuit_tracer_json(url, sql):

@@ -1,10 +1,10 @@
-"""Streaming activation statistics and examples of transcoder features over a corpus (science.md 3, 4.1).
+"""Streaming activation statistics and examples of transcoder features over a corpus (docs/method.md §3, §4.1).
 
 Algorithm (tokens are fixed-length sequences ``[n_docs, seq]``, read in batches):
 1. Forward: hooks on every needed transcoder's ``hook_in`` encode the batch there
    (``[batch, pos, d_sae]``, one layer at a time); ``stop_at_layer`` is one past the last needed
    layer, so later blocks and the unembedding are never computed.
-2. Bin edges per feature (science.md 4.1: 20 bins of non-zero activations; equal width over
+2. Bin edges per feature (docs/method.md §4.1: 20 bins of non-zero activations; equal width over
    (0, max] by default, or equal count) from a warm-up over the first ``bin_warmup_seqs``
    sequences; the top bin is open-ended. This keeps collection to one pass over the corpus.
 3. The pass, per batch and layer, non-zero activations only: counts, sums, maxima and a
@@ -119,7 +119,7 @@ class LayerResult:
 
 
 def bin_edges(stats: LayerStats, cfg: ActivationsConfig) -> torch.Tensor:
-    """[d_sae, n_bins + 1] bin edges of non-zero activations (science.md 4.1)."""
+    """[d_sae, n_bins + 1] bin edges of non-zero activations (docs/method.md §4.1)."""
     n = cfg.n_bins
     if cfg.bin_mode == "width":
         return stats.max[:, None].double() * torch.linspace(0, 1, n + 1, dtype=torch.float64)[None, :]

@@ -1,4 +1,4 @@
-"""CircuitLens attribution: how one feature's pre-activation arises in one example (science.md 4.2, 4.3).
+"""CircuitLens attribution: how one feature's pre-activation arises in one example (docs/method.md §4.2, §4.3).
 
 Each example is (tokens, target position t, feature i of layer l); a batch shares the layer.
 
@@ -18,10 +18,10 @@ Algorithm (the *linearized forward*: one forward pass with hooks, then autograd)
 4. Biases: f(0), the same linearized forward with every leaf set to zero (patterns and scales
    kept). Completeness, checked by ``completeness_gap``: z = f(0) + sum of all contributions, exact
    for an affine f; any unfrozen nonlinearity or a missed path breaks it.
-5. Attention heads by source position (science.md 4.2, a second view of the same paths): for head
+5. Attention heads by source position (docs/method.md §4.2, a second view of the same paths): for head
    h of layer l' <= l, pattern[h, t, s] (v_s . dz/dhook_z[t, h]), which sums over heads and
    sources to (attn_out[t] - b_O) . dz/dattn_out[t] for each layer.
-6. Output side (science.md 4.3): with the MLPs from layer l on held at their observed outputs
+6. Output side (docs/method.md §4.3): with the MLPs from layer l on held at their observed outputs
    (and patterns and scales frozen), the model after layer l is linear, so one more forward with
    f_dec added at (layer l, position t) gives f_dec J for every later position at once; for the
    token y_k the model predicts at t + k (k < n_output) the effect is a_i[t] (f_dec J W_U[:, y_k]).

@@ -1,6 +1,6 @@
 """Feature-to-feature virtual weights from every earlier layer, for all features of a layer at once.
 
-Implements science.md §2 step 4: c = W_dec[l'] · f_enc for every l' < l, one value per upstream
+Implements docs/method.md §2.4: c = W_dec[l'] · f_enc for every l' < l, one value per upstream
 feature; the reference keeps positive links with z > 4 inside the top-100 pool.
 
 1. Effective weights per variant (``fold_read_norm``):
@@ -14,7 +14,8 @@ feature; the reference keeps positive links with z > 4 inside the top-100 pool.
    of ``upstream_block`` upstream features): Cᵀ = W_enc_blockᵀ @ W_dec[l']ᵀ -> [f_block, up_block],
    one matrix-matrix product, streamed into the downstream rows' top-k pool with global ids
    ``l' << 32 | j``; Σ|c| over all upstream features and layers is accumulated on the way.
-   With ``edge_sign='absolute'`` the pool is over |c|.
+   With ``edge_sign='absolute'`` the pool is over |c|; 'positive' (atlas) and 'top' (the reference)
+   pool c itself, and 'positive' then keeps only outliers with c > 0.
 3. ``scope='all_layers'``: one pool over the concatenation of all earlier layers;
    ``scope='per_layer'``: one pool (and z-score) per upstream layer. Never [F_up, F] at once.
 """
@@ -53,8 +54,8 @@ def edge_pools(W_enc: torch.Tensor, W_decs: dict[int, torch.Tensor], k: int, *, 
     Σ|c| [F] over all upstream layers and features (float64, on CPU))."""
     if scope not in ("all_layers", "per_layer"):
         raise ValueError(f"unknown edge scope {scope!r}; use 'all_layers' or 'per_layer'")
-    if sign not in ("positive", "absolute"):
-        raise ValueError(f"unknown edge sign {sign!r}; use 'positive' or 'absolute'")
+    if sign not in ("positive", "top", "absolute"):
+        raise ValueError(f"unknown edge sign {sign!r}; use 'positive', 'top' or 'absolute'")
     F = W_enc.shape[1]
     decs = {l: W.to(device=device, dtype=dtype) for l, W in sorted(W_decs.items())}   # [F_up, d]
     keys = [None] if scope == "all_layers" else list(decs)
@@ -79,7 +80,7 @@ def edge_pools(W_enc: torch.Tensor, W_decs: dict[int, torch.Tensor], k: int, *, 
 
 
 def select_edges(pools: dict, threshold: float, zmode: str, sign: str) -> Selection:
-    """z-score outliers of every pool, merged; positive links only unless sign='absolute'."""
+    """z-score outliers of every pool, merged; positive links only when sign='positive'."""
     sels = [p.select(threshold, zmode, positive_only=(sign == "positive")) for p in pools.values()]
     if len(sels) == 1:
         return sels[0]

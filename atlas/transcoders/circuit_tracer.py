@@ -1,7 +1,7 @@
 """circuit-tracer per-layer transcoders (e.g. hub ``mntss/skip-transcoder-Llama-3.2-1B-131k-nobos``):
 one ``layer_{l}.safetensors`` per layer, keys W_enc [F, d] (stored transposed: circuit-tracer
 encodes with F.linear), W_dec [F, d], b_enc [F], b_dec [d], optional W_skip [d, d], optional
-threshold [F] (JumpReLU). science.md §1.
+threshold [F] (JumpReLU). docs/method.md §1.
 
 1. Discover ``layer_{l}.safetensors``.
 2. Read the tensors; W_enc is transposed to SAELens' [d, F].

@@ -1,6 +1,6 @@
 """SAELens transcoders: a directory per layer with ``cfg.json`` + ``sae_weights.safetensors``
 (``SAE.load_from_disk``), or a pretrained release + id (``SAE.from_pretrained``, hub). Also the
-save helper the training job uses, so what atlas trains reads back exactly. science.md §1.
+save helper the training job uses, so what atlas trains reads back exactly. docs/method.md §1.
 
 1. Directory: discover every ``cfg.json`` with a ``sae_weights.safetensors`` beside it (the
    location itself may be one such directory). Its layer is the block index in the config's
