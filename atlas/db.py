@@ -32,9 +32,17 @@ from atlas.errors import AtlasError, CorruptDatabaseError, NotFoundError, Schema
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
-# Fault injection for the crash-and-resume tests: after this many committed units, the process
-# dies (os._exit) in the middle of the next unit's transaction, before its commit.
+# Fault injection for the crash-and-resume tests and bench/reliability.py. ATLAS_FAULT_AFTER_UNITS
+# names a point: "N" (or "N:mid-unit"): after N committed units, inside the next unit's
+# transaction, before its commit; "N:after-commit": right after the N-th unit's commit, before
+# anything else. There the process dies (os._exit(137): no cleanup, no rollback, no commit), or,
+# with ATLAS_FAULT_MODE=raise, raises InjectedFault (for in-process tests).
 FAULT_ENV = "ATLAS_FAULT_AFTER_UNITS"
+FAULT_MODE_ENV = "ATLAS_FAULT_MODE"
+
+
+class InjectedFault(BaseException):
+    """The fault ATLAS_FAULT_AFTER_UNITS asked for (a BaseException: no job code catches it)."""
 
 
 # ---- schema --------------------------------------------------------------------------------
@@ -207,7 +215,13 @@ class AtlasWriter:
     # -- runs
 
     def start_run(self, job: str, model_id: str | None, config: Mapping[str, Any]) -> str:
+        """Record a new run. Runs still 'running' are stale: this writer holds the only read-write
+        connection, so the process that started them is gone (killed); they are marked failed."""
         run_id = uuid.uuid4().hex
+        self.execute(
+            "UPDATE ingest_runs SET status = 'failed', finished_at = current_timestamp, "
+            "error = 'interrupted: the process ended before the run finished (found when run ' || $run_id "
+            "|| ' started)' WHERE status = 'running'", {"run_id": run_id})
         self.execute(
             "INSERT INTO ingest_runs (run_id, job, model_id, config, status, atlas_version) "
             "VALUES ($run_id, $job, $model_id, $config, 'running', $version)",
@@ -266,7 +280,7 @@ class AtlasWriter:
                 self.con.execute(sql, dict(params))
             for table, data in inserts.items():
                 n_rows += self.insert(table, data)
-            self._maybe_fault()
+            self._maybe_fault("mid-unit")
             self.con.execute(
                 "INSERT OR REPLACE INTO ingest_units (job, scope, unit, config_hash, run_id, n_rows) "
                 "VALUES ($job, $scope, $unit, $h, $run_id, $n)",
@@ -277,6 +291,7 @@ class AtlasWriter:
             self.con.execute("ROLLBACK")
             raise
         self._units_committed += 1
+        self._maybe_fault("after-commit")
         return n_rows
 
     def insert(self, table: str, data: Any) -> int:
@@ -290,9 +305,18 @@ class AtlasWriter:
         self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _atlas_insert")  # fails in an aborted transaction
         return n
 
-    def _maybe_fault(self) -> None:
-        limit = os.environ.get(FAULT_ENV)
-        if limit is not None and self._units_committed >= int(limit):
+    def _maybe_fault(self, point: str) -> None:
+        spec = os.environ.get(FAULT_ENV)
+        if spec is None:
+            return
+        count, _, at = spec.partition(":")
+        at = at or "mid-unit"
+        if at not in ("mid-unit", "after-commit"):
+            raise ValueError(f"{FAULT_ENV}={spec!r}: the point is 'mid-unit' or 'after-commit'")
+        n = int(count)
+        if at == point and (self._units_committed == n if at == "after-commit" else self._units_committed >= n):
+            if os.environ.get(FAULT_MODE_ENV) == "raise":
+                raise InjectedFault(f"{FAULT_ENV}={spec}")
             os._exit(137)  # as if killed: no cleanup, no rollback, no commit
 
     # -- models and sources
