@@ -241,5 +241,5 @@ def test_jobs_resume_after_a_kill(atlas_db, tmp_path):
     # a killed run has no chance to record anything: the next run marks it failed ('interrupted: ...');
     # a job with nothing left starts no run
     statuses = _q(atlas_db, "SELECT job, status, error LIKE 'interrupted: %' FROM ingest_runs ORDER BY started_at")
-    assert statuses == [("activations", "failed", True), ("activations", "done", False),
+    assert statuses == [("activations", "failed", True), ("activations", "done", None),
                         ("circuitlens", "failed", True), ("circuitlens", "done", None)]
