@@ -18,7 +18,8 @@ run:
    bursts of rapid publishes (keep=1). Reported: requests, errors, stale reads (a request started
    after a publish returned, answered by an older version), refused and accepted publishes, and
    whether the link ever dangled.
-3. Kills. An activations + circuitlens job (random:tiny model, tiny transcoders) is started on a
+3. Kills. Every job in turn, WeightLens, activations (with ERA over WeightLens's virtual edges),
+   CircuitLens and scores (random:tiny model, tiny transcoders), run as one process, is started on a
    fresh atlas and SIGKILLed at a random time of its work, again and again, until a run finishes
    (a cycle); then the content hashes of every table (bench/content_hash.py) are compared with an
    uninterrupted run's. Cycles repeat until ``--kills`` kills are done. Reported: kills, runs,
@@ -281,17 +282,21 @@ JOB = """
 import sys, torch
 sys.path.insert(0, {tests!r})
 from conftest import build_transcoders
-from atlas.config import ActivationsConfig, CircuitLensConfig
+from atlas.config import ActivationsConfig, CircuitLensConfig, ScoringConfig, WeightLensConfig
 from atlas.models import load_model
-from ingest import activations, circuitlens
+from ingest import activations, circuitlens, scoring
+from ingest.weightlens import run_weightlens
 model = load_model("random:tiny")
 tset = build_transcoders(model, d_sae={d_sae}, seed=3)
 tokens = torch.randint(0, 50000, ({n_docs}, 16), generator=torch.Generator().manual_seed(0))
 print("started", flush=True)
+run_weightlens(model, tset, sys.argv[1], WeightLensConfig(input_z=2.0, edge_z=2.0), model_id="tiny",
+               model_spec="random:tiny")
 acfg = ActivationsConfig(batch_size=8, n_samples=8, n_top=3, window_before=4, window_after=2)
 activations.run(sys.argv[1], model, tset, tokens, acfg, model_id="tiny", model_spec="random:tiny")
 ccfg = CircuitLensConfig(batch_size=32, min_samples=3, min_examples=4, n_output_positions=1, features_per_unit=4)
 circuitlens.run(sys.argv[1], model, tset, tokens, ccfg, model_id="tiny", model_spec="random:tiny")
+scoring.run(sys.argv[1], model, tset, tokens[::2], ScoringConfig(seq_len=16), model_id="tiny", model_spec="random:tiny")
 print("finished", flush=True)
 """
 
