@@ -11,6 +11,7 @@ version of the atlas from start to end (api/context.py), so a publish never brea
 from __future__ import annotations
 
 import contextlib
+import re
 
 import anyio
 from pathlib import Path
@@ -24,6 +25,7 @@ from strawberry.asgi import GraphQL
 from api import export, pages
 from api.context import AtlasDatabase, Context
 from api.errors import BadArgument
+from api.http_guard import guard_graphql_body
 from api.limits import ApiLimits
 from api.schema import build_schema
 from api.types.enums import EdgeKind
@@ -59,18 +61,19 @@ def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette
             if kind not in {k.value for k in EdgeKind}:
                 raise BadArgument(f"kind {kind!r} is not one of virtual, era, twera")
             top_k = request.query_params.get("topK", "10")
-            if not top_k.isdigit():
+            if re.fullmatch(r"[1-9][0-9]{0,5}", top_k) is None:
                 raise BadArgument(f"topK {top_k!r} is not a positive integer")
             return JSONResponse(await anyio.to_thread.run_sync(export.neighbourhood, ctx, fid, kind, int(top_k)))
         except AtlasError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404 if "not in the atlas" in str(exc) else 400)
 
-    inner = Starlette(routes=[
+    routes = Starlette(routes=[
         *pages.routes(limits),  # the browser pages and GraphiQL from local assets (api/pages)
         Route("/graphql", gql, methods=["POST"]),
         Route("/graph/{model}/{source}/{index}", graph_route),
         pages.fallback(),  # any other GET: a 404 page naming the path
     ], lifespan=_closing(database))
+    inner = guard_graphql_body(routes, limits)
 
     async def app(scope, receive, send):
         """Hold one atlas version for the whole request (see AtlasDatabase)."""

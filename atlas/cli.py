@@ -61,17 +61,13 @@ def db_upgrade(path: Path = typer.Argument(..., help="The DuckDB file to upgrade
 
 @db_app.command("status")
 def db_status(path: Path = typer.Argument(..., help="An atlas database.")) -> None:
-    """Print the schema revision and the row count of every table."""
+    """Verify the file (every table read to its end) and print the schema revision and row counts."""
     from atlas import db
 
-    con = db.connect_readonly(path)
-    print(f"{path}: schema revision {db.current_revision(con)} (head {db.head_revision()})")
-    tables = [r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' ORDER BY table_name"
-    ).fetchall()]
-    for table in tables:
-        n = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
-        print(f"  {table:<22} {n:>12,}")
+    checked = db.verify(path)
+    print(f"{path}: schema revision {checked.revision} (head {db.head_revision()}); every table read to its end")
+    for t in checked.tables:
+        print(f"  {t.table:<22} {t.rows:>12,}")
 
 # ---- demo: assets, transcoder training, the embedded-default atlas --------------------------------------
 

@@ -163,9 +163,9 @@ def _load_gguf(spec: ModelSpec) -> "HookedTransformer":
     path = Path(spec.value)
     if not path.is_file():
         raise ModelLoadError(f"no GGUF file at {path}")
-    with path.open("rb") as f:
-        if f.read(4) != b"GGUF":
-            raise ModelLoadError(f"{path} is not a GGUF file (bad magic bytes)")
+    from atlas.gguf_check import check_gguf
+
+    check_gguf(path)
     try:
         hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, spec.dtype))
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)

@@ -160,12 +160,14 @@ def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig
     with db.AtlasWriter(db_path) as w:
         sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
         scope = f"{model_id}/{tset.set_name}"
-        descriptions = upstream_descriptions(w, sids)
         report = {"units_written": 0, "units_done_before": 0, "features": 0, "clusters": 0, "max_completeness_gap": 0.0}
         config = {**asdict(cfg), "set_name": tset.set_name}
         with w.run(JOB, model_id, config) as run_id:
-            for layer in layers if layers is not None else tset.layer_ids:
+            for layer in sorted(layers if layers is not None else tset.layer_ids):
                 sid = sids[layer]
+                # read per layer, after the layers upstream of it are done: a layer's summaries see the
+                # same upstream descriptions whether the job ran through or resumed after an interruption
+                descriptions = upstream_descriptions(w, sids, below=layer)
                 ex = load_examples(w, sid, cfg.example_kinds)
                 if ex and cfg.max_features_per_layer is not None:
                     ex = select(ex, np.isin(ex["idx"], most_active(w, sid, cfg.max_features_per_layer)))
@@ -176,7 +178,7 @@ def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig
                 for block in np.unique(blocks):
                     sel = select(ex, blocks == block)
                     unit = f"layer-{layer}-block-{int(block)}"
-                    chash = db.config_hash({**config, "examples": int(sel["example_id"].max()), "n": len(sel["doc"])})
+                    chash = db.config_hash({**config, "examples": examples_fingerprint(sel)})
                     if w.unit_done(JOB, scope, unit, chash):
                         report["units_done_before"] += 1
                         continue
@@ -185,12 +187,35 @@ def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig
     return report
 
 
-def upstream_descriptions(w, sids: dict[int, int]) -> dict:
-    """(layer, idx) -> the feature's description (WeightLens first, else CircuitLens)."""
-    layer_of = {sid: l for l, sid in sids.items()}
+def upstream_descriptions(w, sids: dict[int, int], below: int) -> dict:
+    """(layer, idx) -> the description of a feature of a layer below ``below`` (WeightLens first, else CircuitLens)."""
+    layer_of = {sid: l for l, sid in sids.items() if l < below}
     rows = w.fetchall("SELECT fid, text FROM explanations WHERE cluster_label IS NULL "
-                      "ORDER BY (method = 'weightlens') ASC, created_at")
+                      "ORDER BY (method = 'weightlens') ASC, created_at, explanation_id")
     return {(layer_of[f >> 32], f & 0xFFFFFFFF): t for f, t in rows if (f >> 32) in layer_of}
+
+
+EXPLANATIONS_PER_FEATURE = 1024
+
+
+def explanation_id(fid: int, label: int | None) -> int:
+    """Ids from content, not the sequence (whose values a rolled-back unit may consume): fid * 1024 + 0
+    for the feature's description, + 2 + label for a cluster's (label -1 is noise). Sequence ids
+    (WeightLens's) stay far below: fids start at 2**32."""
+    k = 0 if label is None else 2 + label
+    if not 0 <= k < EXPLANATIONS_PER_FEATURE:
+        raise AtlasError(f"cluster label {label} of feature {fid}: at most {EXPLANATIONS_PER_FEATURE - 2} clusters")
+    return int(fid) * EXPLANATIONS_PER_FEATURE + k
+
+
+def examples_fingerprint(ex: dict) -> str:
+    """A hash of the examples a unit reads (ids, documents, positions): the unit is redone when they change."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in ("example_id", "doc", "pos"):
+        h.update(np.ascontiguousarray(ex[key], dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
 
 
 def write_block(w, model, tset, tokens, layer, sid, sids, ex, block, cfg, descriptions, run_id, unit, chash,
@@ -249,11 +274,13 @@ def write_block(w, model, tset, tokens, layer, sid, sids, ex, block, cfg, descri
                             "summary": json.dumps(summary), "run_id": run_id})
             mem_rows += [{"fid": fid, "label": int(label), "example_id": int(ex["example_id"][members[i]]),
                           "run_id": run_id} for i in idx]
-            expl_rows.append({"fid": fid, "cluster_label": int(label), "method": "circuitlens-template" if label < 0 else method,
+            expl_rows.append({"explanation_id": explanation_id(fid, int(label)), "fid": fid,
+                              "cluster_label": int(label), "method": "circuitlens-template" if label < 0 else method,
                               "text": text, "tokens": [t["token"] for t in summary["target_tokens"]],
                               "params": json.dumps(params), "run_id": run_id})
         n_noise = int((labels == -1).sum())
-        expl_rows.append({"fid": fid, "cluster_label": None, "method": method, "text": merge(texts, n_noise),
+        expl_rows.append({"explanation_id": explanation_id(fid, None), "fid": fid, "cluster_label": None,
+                          "method": method, "text": merge(texts, n_noise),
                           "tokens": None, "params": json.dumps({"n_clusters": int(labels.max()) + 1,
                                                                 "n_noise": n_noise, "n_examples": len(members)}),
                           "run_id": run_id})
@@ -271,6 +298,6 @@ def write_block(w, model, tset, tokens, layer, sid, sids, ex, block, cfg, descri
     report["units_written"] += 1
 
 
-_EXPL_SCHEMA = pa.schema([("fid", pa.int64()), ("cluster_label", pa.int32()), ("method", pa.string()),
-                          ("text", pa.string()), ("tokens", pa.list_(pa.string())), ("params", pa.string()),
+_EXPL_SCHEMA = pa.schema([("explanation_id", pa.int64()), ("fid", pa.int64()), ("cluster_label", pa.int32()),
+                          ("method", pa.string()), ("text", pa.string()), ("tokens", pa.list_(pa.string())), ("params", pa.string()),
                           ("run_id", pa.string())])

@@ -125,6 +125,9 @@ def load_transcoders(spec: TranscoderSpec | str, model: "HookedTransformer | Non
     tset = TranscoderSet(set_name=set_name)
     for layer, load in track(plan, f"loading transcoders {spec}", unit="layer"):
         tc = load(dtype)
+        if tc.d_sae < 1:
+            raise TranscoderError(f"{spec}: the transcoder of layer {tc.layer} ({tc.uri}) has d_sae = {tc.d_sae} "
+                                  f"features; a transcoder needs at least one")
         if tc.layer in tset.layers:
             raise TranscoderError(f"{spec}: two transcoders for layer {tc.layer} ({tset.layers[tc.layer].uri}, {tc.uri})")
         if spec.layers is not None and tc.layer not in spec.layers:
