@@ -2,27 +2,30 @@
 
     uvicorn-style: build_app("atlas.duckdb")  # or `atlas serve --db atlas.duckdb`
 
-Routes: ``POST /graphql`` (and GraphiQL at ``GET /graphql``), ``GET /graph/{model}/{source}/{index}``
-(neighbourhood as circuit-tracer graph JSON), ``GET /`` -> /graphql. Every request holds one
+Routes: ``POST /graphql``, ``GET /graph/{model}/{source}/{index}`` (neighbourhood as circuit-tracer
+graph JSON), and the browser pages of api/pages (index ``/``, feature pages, circuit views, GraphiQL
+at ``GET /graphql`` from local assets). Every request holds one
 version of the atlas from start to end (api/context.py), so a publish never breaks a request.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 
 import anyio
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
 
-from api import export
+from api import export, pages
 from api.context import AtlasDatabase, Context
 from api.errors import BadArgument
+from api.http_guard import guard_graphql_body
 from api.limits import ApiLimits
 from api.schema import build_schema
 from api.types.enums import EdgeKind
@@ -45,7 +48,7 @@ class AtlasGraphQL(GraphQL):
 
 def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette:
     database = AtlasDatabase(db_path, limits)
-    gql = AtlasGraphQL(build_schema(limits), graphql_ide="graphiql", allow_queries_via_get=False,
+    gql = AtlasGraphQL(build_schema(limits), graphql_ide=None, allow_queries_via_get=False,
                        multipart_uploads_enabled=False)
     gql.limits = limits
 
@@ -58,17 +61,19 @@ def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette
             if kind not in {k.value for k in EdgeKind}:
                 raise BadArgument(f"kind {kind!r} is not one of virtual, era, twera")
             top_k = request.query_params.get("topK", "10")
-            if not top_k.isdigit():
+            if re.fullmatch(r"[1-9][0-9]{0,5}", top_k) is None:
                 raise BadArgument(f"topK {top_k!r} is not a positive integer")
             return JSONResponse(await anyio.to_thread.run_sync(export.neighbourhood, ctx, fid, kind, int(top_k)))
         except AtlasError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404 if "not in the atlas" in str(exc) else 400)
 
-    inner = Starlette(routes=[
-        Route("/", lambda request: RedirectResponse("/graphql")),
-        Route("/graphql", gql, methods=["GET", "POST"]),
+    routes = Starlette(routes=[
+        *pages.routes(limits),  # the browser pages and GraphiQL from local assets (api/pages)
+        Route("/graphql", gql, methods=["POST"]),
         Route("/graph/{model}/{source}/{index}", graph_route),
+        pages.fallback(),  # any other GET: a 404 page naming the path
     ], lifespan=_closing(database))
+    inner = guard_graphql_body(routes, limits)
 
     async def app(scope, receive, send):
         """Hold one atlas version for the whole request (see AtlasDatabase)."""

@@ -183,9 +183,9 @@ class Context:
             raise TimeLimit(f"request exceeded the time limit of {self.limits.request_s} s")
         self.statements += 1
         cur = self.version.cursor()
-        try:
+        try:  # the time limit may interrupt the statement while it runs or while its rows are fetched
             res = cur.execute(sql, {k: v for k, v in (params or {}).items() if k in _names(sql)})
+            names = [d[0] for d in res.description]
+            return [dict(zip(names, row)) for row in res.fetchall()]
         except duckdb.InterruptException as exc:
             raise TimeLimit(f"a query exceeded the time limit of {self.limits.statement_ms} ms per statement") from exc
-        names = [d[0] for d in res.description]
-        return [dict(zip(names, row)) for row in res.fetchall()]

@@ -5,13 +5,16 @@ The format (circuit-tracer's ``create_graph_files``; Neuronpedia's graph viewer)
 ids, clicked id), ``nodes`` (node_id, feature, layer, ctx_idx, feature_type, jsNodeId, clerp,
 ...) and ``links`` (source and target node_ids, weight). An atlas graph is prompt-free (weights,
 not one prompt's attribution), so every node sits at ctx_idx 0, the prompt is empty, and each
-node carries its atlas public id in ``atlas_id``.
+node carries its atlas public id in ``atlas_id``. A node's ``feature`` is circuit-tracer's feature number
+(``index + 10**ceil(log10(d_sae)) * layer``, graph_models.Node.feature_node), the name of its
+feature file (``atlas export circuit-tracer``).
 """
 
 from __future__ import annotations
 
 from api import graph, queries
 from api.context import Context
+from atlas.viewer_export import ct_feature_index
 
 
 def _node_id(layer: int, index: int) -> str:
@@ -28,7 +31,7 @@ def graph_json(ctx: Context, slug: str, fids: list[int], edges: list[graph.EdgeR
         index = fid - (s.sid << 32)
         ids[fid] = _node_id(s.layer, index)
         nodes.append({
-            "node_id": ids[fid], "feature": index, "layer": str(s.layer), "ctx_idx": 0,
+            "node_id": ids[fid], "feature": ct_feature_index(s.layer, index, s.d_sae), "layer": str(s.layer), "ctx_idx": 0,
             "feature_type": "cross layer transcoder", "jsNodeId": f"{s.layer}_{index}-0",
             "clerp": labels.get(fid) or "", "influence": None, "activation": None, "token_prob": 0.0,
             "is_target_logit": False, "run_idx": 0, "reverse_ctx_idx": 0, "atlas_id": cat.public_id(fid),

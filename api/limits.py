@@ -15,6 +15,9 @@ class ApiLimits:
     max_aliases: int = 20          # aliases in one document (MaxAliasesLimiter)
     max_tokens: int = 2000         # tokens in one document (MaxTokensLimiter)
     max_cost: int = 20000          # sum over list fields of the product of page sizes above them
+    max_fields: int = 5000         # fields of the document with every fragment spread in full (api/measure.py)
+    max_body_bytes: int = 1 << 20  # HTTP request body (413 above it)
+    max_query_bytes: int = 64 << 10  # the query text inside it (413 above it)
     statement_ms: int = 2000       # DuckDB max_execution_time for each SQL statement
     request_s: float = 10.0        # a request stops issuing SQL after this long
     memory_limit: str = "2GB"      # DuckDB memory cap of the serving process

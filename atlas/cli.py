@@ -30,6 +30,10 @@ MODEL_HELP = "Model spec KIND:VALUE: tl:NAME, hf-dir:PATH, gguf:PATH or random:S
 # The options every job command shares, declared once.
 ModelSpecOption = Annotated[str, typer.Option("--model", help=MODEL_HELP)]
 ModelIdOption = Annotated[Optional[str], typer.Option("--model-id", help="Model id in the atlas (default: from the spec).")]
+# Every job takes `--set NAME=VALUE` for any field of its config dataclass, parsed by the field's type
+# hint (atlas.config.with_overrides); the named options are applied first, --set after them.
+SetOption = Annotated[list[str], typer.Option("--set", help="Any field of the job's config as NAME=VALUE "
+                                                            "(repeatable; parsed by the field's type).")]
 
 
 # ---- db ------------------------------------------------------------------------------------------
@@ -57,17 +61,13 @@ def db_upgrade(path: Path = typer.Argument(..., help="The DuckDB file to upgrade
 
 @db_app.command("status")
 def db_status(path: Path = typer.Argument(..., help="An atlas database.")) -> None:
-    """Print the schema revision and the row count of every table."""
+    """Verify the file (every table read to its end) and print the schema revision and row counts."""
     from atlas import db
 
-    con = db.connect_readonly(path)
-    print(f"{path}: schema revision {db.current_revision(con)} (head {db.head_revision()})")
-    tables = [r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' ORDER BY table_name"
-    ).fetchall()]
-    for table in tables:
-        n = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
-        print(f"  {table:<22} {n:>12,}")
+    checked = db.verify(path)
+    print(f"{path}: schema revision {checked.revision} (head {db.head_revision()}); every table read to its end")
+    for t in checked.tables:
+        print(f"  {t.table:<22} {t.rows:>12,}")
 
 # ---- demo: assets, transcoder training, the embedded-default atlas --------------------------------------
 
@@ -99,6 +99,12 @@ def _train_config(layers: Optional[str], width: Optional[int], tokens: Optional[
     return TrainConfig.gpu(**overrides) if gpu else TrainConfig(**overrides)
 
 
+def _overridden(config, setting: list[str]):
+    from atlas.config import with_overrides
+
+    return with_overrides(config, list(setting))
+
+
 @app.command("train-transcoders")
 def train_transcoders_cmd(
     db: Optional[Path] = typer.Option(None, help="Register the transcoders and their metrics in this atlas."),
@@ -110,12 +116,14 @@ def train_transcoders_cmd(
     corpus: str = typer.Option("builtin", help="'builtin', a txt/jsonl/parquet file or directory, or an HF dataset."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default: in the cache, by config hash)."),
     gpu: bool = typer.Option(False, help="Use the larger GPU configuration (TrainConfig.gpu)."),
+    setting: SetOption = [],
 ) -> None:
     """Train transcoders (MLP in -> MLP out) for chosen layers, save them in the SAELens format; resumable."""
     from atlas.config import CorpusConfig
     from ingest.transcoders import run
 
-    out_dir, metrics = run(_train_config(layers, width, tokens, gpu, model), CorpusConfig(source=corpus),
+    train = _overridden(_train_config(layers, width, tokens, gpu, model), setting)
+    out_dir, metrics = run(train, CorpusConfig(source=corpus),
                            model_id=model_id, db_path=db, out_dir=out)
     print(f"transcoders in {out_dir}")
     for layer, m in sorted(metrics.items()):
@@ -133,12 +141,13 @@ def demo_cmd(
     tokens: Optional[int] = typer.Option(None, help="Training tokens per layer."),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP + " Default: 'default' (Gemma 3 270M)."),
     corpus: str = typer.Option("builtin", help="'builtin', a txt/jsonl/parquet file or directory, or an HF dataset."),
+    setting: SetOption = [],
 ) -> None:
     """Build the embedded-default atlas offline (assets, transcoders, ingest jobs) and serve it."""
     from atlas.config import CorpusConfig, DemoConfig
     from ingest import demo
 
-    cfg = DemoConfig(data_dir=data, port=port, serve=serve)
+    cfg = _overridden(DemoConfig(data_dir=data, port=port, serve=serve), setting)
     ctx = demo.build(cfg, _train_config(layers, width, tokens, False, model), CorpusConfig(source=corpus))
     if serve:
         demo.serve(cfg, ctx.db_path)
@@ -147,8 +156,9 @@ def demo_cmd(
 # ---- inspect -------------------------------------------------------------------------------------
 
 TRANSCODERS_HELP = ("Transcoder set FORMAT:LOCATION: saelens:DIR, saelens-release:RELEASE[/ID], dunefsky:DIR|FILE, "
-                    "gemmascope:DIR, circuit-tracer:DIR (DIR may be hf://OWNER/REPO), an existing path "
-                    "(format detected), or a preset (gpt2-small, gemma-2-2b).")
+                    "gemmascope:DIR, circuit-tracer:DIR, gemmascope2:DIR (DIR may be hf://OWNER/REPO), an existing "
+                    "path (format detected), a preset (gpt2-small, gemma-2-2b, gemma-3-270m), or a cross-layer "
+                    "transcoder circuit-tracer-clt:DIR / gemmascope2-clt:DIR (local).")
 
 
 def parse_layers(text: Optional[str]) -> Optional[list[int]]:
@@ -191,6 +201,9 @@ def ingest_weightlens(
     transcoders: str = typer.Option(..., "--transcoders", help="Transcoder set FORMAT:LOCATION (see atlas.transcoders)."),
     db_path: Path = typer.Option(..., "--db", help="The atlas DuckDB file (created if absent)."),
     model_id: ModelIdOption = None,
+    profile: Optional[str] = typer.Option(None, help="'atlas' (default: atlas's own choices) or 'reference' (the "
+                                          "authors' code, step for step; docs/weightlens.md lists the differences)."),
+    family: Optional[str] = typer.Option(None, help="Model family gpt2, gemma or llama (default: inferred)."),
     input_z: Optional[float] = typer.Option(None, help="Input-token z threshold (default 5.5, the reference)."),
     edge_z: Optional[float] = typer.Option(None, help="Virtual-weight z threshold (default 4, the reference)."),
     zmode: Optional[str] = typer.Option(None, help="Token z-score population: 'pool' (reference) or 'full' vocabulary."),
@@ -198,18 +211,19 @@ def ingest_weightlens(
     inherit_layers: Optional[str] = typer.Option(None, help="'auto' (GPT-2: layer0), 'all' or 'layer0'."),
     dtype: Optional[str] = typer.Option(None, help="Lens matmul dtype: float32, bfloat16 or float64."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
-    setting: list[str] = typer.Option([], "--set", help="Any WeightLensConfig field as NAME=VALUE (repeatable)."),
+    setting: SetOption = [],
     executor: ExecutorOption = "local",
     address: AddressOption = None,
     workers: WorkersOption = None,
     shards: ShardsOption = None,
 ) -> None:
-    """Compute WeightLens (science.md section 2) for every feature and load it; prints coverage per layer."""
+    """Compute WeightLens (docs/method.md §2) for every feature and load it; prints coverage per layer."""
     from atlas.config import WeightLensConfig, with_overrides
 
-    named = dict(input_z=input_z, edge_z=edge_z, token_zmode=zmode, edge_variant=edge_variant,
+    named = dict(profile=profile, family=family, input_z=input_z, edge_z=edge_z, token_zmode=zmode, edge_variant=edge_variant,
                  inherit_layers=inherit_layers, dtype=dtype, device=device)
     cfg = with_overrides(WeightLensConfig(), [f"{k}={v}" for k, v in named.items() if v is not None] + list(setting))
+    ex = _executor(executor, address, workers, shards)                         # refused before any loading
     from atlas.models import ModelSpec, load_model
 
     spec = ModelSpec.parse(model, device=cfg.device)
@@ -220,8 +234,8 @@ def ingest_weightlens(
     from ingest.weightlens import run_weightlens
 
     report = run_weightlens(lm, tset, db_path, cfg, model_id=model_id or spec.default_model_id(),
-                            model_spec=str(spec), executor=_executor(executor, address, workers, shards))
-    print(f"{db_path}: WeightLens for {len(tset)} layers ({len(report.layers_computed)} computed, "
+                            model_spec=str(spec), executor=ex)
+    print(f"{db_path}: WeightLens ({cfg.profile} profile) for {len(tset)} layers ({len(report.layers_computed)} computed, "
           f"{len(report.layers_skipped)} already done)")
     print("layer  coverage (share of features with a validated weight description)")
     for layer, value in report.coverage.items():
@@ -251,7 +265,7 @@ def serve(
     port: int = typer.Option(8000, help="Port to listen on."),
     workers: int = typer.Option(1, help="Server processes (each opens the atlas read-only)."),
 ) -> None:
-    """Serve the GraphQL API (GraphiQL at /graphql) over an atlas, read-only."""
+    """Serve the GraphQL API and the feature browser (/, GraphiQL at /graphql) over an atlas, read-only."""
     import os
 
     import uvicorn
@@ -283,8 +297,25 @@ def sql(
     run_sql(db_path, query, csv=csv, parquet=parquet, max_rows=max_rows, timeout_ms=timeout_ms)
 
 
+@app.command("export")
+def export_cmd(
+    fmt: str = typer.Argument(..., help="circuit-tracer (feature files for its local viewer) or neuronpedia (JSONL)."),
+    db_path: Path = typer.Option(..., "--db", help="The atlas database."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    feature: Optional[list[str]] = typer.Option(None, "--feature", help="A public id model/source/index (repeat)."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Only these layers, e.g. '3,6' or '0-5'."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many features (fid order)."),
+) -> None:
+    """Write an atlas (or a selection) in the file formats of circuit-tracer's viewer or Neuronpedia."""
+    from atlas.viewer_export import export
+
+    r = export(db_path, out, fmt, ids=feature or None, layers=parse_layers(layers), limit=limit)
+    print(f"exported {r.features} features, {r.activations} activations, {r.explanations} explanations "
+          f"into {r.files} files under {out}")
+
+
 # ---- circuitlens ---------------------------------------------------------------------------------
-# Activation statistics, examples and ERA/TWERA (science.md 3, 4.1); CircuitLens attributions,
+# Activation statistics, examples and ERA/TWERA (docs/method.md §3, §4.1); CircuitLens attributions,
 # clusters and descriptions (4.2-4.5); token-membership scores of weight descriptions (5).
 
 ExecutorOption = Annotated[str, typer.Option("--executor", help="Where shards run: 'local' (in this process) or "
@@ -336,6 +367,7 @@ def ingest_activations(
     n_samples: int = typer.Option(100, help="Bin-weighted examples per feature (paper: 100)."),
     n_top: int = typer.Option(20, help="Top-activation examples per feature."),
     no_era: bool = typer.Option(False, "--no-era", help="Skip ERA/TWERA edges."),
+    setting: SetOption = [],
     executor: ExecutorOption = "local",
     address: AddressOption = None,
     workers: WorkersOption = None,
@@ -345,10 +377,11 @@ def ingest_activations(
     from atlas.config import ActivationsConfig
     from ingest import activations
 
-    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
-    cfg = ActivationsConfig(seq_len=seq_len, batch_size=batch_size, n_samples=n_samples, n_top=n_top, era=not no_era)
-    print(activations.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model,
-                          executor=_executor(executor, address, workers, shards)))
+    cfg = _overridden(ActivationsConfig(seq_len=seq_len, batch_size=batch_size, n_samples=n_samples, n_top=n_top,
+                                        era=not no_era), setting)                # refused before any loading
+    ex = _executor(executor, address, workers, shards)
+    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, cfg.seq_len, max_sequences, model_id)
+    print(activations.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model, executor=ex))
 
 
 @ingest_app.command("circuitlens")
@@ -366,6 +399,7 @@ def ingest_circuitlens(
     explainer_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (e.g. http://host:8000/v1); "
                                                 "key from $ATLAS_EXPLAINER_API_KEY. Default: template descriptions."),
     explainer_model: Optional[str] = typer.Option(None, help="The explainer model's name at that endpoint."),
+    setting: SetOption = [],
     executor: ExecutorOption = "local",
     address: AddressOption = None,
     workers: WorkersOption = None,
@@ -377,11 +411,11 @@ def ingest_circuitlens(
 
     if explainer_url and not explainer_model:
         raise AtlasError("--explainer-url needs --explainer-model")
+    cfg = _overridden(CircuitLensConfig(batch_size=batch_size, eps=eps, min_samples=min_samples,
+                                        explainer_url=explainer_url, explainer_model=explainer_model), setting)
+    ex = _executor(executor, address, workers, shards)
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
-    cfg = CircuitLensConfig(batch_size=batch_size, eps=eps, min_samples=min_samples, explainer_url=explainer_url,
-                            explainer_model=explainer_model)
-    print(circuitlens.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model,
-                          executor=_executor(executor, address, workers, shards)))
+    print(circuitlens.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model, executor=ex))
 
 
 @ingest_app.command("scores")
@@ -393,6 +427,7 @@ def ingest_scores(
     model_id: ModelIdOption = None,
     seq_len: int = typer.Option(128, help="Tokens per sequence."),
     max_sequences: MaxSequencesOption = None,
+    setting: SetOption = [],
     executor: ExecutorOption = "local",
     address: AddressOption = None,
     workers: WorkersOption = None,
@@ -402,9 +437,11 @@ def ingest_scores(
     from atlas.config import ScoringConfig
     from ingest import scoring
 
-    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
-    print(scoring.run(db_path, m, tset, tokens, ScoringConfig(seq_len=seq_len), model_id=mid, model_spec=model,
-                      data_name=str(text), executor=_executor(executor, address, workers, shards)))
+    cfg = _overridden(ScoringConfig(seq_len=seq_len), setting)
+    ex = _executor(executor, address, workers, shards)
+    m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, cfg.seq_len, max_sequences, model_id)
+    print(scoring.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model,
+                      data_name=str(text), executor=ex))
 
 
 def main() -> None:

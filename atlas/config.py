@@ -1,7 +1,7 @@
 """One configuration surface: typed dataclasses, defaults = the paper's reference choices.
 
 Each job's configuration is a dataclass here; a comment on each default says where it comes
-from (science.md section, the authors' reference code) and where atlas knowingly differs.
+from (a docs/method.md section, the authors' reference code) and where atlas knowingly differs.
 The whole configuration of a run is stored as JSON in `ingest_runs.config`.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 
 def cache_dir() -> Path:
@@ -27,12 +28,24 @@ class ComputeConfig:
     dtype: str = "float32"       # 'float32' or 'bfloat16' for the lenses' matrix products
 
 
-# ---- WeightLens (science.md §2; docs/weightlens.md) -------------------------------------------
+# ---- WeightLens (docs/method.md §2; docs/weightlens.md) -------------------------------------------
+
+
+Profile = Literal["atlas", "reference"]
+Family = Literal["auto", "gpt2", "gemma", "llama"]
 
 
 @dataclass(frozen=True)
 class WeightLensConfig:
-    # Step 1, input tokens s = W_E · f_enc: the reference keeps z > 5.5 inside the top-1000 pool.
+    # 'atlas': atlas's own choices where they are better (docs/weightlens.md, "The two profiles");
+    # 'reference': the authors' published code, step for step, including its known bugs
+    # (atlas/lens/reference_description.py). Fields set to 'auto' take the profile's value.
+    profile: Profile = "atlas"
+    # The model family decides the reference's description BOS and GPT-2's layer-0 inheritance:
+    # 'auto' infers it from the model's architecture / name (atlas.lens.weightlens.infer_family).
+    family: Family = "auto"
+    # Step 1, input tokens s = W_E · f_enc: the reference keeps z > 5.5 inside the top-1000 pool;
+    # the bottom-1000 pool gives the negative input tokens (z < -5.5), stored, never validated.
     input_pool: int = 1000            # reference: top-1000 scores form the pool
     input_z: float = 5.5              # reference threshold (the paper's text reports 4 / 4.5, see docs)
     # Step 3, output tokens u = f_dec · W_U: top-1000 (promoted) and bottom-1000 (suppressed) pools.
@@ -45,21 +58,24 @@ class WeightLensConfig:
     edge_pool: int = 100              # reference: top-100 pool
     edge_z: float = 4.0               # reference threshold
     edge_zmode: str = "pool"          # 'pool' (reference) or 'full' (over all upstream features)
-    # 'all_layers': one pool over the concatenation of every earlier layer (atlas default; the
-    # reference's exact pooling is unconfirmed, science.md §2) or 'per_layer': one pool and z-score
-    # per (downstream feature, upstream layer).
-    edge_scope: str = "all_layers"
-    edge_sign: str = "positive"       # 'positive' links only (reference) or 'absolute' (pool on |c|)
+    # 'all_layers': one pool over the concatenation of every earlier layer (atlas), 'per_layer': one
+    # pool and z-score per (downstream feature, upstream layer) (the reference), 'auto': the profile's.
+    edge_scope: str = "auto"
+    # 'positive': positive links only (atlas), 'top': every outlier of the top pool whatever its
+    # sign (the reference), 'absolute': pool on |c|; 'auto': the profile's.
+    edge_sign: str = "auto"
     # 'raw' = W_dec[l'] · W_enc[l] (reference, stored); 'ln_centered' folds the read norm's linear
     # part: centre W_dec rows over d_model (LayerNorm) and scale by the ln2 gain when the transcoder
     # reads ln2.hook_normalized. 1/scale depends on the input and is never folded.
     edge_variant: str = "raw"
-    # Step 2 and 5: the model's own BOS ('model'), or an integer token id. The reference
-    # hard-codes 2, a bug for GPT-2 (whose BOS is 50256).
-    bos: str = "model"
+    # Step 2's prefix token only (the isolation check [prefix, t]): 'model' = the model's own BOS,
+    # an integer token id, or 'auto' = the profile's: atlas 'model'; reference 2, the authors'
+    # hard-coded prefix (a bug for GPT-2 and Llama). The description step's BOS is the profile's
+    # (atlas: the model's; reference: by family) and does not follow this field.
+    bos: str = "auto"
     # Step 5: which upstream layers a description inherits from: 'all', 'layer0' (the set's lowest
-    # layer; the reference for GPT-2: "other layers add noise"), or 'auto' = 'layer0' for GPT-2-family
-    # models, 'all' otherwise.
+    # layer; the reference for GPT-2: "other layers add noise"), or 'auto' = 'layer0' for the GPT-2
+    # family, 'all' otherwise (the reference: literally layer 0 for GPT-2).
     inherit_layers: str = "auto"
     # Step 7: near-duplicate grouping thresholds (difflib ratio), words / all-punctuation terms.
     dedup_word_ratio: float = 0.85
@@ -75,52 +91,146 @@ class WeightLensConfig:
     def __post_init__(self):
         from atlas.errors import AtlasError
 
-        choices = {"token_zmode": ("pool", "full"), "edge_zmode": ("pool", "full"),
-                   "edge_scope": ("all_layers", "per_layer"), "edge_sign": ("positive", "absolute"),
+        choices = {"profile": ("atlas", "reference"), "family": ("auto", "gpt2", "gemma", "llama"),
+                   "token_zmode": ("pool", "full"), "edge_zmode": ("pool", "full"),
+                   "edge_scope": ("auto", "all_layers", "per_layer"),
+                   "edge_sign": ("auto", "positive", "top", "absolute"),
                    "edge_variant": ("raw", "ln_centered"), "inherit_layers": ("auto", "all", "layer0"),
                    "dtype": ("float32", "bfloat16", "float64")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise AtlasError(f"WeightLens {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if self.bos != "model" and not str(self.bos).isdigit():
-            raise AtlasError(f"WeightLens bos={self.bos!r} must be 'model' or a token id")
+        if self.bos not in ("auto", "model") and not str(self.bos).isdigit():
+            raise AtlasError(f"WeightLens bos={self.bos!r} must be 'auto', 'model' or a token id")
         for name in ("input_pool", "output_pool", "edge_pool", "feature_block", "vocab_block", "upstream_block",
                      "forward_batch_tokens"):
             if int(getattr(self, name)) < (2 if name.endswith("pool") else 1):
                 raise AtlasError(f"WeightLens {name}={getattr(self, name)!r} is too small")
 
+    @property
+    def scope(self) -> str:
+        """edge_scope with 'auto' resolved by the profile."""
+        if self.edge_scope != "auto":
+            return self.edge_scope
+        return "per_layer" if self.profile == "reference" else "all_layers"
+
+    @property
+    def sign(self) -> str:
+        """edge_sign with 'auto' resolved by the profile."""
+        if self.edge_sign != "auto":
+            return self.edge_sign
+        return "top" if self.profile == "reference" else "positive"
+
 
 def with_overrides(config, assignments: list[str]):
-    """A copy of a config dataclass with 'field=value' strings applied (types from the field)."""
+    """A copy of a config dataclass with 'field=value' strings applied.
+
+    Each value is parsed by the field's type hint (``parse_value``): bool ('true'/'false', '1'/'0',
+    'yes'/'no'), int, float, str, Path, Optional (``None``/``null``), Literal (one of its values) and
+    tuples (comma-separated). A bad name or value raises AtlasError naming the field, the value and
+    the expected type; nothing is changed then.
+    """
     from dataclasses import fields, replace
+    from typing import get_type_hints
 
     from atlas.errors import AtlasError
 
-    types = {f.name: type(getattr(config, f.name)) for f in fields(config)}
+    hints = get_type_hints(type(config))
+    names = [f.name for f in fields(config)]
     changes = {}
     for text in assignments:
         name, sep, value = text.partition("=")
-        if not sep or name not in types:
-            raise AtlasError(f"setting {text!r} is not NAME=VALUE with NAME one of {', '.join(types)}")
+        name = name.strip()
+        if not sep or name not in names:
+            raise AtlasError(f"setting {text!r} is not NAME=VALUE with NAME one of {', '.join(names)}")
         try:
-            changes[name] = types[name](value)
+            changes[name] = parse_value(value, hints[name])
         except ValueError as exc:
-            raise AtlasError(f"setting {text!r}: {value!r} is not a {types[name].__name__}") from exc
+            raise AtlasError(f"setting {text!r}: field {name!r} expects {type_name(hints[name])}, "
+                             f"got {value!r} ({exc})") from None
     return replace(config, **changes)
-# ---- activations and CircuitLens (science.md sections 3 and 4) -------------------------------
+
+
+_TRUE, _FALSE, _NONE = ("true", "1", "yes", "on"), ("false", "0", "no", "off"), ("none", "null")
+
+
+def type_name(hint) -> str:
+    """A readable name of a type hint: 'bool', 'int | None', "one of 'a', 'b'", 'tuple[int, ...]'."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else type_name(a) for a in args)
+    if origin is tuple:
+        return f"tuple[{type_name(args[0])}, ...]" if args else "tuple"
+    return getattr(hint, "__name__", str(hint))
+
+
+def parse_value(text: str, hint):
+    """``text`` as a value of type ``hint``; ValueError says why not."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    raw = text.strip()
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and raw.lower() in _NONE:
+            return None
+        errors = []
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return parse_value(text, arm)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if origin is typing.Literal:
+        for allowed in args:
+            if raw == str(allowed):
+                return allowed
+        raise ValueError("not an allowed value")
+    if origin is tuple or hint is tuple:
+        item = args[0] if args else str
+        return tuple(parse_value(part, item) for part in raw.split(",") if part.strip()) if raw else ()
+    if hint is bool:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ValueError("use true/false")
+    if hint is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("not an integer") from None
+    if hint is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("not a number") from None
+    if hint is Path:
+        return Path(raw)
+    if hint is str:
+        return text
+    raise ValueError(f"atlas cannot parse a {type_name(hint)} from text")
+
+
+# ---- activations and CircuitLens (docs/method.md §3 and §4) -------------------------------
 
 
 @dataclass(frozen=True)
 class ActivationsConfig:
     seq_len: int = 128              # tokens per corpus sequence (atlas's choice; the paper does not say)
     batch_size: int = 16            # sequences per forward pass
-    n_bins: int = 20                # science.md 4.1: 20 bins of non-zero activations
+    n_bins: int = 20                # docs/method.md §4.1: 20 bins of non-zero activations
     bin_mode: str = "width"         # 'width': equal-width bins over (0, max] (the 1/n^0.9 weights only
                                     # matter when bin sizes differ); 'quantile': equal-count bins
     bin_warmup_seqs: int = 256      # bin edges come from the corpus's first sequences, so collection is one
                                     # pass; the top bin is open-ended (the paper fixes edges after caching)
-    weight_exponent: float = 0.9    # science.md 4.1: weight 1 / n_bin^0.9
-    n_samples: int = 100            # science.md 4.1: 100 examples drawn without replacement
+    weight_exponent: float = 0.9    # docs/method.md §4.1: weight 1 / n_bin^0.9
+    n_samples: int = 100            # docs/method.md §4.1: 100 examples drawn without replacement
     per_bin_reservoir: int = 100    # sample candidates kept per (feature, bin) while streaming: = n_samples is
                                     # exact; fewer bounds memory (features x bins x this), checked at the end
     n_top: int = 20                 # top-activation examples kept per feature (atlas's choice)
@@ -129,10 +239,10 @@ class ActivationsConfig:
     hist_bins: int = 256            # log-spaced histogram of non-zero activations (quantile estimates)
     hist_min: float = 1e-4          # histogram range; values outside land in the end bins
     hist_max: float = 1e4
-    quantile_levels: tuple = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
+    quantile_levels: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
     seed: int = 0                   # sampling is reproducible
     skip_first: bool = True         # position 0 (BOS, an attention sink with outlier activations) is not counted
-    era: bool = True                # science.md 3: ERA/TWERA for the stored 'virtual' edges
+    era: bool = True                # docs/method.md §3: ERA/TWERA for the stored 'virtual' edges
     edge_variant: str | None = None  # which virtual-edge variant to weight (None: every variant)
 
 
@@ -140,14 +250,14 @@ class ActivationsConfig:
 class CircuitLensConfig:
     features_per_unit: int = 256    # features per resumable unit (a block of one layer)
     batch_size: int = 16            # examples per linearized forward/backward
-    example_kinds: tuple = ("quantile",)  # science.md 4.1: clusters are built on the sampled examples
+    example_kinds: tuple[str, ...] = ("quantile",)  # docs/method.md §4.1: clusters are built on the sampled examples
     top_contributors: int = 10      # significant contributors kept per example (atlas's choice)
     min_rel_contribution: float = 0.05  # a contributor is significant if >= 5 % of the example's
                                     # total positive input contribution (atlas's choice)
-    n_output_positions: int = 3     # science.md 4.3: next tokens predicted at t .. t+k-1
-    min_contributor_fraction: float = 0.05  # science.md 4.4: drop contributors in < 5 % of examples
-    eps: float = 0.5                # science.md 4.4: DBSCAN eps on Jaccard distance
-    min_samples: int = 5            # science.md 4.4: DBSCAN min_samples
+    n_output_positions: int = 3     # docs/method.md §4.3: next tokens predicted at t .. t+k-1
+    min_contributor_fraction: float = 0.05  # docs/method.md §4.4: drop contributors in < 5 % of examples
+    eps: float = 0.5                # docs/method.md §4.4: DBSCAN eps on Jaccard distance
+    min_samples: int = 5            # docs/method.md §4.4: DBSCAN min_samples
     min_examples: int = 5           # features with fewer examples are not clustered
     max_features_per_layer: int | None = None  # None: every feature with examples; N: the N most often
                                     # active (feature_stats), for a time budget such as the demo's
@@ -161,7 +271,7 @@ class CircuitLensConfig:
 class ScoringConfig:
     seq_len: int = 128
     batch_size: int = 16
-    method: str = "token-membership"   # science.md 5: 'token in description' predicts 'feature active'
+    method: str = "token-membership"   # docs/method.md §5: 'token in description' predicts 'feature active'
 # ---- demo: offline assets, corpus, transcoder training (docs/demo.md) ------------------------------
 
 

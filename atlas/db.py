@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -26,13 +27,22 @@ from typing import Any
 import duckdb
 
 from atlas import __version__
-from atlas.errors import AtlasError, NotFoundError, SchemaError
+from atlas.dbfile import open_duckdb, read_every_table
+from atlas.errors import AtlasError, CorruptDatabaseError, NotFoundError, SchemaError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
-# Fault injection for the crash-and-resume tests: after this many committed units, the process
-# dies (os._exit) in the middle of the next unit's transaction, before its commit.
+# Fault injection for the crash-and-resume tests and bench/reliability.py. ATLAS_FAULT_AFTER_UNITS
+# names a point: "N" (or "N:mid-unit"): after N committed units, inside the next unit's
+# transaction, before its commit; "N:after-commit": right after the N-th unit's commit, before
+# anything else. There the process dies (os._exit(137): no cleanup, no rollback, no commit), or,
+# with ATLAS_FAULT_MODE=raise, raises InjectedFault (for in-process tests).
 FAULT_ENV = "ATLAS_FAULT_AFTER_UNITS"
+FAULT_MODE_ENV = "ATLAS_FAULT_MODE"
+
+
+class InjectedFault(BaseException):
+    """The fault ATLAS_FAULT_AFTER_UNITS asked for (a BaseException: no job code catches it)."""
 
 
 # ---- schema --------------------------------------------------------------------------------
@@ -73,7 +83,11 @@ def current_revision(con: duckdb.DuckDBPyConnection) -> str | None:
 
 def check_schema(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
     """Raise SchemaError unless the database holds the schema this version of atlas writes."""
-    rev = current_revision(con)
+    try:
+        rev = current_revision(con)
+    except duckdb.Error as exc:
+        raise CorruptDatabaseError(f"{path} is damaged: its schema revision cannot be read "
+                                   f"({str(exc).splitlines()[0]})") from None
     if rev is None:
         raise SchemaError(f"{path} is not an atlas database (no schema); create it with `atlas db init {path}`")
     if rev not in known_revisions():
@@ -94,8 +108,11 @@ def upgrade(path: str | Path) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
-        with duckdb.connect(str(path), read_only=True) as con:
-            rev = current_revision(con)
+        with open_duckdb(path, read_only=False) as con:  # read-write: a lock another process holds is refused here
+            try:
+                rev = current_revision(con)
+            except duckdb.Error as exc:
+                raise CorruptDatabaseError(f"{path} is damaged: {str(exc).splitlines()[0]}") from None
         if rev is not None and rev not in known_revisions():
             raise SchemaError(
                 f"{path} has schema revision {rev!r}, made by a newer version of atlas; refusing to touch it"
@@ -129,10 +146,8 @@ class ReadOnlyLimits:
 def connect_readonly(path: str | Path, limits: ReadOnlyLimits = ReadOnlyLimits()) -> duckdb.DuckDBPyConnection:
     """A hardened read-only connection: no writes, no file access, no extensions, no SET."""
     path = Path(path)
-    if not path.exists():
-        raise NotFoundError(f"no atlas database at {path}")
-    con = duckdb.connect(
-        str(path),
+    con = open_duckdb(
+        path,
         read_only=True,
         config={
             "enable_external_access": False,
@@ -175,7 +190,7 @@ class AtlasWriter:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         upgrade(self.path)
-        self.con = duckdb.connect(str(self.path))
+        self.con = open_duckdb(self.path, read_only=False)
         check_schema(self.con, self.path)
         self._units_committed = 0
 
@@ -200,7 +215,13 @@ class AtlasWriter:
     # -- runs
 
     def start_run(self, job: str, model_id: str | None, config: Mapping[str, Any]) -> str:
+        """Record a new run. Runs still 'running' are stale: this writer holds the only read-write
+        connection, so the process that started them is gone (killed); they are marked failed."""
         run_id = uuid.uuid4().hex
+        self.execute(
+            "UPDATE ingest_runs SET status = 'failed', finished_at = current_timestamp, "
+            "error = 'interrupted: the process ended before the run finished (found when run ' || $run_id "
+            "|| ' started)' WHERE status = 'running'", {"run_id": run_id})
         self.execute(
             "INSERT INTO ingest_runs (run_id, job, model_id, config, status, atlas_version) "
             "VALUES ($run_id, $job, $model_id, $config, 'running', $version)",
@@ -259,7 +280,7 @@ class AtlasWriter:
                 self.con.execute(sql, dict(params))
             for table, data in inserts.items():
                 n_rows += self.insert(table, data)
-            self._maybe_fault()
+            self._maybe_fault("mid-unit")
             self.con.execute(
                 "INSERT OR REPLACE INTO ingest_units (job, scope, unit, config_hash, run_id, n_rows) "
                 "VALUES ($job, $scope, $unit, $h, $run_id, $n)",
@@ -270,6 +291,7 @@ class AtlasWriter:
             self.con.execute("ROLLBACK")
             raise
         self._units_committed += 1
+        self._maybe_fault("after-commit")
         return n_rows
 
     def insert(self, table: str, data: Any) -> int:
@@ -283,9 +305,18 @@ class AtlasWriter:
         self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _atlas_insert")  # fails in an aborted transaction
         return n
 
-    def _maybe_fault(self) -> None:
-        limit = os.environ.get(FAULT_ENV)
-        if limit is not None and self._units_committed >= int(limit):
+    def _maybe_fault(self, point: str) -> None:
+        spec = os.environ.get(FAULT_ENV)
+        if spec is None:
+            return
+        count, _, at = spec.partition(":")
+        at = at or "mid-unit"
+        if at not in ("mid-unit", "after-commit"):
+            raise ValueError(f"{FAULT_ENV}={spec!r}: the point is 'mid-unit' or 'after-commit'")
+        n = int(count)
+        if at == point and (self._units_committed == n if at == "after-commit" else self._units_committed >= n):
+            if os.environ.get(FAULT_MODE_ENV) == "raise":
+                raise InjectedFault(f"{FAULT_ENV}={spec}")
             os._exit(137)  # as if killed: no cleanup, no rollback, no commit
 
     # -- models and sources
@@ -369,40 +400,114 @@ def materialize_adjacency(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"ALTER TABLE _atlas_adj RENAME TO {name}")
 
 
+VERSION_SEQ_DIGITS = 8
+
+
+@dataclass(frozen=True)
+class VerifiedAtlas:
+    path: Path
+    revision: str
+    tables: tuple  # of atlas.dbfile.TableRows
+
+    def rows(self) -> dict[str, int]:
+        return {t.table: t.rows for t in self.tables}
+
+
+def verify(path: str | Path) -> VerifiedAtlas:
+    """Prove an atlas file whole: it opens read-only, holds this version's schema, and every column
+    of every table reads to its end (atlas/dbfile.py). Raises a named AtlasError otherwise."""
+    path = Path(path)
+    con = open_duckdb(path, read_only=True, config={"enable_external_access": False,
+                                                     "autoload_known_extensions": False})
+    try:
+        rev = check_schema(con, path)
+        return VerifiedAtlas(path, rev, tuple(read_every_table(con, path)))
+    finally:
+        con.close()
+
+
+def version_files(link: Path) -> list[tuple[int, Path]]:
+    """The versioned files beside ``link``, oldest first: (sequence, path). Names are
+    ``{link}.v{sequence}.{UTC time}``; names of the older ``{link}.{time}-{random}`` form count as
+    sequence -1 (older than any numbered one), in name order."""
+    pattern = re.compile(re.escape(link.name) + r"\.v(\d+)\.\d{8}T\d{6}$")
+    legacy = re.compile(re.escape(link.name) + r"\.\d{8}T\d{6}-[0-9a-f]+$")
+    found = []
+    for p in link.parent.iterdir() if link.parent.exists() else ():
+        m = pattern.fullmatch(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+        elif legacy.fullmatch(p.name):
+            found.append((-1, p))
+    return sorted(found, key=lambda sp: (sp[0], sp[1].name))
+
+
+def _reserve_version(link: Path) -> tuple[Path, Path]:
+    """A new versioned name with the next sequence number, and its .tmp file created exclusively
+    (two publishes never get the same number)."""
+    import time
+
+    seq = max([s for s, _ in version_files(link)] + [0]) + 1
+    while True:
+        name = f"{link.name}.v{seq:0{VERSION_SEQ_DIGITS}d}.{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+        version = link.parent / name
+        tmp = version.with_name(name + ".tmp")
+        if not version.exists():
+            try:
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                return version, tmp
+            except FileExistsError:
+                pass
+        seq += 1
+
+
 def publish(source: str | Path, link: str | Path, keep: int = 3) -> Path:
     """Publish ``source`` (a working atlas, not open by a writer) as the new target of symlink ``link``.
 
-    Returns the new versioned file. Keeps the ``keep`` newest versions; older ones are unlinked
-    (a server that still has one open keeps reading it until it closes it).
+    1. Verify the source whole (``verify``: schema, every table read to its end); refuse it otherwise.
+    2. Copy it to a new versioned file (``.tmp``) with the next sequence number, materialize the
+       adjacency lists and CHECKPOINT.
+    3. Verify the copy whole, with the source's row count in every table; refuse (and remove the
+       copy) otherwise. The link is untouched until here.
+    4. Rename the copy into place and flip the link atomically.
+    5. Keep the ``keep`` highest-numbered versions and never the link's target: unlink the others
+       (a server that still has one open keeps reading it until it closes it).
+    Returns the new versioned file.
     """
     import shutil
-    import time
 
     source, link = Path(source), Path(link)
     if not source.exists():
         raise NotFoundError(f"no atlas database at {source}")
     if link.exists() and not link.is_symlink():
         raise AtlasError(f"{link} exists and is not a symlink; publish needs a path of its own for the link")
+    if keep < 1:
+        raise AtlasError(f"--keep {keep}: at least the published version must be kept")
+    src = verify(source)  # also refuses a file a writer holds (DatabaseLockedError)
+    version, tmp = _reserve_version(link)
     try:
-        with duckdb.connect(str(source), read_only=True) as con:  # also refuses a file a writer holds
-            check_schema(con, source)
-    except (duckdb.IOException, duckdb.ConnectionException) as exc:  # another process / this one
-        raise AtlasError(f"cannot read {source} to publish it (is an ingest job still writing it?): {exc}") from exc
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{uuid.uuid4().hex[:6]}"
-    version = link.parent / f"{link.name}.{stamp}"
-    tmp = version.with_name(version.name + ".tmp")
-    shutil.copyfile(source, tmp)
-    wal = source.with_name(source.name + ".wal")
-    if wal.exists():  # not checkpointed: the copy replays it when opened read-write below
-        shutil.copyfile(wal, tmp.with_name(tmp.name + ".wal"))
-    with duckdb.connect(str(tmp)) as con:
-        materialize_adjacency(con)
-        con.execute("CHECKPOINT")
-    os.replace(tmp, version)
-    tmp_link = link.with_name(f".{link.name}.{stamp}.link")
+        shutil.copyfile(source, tmp)
+        wal = source.with_name(source.name + ".wal")
+        if wal.exists():  # not checkpointed: the copy replays it when opened read-write below
+            shutil.copyfile(wal, tmp.with_name(tmp.name + ".wal"))
+        with open_duckdb(tmp, read_only=False) as con:
+            materialize_adjacency(con)
+            con.execute("CHECKPOINT")
+        copy = verify(tmp).rows()
+        wrong = {t: (n, copy.get(t)) for t, n in src.rows().items() if copy.get(t) != n}
+        if wrong:
+            raise CorruptDatabaseError(f"the published copy of {source} does not hold the source's rows "
+                                       f"(table: source rows, copy rows): {wrong}")
+        os.replace(tmp, version)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+        raise
+    tmp_link = link.with_name(f".{link.name}.{version.name}.link")
     os.symlink(version.name, tmp_link)  # relative: the link and its versions move together
     os.replace(tmp_link, link)  # the atomic flip
-    versions = sorted(link.parent.glob(f"{link.name}.*T*-*"), key=lambda p: p.name)
-    for old in [v for v in versions if not v.name.endswith(".tmp")][:-keep]:
-        old.unlink(missing_ok=True)
+    target = os.readlink(link) if link.is_symlink() else None
+    for _, old in version_files(link)[:-keep]:
+        if old.name != target and old != version:
+            old.unlink(missing_ok=True)
     return version

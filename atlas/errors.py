@@ -23,3 +23,11 @@ class SchemaError(AtlasError):
 
 class NotFoundError(AtlasError):
     """An id (model, source, feature) is not in the atlas."""
+
+
+class DatabaseLockedError(AtlasError):
+    """Another process holds the database file open for writing."""
+
+
+class CorruptDatabaseError(AtlasError):
+    """A database file is not DuckDB, unreadable, truncated or damaged (a table cannot be read to its end)."""

@@ -60,16 +60,22 @@ def fraction_of_variance_explained(y: "torch.Tensor", y_hat: "torch.Tensor") -> 
 
 
 def measure_quality(model: "HookedTransformer", tset: "TranscoderSet",
-                    texts: tuple[str, ...] | list[str] = SENTENCES) -> dict[int, LayerQuality]:
-    """FVE and L0 per layer on ``texts`` (step 2-3)."""
+                    texts: tuple[str, ...] | list[str] = SENTENCES, token_batches=None) -> dict[int, LayerQuality]:
+    """FVE and L0 per layer on ``texts`` (or on ``token_batches``, [1, pos] token tensors) (step 2-3).
+    A cross-layer transcoder is measured per output layer k: ŷ_k sums the slices of every source
+    layer <= k (plus the skip term), and L0 is that of source layer k's features."""
     import torch
 
+    from atlas.transcoders.clt import CrossLayerTranscoder
+
+    clt = isinstance(tset, CrossLayerTranscoder)
     hooks = {h for tc in tset for h in (tc.hook_in, tc.hook_out)}
     stop = max(tset.layer_ids) + 1
     xs: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
+    if token_batches is None:
+        token_batches = [model.to_tokens(text, prepend_bos=True)[:, : model.cfg.n_ctx] for text in texts]  # [1, pos]
     with torch.no_grad():
-        for text in texts:
-            tokens = model.to_tokens(text, prepend_bos=True)[:, : model.cfg.n_ctx]   # [1, pos]
+        for tokens in token_batches:
             if tokens.shape[1] < 2:
                 continue
             _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks, stop_at_layer=stop)
@@ -79,6 +85,7 @@ def measure_quality(model: "HookedTransformer", tset: "TranscoderSet",
             raise AtlasError(f"no tokens to measure on (the texts were empty): {list(texts)!r}")
         acts = {h: torch.cat(v) for h, v in xs.items()}
         quality = {}
+        feats: dict[int, torch.Tensor] = {}
         for tc in tset:
             x, y = acts[tc.hook_in], acts[tc.hook_out]                     # [n_tok, d_in], [n_tok, d_out]
             for name, hook, got, want in (("reads", tc.hook_in, x.shape[-1], tc.d_in),
@@ -86,8 +93,12 @@ def measure_quality(model: "HookedTransformer", tset: "TranscoderSet",
                 if got != want:
                     raise TranscoderError(f"transcoder layer {tc.layer} ({tc.uri}) {name} {hook!r}, which is "
                                           f"{got} wide in the model, but its width is {want}")
-            a = tc.encode(x)                                               # [n_tok, d_sae]
-            y_hat = tc.sae(x)                                              # [n_tok, d_out], skip included
+            if clt:                                                        # layers in order: sources <= k known
+                feats[tc.layer] = a = tset.encode(tc.layer, x)             # [n_tok, d_sae]
+                y_hat = tset.reconstruct(tc.layer, feats, x)               # [n_tok, d_out], skip included
+            else:
+                a = tc.encode(x)                                           # [n_tok, d_sae]
+                y_hat = tc.sae(x)                                          # [n_tok, d_out], skip included
             quality[tc.layer] = LayerQuality(tc.layer, fraction_of_variance_explained(y, y_hat.to(y.dtype)),
                                              float((a > 0).sum(-1).float().mean()), int(x.shape[0]))
     return quality
@@ -119,6 +130,9 @@ def format_report(report: InspectReport) -> str:
         "mean L0",
         "",
     ]
+    if getattr(tset, "decoder_slice", None) is not None:   # a cross-layer transcoder
+        lines[-1:-1] = [f"cross-layer  features of layer l write into every layer k >= l; FVE of layer k's MLP "
+                        f"output from the slices of all source layers <= k; L0 of layer k's features"]
     header = ("layer", "reads", "writes", "d_in", "d_sae", "d_out", "act", "skip", "dtype", "format", "FVE", "L0")
     rows = [header]
     for tc in tset:

@@ -129,7 +129,31 @@ def _load_hf_dir(spec: ModelSpec) -> "HookedTransformer":
     except Exception as exc:
         raise ModelLoadError(f"transformers could not load {path}: {exc}") from exc
     # TransformerLens reads the architecture from the directory's config.json (no hub call).
-    return _from_hf(spec, hf, tok, spec.tl_name or str(path))
+    return _from_hf(spec, hf, tok, spec.tl_name or _tl_config_dir(path))
+
+
+# config.json keys TransformerLens's converters read that transformers no longer writes
+# (transformers 5 drops GPT-2's `n_ctx`): model_type -> {missing key: the key it equals}.
+_TL_LEGACY_KEYS = {"gpt2": {"n_ctx": "n_positions"}}
+
+
+def _tl_config_dir(path: Path) -> str:
+    """``path``, or a temporary directory holding its config.json completed with the legacy keys.
+
+    A directory saved by ``save_pretrained`` is loaded as it is; only the copy TransformerLens
+    reads its architecture from gets the keys it expects (derived, never guessed).
+    """
+    import json
+    import tempfile
+
+    config = json.loads((path / "config.json").read_text())
+    missing = {k: config[v] for k, v in _TL_LEGACY_KEYS.get(config.get("model_type"), {}).items()
+               if k not in config and v in config}
+    if not missing:
+        return str(path)
+    tmp = Path(tempfile.mkdtemp(prefix="atlas-tl-config-"))
+    (tmp / "config.json").write_text(json.dumps({**config, **missing}))
+    return str(tmp)
 
 
 def _load_gguf(spec: ModelSpec) -> "HookedTransformer":
@@ -139,9 +163,9 @@ def _load_gguf(spec: ModelSpec) -> "HookedTransformer":
     path = Path(spec.value)
     if not path.is_file():
         raise ModelLoadError(f"no GGUF file at {path}")
-    with path.open("rb") as f:
-        if f.read(4) != b"GGUF":
-            raise ModelLoadError(f"{path} is not a GGUF file (bad magic bytes)")
+    from atlas.gguf_check import check_gguf
+
+    check_gguf(path)
     try:
         hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, spec.dtype))
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)

@@ -117,6 +117,7 @@ def _layer_tables(spec: SyntheticSpec, sids: list[int], layer: int, run_id: str)
         "fid": fids, "validated": described & (rng.random(n) < 0.9), "validation_soft": rng.random(n),
         "n_input_tokens": np.where(described, t, 0).astype(np.int32),
         "n_upstream": np.full(n, spec.k_up if layer else 0, dtype=np.int32),
+        "n_description_tokens": np.array([len(d) for d in desc], dtype=np.int32),
         "description": pa.array(desc, type=pa.list_(pa.string())), "run_id": [run_id] * n})
     d_f = fids[described]
     side_tok = tok[described]  # [n_described, side, t]

@@ -1,4 +1,4 @@
-"""Job: activation statistics, examples and ERA/TWERA edges over a corpus (science.md 3, 4.1).
+"""Job: activation statistics, examples and ERA/TWERA edges over a corpus (docs/method.md §3, §4.1).
 
 Shards: one per transcoder layer (``layer-{l}``), done for one configuration and one corpus, run
 by the shared runner (ingest/shards.py). Each shard collects its layer in its own streaming pass
@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from atlas import db
 from atlas.config import ActivationsConfig
+from atlas.errors import AtlasError
 from atlas.ids import make_fid
 from atlas.progress import progress
 from ingest.inputs import tokens_fingerprint
@@ -99,7 +100,27 @@ def examples_table(model, res, sid: int, cfg: ActivationsConfig, run_id: str) ->
             "acts": _lists(acts.astype(np.float32), valid),
             "run_id": [run_id] * n,
         }))
-    return pa.concat_tables(parts)
+    table = pa.concat_tables(parts)
+    return table.append_column("example_id", pa.array(example_ids(table.column("fid").to_numpy()), type=pa.int64()))
+
+
+EXAMPLES_PER_FEATURE = 1024  # example_id = fid * 1024 + the example's ordinal among its feature's examples
+
+
+def example_ids(fid: np.ndarray) -> np.ndarray:
+    """Ids from content, not a sequence: fid * EXAMPLES_PER_FEATURE + the ordinal of the row among
+    its feature's rows (top examples first, then the samples, in the stores' deterministic order).
+    A unit rewritten after an interruption gets the ids an uninterrupted run gives it."""
+    order = np.argsort(fid, kind="stable")
+    sorted_fid = fid[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_fid)) + 1]
+    first = np.repeat(starts, np.diff(np.r_[starts, len(fid)]))
+    ordinal = np.empty(len(fid), dtype=np.int64)
+    ordinal[order] = np.arange(len(fid)) - first
+    if len(fid) and (ordinal.max() >= EXAMPLES_PER_FEATURE or int(fid.max()) >= (1 << 53)):
+        raise AtlasError(f"more than {EXAMPLES_PER_FEATURE} examples of one feature (n_top + n_samples), or a "
+                         f"source id over 2**21: example ids would collide")
+    return fid.astype(np.int64) * EXAMPLES_PER_FEATURE + ordinal
 
 
 def edges_table(edges: dict, mask: np.ndarray, era, run_id: str) -> pa.Table:

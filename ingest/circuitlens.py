@@ -1,4 +1,4 @@
-"""Job: CircuitLens attributions, clusters and descriptions of the sampled examples (science.md 4).
+"""Job: CircuitLens attributions, clusters and descriptions of the sampled examples (docs/method.md §4).
 
 Shards (ingest/shards.py): blocks of ``features_per_unit`` features of one layer (``layer-{l}-block-{b}``), done for
 one configuration and one set of stored examples. Per unit:
@@ -172,7 +172,8 @@ def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig
     with db.AtlasWriter(db_path) as w:
         sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
         job = CircuitLensJob({**asdict(cfg), "set_name": tset.set_name}, cfg, sids,
-                             layers if layers is not None else tset.layer_ids, f"{model_id}/{tset.set_name}", tokens)
+                             sorted(layers if layers is not None else tset.layer_ids), f"{model_id}/{tset.set_name}",
+                             tokens)
         run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
     job.report.update(units_written=run.loaded, units_done_before=run.done_before, shards=run.summary())
     return job.report
@@ -180,7 +181,12 @@ def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig
 
 class CircuitLensJob:
     """Shards: blocks of ``features_per_unit`` features of one layer; the block's stored examples
-    (checked against the corpus on the driver) and the upstream descriptions are its input."""
+    (checked against the corpus on the driver) and the upstream descriptions are its input.
+
+    A block's summaries cite the descriptions of features of the layers below it, CircuitLens's own
+    among them, so a block of layer l depends on every planned block of the layers below l and reads
+    those descriptions when its inputs are made (after they are loaded): the same descriptions whether
+    the job ran through, resumed after an interruption, or ran on Ray."""
 
     name = JOB
 
@@ -188,14 +194,14 @@ class CircuitLensJob:
                  tokens):
         self.params, self.cfg, self.sids, self.layers, self.scope, self.tokens = config, cfg, sids, layers, scope, tokens
         self.examples: dict[str, dict] = {}
-        self.descriptions: dict = {}
+        self._descriptions: dict[int, dict] = {}           # layer -> upstream descriptions (read once per layer)
         self.report = {"units_written": 0, "units_done_before": 0, "features": 0, "clusters": 0,
                        "max_completeness_gap": 0.0}
 
     def plan(self, w) -> list[Shard]:
         cfg, out = self.cfg, []
-        self.descriptions = upstream_descriptions(w, self.sids)
-        for layer in self.layers:
+        below: list[str] = []                               # planned units of the layers already planned
+        for layer in self.layers:                           # sorted: upstream layers first
             sid = self.sids[layer]
             ex = load_examples(w, sid, cfg.example_kinds)
             if ex and cfg.max_features_per_layer is not None:
@@ -204,6 +210,7 @@ class CircuitLensJob:
                 continue
             check_corpus(self.tokens, ex)
             blocks = ex["idx"] // cfg.features_per_unit
+            units = []
             for block in np.unique(blocks):
                 sel = select(ex, blocks == block)
                 unit = f"layer-{layer}-block-{int(block)}"
@@ -214,12 +221,17 @@ class CircuitLensJob:
                            for t in ("attributions", "clusters", "cluster_members")]
                 deletes.append(("DELETE FROM explanations WHERE fid BETWEEN $lo AND $hi AND method LIKE 'circuitlens%'", rng))
                 out.append(Shard(unit=unit, key={"layer": layer, "block": int(block)}, deletes=tuple(deletes),
-                                 chash=db.config_hash({**self.params, "examples": int(sel["example_id"].max()),
-                                                       "n": len(sel["doc"])})))
+                                 deps=tuple(below),
+                                 chash=db.config_hash({**self.params, "examples": examples_fingerprint(sel)})))
+                units.append(unit)
+            below += units
         return out
 
     def inputs(self, w, shard: Shard) -> dict:
-        return {"ex": self.examples[shard.unit], "descriptions": self.descriptions}
+        layer = shard.key["layer"]
+        if layer not in self._descriptions:                 # every dependency of this layer is loaded by now
+            self._descriptions = {layer: upstream_descriptions(w, self.sids, below=layer)}
+        return {"ex": self.examples[shard.unit], "descriptions": self._descriptions[layer]}
 
     def compute(self, ctx, shard: Shard, inputs: dict) -> tuple[dict, dict]:
         layer = shard.key["layer"]
@@ -232,12 +244,35 @@ class CircuitLensJob:
         self.report["max_completeness_gap"] = max(self.report["max_completeness_gap"], info["max_completeness_gap"])
 
 
-def upstream_descriptions(w, sids: dict[int, int]) -> dict:
-    """(layer, idx) -> the feature's description (WeightLens first, else CircuitLens)."""
-    layer_of = {sid: l for l, sid in sids.items()}
+def upstream_descriptions(w, sids: dict[int, int], below: int) -> dict:
+    """(layer, idx) -> the description of a feature of a layer below ``below`` (WeightLens first, else CircuitLens)."""
+    layer_of = {sid: l for l, sid in sids.items() if l < below}
     rows = w.fetchall("SELECT fid, text FROM explanations WHERE cluster_label IS NULL "
-                      "ORDER BY (method = 'weightlens') ASC, created_at")
+                      "ORDER BY (method = 'weightlens') ASC, created_at, explanation_id")
     return {(layer_of[f >> 32], f & 0xFFFFFFFF): t for f, t in rows if (f >> 32) in layer_of}
+
+
+EXPLANATIONS_PER_FEATURE = 1024
+
+
+def explanation_id(fid: int, label: int | None) -> int:
+    """Ids from content, not the sequence (whose values a rolled-back unit may consume): fid * 1024 + 0
+    for the feature's description, + 2 + label for a cluster's (label -1 is noise). Sequence ids
+    (WeightLens's) stay far below: fids start at 2**32."""
+    k = 0 if label is None else 2 + label
+    if not 0 <= k < EXPLANATIONS_PER_FEATURE:
+        raise AtlasError(f"cluster label {label} of feature {fid}: at most {EXPLANATIONS_PER_FEATURE - 2} clusters")
+    return int(fid) * EXPLANATIONS_PER_FEATURE + k
+
+
+def examples_fingerprint(ex: dict) -> str:
+    """A hash of the examples a unit reads (ids, documents, positions): the unit is redone when they change."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in ("example_id", "doc", "pos"):
+        h.update(np.ascontiguousarray(ex[key], dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
 
 
 def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit) -> tuple[dict, dict]:
@@ -297,11 +332,13 @@ def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, u
                             "summary": json.dumps(summary), "run_id": run_id})
             mem_rows += [{"fid": fid, "label": int(label), "example_id": int(ex["example_id"][members[i]]),
                           "run_id": run_id} for i in idx]
-            expl_rows.append({"fid": fid, "cluster_label": int(label), "method": "circuitlens-template" if label < 0 else method,
+            expl_rows.append({"explanation_id": explanation_id(fid, int(label)), "fid": fid,
+                              "cluster_label": int(label), "method": "circuitlens-template" if label < 0 else method,
                               "text": text, "tokens": [t["token"] for t in summary["target_tokens"]],
                               "params": json.dumps(params), "run_id": run_id})
         n_noise = int((labels == -1).sum())
-        expl_rows.append({"fid": fid, "cluster_label": None, "method": method, "text": merge(texts, n_noise),
+        expl_rows.append({"explanation_id": explanation_id(fid, None), "fid": fid, "cluster_label": None,
+                          "method": method, "text": merge(texts, n_noise),
                           "tokens": None, "params": json.dumps({"n_clusters": int(labels.max()) + 1,
                                                                 "n_noise": n_noise, "n_examples": len(members)}),
                           "run_id": run_id})
@@ -314,6 +351,6 @@ def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, u
     return inserts, report
 
 
-_EXPL_SCHEMA = pa.schema([("fid", pa.int64()), ("cluster_label", pa.int32()), ("method", pa.string()),
-                          ("text", pa.string()), ("tokens", pa.list_(pa.string())), ("params", pa.string()),
+_EXPL_SCHEMA = pa.schema([("explanation_id", pa.int64()), ("fid", pa.int64()), ("cluster_label", pa.int32()),
+                          ("method", pa.string()), ("text", pa.string()), ("tokens", pa.list_(pa.string())), ("params", pa.string()),
                           ("run_id", pa.string())])

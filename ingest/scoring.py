@@ -1,4 +1,4 @@
-"""Job: score every weight-based description on held-out text with no LLM (science.md 5).
+"""Job: score every weight-based description on held-out text with no LLM (docs/method.md §5).
 
 Shards: one per layer (``layer-{l}``, run by ingest/shards.py), done for one configuration and one held-out corpus. The
 descriptions are the ``explanations`` rows of method 'weightlens' (their ``tokens`` column: the

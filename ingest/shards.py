@@ -69,6 +69,7 @@ class ShardJob(Protocol):
     def inputs(self, w, shard: Shard) -> Any: ...                 # driver side: may read the atlas
     def compute(self, ctx: Context, shard: Shard, inputs: Any) -> tuple[dict, dict]: ...  # tables, info
     def account(self, shard: Shard, info: dict) -> None: ...      # driver side: job report
+    # optional: def started(self, w, run_id) -> None, called once the run's ingest_runs row exists
 
 
 @dataclass
@@ -264,6 +265,8 @@ def run_job(job: ShardJob, ctx: Context, db_path, w, executor: ExecutorConfig = 
                 report.rerun_bad_files += 1
     with w.run(job.name, job.params.get("model_id"), job.params) as run_id:
         report.run_id = run_id
+        if hasattr(job, "started"):           # optional: a job's own columns of its ingest_runs row
+            job.started(w, run_id)
         label = progress_label or f"{job.name} {job.scope}"
         with progress(label, total=len(todo), unit="shards") as bar:
             def load(shard: Shard, entry: dict, computed: bool) -> None:

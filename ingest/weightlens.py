@@ -43,11 +43,14 @@ class WeightLensReport:
 def run_weightlens(model, tset, db_path, cfg: WeightLensConfig = WeightLensConfig(), *, model_id: str,
                    model_spec: str | None = None, executor: ExecutorConfig = LOCAL) -> WeightLensReport:
     """Compute WeightLens for every layer of ``tset`` and load it into the atlas at ``db_path``."""
-    from atlas.lens.weightlens import inherit_from, resolve_bos
+    from atlas.lens.weightlens import description_bos, inherit_from, resolve_bos, resolve_family
 
     tset.check_against(model)
-    settings = {**as_dict(cfg), "inherit_layers_resolved": sorted(inherit_from(cfg, model, tset.layer_ids)),
-                "bos_resolved": resolve_bos(cfg, model), "model_id": model_id, "set_name": tset.set_name}
+    settings = {**as_dict(cfg), "family_resolved": resolve_family(cfg, model),
+                "inherit_layers_resolved": sorted(inherit_from(cfg, model, tset.layer_ids)),
+                "bos_resolved": resolve_bos(cfg, model), "description_bos_resolved": description_bos(cfg, model),
+                "edge_scope_resolved": cfg.scope, "edge_sign_resolved": cfg.sign,
+                "model_id": model_id, "set_name": tset.set_name}
     report = WeightLensReport()
     with AtlasWriter(db_path) as w:
         sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
@@ -89,7 +92,12 @@ class WeightLensJob:
     def inputs(self, w, shard: Shard) -> dict:
         """Descriptions D of the earlier layers this layer inherits from (already in the atlas)."""
         deps = [int(u.removeprefix("layer-")) for u in shard.deps]
-        return {l: load_description(w, self.sids[l], self.d_sae[l]) for l in deps}
+        return {l: load_description(w, self.sids[l], self.d_sae[l], strings=self.cfg.profile == "reference")
+                for l in deps}
+
+    def started(self, w, run_id: str) -> None:
+        """The run's row records the profile (ingest_runs.profile, migration 0003)."""
+        w.execute("UPDATE ingest_runs SET profile = $p WHERE run_id = $r", {"p": self.cfg.profile, "r": run_id})
 
     def compute(self, ctx, shard: Shard, descriptions: dict) -> tuple[dict, dict]:
         from atlas.lens.weightlens import weightlens_layer
@@ -123,23 +131,29 @@ def layer_deletes(sid: int, variant: str) -> list[tuple[str, dict]]:
     ]
 
 
-def load_description(w: AtlasWriter, sid: int, d_sae: int):
-    """D(l, i) of a layer already in the atlas, from feature_tokens side 'description'."""
+def load_description(w: AtlasWriter, sid: int, d_sae: int, strings: bool = False):
+    """D(l, i) of a layer already in the atlas, from feature_tokens side 'description' (with its
+    strings, which the reference profile inherits, when ``strings``)."""
     from atlas.lens.weightlens import Ragged
 
-    got = w.execute("SELECT fid - $lo AS feat, token_id FROM feature_tokens WHERE side = 'description' "
+    got = w.execute("SELECT fid - $lo AS feat, token_id, token FROM feature_tokens WHERE side = 'description' "
                     "AND fid >= $lo AND fid < $hi ORDER BY fid, rank", _fid_range(sid)).fetchnumpy()
-    return Ragged(np.asarray(got["feat"], dtype=np.int64), np.asarray(got["token_id"], dtype=np.int64), d_sae)
+    return Ragged(np.asarray(got["feat"], dtype=np.int64), np.asarray(got["token_id"], dtype=np.int64), d_sae,
+                  strings=np.asarray(got["token"], dtype=object) if strings else None)
 
 
 def _token_rows(model, fid0: int, side: str, t: dict, run_id: str, validated=None) -> pa.Table:
     from atlas.models import token_strings
 
-    uniq, inv = np.unique(t["token"], return_inverse=True)
-    strings = np.array(token_strings(model, uniq) if len(uniq) else [], dtype=object)
+    if t.get("strings") is not None:                      # the reference's description: its own strings
+        text = pa.array(list(t["strings"]), pa.string())
+    else:
+        uniq, inv = np.unique(t["token"], return_inverse=True)
+        strings = np.array(token_strings(model, uniq) if len(uniq) else [], dtype=object)
+        text = pa.array(strings[inv] if len(uniq) else [], pa.string())
     cols = {"fid": fid0 + t["feat"].astype(np.int64), "side": pa.array([side] * len(t["feat"]), pa.string()),
             "rank": t["rank"].astype(np.int32), "token_id": t["token"].astype(np.int32),
-            "token": pa.array(strings[inv] if len(uniq) else [], pa.string()),
+            "token": text,
             "score": t.get("score", np.full(len(t["feat"]), np.nan)), "zscore": t.get("z", np.full(len(t["feat"]), np.nan)),
             "validated": pa.array(validated, pa.bool_()) if validated is not None else pa.nulls(len(t["feat"]), pa.bool_()),
             "run_id": pa.array([run_id] * len(t["feat"]), pa.string())}
@@ -158,14 +172,17 @@ def layer_tables(model, res, sids: dict[int, int], run_id: str, cfg: WeightLensC
     desc_rank = np.arange(len(d.feat)) - d.offsets[d.feat]                       # position inside D(l, i)
     tokens = pa.concat_tables([
         _token_rows(model, fid0, "input", res.inputs, run_id, validated=res.inputs["validated"]),
+        _token_rows(model, fid0, "input_negative", res.negative_inputs, run_id),
         _token_rows(model, fid0, "promoted", res.promoted, run_id),
         _token_rows(model, fid0, "suppressed", res.suppressed, run_id),
-        _token_rows(model, fid0, "description", {"feat": d.feat, "token": d.token, "rank": desc_rank}, run_id),
+        _token_rows(model, fid0, "description", {"feat": d.feat, "token": d.token, "rank": desc_rank,
+                                                 "strings": d.strings}, run_id),
     ], promote_options="default")
     features = pa.table({
         "fid": fid0 + np.arange(F, dtype=np.int64), "validated": res.validated,
         "validation_soft": pa.array(res.validation_soft, pa.float64(), from_pandas=True),
         "n_input_tokens": res.n_input_tokens.astype(np.int32), "n_upstream": res.n_upstream.astype(np.int32),
+        "n_description_tokens": d.lengths().astype(np.int32),
         "description": pa.array(res.terms, pa.list_(pa.string())), "run_id": pa.array([run_id] * F, pa.string())})
     e = res.edges
     src_sid = np.zeros(len(e["src_layer"]), dtype=np.int64)
@@ -184,11 +201,12 @@ def layer_tables(model, res, sids: dict[int, int], run_id: str, cfg: WeightLensC
         "tokens": pa.array([res.terms[i] for i in described], pa.list_(pa.string())),
         "params": pa.array([params] * len(described), pa.string()),
         "run_id": pa.array([run_id] * len(described), pa.string())})
+    # coverage = share of *validated* features (docs/sql.md, coverage_per_layer, defines the three counts)
     coverage = float(res.validated.mean()) if F else 0.0
     metrics = pa.table({"sid": [sid], "method": ["weightlens"], "metric": ["coverage"], "value": [coverage],
-                        "data": [None], "params": [params], "run_id": [run_id]},
+                        "data": [None], "params": [params], "run_id": [run_id], "profile": [cfg.profile]},
                        schema=pa.schema([("sid", pa.int32()), ("method", pa.string()), ("metric", pa.string()),
                                          ("value", pa.float64()), ("data", pa.string()), ("params", pa.string()),
-                                         ("run_id", pa.string())]))
+                                         ("run_id", pa.string()), ("profile", pa.string())]))
     return {"feature_tokens": tokens, "feature_weightlens": features, "edges": edges, "explanations": explanations,
             "source_metrics": metrics}

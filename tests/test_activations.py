@@ -1,4 +1,4 @@
-"""Streaming activation statistics, examples, bin-weighted sampling and ERA/TWERA (science.md 3, 4.1),
+"""Streaming activation statistics, examples, bin-weighted sampling and ERA/TWERA (docs/method.md §3, §4.1),
 each against a dense reference computed on the whole (small) corpus."""
 
 from __future__ import annotations

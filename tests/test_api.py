@@ -216,7 +216,7 @@ def test_atlas_stats_match_sql(url, sql):
     assert {e["kind"]: e["n"] for e in s["edges"]} == dict(sql("SELECT kind, count(*) FROM edges GROUP BY kind"))
     assert [(c["layer"], c["nDescribed"]) for c in s["coverage"]] == sql(
         "SELECT f.layer, count(*) FROM features f JOIN feature_weightlens w USING (fid) "
-        "WHERE len(w.description) > 0 GROUP BY 1 ORDER BY 1")
+        "WHERE w.n_description_tokens > 0 GROUP BY 1 ORDER BY 1")          # 'described' (docs/sql.md)
 
 
 def test_graph_export_is_circuit_tracer_json(url, sql):
@@ -231,7 +231,11 @@ def test_graph_export_is_circuit_tracer_json(url, sql):
     assert len(g["nodes"]) == 7 and "2_7_0" in ids and g["qParams"]["clickedId"] == "2_7_0"
     for n in g["nodes"]:
         assert {"node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId", "clerp"} <= set(n)
-        assert n["node_id"] == f"{n['layer']}_{n['feature']}_0"
+        # circuit-tracer's numbering (graph_models.Node.feature_node): node_id layer_index_pos, feature
+        # index + 10**ceil(log10(d_sae)) * layer (d_sae 64 -> 100), unique across layers
+        layer, index, _ = n["node_id"].split("_")
+        assert n["layer"] == layer and n["feature"] == int(index) + 100 * int(layer)
+        assert n["atlas_id"].endswith(f"/{layer}-synth/{index}")
     assert len(g["links"]) == 6 and all(link["source"] in ids and link["target"] in ids for link in g["links"])
     fid = fid_of(public, sql)
     strongest = sql("SELECT weight FROM edges WHERE dst_fid = $f AND kind = 'virtual' ORDER BY abs(weight) DESC "

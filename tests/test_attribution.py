@@ -1,4 +1,4 @@
-"""CircuitLens attribution (science.md 4.2-4.3): completeness, the head view, and the output side
+"""CircuitLens attribution (docs/method.md §4.2-§4.3): completeness, the head view, and the output side
 checked by intervention, on a real (random-weight) TransformerLens model with SAELens transcoders."""
 
 from __future__ import annotations

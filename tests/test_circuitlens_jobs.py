@@ -238,7 +238,8 @@ def test_jobs_resume_after_a_kill(atlas_db, tmp_path):
     assert n_units == len(_q(atlas_db, "SELECT DISTINCT fid // 4 FROM examples WHERE kind = 'quantile'")) > 2
     assert _q(atlas_db, "SELECT count(DISTINCT fid) FROM clusters")[0][0] > partial
     assert _q(atlas_db, "SELECT count(*) FROM (SELECT example_id FROM cluster_members GROUP BY 1 HAVING count(*) > 1)") == [(0,)]
-    # killed runs stay 'running' (no chance to record anything); a job with nothing left starts no run
-    statuses = _q(atlas_db, "SELECT job, status FROM ingest_runs ORDER BY started_at")
-    assert statuses == [("activations", "running"), ("activations", "done"), ("circuitlens", "running"),
-                        ("circuitlens", "done")]
+    # a killed run has no chance to record anything: the next run marks it failed ('interrupted: ...');
+    # a job with nothing left starts no run
+    statuses = _q(atlas_db, "SELECT job, status, error LIKE 'interrupted: %' FROM ingest_runs ORDER BY started_at")
+    assert statuses == [("activations", "failed", True), ("activations", "done", None),
+                        ("circuitlens", "failed", True), ("circuitlens", "done", None)]

@@ -1,4 +1,4 @@
-"""Contributor sets and clustering (science.md 4.4): Jaccard distances by hand, and planted
+"""Contributor sets and clustering (docs/method.md §4.4): Jaccard distances by hand, and planted
 mechanisms recovered, both from given sets and from attributions on a real model."""
 
 from __future__ import annotations

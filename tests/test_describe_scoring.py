@@ -1,5 +1,5 @@
 """Descriptions (template and an OpenAI-compatible explainer on loopback) and token-membership
-scores (science.md 4.5, 5)."""
+scores (docs/method.md §4.5, §5)."""
 
 from __future__ import annotations
 

@@ -27,14 +27,17 @@ def test_hf_directory_loads_offline_and_matches_transformers(tmp_path):
 
     from atlas.models import gpt2_tokenizer
 
-    # n_ctx as in the hub's gpt2 config.json, which TransformerLens reads
-    hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=64, n_ctx=64))
+    # saved by save_pretrained unchanged: transformers 5 writes no n_ctx, which TransformerLens reads
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=64))
     hf.eval().save_pretrained(tmp_path)
+    saved = (tmp_path / "config.json").read_text()
     gpt2_tokenizer().save_pretrained(tmp_path)
     model = load_model(f"hf-dir:{tmp_path}")
     tokens = model.to_tokens("The capital of France is")
     with torch.no_grad():
         assert torch.allclose(model(tokens), hf(tokens).logits, atol=1e-4)
+    assert model.cfg.n_ctx == 64                                   # from n_positions
+    assert (tmp_path / "config.json").read_text() == saved         # the directory is not touched
 
 
 @pytest.mark.parametrize("text, match", [

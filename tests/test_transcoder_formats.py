@@ -124,7 +124,7 @@ def test_circuit_tracer_transposes_encoder_and_adds_skip(write_transcoder_files,
     for layer, t in w.tensors.items():
         tc = tset[layer]
         assert tc.has_skip == skip and tc.activation == ("jumprelu" if jumprelu else "relu")
-        assert (tc.hook_in, tc.hook_out) == (f"blocks.{layer}.hook_resid_mid", f"blocks.{layer}.hook_mlp_out")
+        assert (tc.hook_in, tc.hook_out) == (f"blocks.{layer}.hook_resid_mid", f"blocks.{layer}.mlp.hook_out")
         z = torch.nn.functional.linear(x, t["W_enc"], t["b_enc"])  # circuit-tracer encodes with F.linear
         a = z * (z > t["threshold"]) if jumprelu else torch.relu(z)
         _check_sparsity(a)
@@ -137,7 +137,8 @@ def test_circuit_tracer_config_yaml_sets_hooks(write_transcoder_files):
     w = write_transcoder_files("circuit-tracer", layers=(1,))
     (w.path / "config.yaml").write_text("feature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n")
     tc = load_transcoders(w.spec)[1]
-    assert (tc.hook_in, tc.hook_out) == ("blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out")
+    # circuit-tracer's mlp.hook_in / mlp.hook_out: the MLP module's input and output (tests/test_hook_points.py)
+    assert (tc.hook_in, tc.hook_out) == ("blocks.1.mlp.hook_in", "blocks.1.mlp.hook_out")
 
 
 def test_save_saelens_reads_back_exactly_with_custom_hooks(tmp_path, write_transcoder_files, tiny_model, x):
@@ -160,7 +161,7 @@ def test_single_files_as_locations(write_transcoder_files):
     w = write_transcoder_files("circuit-tracer", layers=(0, 1))
     (w.path / "config.yaml").write_text("feature_input_hook: mlp.hook_in\nfeature_output_hook: hook_mlp_out\n")
     tset = load_transcoders(f"circuit-tracer:{w.path / 'layer_1.safetensors'}")
-    assert tset.layer_ids == [1] and tset[1].hook_in == "blocks.1.ln2.hook_normalized"
+    assert tset.layer_ids == [1] and (tset[1].hook_in, tset[1].hook_out) == ("blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out")
 
 
 def test_layers_select_and_auto_detects_format(write_transcoder_files):
@@ -175,7 +176,7 @@ def test_presets_parse():
     spec = TranscoderSpec.parse("preset:gemma-2-2b", layers=[3])
     assert (spec.format, spec.location, spec.set_name, spec.layers) == (
         "saelens-release", "gemma-scope-2b-pt-transcoders", "gemmascope-transcoder-16k", (3,))
-    assert set(PRESETS) == {"gpt2-small", "gemma-2-2b"}
+    assert set(PRESETS) == {"gpt2-small", "gemma-2-2b", "gemma-3-270m"}
 
 
 # ---- errors ---------------------------------------------------------------------------------------

@@ -45,7 +45,16 @@ def test_ingest_loads_every_table_and_reruns_are_idempotent(tiny_model, atlas_db
     first = _fingerprint(atlas_db)
     with duckdb.connect(str(atlas_db), read_only=True) as con:
         sides = dict(con.execute("SELECT side, count(*) FROM feature_tokens GROUP BY 1").fetchall())
-        assert set(sides) == {"input", "promoted", "suppressed", "description"}
+        assert set(sides) == {"input", "input_negative", "promoted", "suppressed", "description"}
+        # negative input tokens: bottom-pool outliers, negative score and z, never validated
+        assert con.execute("SELECT count(*) FROM feature_tokens WHERE side = 'input_negative' AND NOT "
+                           "(score < 0 AND zscore < -3.0 AND validated IS NULL)").fetchone()[0] == 0
+        # n_description_tokens = the stored raw description's length, per feature
+        assert con.execute("SELECT count(*) FROM feature_weightlens w WHERE n_description_tokens != (SELECT "
+                           "count(*) FROM feature_tokens t WHERE t.fid = w.fid AND t.side = 'description')"
+                           ).fetchone()[0] == 0
+        assert con.execute("SELECT DISTINCT profile FROM ingest_runs").fetchall() == [("atlas",)]
+        assert con.execute("SELECT DISTINCT profile FROM source_metrics").fetchall() == [("atlas",)]
         # coverage stored per layer = share of validated features
         cov = con.execute("SELECT s.layer, m.value, (SELECT avg(w.validated::INT) FROM feature_weightlens w "
                           "WHERE w.fid >> 32 = s.sid) FROM source_metrics m JOIN sources s USING (sid) "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from typing import Generic, TypeVar
 
 import strawberry
@@ -46,7 +47,7 @@ def decode_cursor(cursor: str | None) -> int:
         text = base64.urlsafe_b64decode(cursor.encode()).decode()
     except ValueError:
         text = ""
-    if not text.startswith("fid:") or not text[4:].isdigit():
+    if not text.startswith("fid:") or re.fullmatch(r"[0-9]{1,20}", text[4:]) is None:
         raise BadArgument(f"cursor {cursor!r} is not a cursor this API returned")
     return int(text[4:])
 

@@ -1,17 +1,18 @@
-"""Streaming activation statistics and examples of transcoder features over a corpus (science.md 3, 4.1).
+"""Streaming activation statistics and examples of transcoder features over a corpus (docs/method.md §3, §4.1).
 
 Algorithm (tokens are fixed-length sequences ``[n_docs, seq]``, read in batches):
 1. Forward: hooks on every needed transcoder's ``hook_in`` encode the batch there
    (``[batch, pos, d_sae]``, one layer at a time); ``stop_at_layer`` is one past the last needed
    layer, so later blocks and the unembedding are never computed.
-2. Bin edges per feature (science.md 4.1: 20 bins of non-zero activations; equal width over
+2. Bin edges per feature (docs/method.md §4.1: 20 bins of non-zero activations; equal width over
    (0, max] by default, or equal count) from a warm-up over the first ``bin_warmup_seqs``
    sequences; the top bin is open-ended. This keeps collection to one pass over the corpus.
 3. The pass, per batch and layer, non-zero activations only: counts, sums, maxima and a
    log-spaced histogram per feature (``LayerStats``; quantiles read from the histogram by
    log-linear interpolation); top-k candidates (``sampling.TopStore``); each activation's bin,
    with exact bin counts and the candidates of the exact 1/n_b^0.9-weighted draw without
-   replacement (``sampling.BinReservoir``); candidates carry their activation window, gathered
+   replacement (``sampling.BinReservoir``, with its own generator per layer, ``layer_generator``);
+   candidates carry their activation window, gathered
    while the batch is in memory; and, when given, the co-activation sums of the virtual-weight
    edges (``era.EraAccumulator``).
 4. At the end: quantiles, the weighted draw, and the window token ids from the corpus.
@@ -32,6 +33,16 @@ from atlas.errors import AtlasError
 from atlas.lens.sampling import BinReservoir, Candidates, TopStore
 
 LayerFn = Callable[[int, torch.Tensor], None]  # (layer, acts [batch, pos, d_sae]) -> None
+
+
+def layer_generator(seed: int, layer: int) -> torch.Generator:
+    """The random generator of one layer's reservoir, seeded from (seed, layer) alone: a layer's
+    draws do not depend on which other layers run with it, so a job resumed after an interruption
+    (which runs only the layers not yet done) writes what an uninterrupted job writes."""
+    import hashlib
+
+    key = hashlib.sha256(f"activations/{int(seed)}/{int(layer)}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
 
 
 def run_encoders(model, tset, tokens: torch.Tensor, layers: list[int], on_layer: LayerFn) -> None:
@@ -119,7 +130,7 @@ class LayerResult:
 
 
 def bin_edges(stats: LayerStats, cfg: ActivationsConfig) -> torch.Tensor:
-    """[d_sae, n_bins + 1] bin edges of non-zero activations (science.md 4.1)."""
+    """[d_sae, n_bins + 1] bin edges of non-zero activations (docs/method.md §4.1)."""
     n = cfg.n_bins
     if cfg.bin_mode == "width":
         return stats.max[:, None].double() * torch.linspace(0, 1, n + 1, dtype=torch.float64)[None, :]
@@ -165,14 +176,14 @@ def collect(model, tset, tokens: torch.Tensor, cfg: ActivationsConfig, layers: l
     n_counted = tokens.shape[1] - first
     if n_counted <= 0:
         raise AtlasError(f"sequences of {tokens.shape[1]} tokens leave nothing to count")
-    gen = torch.Generator().manual_seed(cfg.seed)
     offsets = torch.arange(-cfg.window_before, cfg.window_after + 1)                 # [w]
     w = offsets.numel()
     step = progress or (lambda desc, total: _null_progress())
     edges = warmup_edges(model, tset, tokens, layers, cfg, first)
     stats = {l: LayerStats(tset[l].d_sae, cfg) for l in layers}
     tops = {l: TopStore(tset[l].d_sae, cfg.n_top, w) for l in layers}
-    res = {l: BinReservoir(tset[l].d_sae, cfg.n_bins, cfg.n_samples, gen, w, cfg.per_bin_reservoir) for l in layers}
+    res = {l: BinReservoir(tset[l].d_sae, cfg.n_bins, cfg.n_samples, layer_generator(cfg.seed, l), w,
+                           cfg.per_bin_reservoir) for l in layers}
 
     with step("activations", tokens.shape[0]) as bar:
         for docs, batch in batches(tokens, cfg.batch_size):

@@ -1,4 +1,4 @@
-"""CircuitLens attribution: how one feature's pre-activation arises in one example (science.md 4.2, 4.3).
+"""CircuitLens attribution: how one feature's pre-activation arises in one example (docs/method.md §4.2, §4.3).
 
 Each example is (tokens, target position t, feature i of layer l); a batch shares the layer.
 
@@ -18,13 +18,22 @@ Algorithm (the *linearized forward*: one forward pass with hooks, then autograd)
 4. Biases: f(0), the same linearized forward with every leaf set to zero (patterns and scales
    kept). Completeness, checked by ``completeness_gap``: z = f(0) + sum of all contributions, exact
    for an affine f; any unfrozen nonlinearity or a missed path breaks it.
-5. Attention heads by source position (science.md 4.2, a second view of the same paths): for head
+5. Attention heads by source position (docs/method.md §4.2, a second view of the same paths): for head
    h of layer l' <= l, pattern[h, t, s] (v_s . dz/dhook_z[t, h]), which sums over heads and
    sources to (attn_out[t] - b_O) . dz/dattn_out[t] for each layer.
-6. Output side (science.md 4.3): with the MLPs from layer l on held at their observed outputs
+6. Output side (docs/method.md §4.3): with the MLPs from layer l on held at their observed outputs
    (and patterns and scales frozen), the model after layer l is linear, so one more forward with
    f_dec added at (layer l, position t) gives f_dec J for every later position at once; for the
    token y_k the model predicts at t + k (k < n_output) the effect is a_i[t] (f_dec J W_U[:, y_k]).
+   A later layer's transcoder skip path stays live, as on the input side (and in circuit-tracer):
+   its MLP output is held at observed - x_obs W_skipᵀ + x W_skipᵀ, x its input in this forward
+   (only its features and its error are frozen). The push is added where the transcoder writes
+   (``hook_out``), so a write before ln2_post (``mlp.hook_out``) goes through the frozen ln2_post.
+7. Cross-layer transcoders (atlas/transcoders/clt.py) go through the same steps: the cut at layer
+   l' replaces its MLP output by the CLT's reconstruction sum_{s <= l'} a_s W_dec[s -> l'] + b_dec[l']
+   (+ x S) with every a_s the one leaf of layer s, so a feature's contribution sums its paths through
+   all its decoder slices; on the output side the feature's slice into each layer k >= l is pushed
+   at k. Completeness is exact for the same reason (tests/test_clt.py).
 Autograd over the linearized forward was chosen over explicit OV products: one code path covers
 every architecture TransformerLens runs (LayerNorm or RMSNorm, extra norms, grouped-query heads,
 rotary), and the completeness identity tests it.
@@ -63,8 +72,25 @@ def completeness_gap(att: Attribution) -> torch.Tensor:
     return att.z - total
 
 
+def _is_clt(tset) -> bool:
+    from atlas.transcoders.clt import CrossLayerTranscoder
+
+    return isinstance(tset, CrossLayerTranscoder)
+
+
 def _mlp_out(model, tset, l: int) -> str:
-    return tset.layers[l].hook_out if l in tset.layers else f"blocks.{l}.hook_mlp_out"
+    return tset[l].hook_out if l in tset.layer_ids else f"blocks.{l}.hook_mlp_out"
+
+
+def _skip(tset, l: int):
+    """x [.., d_in] -> layer l's skip term [.., d_out], or None: per-layer x W_skipᵀ, CLT x S_l."""
+    if l not in tset.layer_ids:
+        return None
+    if _is_clt(tset):
+        S = tset.skip(l)
+        return None if S is None else (lambda x: x @ S)
+    t = tset[l]
+    return (lambda x: x @ t.sae.W_skip.T) if t.has_skip else None
 
 
 def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tensor, pos: torch.Tensor,
@@ -76,10 +102,21 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
     differentiated forward stops after ``layer`` (the layers above run once without autograd, for
     the output side); the output-side replay starts at ``layer`` from the stored residual instead of
     re-running the layers below; the bias pass (all leaves zero) skips the encoders and decoders,
-    whose outputs it does not use (zero activations decode to ``b_dec`` exactly). ``lean=False`` is
-    the plain version, kept as the reference the benchmark and tests compare with.
+    whose outputs it does not use (zero activations decode to ``b_dec`` exactly; a skip term, the
+    only part of a reconstruction that does not vanish with them, is kept: per-layer ``x W_skipᵀ``,
+    CLT ``x_l S_l``). Replaying from ``layer`` is exact for skip transcoders and CLTs too, with no
+    fallback: every push (a CLT feature's slice into each k >= ``layer``) and every live skip path
+    (layers > ``layer``) sits at or above ``layer``, so the layers below it replay unchanged.
+    ``lean=False`` is the plain version, kept as the reference the benchmark and tests compare with
+    (tests/test_attribution.py, tests/test_hook_points.py, tests/test_clt.py: lean equals plain).
     """
+    from atlas.transcoders.hook_points import add_mlp_hook_points, needs_mlp_hook_points
+
     tc, cfg = tset[layer], model.cfg
+    clt = _is_clt(tset)
+    present = set(tset.layer_ids)
+    if needs_mlp_hook_points(h for t in tset for h in (t.hook_in, t.hook_out)):
+        add_mlp_hook_points(model)
     B, T = tokens.shape
     ar = torch.arange(B)
     feature, pos = torch.as_tensor(feature).long(), torch.as_tensor(pos).long()
@@ -112,31 +149,49 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
         vs[hook.layer()] = v.detach()
         return v
 
+    skips = {l: _skip(tset, l) for l in range(cfg.n_layers)}
+
     def cut_mlp(l):
         def hook(out, hook):  # [batch, pos, d_model]
-            if l not in tset.layers:
+            if l not in present:
                 return new_leaf(("error", l), out)
-            t = tset.layers[l]
+            t = tset[l]
             x = captured[t.hook_in]
-            if lean and state["zero"]:                                     # a = 0: a W_dec + b_dec = b_dec
-                a = new_leaf(("feature", l), torch.zeros(*out.shape[:-1], t.d_sae, dtype=out.dtype))
-                recon = t.b_dec.expand_as(out)
+            if lean and state["zero"]:  # a = 0 (every leaf zero): the encoders' and decoders' outputs are unused
+                new_leaf(("feature", l), torch.zeros(*out.shape[:-1], t.d_sae, dtype=out.dtype))
+                # per-layer: 0 W_dec + b_dec + skip; CLT: b_dec[l] + x_l S_l (no activations to decode)
+                recon = tset.reconstruct(l, {}, x) if clt else t.b_dec.expand_as(out)
+                if not clt and skips[l] is not None:
+                    recon = recon + skips[l](x)
+            elif clt:  # y_l = sum_{l' <= l} a_l' W_dec[l' -> l] + b_dec[l] + x_l S_l; a_l is a leaf here
+                new_leaf(("feature", l), tset.encode(l, x))                                # [batch, pos, d_sae]
+                recon = tset.reconstruct(l, {s: leaves[("feature", s)] for s in range(l + 1)}, x)
             else:
-                a = new_leaf(("feature", l), t.encode(x))                 # [batch, pos, d_sae]
+                a = new_leaf(("feature", l), t.encode(x))                                  # [batch, pos, d_sae]
                 recon = a @ t.W_dec + t.b_dec
-            if t.has_skip:
-                recon = recon + x @ t.sae.W_skip.T
+                if skips[l] is not None:
+                    recon = recon + skips[l](x)
             return recon + new_leaf(("error", l), out - recon)
         return hook
 
-    at_t = torch.nn.functional.one_hot(pos, T).to(tc.W_dec.dtype)                # [batch, seq]
-    push = (at_t[..., None] * tc.W_dec[feature].detach()[:, None, :])               # [batch, seq, d_model]
+    at_t = torch.nn.functional.one_hot(pos, T).to(tc.b_enc.dtype)                # [batch, seq]
+    pushes = {}                                                                    # hook -> [batch, seq, d_model]
+    if n_output:  # what f writes, per layer: a CLT feature writes its slice into every layer k >= l
+        for k in (range(layer, cfg.n_layers) if clt else [layer]):
+            dec = tset.decoder_slice(layer, k) if clt else tc.W_dec
+            pushes[_mlp_out(model, tset, k)] = at_t[..., None] * dec[feature].detach()[:, None, :]
 
     def frozen_out(out, hook):  # MLP outputs from layer l on: held at their observed values
+        l = hook.layer()
+        live_skip = l > layer and skips[l] is not None
         if not state["replay"]:
             frozen[hook.name] = out.detach()
+            if live_skip:
+                frozen[("skip_in", l)] = captured[tset[l].hook_in].detach()       # [batch, pos, d_in]
         held = frozen[hook.name]
-        return held + push if (state["replay"] and hook.name == tc.hook_out) else held
+        if state["replay"] and live_skip:                                      # skip path stays live
+            held = held + skips[l](captured[tset[l].hook_in]) - skips[l](frozen[("skip_in", l)])
+        return held + pushes[hook.name] if (state["replay"] and hook.name in pushes) else held
 
     stop = cfg.n_layers if n_output and not lean else layer + 1
     names = model.hook_dict
@@ -144,8 +199,10 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
     hooks += [(n, embed_leaf) for n in ("hook_embed", "hook_pos_embed") if n in names]
     hooks += [(f"blocks.{l}.attn.hook_z", keep_z) for l in range(layer + 1)]
     hooks += [(f"blocks.{l}.attn.hook_v", keep_v) for l in range(layer + 1)]
-    hooks += [(tset.layers[l].hook_in, capture) for l in range(layer) if l in tset.layers]
+    hooks += [(tset[l].hook_in, capture) for l in range(layer) if l in present]
     hooks += [(tc.hook_in, capture), (f"blocks.{layer}.hook_resid_pre", capture)]
+    if n_output:  # later layers' skip inputs (step 6)
+        hooks += [(tset[l].hook_in, capture) for l in range(layer + 1, cfg.n_layers) if skips[l] is not None]
     hooks += [(_mlp_out(model, tset, l), cut_mlp(l)) for l in range(layer)]
     if n_output:
         hooks += [(_mlp_out(model, tset, l), frozen_out) for l in range(layer, cfg.n_layers)]
@@ -178,7 +235,7 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
         return torch.zeros(B, T) if gr is None else (leaves[key].detach() * gr).sum(-1)
 
     features = {l: (leaves[("feature", l)].detach() * g[("feature", l)]) if g[("feature", l)] is not None
-                else torch.zeros_like(leaves[("feature", l)]) for l in range(layer) if l in tset.layers}
+                else torch.zeros_like(leaves[("feature", l)]) for l in range(layer) if l in present}
     errors = torch.stack([contrib(("error", l)) for l in range(layer)], 1) if layer else torch.zeros(B, 0, T)
     token = contrib(("embed", "hook_embed"))
     position = contrib(("embed", "hook_pos_embed")) if ("embed", "hook_pos_embed") in leaves else torch.zeros(B, T)

@@ -1,4 +1,4 @@
-"""Contributor sets and density clustering of a feature's examples (science.md 4.4).
+"""Contributor sets and density clustering of a feature's examples (docs/method.md §4.4).
 
 Algorithm:
 1. Significant contributors of each example (``significant``): upstream features (layer, feature),
@@ -7,7 +7,7 @@ Algorithm:
    most ``top`` per example, strongest first. A contributor is a key row [kind, layer, a, b]
    (kind 0 = feature (a = index), 1 = head (a = head, b = offset)).
 2. Per feature: a boolean example x contributor matrix; contributors present in fewer than
-   ``min_fraction`` of the feature's examples are dropped (science.md: 0.05).
+   ``min_fraction`` of the feature's examples are dropped (docs/method.md §4.4: 0.05).
 3. Jaccard distance 1 - |A n B| / |A u B| from one matrix product; an example with an empty set
    is at distance 1 from every other.
 4. DBSCAN on the precomputed distances (eps 0.5, min_samples 5); label -1 = noise.

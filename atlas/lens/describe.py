@@ -1,4 +1,4 @@
-"""Descriptions of a feature's clusters from their evidence (science.md 4.5).
+"""Descriptions of a feature's clusters from their evidence (docs/method.md §4.5).
 
 Algorithm:
 1. ``summarize`` turns a cluster's members into evidence: the tokens at which the feature fires,

@@ -1,4 +1,4 @@
-"""ERA and TWERA: virtual weights weighted by how the two features co-activate on a corpus (science.md 3).
+"""ERA and TWERA: virtual weights weighted by how the two features co-activate on a corpus (docs/method.md §3).
 
     ERA_ij   = E[1(a_j > 0) a_i] V_ij
     TWERA_ij = (E[a_j a_i] / E[a_j]) V_ij      (0 where feature j never fires)

@@ -1,6 +1,6 @@
 """Does feature (l, i) fire on a short token sequence? Batched forward passes for WeightLens.
 
-Implements the forward-pass checks of science.md §2 (steps 2, 5 and 6).
+Implements the forward-pass checks of docs/method.md §2.2, §2.5 and §2.6.
 
 1. Sequences ([BOS, t], or [BOS] + a description) are sorted by length and grouped into batches of
    about ``batch_tokens`` tokens, right-padded. The models are causal, so padding *after* the real

@@ -1,6 +1,6 @@
 """Streaming top-k pools and z-score outlier selection over scores computed in blocks.
 
-Implements the outlier rule of science.md §2 (steps 1, 3 and 4) for many rows at once: each row is
+Implements the outlier rule of docs/method.md §2.1, §2.3 and §2.4 for many rows at once: each row is
 one feature, each column one candidate (a vocabulary token, or an upstream feature), and the
 scores arrive in column blocks (``S_block = W_E[v_block] · W_enc[:, f_block]``, transposed to
 [f_block, v_block]) so the full [rows, columns] matrix never exists.

@@ -1,6 +1,6 @@
 """Post-processing of a WeightLens description (a list of token strings) into readable terms.
 
-Implements science.md §2 step 7.
+Implements docs/method.md §2.7.
 
 1. Lower-case and strip each token string; drop empty results (whitespace-only tokens).
 2. Drop punctuation characters from a term unless the term is all punctuation (then keep it).

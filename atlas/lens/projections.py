@@ -1,6 +1,6 @@
 """Token projections of every feature of a layer at once: input (W_E · f_enc) and output (f_dec · W_U).
 
-Implements science.md §2 steps 1 and 3 (the matrix part; the outlier rule is in outliers.py).
+Implements docs/method.md §2.1 and §2.3 (the matrix part; the outlier rule is in outliers.py).
 
 1. Both are one product A [F, d] @ B [d, V]: inputs A = W_encᵀ, B = W_Eᵀ (raw embedding, no norm,
    no embedding scale); outputs A = W_dec, B = W_U.
@@ -21,9 +21,9 @@ from atlas.lens.outliers import StreamingTopK
 
 def stream_pools(A: torch.Tensor, B: torch.Tensor, k: int, *, feature_block: int, vocab_block: int,
                  dtype: torch.dtype, device: str, bottom: bool = False, moments: bool = False,
-                 on_block=None) -> tuple[StreamingTopK, StreamingTopK | None]:
+                 on_block=None, track_abs: bool | None = None) -> tuple[StreamingTopK, StreamingTopK | None]:
     """Top-k (and optionally bottom-k) pools of the rows of A [F, d] @ B [d, V] -> pools over F rows.
-    Σ|s| is tracked for the one-sided (input) case only, where it is needed.
+    Σ|s| is tracked for the one-sided case unless ``track_abs`` says otherwise (the input side needs it).
 
     ``on_block(n_rows)`` is called after each row block (progress)."""
     F, V = A.shape[0], B.shape[1]
@@ -31,7 +31,7 @@ def stream_pools(A: torch.Tensor, B: torch.Tensor, k: int, *, feature_block: int
     tops, bots = [], []
     for f0 in range(0, F, feature_block):
         Ab = A[f0:f0 + feature_block].to(device=device, dtype=dtype)   # [f_block, d]
-        top = StreamingTopK(Ab.shape[0], k, device=device, moments=moments, track_abs=not bottom)
+        top = StreamingTopK(Ab.shape[0], k, device=device, moments=moments, track_abs=(not bottom) if track_abs is None else track_abs)
         bot = StreamingTopK(Ab.shape[0], k, device=device, moments=moments, negate=True, track_abs=False) \
             if bottom else None
         for v0 in range(0, V, vocab_block):

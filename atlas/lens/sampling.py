@@ -1,4 +1,4 @@
-"""Streaming choice of examples per feature: top activations and bin-weighted samples (science.md 4.1).
+"""Streaming choice of examples per feature: top activations and bin-weighted samples (docs/method.md §4.1).
 
 Algorithm:
 1. Every candidate is one non-zero activation (feature f, document, position, value), with the
@@ -9,7 +9,7 @@ Algorithm:
    new candidates at or below it are dropped before their window is gathered; the survivors are
    buffered and merged only when the buffer outgrows the store. Memory: groups x k.
 3. Top examples: group = feature, key = activation, k = n_top.
-4. Bin-weighted samples without replacement (science.md 4.1: 20 bins, weight 1/n_b^0.9, 100
+4. Bin-weighted samples without replacement (docs/method.md §4.1: 20 bins, weight 1/n_b^0.9, 100
    draws) by Efraimidis-Spirakis: u ~ U(0,1) per item, keep the n largest u^(1/w). The weight is
    constant inside a bin, so inside a bin the order is the order of u: keeping the n largest u per
    (feature, bin) and counting n_b exactly gives, at the end, the exact weighted draw (key

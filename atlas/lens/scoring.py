@@ -1,4 +1,4 @@
-"""Scoring token-set descriptions with no LLM (science.md 5): does "current token in the
+"""Scoring token-set descriptions with no LLM (docs/method.md §5): does "current token in the
 description" predict "feature active" on held-out text?
 
 Algorithm (one layer's features at a time; held-out tokens arrive in batches):

@@ -1,19 +1,21 @@
 """Feature-to-feature virtual weights from every earlier layer, for all features of a layer at once.
 
-Implements science.md §2 step 4: c = W_dec[l'] · f_enc for every l' < l, one value per upstream
+Implements docs/method.md §2.4: c = W_dec[l'] · f_enc for every l' < l, one value per upstream
 feature; the reference keeps positive links with z > 4 inside the top-100 pool.
 
 1. Effective weights per variant (``fold_read_norm``):
    - 'raw': W_dec[l'] [F_up, d] and W_enc[l] [d, F] as stored (the reference);
    - 'ln_centered': fold the linear part of the norm in front of the read hook: centre each
      W_dec row over d_model when the model uses LayerNorm (mean subtraction is linear), and scale
-     W_enc's rows by the ln2 gain w when the transcoder reads ``ln2.hook_normalized`` (after w).
+     W_enc's rows by the ln2 gain w when the transcoder reads ``ln2.hook_normalized`` or the MLP's
+     input ``mlp.hook_in`` (after w).
      The 1/scale factor depends on the input and is not folded.
 2. For each block of ``feature_block`` downstream features and each upstream layer l' (and block
    of ``upstream_block`` upstream features): Cᵀ = W_enc_blockᵀ @ W_dec[l']ᵀ -> [f_block, up_block],
    one matrix-matrix product, streamed into the downstream rows' top-k pool with global ids
    ``l' << 32 | j``; Σ|c| over all upstream features and layers is accumulated on the way.
-   With ``edge_sign='absolute'`` the pool is over |c|.
+   With ``edge_sign='absolute'`` the pool is over |c|; 'positive' (atlas) and 'top' (the reference)
+   pool c itself, and 'positive' then keeps only outliers with c > 0.
 3. ``scope='all_layers'``: one pool over the concatenation of all earlier layers;
    ``scope='per_layer'``: one pool (and z-score) per upstream layer. Never [F_up, F] at once.
 """
@@ -34,7 +36,7 @@ def fold_read_norm(model, layer: int, hook_in: str, W_enc: torch.Tensor, W_decs:
         return W_enc, W_decs
     if variant != "ln_centered":
         raise ValueError(f"unknown edge variant {variant!r}; use 'raw' or 'ln_centered'")
-    if hook_in != f"blocks.{layer}.ln2.hook_normalized":
+    if hook_in not in (f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.mlp.hook_in"):
         return W_enc, W_decs            # no norm between the residual stream and the read point
     norm = getattr(model.blocks[layer], "ln2", None)
     if getattr(model.cfg, "normalization_type", None) in ("LN", "LNPre"):
@@ -52,8 +54,8 @@ def edge_pools(W_enc: torch.Tensor, W_decs: dict[int, torch.Tensor], k: int, *, 
     Σ|c| [F] over all upstream layers and features (float64, on CPU))."""
     if scope not in ("all_layers", "per_layer"):
         raise ValueError(f"unknown edge scope {scope!r}; use 'all_layers' or 'per_layer'")
-    if sign not in ("positive", "absolute"):
-        raise ValueError(f"unknown edge sign {sign!r}; use 'positive' or 'absolute'")
+    if sign not in ("positive", "top", "absolute"):
+        raise ValueError(f"unknown edge sign {sign!r}; use 'positive', 'top' or 'absolute'")
     F = W_enc.shape[1]
     decs = {l: W.to(device=device, dtype=dtype) for l, W in sorted(W_decs.items())}   # [F_up, d]
     keys = [None] if scope == "all_layers" else list(decs)
@@ -78,7 +80,7 @@ def edge_pools(W_enc: torch.Tensor, W_decs: dict[int, torch.Tensor], k: int, *, 
 
 
 def select_edges(pools: dict, threshold: float, zmode: str, sign: str) -> Selection:
-    """z-score outliers of every pool, merged; positive links only unless sign='absolute'."""
+    """z-score outliers of every pool, merged; positive links only when sign='positive'."""
     sels = [p.select(threshold, zmode, positive_only=(sign == "positive")) for p in pools.values()]
     if len(sels) == 1:
         return sels[0]

@@ -1,10 +1,11 @@
 """WeightLens for every feature of one transcoder layer at once: tokens, edges, description, flags.
 
-Implements science.md §2. For layer l with F features (all steps vectorized over features):
+Implements docs/method.md §2. For layer l with F features (all steps vectorized over features):
 
 1. Input tokens: s = W_E · f_enc for all F features as blocked matrix products, streamed into
-   top-``input_pool`` pools; keep z > ``input_z`` (projections.py, outliers.py).
-2. Isolation check: run [BOS, t] once for every distinct candidate token of the layer up to layer l
+   top-``input_pool`` pools; keep z > ``input_z`` (projections.py, outliers.py). The bottom pool
+   gives the negative input tokens (z < -``input_z``; stored, not validated).
+2. Isolation check: run [prefix, t] once for every distinct candidate token of the layer up to layer l
    (batched, firing.py); a candidate (i, t) is validated when feature i is active at t.
 3. Output tokens: u = f_dec · W_U, top and bottom ``output_pool`` pools, same rule (promoted /
    suppressed; not validated).
@@ -19,6 +20,9 @@ Implements science.md §2. For layer l with F features (all steps vectorized ove
    token; ``validation_soft`` = share of the distinct inherited candidate tokens that fired (NaN
    when nothing was inherited).
 7. Post-processing of D(l, i) into terms (postprocess.py).
+
+Steps 5-6 follow the profile: the above is atlas's; ``profile='reference'`` replaces them with the
+authors' rules (reference_description.py). docs/method.md §2 has the formulas.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Ragged:
     feat: np.ndarray    # [n] int64
     token: np.ndarray   # [n] int64
     d_sae: int
+    strings: np.ndarray | None = None   # [n] object: the reference profile's description strings
 
     @property
     def offsets(self) -> np.ndarray:                 # [d_sae + 1]
@@ -64,29 +69,52 @@ class LayerWeightLens:
     layer: int
     d_sae: int
     inputs: dict            # feat, token, rank, score, z, validated: arrays [n_in]
+    negative_inputs: dict   # feat, token, rank, score (< 0), z (< 0): the bottom-pool input outliers
     promoted: dict          # feat, token, rank, score, z
     suppressed: dict
     edges: dict             # dst, src_layer, src_idx, weight, rel, z: arrays [n_edges]
     description: Ragged     # D(l, i): token ids
     validated: np.ndarray   # [d_sae] bool
-    validation_soft: np.ndarray  # [d_sae] float64, NaN = nothing inherited
+    validation_soft: np.ndarray  # [d_sae] float64; atlas: NaN = nothing inherited; reference: 0.0 then
     n_input_tokens: np.ndarray   # [d_sae] validated input tokens
     n_upstream: np.ndarray       # [d_sae] kept links
     terms: list[list[str]]       # post-processed description per feature
     seconds: dict = field(default_factory=dict)   # stage -> seconds
 
 
-def is_gpt2_family(model) -> bool:
+def infer_family(model) -> str | None:
+    """'gpt2', 'gemma' or 'llama' from the model's architecture and name, or None."""
     cfg = model.cfg
     names = f"{getattr(cfg, 'original_architecture', '') or ''} {getattr(cfg, 'model_name', '') or ''}".lower()
-    return "gpt2" in names or "gpt-2" in names
+    for family, marks in (("gemma", ("gemma",)), ("llama", ("llama",)), ("gpt2", ("gpt2", "gpt-2"))):
+        if any(m in names for m in marks):
+            return family
+    return None
+
+
+def is_gpt2_family(model) -> bool:
+    return infer_family(model) == "gpt2"
+
+
+def resolve_family(cfg: WeightLensConfig, model) -> str | None:
+    """The configured family, or the inferred one; the reference profile needs one."""
+    from atlas.errors import AtlasError
+
+    family = infer_family(model) if cfg.family == "auto" else cfg.family
+    if family is None and cfg.profile == "reference":
+        raise AtlasError(f"WeightLens profile='reference' needs the model family, which cannot be inferred from "
+                         f"{getattr(model.cfg, 'model_name', None)!r}; set family=gpt2, gemma or llama")
+    return family
 
 
 def inherit_from(cfg: WeightLensConfig, model, layer_ids: list[int]) -> set[int]:
     """The upstream layers a description inherits from (step 5)."""
     mode = cfg.inherit_layers
+    gpt2 = resolve_family(cfg, model) == "gpt2"
+    if mode == "auto" and cfg.profile == "reference":
+        return {0} & set(layer_ids) if gpt2 else set(layer_ids)      # the reference: literally layer 0
     if mode == "auto":
-        mode = "layer0" if is_gpt2_family(model) else "all"
+        mode = "layer0" if gpt2 else "all"
     if mode == "all":
         return set(layer_ids)
     if mode == "layer0":
@@ -95,9 +123,24 @@ def inherit_from(cfg: WeightLensConfig, model, layer_ids: list[int]) -> set[int]
 
 
 def resolve_bos(cfg: WeightLensConfig, model) -> int:
+    """The isolation check's prefix token (step 2)."""
+    from atlas.lens.reference_description import REFERENCE_ISOLATION_PREFIX
     from atlas.models import bos_token_id
 
+    if cfg.bos == "auto":
+        return REFERENCE_ISOLATION_PREFIX if cfg.profile == "reference" else bos_token_id(model)
     return bos_token_id(model) if cfg.bos == "model" else int(cfg.bos)
+
+
+def description_bos(cfg: WeightLensConfig, model) -> int | None:
+    """The prefix of the description and validation sequences (steps 5-6); None = no prefix.
+    atlas: the model's BOS; reference: by family (GPT-2 none, Gemma 2, Llama 128000)."""
+    from atlas.lens.reference_description import FAMILY_BOS
+    from atlas.models import bos_token_id
+
+    if cfg.profile == "reference":
+        return FAMILY_BOS[resolve_family(cfg, model)]
+    return bos_token_id(model)
 
 
 def _tokens_table(sel: Selection, negate: bool = False) -> dict:
@@ -128,7 +171,8 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
     """WeightLens for every feature of ``layer``; ``descriptions`` holds D for earlier layers."""
     tc = tset[layer]
     F, dtype, dev = tc.d_sae, DTYPES[cfg.dtype], cfg.device
-    bos = resolve_bos(cfg, model)
+    bos = resolve_bos(cfg, model)                                        # isolation prefix (step 2)
+    dbos = description_bos(cfg, model)                                   # description prefix (steps 5-6)
     seconds: dict[str, float] = {}
     blocks = dict(feature_block=cfg.feature_block, vocab_block=cfg.vocab_block, dtype=dtype, device=dev,
                   on_block=on_progress)
@@ -137,8 +181,10 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
 
     # 1. input tokens
     t0 = perf_counter()
-    in_pool, _ = stream_pools(W_enc.T, model.W_E.detach().T, cfg.input_pool, moments=full, **blocks)
+    in_pool, in_bot = stream_pools(W_enc.T, model.W_E.detach().T, cfg.input_pool, bottom=True, moments=full,
+                                   track_abs=True, **blocks)
     sel_in = in_pool.select(cfg.input_z, cfg.token_zmode)
+    negative_inputs = _tokens_table(in_bot.select(cfg.input_z, cfg.token_zmode), negate=True)
     abs_s = in_pool.abs_sum.cpu()                                        # Σ_v |s_v|  [F]
     seconds["input_projections"] = perf_counter() - t0
 
@@ -155,12 +201,12 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
     edges = dict(dst=np.zeros(0, np.int64), src_layer=np.zeros(0, np.int64), src_idx=np.zeros(0, np.int64),
                  weight=np.zeros(0), rel=np.zeros(0), z=np.zeros(0))
     if ups:
-        W_enc_eff, W_decs = fold_read_norm(model, layer, tc.hook_in, W_enc, {l: tset[l].W_dec.detach() for l in ups},
+        W_enc_eff, W_decs = fold_read_norm(model, layer, tc.hook_in, W_enc, tset.upstream_decoders(layer, ups),
                                            cfg.edge_variant)
-        pools, abs_c = edge_pools(W_enc_eff, W_decs, cfg.edge_pool, scope=cfg.edge_scope, sign=cfg.edge_sign,
+        pools, abs_c = edge_pools(W_enc_eff, W_decs, cfg.edge_pool, scope=cfg.scope, sign=cfg.sign,
                                   moments=cfg.edge_zmode == "full", feature_block=cfg.feature_block,
                                   upstream_block=cfg.upstream_block, dtype=dtype, device=dev, on_block=on_progress)
-        sel = select_edges(pools, cfg.edge_z, cfg.edge_zmode, cfg.edge_sign)
+        sel = select_edges(pools, cfg.edge_z, cfg.edge_zmode, cfg.sign)
         src_layer, src_idx = sel.col >> UP_SHIFT, sel.col & ((1 << UP_SHIFT) - 1)
         w = exact_weights(W_enc_eff, W_decs, sel.row, src_layer, src_idx)
         rel = w.abs() / (abs_s[sel.row] + abs_c[sel.row])
@@ -176,14 +222,22 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
     inputs = _tokens_table(sel_in)
     inputs["validated"] = valid_in
     keep = valid_in
-    inherited, soft = inherit(model, tc, layer, bos, edges, descriptions, inherit_from(cfg, model, tset.layer_ids),
-                              cfg.forward_batch_tokens)
-    df = np.concatenate([inputs["feat"][keep], inherited[0]])
-    dt = np.concatenate([inputs["token"][keep], inherited[1]])
-    do = np.concatenate([inputs["rank"][keep].astype(np.int64), inherited[2]])    # inputs first, by rank
-    k = first_occurrences(df, dt, do)
-    desc = Ragged(df[k].astype(np.int64), dt[k].astype(np.int64), F)
-    validated = validate(model, tc, layer, bos, desc, cfg.forward_batch_tokens)
+    allowed = inherit_from(cfg, model, tset.layer_ids)
+    if cfg.profile == "reference":
+        from atlas.lens.reference_description import describe_reference
+
+        ref = describe_reference(model, tc, layer, dbos, (inputs["feat"][keep], inputs["token"][keep]), edges,
+                                 descriptions, allowed, cfg.forward_batch_tokens)
+        desc = Ragged(ref.feat, ref.token, F, strings=ref.strings)
+        validated, soft = ref.validated, ref.validation_soft
+    else:
+        inherited, soft = inherit(model, tc, layer, dbos, edges, descriptions, allowed, cfg.forward_batch_tokens)
+        df = np.concatenate([inputs["feat"][keep], inherited[0]])
+        dt = np.concatenate([inputs["token"][keep], inherited[1]])
+        do = np.concatenate([inputs["rank"][keep].astype(np.int64), inherited[2]])    # inputs first, by rank
+        k = first_occurrences(df, dt, do)
+        desc = Ragged(df[k].astype(np.int64), dt[k].astype(np.int64), F)
+        validated = validate(model, tc, layer, dbos, desc, cfg.forward_batch_tokens)
     seconds["validation"] = perf_counter() - t0
 
     # 7. post-processing
@@ -191,13 +245,17 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
     from atlas.models import token_strings
 
     off = desc.offsets
-    strings = dict(zip(np.unique(desc.token).tolist(), token_strings(model, np.unique(desc.token))))
-    terms = [postprocess([strings[t] for t in desc.token[off[i]:off[i + 1]].tolist()], cfg.dedup_word_ratio,
-                         cfg.dedup_punct_ratio) if off[i + 1] > off[i] else [] for i in range(F)]
+    if desc.strings is not None:                                          # the reference: its own strings
+        texts = desc.strings.tolist()
+    else:
+        strings = dict(zip(np.unique(desc.token).tolist(), token_strings(model, np.unique(desc.token))))
+        texts = [strings[t] for t in desc.token.tolist()]
+    terms = [postprocess(texts[off[i]:off[i + 1]], cfg.dedup_word_ratio, cfg.dedup_punct_ratio)
+             if off[i + 1] > off[i] else [] for i in range(F)]
     seconds["postprocess"] = perf_counter() - t0
 
     return LayerWeightLens(
-        layer=layer, d_sae=F, inputs=inputs, promoted=promoted, suppressed=suppressed, edges=edges,
+        layer=layer, d_sae=F, inputs=inputs, negative_inputs=negative_inputs, promoted=promoted, suppressed=suppressed, edges=edges,
         description=desc, validated=validated, validation_soft=soft,
         n_input_tokens=np.bincount(inputs["feat"][keep], minlength=F),
         n_upstream=np.bincount(edges["dst"], minlength=F), terms=terms, seconds=seconds)

@@ -1,7 +1,7 @@
 """The GPT-2 small transcoders of Dunefsky et al. (hub ``pchlenski/gpt2-transcoders``): torch
 pickles ``final_sparse_autoencoder_gpt2-small_blocks.{l}.ln2.hook_normalized_24576.pt`` holding
 ``{"cfg": <sae_training config object>, "state_dict": {W_enc, b_enc, W_dec, b_dec, b_dec_out}}``.
-science.md §1.
+docs/method.md §1.
 
 1. Unpickle with a restricted unpickler: only tensor-rebuild functions, torch dtypes/devices,
    plain containers and numpy arrays are resolved; every other class (``sae_training.*``,

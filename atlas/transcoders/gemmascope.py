@@ -1,6 +1,6 @@
 """Gemma Scope transcoders (hub ``google/gemma-scope-2b-pt-transcoders``): one
 ``layer_{l}/width_{W}/average_l0_{N}/params.npz`` per layer and sparsity, keys
-W_enc [d, F], W_dec [F, d], b_enc [F], b_dec [d], threshold [F]. science.md §1.
+W_enc [d, F], W_dec [F, d], b_enc [F], b_dec [d], threshold [F]. docs/method.md §1.
 
 1. Discover ``layer_{l}/width_*/average_l0_*/params.npz``. Where a layer has several, choose
    deterministically: the narrowest width, then the average L0 closest to 100 (Gemma Scope's own

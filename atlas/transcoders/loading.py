@@ -9,6 +9,9 @@ Specs (see docs/transcoders.md):
 - ``dunefsky:DIR|FILE|hf://...``       Dunefsky et al. GPT-2 .pt pickles
 - ``gemmascope:DIR|hf://...``          Gemma Scope params.npz
 - ``circuit-tracer:DIR|hf://...``      circuit-tracer layer_{l}.safetensors
+- ``gemmascope2:DIR|hf://...``         Gemma Scope 2 layer_{l}_width_*_l0_*/params.safetensors + config.json
+- ``circuit-tracer-clt:DIR``, ``gemmascope2-clt:DIR``  cross-layer transcoders (atlas/transcoders/clt.py):
+  returns a ``CrossLayerTranscoder`` (always every layer; ``layers`` is not a selection here)
 - ``auto:PATH`` or a bare existing PATH: the first local format whose files are found there
 - ``preset:NAME`` or a bare preset NAME (``gpt2-small``, ``gemma-2-2b``)
 """
@@ -20,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from atlas.errors import AssetError, TranscoderError
-from atlas.transcoders import circuit_tracer, dunefsky, gemmascope, saelens_format
+from atlas.transcoders import circuit_tracer, clt, dunefsky, gemmascope, gemmascope2, saelens_format
 from atlas.transcoders.source import Source
 from atlas.transcoders.transcoder_set import TranscoderSet
 
@@ -29,9 +32,13 @@ if TYPE_CHECKING:
 
 # Formats whose files sit in a directory or hub repo: module with NAME, DEFAULT_SET_NAME,
 # FILE_RULE, discover(source) -> {layer: rel}, load_layer(source, rel, layer, dtype).
-FILE_FORMATS: dict[str, types.ModuleType] = {m.NAME: m for m in (saelens_format, dunefsky, gemmascope, circuit_tracer)}
+FILE_FORMATS: dict[str, types.ModuleType] = {m.NAME: m for m in (saelens_format, dunefsky, gemmascope, circuit_tracer,
+                                                                   gemmascope2)}
 DTYPES = ("float32", "bfloat16", "float16", "float64")
-FORMATS: tuple[str, ...] = (*FILE_FORMATS, saelens_format.RELEASE_NAME, "auto", "preset")
+FORMATS: tuple[str, ...] = (*FILE_FORMATS, *clt.FORMATS, saelens_format.RELEASE_NAME, "auto", "preset")
+
+
+GEMMA3_270M_RELEASE = "gemma-scope-2-270m-pt-transcoders-all"
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("gpt2-small", "dunefsky", "hf://pchlenski/gpt2-transcoders", "tres-dc", "gpt2"),
     # Gemma Scope transcoders, 26 layers x 16384, JumpReLU; Neuronpedia 'gemmascope-transcoder-16k'.
     Preset("gemma-2-2b", "saelens-release", "gemma-scope-2b-pt-transcoders", "gemmascope-transcoder-16k", "gemma-2-2b"),
+    # Gemma Scope 2 transcoders of Gemma 3 270M (the embedded default's model), 18 layers x 16384,
+    # JumpReLU, the small-L0 sets without the affine skip; hub google/gemma-scope-2-270m-pt.
+    Preset("gemma-3-270m", "saelens-release",
+           GEMMA3_270M_RELEASE + "/" + ",".join(f"layer_{l}_width_16k_l0_small" for l in range(18)),
+           "gemmascope-2-transcoder-16k", "gemma-3-270m"),
 )}
 
 
@@ -92,7 +104,7 @@ class TranscoderSpec:
 
 def load_transcoders(spec: TranscoderSpec | str, model: "HookedTransformer | None" = None, *,
                      layers=None, set_name: str | None = None, dtype: str = "float32",
-                     device: str = "cpu") -> TranscoderSet:
+                     device: str = "cpu") -> "TranscoderSet | clt.CrossLayerTranscoder":
     """Load every requested layer of a transcoder set; with a model, also ``check_against`` it.
     ``layers`` / ``set_name`` apply when ``spec`` is a string."""
     from atlas.progress import track
@@ -102,6 +114,8 @@ def load_transcoders(spec: TranscoderSpec | str, model: "HookedTransformer | Non
     spec = spec.resolve_preset()
     if dtype not in DTYPES:
         raise TranscoderError(f"transcoder dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if spec.format in clt.FORMATS:
+        return clt.load_clt(spec.format, spec.location, set_name=spec.set_name, dtype=dtype, model=model)
     if spec.format == saelens_format.RELEASE_NAME:
         plan = _release_plan(spec)
         set_name = spec.set_name or spec.location.partition("/")[0]
@@ -111,6 +125,9 @@ def load_transcoders(spec: TranscoderSpec | str, model: "HookedTransformer | Non
     tset = TranscoderSet(set_name=set_name)
     for layer, load in track(plan, f"loading transcoders {spec}", unit="layer"):
         tc = load(dtype)
+        if tc.d_sae < 1:
+            raise TranscoderError(f"{spec}: the transcoder of layer {tc.layer} ({tc.uri}) has d_sae = {tc.d_sae} "
+                                  f"features; a transcoder needs at least one")
         if tc.layer in tset.layers:
             raise TranscoderError(f"{spec}: two transcoders for layer {tc.layer} ({tset.layers[tc.layer].uri}, {tc.uri})")
         if spec.layers is not None and tc.layer not in spec.layers:

@@ -1,6 +1,6 @@
 """SAELens transcoders: a directory per layer with ``cfg.json`` + ``sae_weights.safetensors``
 (``SAE.load_from_disk``), or a pretrained release + id (``SAE.from_pretrained``, hub). Also the
-save helper the training job uses, so what atlas trains reads back exactly. science.md §1.
+save helper the training job uses, so what atlas trains reads back exactly. docs/method.md §1.
 
 1. Directory: discover every ``cfg.json`` with a ``sae_weights.safetensors`` beside it (the
    location itself may be one such directory). Its layer is the block index in the config's
@@ -84,8 +84,16 @@ def _as_layer(sae: Any, layer: int, cfg: dict, where: str, uri: str, fmt: str) -
     check_tensors(where, {k: v.detach() for k, v in tensors.items()})
     d_hook_in, d_hook_out = default_hooks(layer)
     hook_in, hook_out = _hook_names(cfg)
+    requires: tuple = ()
+    hf_cfg = {**(cfg.get("metadata") or {}), **cfg}
+    if hf_cfg.get("hf_hook_name"):
+        # Gemma Scope 2 releases: SAELens names the input blocks.l.hook_mlp_in, which TransformerLens
+        # places before ln2 (resid_mid); the HF point it was trained on is the pre-MLP norm's output.
+        from atlas.transcoders.gemmascope2 import hooks_from_config
+
+        hook_in, hook_out, requires = hooks_from_config(hf_cfg, layer, where)
     return LayerTranscoder(layer=layer, sae=sae.eval(), hook_in=hook_in or d_hook_in,
-                           hook_out=hook_out or d_hook_out, format=fmt, uri=uri)
+                           hook_out=hook_out or d_hook_out, format=fmt, uri=uri, requires=requires)
 
 
 def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> LayerTranscoder:

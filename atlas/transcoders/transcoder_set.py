@@ -28,6 +28,7 @@ class LayerTranscoder:
     hook_out: str              # e.g. 'blocks.3.hook_mlp_out'          [batch, pos, d_out]
     format: str                # the loader that read it, e.g. 'dunefsky-pt'
     uri: str                   # file, directory or 'release/id'
+    requires: tuple[tuple[str, str], ...] = ()   # (point as the file names it, module the model must have)
 
     @property
     def activation(self) -> Activation:
@@ -104,10 +105,20 @@ class TranscoderSet:
     def layer_ids(self) -> list[int]:
         return sorted(self.layers)
 
+    def upstream_decoders(self, layer: int, sources) -> dict[int, "torch.Tensor"]:
+        """{l': W_dec of l'} [F, d] for the source layers l' < layer (a CLT sums its slices instead)."""
+        return {l: self[l].W_dec.detach() for l in sources if l < layer}
+
     def check_against(self, model: "HookedTransformer") -> None:
         """Raise TranscoderError unless every transcoder reads and writes hooks the model has, with
-        matching widths, and holds only finite weights."""
+        matching widths, and holds only finite weights. Adds the MLP hook points
+        (``blocks.l.mlp.hook_in`` / ``hook_out``, atlas/transcoders/hook_points.py) when the set reads
+        or writes them."""
         from atlas.transcoders.build import all_finite
+        from atlas.transcoders.hook_points import add_mlp_hook_points, needs_mlp_hook_points
+
+        if needs_mlp_hook_points(h for tc in self for h in (tc.hook_in, tc.hook_out)):
+            add_mlp_hook_points(model)
 
         for tc in self:
             where = f"transcoder {self.set_name!r} layer {tc.layer} ({tc.uri})"
@@ -121,6 +132,11 @@ class TranscoderSet:
                     raise TranscoderError(
                         f"{where}: {name} width {width} does not match the model's d_model {model.cfg.d_model}"
                     )
+            for point, module in tc.requires:
+                if module not in model.mod_dict:
+                    raise TranscoderError(f"{where}: hook point {point!r} needs the model's {module!r}, which this "
+                                          f"model does not have (a {model.cfg.original_architecture or 'model'} "
+                                          f"with normalization {model.cfg.normalization_type})")
             for pname, param in tc.sae.named_parameters():
                 if not all_finite(param):
                     raise TranscoderError(f"{where}: parameter {pname} holds NaN or infinite values")

@@ -11,6 +11,9 @@ Layouts (what ``tensors`` must hold):
                   -> ``{root}/layer_{l}/width_{F}/average_l0_{l0}/params.npz``
 - circuit-tracer: W_enc [F, d] (transposed), W_dec [F, d], b_enc [F], b_dec [d], optional W_skip, threshold
                   -> ``{root}/layer_{l}.safetensors``
+- gemmascope2:    w_enc [d_in, F], w_dec [F, d_out], b_enc [F], b_dec [d_out], threshold [F], optional
+                  affine_skip_connection [d_in, d_out]; ``cfg`` = the config.json dict (None: none written)
+                  -> ``{root}/layer_{l}_width_{F}_l0_small/params.safetensors (+ config.json)``
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-WRITABLE_FORMATS = ("saelens", "dunefsky", "gemmascope", "circuit-tracer")
+WRITABLE_FORMATS = ("saelens", "dunefsky", "gemmascope", "circuit-tracer", "gemmascope2")
 
 
 def write_layer(fmt: str, root: str | Path, layer: int, tensors: dict, *, cfg: Any = None,
@@ -53,4 +56,13 @@ def write_layer(fmt: str, root: str | Path, layer: int, tensors: dict, *, cfg: A
         path = root / f"layer_{layer}.safetensors"
         save_file({k: v.detach().contiguous() for k, v in tensors.items()}, path)
         return path
+    if fmt == "gemmascope2":
+        import json
+
+        folder = root / f"layer_{layer}_width_{tensors['w_enc'].shape[1]}_l0_small"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, folder / "params.safetensors")
+        if cfg is not None:
+            (folder / "config.json").write_text(json.dumps(cfg))
+        return folder / "params.safetensors"
     raise ValueError(f"cannot write transcoder format {fmt!r}; writable: {', '.join(WRITABLE_FORMATS)}")

@@ -85,7 +85,7 @@ STATEMENTS = [
         PRIMARY KEY (sid, method, metric)
     )
     """,
-    # ---- WeightLens (science.md section 2) ---------------------------------------------------
+    # ---- WeightLens (docs/method.md §2) ---------------------------------------------------
     """
     CREATE TABLE feature_weightlens (
         fid              BIGINT PRIMARY KEY,
@@ -121,7 +121,7 @@ STATEMENTS = [
         run_id            VARCHAR
     )
     """,
-    # ---- activations over a corpus (science.md sections 3, 4.1) ------------------------------
+    # ---- activations over a corpus (docs/method.md §3, §4.1) ------------------------------
     """
     CREATE TABLE feature_stats (
         fid          BIGINT PRIMARY KEY,
@@ -155,7 +155,7 @@ STATEMENTS = [
         run_id         VARCHAR
     )
     """,
-    # ---- CircuitLens (science.md section 4) --------------------------------------------------
+    # ---- CircuitLens (docs/method.md §4) --------------------------------------------------
     """
     CREATE TABLE attributions (
         example_id  BIGINT NOT NULL,
@@ -191,7 +191,7 @@ STATEMENTS = [
         run_id      VARCHAR
     )
     """,
-    # ---- descriptions and their scores (science.md sections 4.5, 5) --------------------------
+    # ---- descriptions and their scores (docs/method.md §4.5, §5) --------------------------
     "CREATE SEQUENCE explanation_id_seq START 1",
     """
     CREATE TABLE explanations (
