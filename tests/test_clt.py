@@ -364,3 +364,27 @@ def test_lean_attribution_equals_the_plain_one_on_a_clt(tmp_path, skip):
             torch.testing.assert_close(lean.features[l], plain.features[l], atol=1e-5, rtol=1e-4)
         assert completeness_gap(lean).abs().max().item() < 1e-4 * (lean.z.abs().max().item() + 1)
         assert plain.out_values.abs().max() > 0                                   # the output side is exercised
+def test_a_clt_loads_from_a_hub_repo_one_layer_file_at_a_time(tmp_path, monkeypatch):
+    """The hub path is real code down to huggingface_hub's two calls, which are pointed at a local
+    directory laid out like the repo (no network here), to check which files atlas asks for."""
+    import huggingface_hub
+
+    t = dense_clt()
+    _, gs = write_both(tmp_path, t)
+    repo = tmp_path / "gs"
+    fetched = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files",
+                        lambda self, repo_id, revision=None, **kw: sorted(p.relative_to(repo).as_posix()
+                                                                          for p in repo.rglob("*") if p.is_file()))
+
+    def hf_hub_download(repo_id, filename, revision=None, **kw):
+        assert repo_id == "owner/clt"
+        fetched.append(filename)
+        return str(repo / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    clt = load_transcoders("gemmascope2-clt:hf://owner/clt")
+    assert clt.uri == "hf://owner/clt" and clt.layer_ids == [0, 1, 2]
+    assert sorted(set(fetched)) == sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*.safetensors"))
+    x = torch.randn(4, D, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(clt.encode(1, x), dense_encode(t, 1, x))

@@ -6,6 +6,7 @@ and GraphiQL from local assets only."""
 from __future__ import annotations
 
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -354,8 +355,9 @@ def test_time_limit_is_a_503_naming_it(hostile, api_server, tmp_path):
     from api.limits import ApiLimits
     from atlas import db
 
-    link = tmp_path / "current.duckdb"
-    db.publish(hostile[0], link)  # a file of its own for a server with other limits
+    link, work = tmp_path / "current.duckdb", tmp_path / "work.duckdb"
+    shutil.copyfile(hostile[0], work)  # the module's `sql` fixture holds the original open read-only
+    db.publish(work, link)  # a file of its own for a server with other limits
     slow = api_server(link, ApiLimits(request_s=0.0))
     r = get(slow, f"/feature/{hostile[2]}")
     assert r.status_code == 503 and "request exceeded the time limit of 0.0 s" in r.text

@@ -284,15 +284,16 @@ def load_clt(fmt: str, location: str, *, set_name: str | None = None, dtype: str
     """Read a CLT's layout and biases (not its weights); with a model, check it against the model."""
     from atlas.transcoders.source import Source
 
-    source = Source.open(location)
-    if source.is_hub:
-        raise AssetError(f"{fmt}:{location}: cross-layer transcoders are read from a local directory "
-                         f"(download it first, e.g. huggingface-cli download REPO --local-dir DIR)")
-    assert source.root is not None
+    source = Source.open(location)  # a hub repo: each layer's files are downloaded when first read
     clt = (_load_ct if fmt == CT_NAME else _load_gs2)(source, set_name, dtype)
     if model is not None:
         clt.check_against(model)
     return clt
+
+
+def _set_uri(source) -> str:
+    """Where the set lives: its directory, or hf://OWNER/REPO[/FOLDER] for a hub repo."""
+    return source.uri("").rstrip("/") if source.is_hub else str(source.root)
 
 
 def _load_ct(source, set_name, dtype) -> CrossLayerTranscoder:
@@ -336,7 +337,7 @@ def _load_ct(source, set_name, dtype) -> CrossLayerTranscoder:
     _same_options(files, source.location)
     cfg_rel = f"{enc[0].rpartition('/')[0]}/config.yaml".lstrip("/")
     hook_in, hook_out = circuit_tracer.hooks_from_yaml(source, cfg_rel, ("hook_resid_mid", "hook_mlp_out"))
-    clt = CrossLayerTranscoder(set_name or "circuit-tracer-clt", CT_NAME, str(source.root), files, d_model, d_sae,
+    clt = CrossLayerTranscoder(set_name or "circuit-tracer-clt", CT_NAME, _set_uri(source), files, d_model, d_sae,
                                enc_transposed=True, dec_absolute=False, hook_in_t=hook_in, hook_out_t=hook_out,
                                dtype=dtype)
     _read_small(clt)
@@ -392,7 +393,7 @@ def _load_gs2(source, set_name, dtype) -> CrossLayerTranscoder:
         per = {k: v.format(layer=l) for k, v in templ.items()}
         hook_in, hook_out, req = hooks_from_config(per, l, source.uri(cfg_rel) if cfg else source.location)
         requires += req
-    clt = CrossLayerTranscoder(set_name or "gemmascope-2-clt", GS2_NAME, str(source.root), files, d_model, d_sae,
+    clt = CrossLayerTranscoder(set_name or "gemmascope-2-clt", GS2_NAME, _set_uri(source), files, d_model, d_sae,
                                enc_transposed=False, dec_absolute=absolute.pop(),
                                hook_in_t=re.sub(r"^blocks\.\d+\.", "blocks.{layer}.", hook_in),
                                hook_out_t=re.sub(r"^blocks\.\d+\.", "blocks.{layer}.", hook_out),
