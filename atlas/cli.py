@@ -212,6 +212,10 @@ def ingest_weightlens(
     dtype: Optional[str] = typer.Option(None, help="Lens matmul dtype: float32, bfloat16 or float64."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
     setting: SetOption = [],
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
+    shards: ShardsOption = None,
 ) -> None:
     """Compute WeightLens (docs/method.md §2) for every feature and load it; prints coverage per layer."""
     from atlas.config import WeightLensConfig, with_overrides
@@ -219,6 +223,7 @@ def ingest_weightlens(
     named = dict(profile=profile, family=family, input_z=input_z, edge_z=edge_z, token_zmode=zmode, edge_variant=edge_variant,
                  inherit_layers=inherit_layers, dtype=dtype, device=device)
     cfg = with_overrides(WeightLensConfig(), [f"{k}={v}" for k, v in named.items() if v is not None] + list(setting))
+    ex = _executor(executor, address, workers, shards)                         # refused before any loading
     from atlas.models import ModelSpec, load_model
 
     spec = ModelSpec.parse(model, device=cfg.device)
@@ -229,7 +234,7 @@ def ingest_weightlens(
     from ingest.weightlens import run_weightlens
 
     report = run_weightlens(lm, tset, db_path, cfg, model_id=model_id or spec.default_model_id(),
-                            model_spec=str(spec))
+                            model_spec=str(spec), executor=ex)
     print(f"{db_path}: WeightLens ({cfg.profile} profile) for {len(tset)} layers ({len(report.layers_computed)} computed, "
           f"{len(report.layers_skipped)} already done)")
     print("layer  coverage (share of features with a validated weight description)")
@@ -313,6 +318,25 @@ def export_cmd(
 # Activation statistics, examples and ERA/TWERA (docs/method.md §3, §4.1); CircuitLens attributions,
 # clusters and descriptions (4.2-4.5); token-membership scores of weight descriptions (5).
 
+ExecutorOption = Annotated[str, typer.Option("--executor", help="Where shards run: 'local' (in this process) or "
+                                             "'ray' (Ray actors; docs/scale.md).")]
+AddressOption = Annotated[Optional[str], typer.Option("--address", help="Ray cluster HOST:PORT, or 'auto' for the one "
+                                                      "`ray start` made (default: start a local Ray).")]
+WorkersOption = Annotated[Optional[int], typer.Option("--workers", help="Ray actors (default: the cluster's CPUs).")]
+ShardsOption = Annotated[Optional[Path], typer.Option("--shards", help="Shard directory: Parquet files + manifest "
+                                                      "(default: DB.shards/JOB-...; on a cluster, shared storage).")]
+
+
+def _executor(executor: str, address: Optional[str], workers: Optional[int], shards: Optional[Path]):
+    from ingest.shards import ExecutorConfig
+
+    if executor not in ("local", "ray"):
+        raise AtlasError(f"--executor {executor!r}: use 'local' or 'ray'")
+    if executor == "local" and (address or workers):
+        raise AtlasError("--address and --workers need --executor ray")
+    return ExecutorConfig(kind=executor, address=address, workers=workers, shard_dir=str(shards) if shards else None)
+
+
 TC_HELP = "Transcoder set spec (see `atlas ingest weightlens --help`)."
 TranscodersOption = Annotated[str, typer.Option("--transcoders", help=TC_HELP)]
 MaxSequencesOption = Annotated[Optional[int], typer.Option("--max-sequences",
@@ -344,6 +368,10 @@ def ingest_activations(
     n_top: int = typer.Option(20, help="Top-activation examples per feature."),
     no_era: bool = typer.Option(False, "--no-era", help="Skip ERA/TWERA edges."),
     setting: SetOption = [],
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
+    shards: ShardsOption = None,
 ) -> None:
     """Activation statistics, top and bin-weighted examples, and ERA/TWERA edges over a corpus."""
     from atlas.config import ActivationsConfig
@@ -351,8 +379,9 @@ def ingest_activations(
 
     cfg = _overridden(ActivationsConfig(seq_len=seq_len, batch_size=batch_size, n_samples=n_samples, n_top=n_top,
                                         era=not no_era), setting)                # refused before any loading
+    ex = _executor(executor, address, workers, shards)
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, cfg.seq_len, max_sequences, model_id)
-    print(activations.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model))
+    print(activations.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model, executor=ex))
 
 
 @ingest_app.command("circuitlens")
@@ -371,6 +400,10 @@ def ingest_circuitlens(
                                                 "key from $ATLAS_EXPLAINER_API_KEY. Default: template descriptions."),
     explainer_model: Optional[str] = typer.Option(None, help="The explainer model's name at that endpoint."),
     setting: SetOption = [],
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
+    shards: ShardsOption = None,
 ) -> None:
     """CircuitLens: attribute each sampled example, cluster by mechanism, describe each cluster."""
     from atlas.config import CircuitLensConfig
@@ -380,8 +413,9 @@ def ingest_circuitlens(
         raise AtlasError("--explainer-url needs --explainer-model")
     cfg = _overridden(CircuitLensConfig(batch_size=batch_size, eps=eps, min_samples=min_samples,
                                         explainer_url=explainer_url, explainer_model=explainer_model), setting)
+    ex = _executor(executor, address, workers, shards)
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
-    print(circuitlens.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model))
+    print(circuitlens.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model, executor=ex))
 
 
 @ingest_app.command("scores")
@@ -394,15 +428,20 @@ def ingest_scores(
     seq_len: int = typer.Option(128, help="Tokens per sequence."),
     max_sequences: MaxSequencesOption = None,
     setting: SetOption = [],
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
+    shards: ShardsOption = None,
 ) -> None:
     """Score weight-based descriptions: precision, recall and AUROC of 'token in description'."""
     from atlas.config import ScoringConfig
     from ingest import scoring
 
     cfg = _overridden(ScoringConfig(seq_len=seq_len), setting)
+    ex = _executor(executor, address, workers, shards)
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, cfg.seq_len, max_sequences, model_id)
     print(scoring.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model,
-                      data_name=str(text)))
+                      data_name=str(text), executor=ex))
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Job: activation statistics, examples and ERA/TWERA edges over a corpus (docs/method.md §3, §4.1).
 
-Units: one per transcoder layer (``layer-{l}``), done for one configuration and one corpus.
-A run collects, in one streaming pass set, every layer whose unit is not done (and the source
-layers its virtual edges read), then writes each layer's unit: ``feature_stats`` rows for every
+Shards: one per transcoder layer (``layer-{l}``), done for one configuration and one corpus, run
+by the shared runner (ingest/shards.py). Each shard collects its layer in its own streaming pass
+(with the source layers its virtual edges read) and writes its unit: ``feature_stats`` rows for every
 feature, ``examples`` (top and bin-weighted samples, with windows) and ``edges`` of kind 'era' and
 'twera' next to the stored 'virtual' edges that end in the layer (same src, dst and variant).
 """
@@ -21,6 +21,7 @@ from atlas.ids import make_fid
 from atlas.progress import progress
 from ingest.inputs import tokens_fingerprint
 from ingest.registry import register
+from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
 
 JOB = "activations"
 
@@ -134,45 +135,65 @@ def edges_table(edges: dict, mask: np.ndarray, era, run_id: str) -> pa.Table:
 
 
 def run(db_path, model, tset, tokens, cfg: ActivationsConfig = ActivationsConfig(), *, model_id: str,
-        model_spec: str) -> dict:
+        model_spec: str, executor: ExecutorConfig = LOCAL) -> dict:
     """Collect and store activation statistics, examples and ERA/TWERA; returns a small report."""
-    from atlas.lens.activations import check_tokens, collect
-    from atlas.lens.era import EraAccumulator
+    from atlas.lens.activations import check_tokens
 
     tset.check_against(model)
     tokens = check_tokens(tokens, model)
     config = {**asdict(cfg), "corpus": tokens_fingerprint(tokens), "n_docs": tokens.shape[0],
               "set_name": tset.set_name}
-    chash = db.config_hash(config)
-    scope = f"{model_id}/{tset.set_name}"
     with db.AtlasWriter(db_path) as w:
         sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
-        todo = [l for l in tset.layer_ids if not w.unit_done(JOB, scope, _unit(l), chash)]
-        report = {"layers_done_before": len(tset) - len(todo), "layers_written": 0, "era_edges": 0,
-                  "inexact_sample_features": 0}
-        if not todo:
-            return report
-        with w.run(JOB, model_id, config) as run_id:
-            edges = virtual_edges(w, sids, todo, cfg.edge_variant) if cfg.era else None
-            era = (EraAccumulator(edges["src_layer"], edges["src_idx"], edges["dst_layer"], edges["dst_idx"],
-                                  edges["weight"]) if edges is not None else None)
-            results = collect(model, tset, tokens, cfg, layers=todo, era=era,
-                              progress=lambda desc, total: progress(desc, total, "seq"))
-            era_res = era.result() if era is not None else None
-            for l in todo:
-                sid = sids[l]
-                inserts = {"feature_stats": stats_table(results[l], sid, cfg, run_id),
-                           "examples": examples_table(model, results[l], sid, cfg, run_id)}
-                rng = _fid_range(sid)
-                deletes = [("DELETE FROM feature_stats WHERE fid BETWEEN $lo AND $hi", rng),
-                           ("DELETE FROM examples WHERE fid BETWEEN $lo AND $hi", rng),
-                           ("DELETE FROM edges WHERE kind IN ('era', 'twera') AND dst_fid BETWEEN $lo AND $hi", rng)]
-                if era_res is not None:
-                    mask = edges["dst_layer"] == l
-                    inserts["edges"] = edges_table(edges, mask, era_res, run_id)
-                    report["era_edges"] += int(mask.sum())
-                w.write_unit(job=JOB, scope=scope, unit=_unit(l), chash=chash, run_id=run_id,
-                             deletes=deletes, inserts=inserts)
-                report["layers_written"] += 1
-                report["inexact_sample_features"] += results[l].n_inexact
-    return report
+        job = ActivationsJob(config, cfg, sids, tset.layer_ids, f"{model_id}/{tset.set_name}")
+        run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
+    return {"layers_done_before": run.done_before, "layers_written": run.loaded, "era_edges": job.era_edges,
+            "inexact_sample_features": job.inexact, "shards": run.summary()}
+
+
+class ActivationsJob:
+    """Shards: one per layer. Each collects its layer in its own pass over the corpus (the ERA
+    source layers it reads run alongside), so no state is shared between shards."""
+
+    name = JOB
+
+    def __init__(self, config: dict, cfg: ActivationsConfig, sids: dict[int, int], layers: list[int], scope: str):
+        self.params, self.cfg, self.sids, self.layers, self.scope = config, cfg, sids, layers, scope
+        self.chash = db.config_hash(config)
+        self.era_edges = self.inexact = 0
+
+    def plan(self, w) -> list[Shard]:
+        out = []
+        for l in self.layers:
+            rng = _fid_range(self.sids[l])
+            out.append(Shard(unit=_unit(l), key={"layer": l}, chash=self.chash, deletes=(
+                ("DELETE FROM feature_stats WHERE fid BETWEEN $lo AND $hi", rng),
+                ("DELETE FROM examples WHERE fid BETWEEN $lo AND $hi", rng),
+                ("DELETE FROM edges WHERE kind IN ('era', 'twera') AND dst_fid BETWEEN $lo AND $hi", rng))))
+        return out
+
+    def inputs(self, w, shard: Shard):
+        """The stored virtual edges that end in the shard's layer (ERA/TWERA go next to them)."""
+        return virtual_edges(w, self.sids, [shard.key["layer"]], self.cfg.edge_variant) if self.cfg.era else None
+
+    def compute(self, ctx, shard: Shard, edges) -> tuple[dict, dict]:
+        from atlas.lens.activations import collect
+        from atlas.lens.era import EraAccumulator
+
+        l, sid = shard.key["layer"], self.sids[shard.key["layer"]]
+        era = (EraAccumulator(edges["src_layer"], edges["src_idx"], edges["dst_layer"], edges["dst_idx"],
+                              edges["weight"]) if edges is not None else None)
+        res = collect(ctx.model, ctx.tset, ctx.tokens, self.cfg, layers=[l], era=era,
+                      progress=lambda desc, total: progress(f"{desc} layer {l}", total, "seq"))[l]
+        tables = {"feature_stats": stats_table(res, sid, self.cfg, ""),
+                  "examples": examples_table(ctx.model, res, sid, self.cfg, "")}
+        n_era = 0
+        if era is not None:
+            mask = np.ones(len(edges["dst_fid"]), dtype=bool)
+            tables["edges"] = edges_table(edges, mask, era.result(), "")
+            n_era = int(mask.sum())
+        return tables, {"era_edges": n_era, "inexact_sample_features": int(res.n_inexact)}
+
+    def account(self, shard: Shard, info: dict) -> None:
+        self.era_edges += info["era_edges"]
+        self.inexact += info["inexact_sample_features"]

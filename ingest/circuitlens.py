@@ -1,6 +1,6 @@
 """Job: CircuitLens attributions, clusters and descriptions of the sampled examples (docs/method.md §4).
 
-Units: blocks of ``features_per_unit`` features of one layer (``layer-{l}-block-{b}``), done for
+Shards (ingest/shards.py): blocks of ``features_per_unit`` features of one layer (``layer-{l}-block-{b}``), done for
 one configuration and one set of stored examples. Per unit:
 1. the unit's examples (written by the activations job) and their full contexts from the corpus
    (which must be the corpus the examples came from: the stored windows are checked against it);
@@ -26,6 +26,7 @@ from atlas.errors import AtlasError
 from atlas.ids import make_fid
 from atlas.progress import progress
 from ingest.registry import register
+from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
 
 JOB = "circuitlens"
 
@@ -91,21 +92,25 @@ def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLe
     n = len(ex["doc"])
     rows, sig, evidence = [], [], []
     max_gap = 0.0
+    # 1. batch examples of similar target position: each batch runs only up to its last target
+    #    (+ the output positions), so short examples do not pay for long ones
+    order = np.argsort(np.asarray(ex["pos"]), kind="stable")
     for b0 in range(0, n, cfg.batch_size):
-        sl = slice(b0, b0 + cfg.batch_size)
-        doc = torch.as_tensor(ex["doc"][sl])
-        pos = torch.as_tensor(ex["pos"][sl])
+        take = order[b0:b0 + cfg.batch_size]
+        back = torch.as_tensor(take)                                            # batch row -> example
+        doc = torch.as_tensor(ex["doc"][take])
+        pos = torch.as_tensor(ex["pos"][take])
         T = min(tokens.shape[1], int(pos.max()) + cfg.n_output_positions + 1)
         toks = tokens[doc, :T]
-        att = attribute(model, tset, toks, layer, torch.as_tensor(ex["idx"][sl]), pos, cfg.n_output_positions)
+        att = attribute(model, tset, toks, layer, torch.as_tensor(ex["idx"][take]), pos, cfg.n_output_positions)
         max_gap = max(max_gap, float(completeness_gap(att).abs().max()))
         # stored rows: the strongest contributions per example, plus bias, errors and logits
-        row, kind, lay, idx, head, src, tok, val = _candidates(att, b0, toks)
+        row, kind, lay, idx, head, src, tok, val = _candidates(att, 0, toks)
         keep = group_topk(row, val.abs().double(), cfg.stored_per_example)
-        rows.append(dict(row=row[keep], kind=kind[keep], layer=lay[keep], idx=idx[keep], head=head[keep],
+        rows.append(dict(row=back[row[keep]], kind=kind[keep], layer=lay[keep], idx=idx[keep], head=head[keep],
                          src_pos=src[keep], token=tok[keep], value=val[keep]))
         B = doc.numel()
-        r = torch.arange(B) + b0
+        r = back
         if att.errors.shape[1]:
             e = att.errors.sum(2)                                               # [batch, layer]
             rows.append(dict(row=r.repeat_interleave(e.shape[1]), kind=torch.full((e.numel(),), 4),
@@ -120,12 +125,19 @@ def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLe
                          token=torch.cat([torch.full((B,), -1), att.out_tokens.reshape(-1)]),
                          value=torch.cat([att.bias, att.out_values.reshape(-1)])))
         srow, skey, _ = significant(att, cfg.top_contributors, cfg.min_rel_contribution)
-        sig.append((srow + b0, skey))
+        sig.append((back[srow], skey))
         node = att.token + att.position + att.errors.sum(1) + sum(c.sum(-1) for c in att.features.values())
-        evidence.append(dict(src=node.argmax(1), out=att.out_tokens, toks=toks, pos=pos))
+        evidence += [dict(src=int(a), out=o, toks=t, pos=int(p)) for a, o, t, p in
+                     zip(node.argmax(1), att.out_tokens, toks, pos)]
         advance(B)
+    # 2. back to example order: rows grouped by example, evidence indexed by example
     cat = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
-    return cat, (torch.cat([s[0] for s in sig]), torch.cat([s[1] for s in sig])), evidence, max_gap
+    first = torch.as_tensor(np.argsort(cat["row"].numpy(), kind="stable"))
+    cat = {k: v[first] for k, v in cat.items()}
+    srow, skey = torch.cat([s[0] for s in sig]), torch.cat([s[1] for s in sig])
+    first = torch.as_tensor(np.argsort(srow.numpy(), kind="stable"))
+    inv = np.argsort(order, kind="stable")
+    return cat, (srow[first], skey[first]), [evidence[i] for i in inv], max_gap
 
 
 KIND_NAMES = ["feature", "head", "token", "position", "error", "bias", "logit"]
@@ -154,37 +166,82 @@ def attributions_table(cat, ex, layer: int, sids: dict, sid: int, run_id: str) -
 
 
 def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig(), *, model_id: str,
-        model_spec: str, layers: list[int] | None = None) -> dict:
+        model_spec: str, layers: list[int] | None = None, executor: ExecutorConfig = LOCAL) -> dict:
     """Attribute, cluster and describe every feature's stored examples; returns a small report."""
     tset.check_against(model)
     with db.AtlasWriter(db_path) as w:
         sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
-        scope = f"{model_id}/{tset.set_name}"
-        report = {"units_written": 0, "units_done_before": 0, "features": 0, "clusters": 0, "max_completeness_gap": 0.0}
-        config = {**asdict(cfg), "set_name": tset.set_name}
-        with w.run(JOB, model_id, config) as run_id:
-            for layer in sorted(layers if layers is not None else tset.layer_ids):
-                sid = sids[layer]
-                # read per layer, after the layers upstream of it are done: a layer's summaries see the
-                # same upstream descriptions whether the job ran through or resumed after an interruption
-                descriptions = upstream_descriptions(w, sids, below=layer)
-                ex = load_examples(w, sid, cfg.example_kinds)
-                if ex and cfg.max_features_per_layer is not None:
-                    ex = select(ex, np.isin(ex["idx"], most_active(w, sid, cfg.max_features_per_layer)))
-                if not ex or not len(ex["idx"]):
-                    continue
-                check_corpus(tokens, ex)
-                blocks = ex["idx"] // cfg.features_per_unit
-                for block in np.unique(blocks):
-                    sel = select(ex, blocks == block)
-                    unit = f"layer-{layer}-block-{int(block)}"
-                    chash = db.config_hash({**config, "examples": examples_fingerprint(sel)})
-                    if w.unit_done(JOB, scope, unit, chash):
-                        report["units_done_before"] += 1
-                        continue
-                    write_block(w, model, tset, tokens, layer, sid, sids, sel, int(block), cfg, descriptions,
-                                run_id, unit, chash, scope, report)
-    return report
+        job = CircuitLensJob({**asdict(cfg), "set_name": tset.set_name}, cfg, sids,
+                             sorted(layers if layers is not None else tset.layer_ids), f"{model_id}/{tset.set_name}",
+                             tokens)
+        run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
+    job.report.update(units_written=run.loaded, units_done_before=run.done_before, shards=run.summary())
+    return job.report
+
+
+class CircuitLensJob:
+    """Shards: blocks of ``features_per_unit`` features of one layer; the block's stored examples
+    (checked against the corpus on the driver) and the upstream descriptions are its input.
+
+    A block's summaries cite the descriptions of features of the layers below it, CircuitLens's own
+    among them, so a block of layer l depends on every planned block of the layers below l and reads
+    those descriptions when its inputs are made (after they are loaded): the same descriptions whether
+    the job ran through, resumed after an interruption, or ran on Ray."""
+
+    name = JOB
+
+    def __init__(self, config: dict, cfg: CircuitLensConfig, sids: dict[int, int], layers: list[int], scope: str,
+                 tokens):
+        self.params, self.cfg, self.sids, self.layers, self.scope, self.tokens = config, cfg, sids, layers, scope, tokens
+        self.examples: dict[str, dict] = {}
+        self._descriptions: dict[int, dict] = {}           # layer -> upstream descriptions (read once per layer)
+        self.report = {"units_written": 0, "units_done_before": 0, "features": 0, "clusters": 0,
+                       "max_completeness_gap": 0.0}
+
+    def plan(self, w) -> list[Shard]:
+        cfg, out = self.cfg, []
+        below: list[str] = []                               # planned units of the layers already planned
+        for layer in self.layers:                           # sorted: upstream layers first
+            sid = self.sids[layer]
+            ex = load_examples(w, sid, cfg.example_kinds)
+            if ex and cfg.max_features_per_layer is not None:
+                ex = select(ex, np.isin(ex["idx"], most_active(w, sid, cfg.max_features_per_layer)))
+            if not ex or not len(ex["idx"]):
+                continue
+            check_corpus(self.tokens, ex)
+            blocks = ex["idx"] // cfg.features_per_unit
+            units = []
+            for block in np.unique(blocks):
+                sel = select(ex, blocks == block)
+                unit = f"layer-{layer}-block-{int(block)}"
+                self.examples[unit] = sel
+                lo = make_fid(sid, int(block) * cfg.features_per_unit)
+                rng = {"lo": lo, "hi": make_fid(sid, (int(block) + 1) * cfg.features_per_unit) - 1}
+                deletes = [(f"DELETE FROM {t} WHERE fid BETWEEN $lo AND $hi", rng)
+                           for t in ("attributions", "clusters", "cluster_members")]
+                deletes.append(("DELETE FROM explanations WHERE fid BETWEEN $lo AND $hi AND method LIKE 'circuitlens%'", rng))
+                out.append(Shard(unit=unit, key={"layer": layer, "block": int(block)}, deletes=tuple(deletes),
+                                 deps=tuple(below),
+                                 chash=db.config_hash({**self.params, "examples": examples_fingerprint(sel)})))
+                units.append(unit)
+            below += units
+        return out
+
+    def inputs(self, w, shard: Shard) -> dict:
+        layer = shard.key["layer"]
+        if layer not in self._descriptions:                 # every dependency of this layer is loaded by now
+            self._descriptions = {layer: upstream_descriptions(w, self.sids, below=layer)}
+        return {"ex": self.examples[shard.unit], "descriptions": self._descriptions[layer]}
+
+    def compute(self, ctx, shard: Shard, inputs: dict) -> tuple[dict, dict]:
+        layer = shard.key["layer"]
+        return block_tables(ctx.model, ctx.tset, ctx.tokens, layer, self.sids[layer], self.sids, inputs["ex"],
+                            self.cfg, inputs["descriptions"], shard.unit)
+
+    def account(self, shard: Shard, info: dict) -> None:
+        self.report["features"] += info["features"]
+        self.report["clusters"] += info["clusters"]
+        self.report["max_completeness_gap"] = max(self.report["max_completeness_gap"], info["max_completeness_gap"])
 
 
 def upstream_descriptions(w, sids: dict[int, int], below: int) -> dict:
@@ -218,20 +275,21 @@ def examples_fingerprint(ex: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def write_block(w, model, tset, tokens, layer, sid, sids, ex, block, cfg, descriptions, run_id, unit, chash,
-                scope, report) -> None:
+def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit) -> tuple[dict, dict]:
+    """The rows of one block of features (attributions, clusters, members, explanations) and a summary."""
     from atlas.lens.clustering import cluster, contributor_matrix
     from atlas.lens.describe import llm_describe, merge, snippet, summarize, template
     from atlas.models import token_strings
 
     with progress(f"circuitlens {unit}", len(ex["doc"]), "examples") as bar:
         cat, (srow, skey), evidence, gap = attribute_examples(model, tset, tokens, layer, ex, cfg, bar.advance)
-    report["max_completeness_gap"] = max(report["max_completeness_gap"], gap)
+    report = {"features": 0, "clusters": 0, "max_completeness_gap": gap}
+    run_id = ""                                         # set when the shard is loaded
     srow_np = srow.numpy()
     assert (np.diff(srow_np) >= 0).all() and (np.diff(ex["idx"]) >= 0).all()  # grouped by example, examples by feature
-    src = torch.cat([e["src"] for e in evidence])
-    outs = torch.cat([e["out"] for e in evidence])
-    tok_rows = [t for e in evidence for t in e["toks"]]
+    src = torch.tensor([e["src"] for e in evidence])
+    outs = torch.stack([e["out"] for e in evidence])
+    tok_rows = [e["toks"] for e in evidence]
     vocab_ids = sorted({int(x) for t in tok_rows for x in t.tolist()} | {int(x) for x in outs.flatten().tolist() if x >= 0})
     strs = dict(zip(vocab_ids, token_strings(model, vocab_ids)))
     cl_rows, mem_rows, expl_rows = [], [], []
@@ -286,16 +344,11 @@ def write_block(w, model, tset, tokens, layer, sid, sids, ex, block, cfg, descri
                           "run_id": run_id})
         report["features"] += 1
         report["clusters"] += int(labels.max()) + 1
-    lo, hi = make_fid(sid, block * cfg.features_per_unit), make_fid(sid, (block + 1) * cfg.features_per_unit) - 1
-    rng = {"lo": lo, "hi": hi}
-    deletes = [(f"DELETE FROM {t} WHERE fid BETWEEN $lo AND $hi", rng) for t in ("attributions", "clusters", "cluster_members")]
-    deletes.append(("DELETE FROM explanations WHERE fid BETWEEN $lo AND $hi AND method LIKE 'circuitlens%'", rng))
     inserts = {"attributions": attributions_table(cat, ex, layer, sids, sid, run_id)}
     if cl_rows:
         inserts.update(clusters=pa.Table.from_pylist(cl_rows), cluster_members=pa.Table.from_pylist(mem_rows),
                        explanations=pa.Table.from_pylist(expl_rows, schema=_EXPL_SCHEMA))
-    w.write_unit(job=JOB, scope=scope, unit=unit, chash=chash, run_id=run_id, deletes=deletes, inserts=inserts)
-    report["units_written"] += 1
+    return inserts, report
 
 
 _EXPL_SCHEMA = pa.schema([("explanation_id", pa.int64()), ("fid", pa.int64()), ("cluster_label", pa.int32()),

@@ -1,11 +1,11 @@
 """The WeightLens ingest job: every feature's weight-based description and every virtual-weight edge.
 
-One unit of work per transcoder layer, in layer order (a layer's descriptions inherit from earlier
-layers'). Each unit deletes that layer's previous WeightLens rows (feature_tokens,
-feature_weightlens, virtual edges of this variant, weightlens explanations and source metrics) and
-inserts the new ones in one transaction (AtlasWriter.write_unit), so re-runs never duplicate rows
-and a killed run resumes at the first layer not done. Descriptions of layers already done are
-read back from ``feature_tokens`` (side 'description') for the inheritance step.
+One shard (unit of work) per transcoder layer, run by the shared runner (ingest/shards.py). A
+layer's descriptions inherit from earlier layers', so its shard depends on theirs and reads their
+descriptions back from ``feature_tokens`` (side 'description') once they are loaded. Loading a
+shard deletes that layer's previous WeightLens rows (feature_tokens, feature_weightlens, virtual
+edges of this variant, weightlens explanations and source metrics) and inserts the new ones in one
+transaction, so re-runs never duplicate rows and a killed run resumes at the first layer not done.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pyarrow as pa
 from atlas.config import WeightLensConfig, as_dict
 from atlas.db import AtlasWriter, config_hash
 from atlas.ids import FID_SHIFT
-from atlas.progress import progress
 from ingest.registry import register
+from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
 
 JOB = "weightlens"
 # Fields that change no result (where and in which blocks it is computed) stay out of the unit hash,
@@ -37,12 +37,13 @@ class WeightLensReport:
     layer_seconds: dict[int, dict] = field(default_factory=dict)     # layer -> stage -> seconds
     layers_computed: list[int] = field(default_factory=list)
     layers_skipped: list[int] = field(default_factory=list)          # already done (resumed)
+    run: object = None                                               # the runner's RunReport
 
 
 def run_weightlens(model, tset, db_path, cfg: WeightLensConfig = WeightLensConfig(), *, model_id: str,
-                   model_spec: str | None = None) -> WeightLensReport:
+                   model_spec: str | None = None, executor: ExecutorConfig = LOCAL) -> WeightLensReport:
     """Compute WeightLens for every layer of ``tset`` and load it into the atlas at ``db_path``."""
-    from atlas.lens.weightlens import description_bos, inherit_from, resolve_bos, resolve_family, weightlens_layer
+    from atlas.lens.weightlens import description_bos, inherit_from, resolve_bos, resolve_family
 
     tset.check_against(model)
     settings = {**as_dict(cfg), "family_resolved": resolve_family(cfg, model),
@@ -50,44 +51,68 @@ def run_weightlens(model, tset, db_path, cfg: WeightLensConfig = WeightLensConfi
                 "bos_resolved": resolve_bos(cfg, model), "description_bos_resolved": description_bos(cfg, model),
                 "edge_scope_resolved": cfg.scope, "edge_sign_resolved": cfg.sign,
                 "model_id": model_id, "set_name": tset.set_name}
-    chash = config_hash({k: v for k, v in settings.items() if k not in _NOT_HASHED})
     report = WeightLensReport()
     with AtlasWriter(db_path) as w:
         sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
-        scope = f"{model_id}/{tset.set_name}"
-        with w.run(JOB, model_id, settings) as run_id:
-            w.execute("UPDATE ingest_runs SET profile = $p WHERE run_id = $r", {"p": cfg.profile, "r": run_id})
-            descriptions = {}
-            total = sum(tc.d_sae for tc in tset) * 3
-            with progress(f"weightlens {scope}", total=total, unit="feature-stages") as bar:
-                for tc in tset:
-                    unit = f"layer-{tc.layer}"
-                    if w.unit_done(JOB, scope, unit, chash):
-                        descriptions[tc.layer] = load_description(w, sids[tc.layer], tc.d_sae,
-                                                                  strings=cfg.profile == "reference")
-                        report.layers_skipped.append(tc.layer)
-                        bar.advance(tc.d_sae * 3)
-                        continue
-                    res = weightlens_layer(model, tset, tc.layer, cfg, descriptions, on_progress=bar.advance)
-                    t0 = perf_counter()
-                    tables = layer_tables(model, res, sids, run_id, cfg, settings)
-                    report.seconds["arrow_tables"] = report.seconds.get("arrow_tables", 0) + perf_counter() - t0
-                    t0 = perf_counter()
-                    w.write_unit(job=JOB, scope=scope, unit=unit, chash=chash, run_id=run_id,
-                                 deletes=layer_deletes(sids[tc.layer], cfg.edge_variant), inserts=tables)
-                    report.seconds["db_load"] = report.seconds.get("db_load", 0) + perf_counter() - t0
-                    report.layer_seconds[tc.layer] = dict(res.seconds)
-                    for stage, s in res.seconds.items():
-                        report.seconds[stage] = report.seconds.get(stage, 0) + s
-                    for table, t in tables.items():
-                        report.rows[table] = report.rows.get(table, 0) + len(t)
-                    descriptions[tc.layer] = res.description
-                    report.layers_computed.append(tc.layer)
+        job = WeightLensJob(settings, cfg, sids, [tc.layer for tc in tset], {tc.layer: tc.d_sae for tc in tset}, report)
+        run = run_job(job, Context(model, tset), db_path, w, executor)
+        done = set(job.loaded)
+        report.layers_skipped = [l for l in job.layers if l not in done]
+        report.layers_computed = [l for l in job.layers if l in done]
+        for table, n in run.rows.items():
+            report.rows[table] = report.rows.get(table, 0) + n
+        report.seconds["db_load"] = run.seconds.get("load", 0.0)
+        report.run = run
         report.coverage = {layer: value for layer, value in w.fetchall(
             "SELECT s.layer, m.value FROM source_metrics m JOIN sources s USING (sid) "
             "WHERE m.method = 'weightlens' AND m.metric = 'coverage' AND s.model_id = $m AND s.set_name = $s "
             "ORDER BY s.layer", {"m": model_id, "s": tset.set_name})}
     return report
+
+
+class WeightLensJob:
+    """Shards: one per layer. A layer's description inherits from earlier layers' (the resolved
+    inheritance set), so its shard depends on theirs and reads their descriptions from the atlas."""
+
+    name = JOB
+
+    def __init__(self, settings: dict, cfg: WeightLensConfig, sids: dict[int, int], layers: list[int],
+                 d_sae: dict[int, int], report: WeightLensReport):
+        self.params, self.cfg, self.sids, self.layers, self.d_sae = settings, cfg, sids, layers, d_sae
+        self.scope = f"{settings['model_id']}/{settings['set_name']}"
+        self.chash = config_hash({k: v for k, v in settings.items() if k not in _NOT_HASHED})
+        self.inherit = set(settings["inherit_layers_resolved"])
+        self.report, self.loaded = report, []
+
+    def plan(self, w) -> list[Shard]:
+        return [Shard(unit=f"layer-{l}", key={"layer": l}, chash=self.chash,
+                      deps=tuple(f"layer-{d}" for d in self.layers if d < l and d in self.inherit),
+                      deletes=tuple(layer_deletes(self.sids[l], self.cfg.edge_variant))) for l in self.layers]
+
+    def inputs(self, w, shard: Shard) -> dict:
+        """Descriptions D of the earlier layers this layer inherits from (already in the atlas)."""
+        deps = [int(u.removeprefix("layer-")) for u in shard.deps]
+        return {l: load_description(w, self.sids[l], self.d_sae[l], strings=self.cfg.profile == "reference")
+                for l in deps}
+
+    def started(self, w, run_id: str) -> None:
+        """The run's row records the profile (ingest_runs.profile, migration 0003)."""
+        w.execute("UPDATE ingest_runs SET profile = $p WHERE run_id = $r", {"p": self.cfg.profile, "r": run_id})
+
+    def compute(self, ctx, shard: Shard, descriptions: dict) -> tuple[dict, dict]:
+        from atlas.lens.weightlens import weightlens_layer
+
+        res = weightlens_layer(ctx.model, ctx.tset, shard.key["layer"], self.cfg, descriptions)
+        t0 = perf_counter()
+        tables = layer_tables(ctx.model, res, self.sids, "", self.cfg, self.params)
+        return tables, {"seconds": {**res.seconds, "arrow_tables": perf_counter() - t0}}
+
+    def account(self, shard: Shard, info: dict) -> None:
+        layer = shard.key["layer"]
+        self.loaded.append(layer)
+        self.report.layer_seconds[layer] = dict(info["seconds"])
+        for stage, s in info["seconds"].items():
+            self.report.seconds[stage] = self.report.seconds.get(stage, 0) + s
 
 
 def _fid_range(sid: int) -> dict:

@@ -125,3 +125,35 @@ def test_completeness_on_a_gemma3_shaped_model(make_transcoders):
     assert completeness_gap(att).abs().max().item() < 1e-4 * (att.z.abs().max().item() + 1)
     torch.testing.assert_close(att.heads.sum((2, 3)), att.head_totals, atol=1e-5, rtol=1e-4)
     assert att.position.abs().max() == 0     # rotary: no position embedding leaf
+
+
+def _gemma3_shaped():
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=3, d_model=64, d_head=16, n_heads=4, n_key_value_heads=2, d_mlp=128,
+                                  d_vocab=500, n_ctx=64, act_fn="gelu_pytorch_tanh", normalization_type="RMS",
+                                  positional_embedding_type="rotary", rotary_dim=16, gated_mlp=True,
+                                  use_normalization_before_and_after=True, original_architecture="Gemma3ForCausalLM",
+                                  seed=0)
+    return HookedTransformer(cfg).eval()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gemma3"])
+def test_lean_attribution_equals_the_plain_one(tiny_model, make_transcoders, arch):
+    """The lean path (truncated differentiated forward, replay from the target layer, bias pass without
+    encoders) gives every field of the plain path, at every layer, input and output side."""
+    model = tiny_model if arch == "gpt2" else _gemma3_shaped()
+    tset = make_transcoders(model, d_sae=32, kind="jumprelu-skip", seed=2)
+    V = model.cfg.d_vocab
+    tokens = torch.randint(0, V, (5, 10), generator=torch.Generator().manual_seed(3))
+    pos, feature = torch.tensor([9, 2, 5, 0, 7]), torch.tensor([0, 3, 5, 7, 11])
+    for layer in range(model.cfg.n_layers):
+        for n_output in (0, 2):
+            lean = attribute(model, tset, tokens, layer, feature, pos, n_output=n_output)
+            plain = attribute(model, tset, tokens, layer, feature, pos, n_output=n_output, lean=False)
+            for name in ("z", "act", "bias", "errors", "token", "position", "heads", "head_totals", "out_values"):
+                torch.testing.assert_close(getattr(lean, name), getattr(plain, name), atol=1e-5, rtol=1e-4)
+            assert torch.equal(lean.out_tokens, plain.out_tokens) and set(lean.features) == set(plain.features)
+            for l in lean.features:
+                torch.testing.assert_close(lean.features[l], plain.features[l], atol=1e-5, rtol=1e-4)
+            assert completeness_gap(lean).abs().max().item() < 1e-4 * (lean.z.abs().max().item() + 1)

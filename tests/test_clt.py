@@ -334,6 +334,36 @@ def test_activations_and_circuitlens_jobs_on_a_clt(tmp_path, atlas_db):
     assert {"bias", "error", "feature", "token", "logit"} <= set(kinds)
 
 
+def _most_active(model, tset, tokens, layer, pos):
+    """Per example, the feature of ``layer`` most active at pos (read at the transcoder's own input)."""
+    from atlas.transcoders.hook_points import add_mlp_hook_points
+
+    add_mlp_hook_points(model)
+    _, cache = model.run_with_cache(tokens, names_filter=tset[layer].hook_in)
+    return tset[layer].encode(cache[tset[layer].hook_in][torch.arange(len(pos)), pos]).detach().argmax(-1)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_lean_attribution_equals_the_plain_one_on_a_clt(tmp_path, skip):
+    """The lean path on a CLT: its bias pass decodes no activations (b_dec[l] + x_l S_l), its replay starts
+    at the target layer and pushes the feature's slice into every layer k >= l with later skip paths live;
+    every field equals the plain path's, at every layer, input and output side."""
+    model = normed_model("gemma3", seed=21)
+    t = dense_clt(seed=21, skip=skip)
+    clt = load_transcoders(write_both(tmp_path, t)[1], model)
+    tokens = torch.randint(0, 300, (4, 10), generator=torch.Generator().manual_seed(22))
+    pos = torch.tensor([9, 4, 6, 2])
+    for layer in range(N):
+        feature = _most_active(model, clt, tokens, layer, pos)                  # active: out_values not all 0
+        lean = attribute(model, clt, tokens, layer, feature, pos, n_output=2)
+        plain = attribute(model, clt, tokens, layer, feature, pos, n_output=2, lean=False)
+        for name in ("z", "act", "bias", "errors", "token", "position", "heads", "head_totals", "out_values"):
+            torch.testing.assert_close(getattr(lean, name), getattr(plain, name), atol=1e-5, rtol=1e-4, msg=name)
+        assert torch.equal(lean.out_tokens, plain.out_tokens) and set(lean.features) == set(plain.features)
+        for l in plain.features:
+            torch.testing.assert_close(lean.features[l], plain.features[l], atol=1e-5, rtol=1e-4)
+        assert completeness_gap(lean).abs().max().item() < 1e-4 * (lean.z.abs().max().item() + 1)
+        assert plain.out_values.abs().max() > 0                                   # the output side is exercised
 def test_a_clt_loads_from_a_hub_repo_one_layer_file_at_a_time(tmp_path, monkeypatch):
     """The hub path is real code down to huggingface_hub's two calls, which are pointed at a local
     directory laid out like the repo (no network here), to check which files atlas asks for."""

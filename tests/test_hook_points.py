@@ -150,3 +150,33 @@ def test_ln_centered_edges_fold_the_gain_for_a_read_after_it():
     torch.testing.assert_close(decs[0], W_dec - W_dec.mean(1, keepdim=True))
     enc, _ = fold_read_norm(model, 1, "blocks.1.hook_resid_mid", W_enc, {0: W_dec}, "ln_centered")
     assert enc is W_enc
+
+
+def _most_active(model, tset, tokens, layer, pos):
+    """Per example, the feature of ``layer`` most active at pos (read at the transcoder's own input)."""
+    from atlas.transcoders.hook_points import add_mlp_hook_points
+
+    add_mlp_hook_points(model)
+    _, cache = model.run_with_cache(tokens, names_filter=tset[layer].hook_in)
+    return tset[layer].encode(cache[tset[layer].hook_in][torch.arange(len(pos)), pos]).detach().argmax(-1)
+
+
+@pytest.mark.parametrize("kind", ["ln", "gemma3"])
+def test_lean_equals_plain_with_live_skip_paths_at_the_mlp_hook_points(tmp_path, kind):
+    """The lean path (replay from the target layer's stored residual, bias pass without encoders) keeps
+    later layers' skip paths live exactly as the plain path does: every field agrees at every layer."""
+    model = normed_model(kind, seed=7)
+    _circuit_tracer_files(tmp_path, skip=True, seed=7)
+    tset = load_transcoders(f"circuit-tracer:{tmp_path}", model)
+    tokens = torch.randint(0, 300, (4, 9), generator=torch.Generator().manual_seed(8))
+    pos = torch.tensor([8, 3, 5, 2])
+    for layer in range(3):
+        feature = _most_active(model, tset, tokens, layer, pos)                  # active: out_values not all 0
+        lean = attribute(model, tset, tokens, layer, feature, pos, n_output=2)
+        plain = attribute(model, tset, tokens, layer, feature, pos, n_output=2, lean=False)
+        for name in ("z", "act", "bias", "errors", "token", "position", "heads", "head_totals", "out_values"):
+            torch.testing.assert_close(getattr(lean, name), getattr(plain, name), atol=1e-5, rtol=1e-4, msg=name)
+        assert torch.equal(lean.out_tokens, plain.out_tokens)
+        for l in plain.features:
+            torch.testing.assert_close(lean.features[l], plain.features[l], atol=1e-5, rtol=1e-4)
+        assert plain.out_values.abs().max() > 0                                   # the output side is exercised

@@ -1,0 +1,66 @@
+"""The shard runner (ingest/shards.py) on the local executor: the manifest, reuse without compute,
+a manifest of other parameters refused by name, a corrupt or missing shard file re-run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from atlas.config import WeightLensConfig
+from ingest.shards import ExecutorConfig, ManifestMismatchError, table_hashes
+from ingest.weightlens import run_weightlens
+from tests.conftest import build_transcoder_set
+
+CFG = WeightLensConfig(input_z=3.0, output_z=3.5, edge_z=2.0, inherit_layers="all")
+TABLES = ["feature_tokens", "feature_weightlens", "edges", "explanations", "source_metrics"]
+
+
+@pytest.fixture(scope="module")
+def tset(tiny_model):
+    return build_transcoder_set(tiny_model, d_sae=24, seed=5)
+
+
+def _manifest(shard_dir):
+    lines = (shard_dir / "manifest.jsonl").read_text().splitlines()
+    return json.loads(lines[0]), [json.loads(l) for l in lines[1:]]
+
+
+def test_manifest_entries_and_reuse_without_compute(tiny_model, tset, tmp_path):
+    ex = ExecutorConfig(shard_dir=str(tmp_path / "shards"))
+    a = run_weightlens(tiny_model, tset, tmp_path / "a.duckdb", CFG, model_id="tiny", executor=ex)
+    assert a.run.computed == 2 and a.run.reused == 0
+    header, entries = _manifest(tmp_path / "shards")
+    assert header["job"] == "weightlens" and header["scope"] == "tiny/test"
+    assert [e["unit"] for e in entries] == ["layer-0", "layer-1"]
+    for e in entries:
+        assert e["code_version"].startswith("0.1.0+") and set(e["seconds"]) == {"compute", "write"}
+        assert set(e["files"]) == set(TABLES) and all(len(f["sha256"]) == 64 for f in e["files"].values())
+    assert sum(e["files"][t]["rows"] for e in entries for t in TABLES) == sum(a.rows[t] for t in TABLES)
+    # a second atlas from the same shards: nothing computed, the same rows
+    b = run_weightlens(tiny_model, tset, tmp_path / "b.duckdb", CFG, model_id="tiny", executor=ex)
+    assert b.run.computed == 0 and b.run.reused == 2
+    assert table_hashes(tmp_path / "a.duckdb", TABLES) == table_hashes(tmp_path / "b.duckdb", TABLES)
+
+
+def test_manifest_of_other_parameters_is_refused(tiny_model, tset, tmp_path):
+    ex = ExecutorConfig(shard_dir=str(tmp_path / "shards"))
+    run_weightlens(tiny_model, tset, tmp_path / "a.duckdb", CFG, model_id="tiny", executor=ex)
+    before = (tmp_path / "shards" / "manifest.jsonl").read_text()
+    other = WeightLensConfig(input_z=3.5, output_z=3.5, edge_z=2.0, inherit_layers="all")
+    with pytest.raises(ManifestMismatchError, match="parameters"):
+        run_weightlens(tiny_model, tset, tmp_path / "c.duckdb", other, model_id="tiny", executor=ex)
+    assert (tmp_path / "shards" / "manifest.jsonl").read_text() == before       # nothing lost or changed
+
+
+def test_corrupt_or_missing_shard_files_are_rerun_never_merged(tiny_model, tset, tmp_path):
+    ex = ExecutorConfig(shard_dir=str(tmp_path / "shards"))
+    run_weightlens(tiny_model, tset, tmp_path / "a.duckdb", CFG, model_id="tiny", executor=ex)
+    _, entries = _manifest(tmp_path / "shards")
+    files = {e["unit"]: e["files"] for e in entries}
+    bad = tmp_path / "shards" / files["layer-0"]["edges"]["path"]
+    bad.write_bytes(bad.read_bytes()[:-40] + b"\0" * 40)                         # same size, other bytes
+    (tmp_path / "shards" / files["layer-1"]["explanations"]["path"]).unlink()
+    r = run_weightlens(tiny_model, tset, tmp_path / "b.duckdb", CFG, model_id="tiny", executor=ex)
+    assert r.run.rerun_bad_files == 2 and r.run.computed == 2 and r.run.reused == 0
+    assert table_hashes(tmp_path / "a.duckdb", TABLES) == table_hashes(tmp_path / "b.duckdb", TABLES)
