@@ -3,7 +3,8 @@
 1. assets: the GGUF, the converted model and the public-domain corpus (atlas/assets.py; cached).
 2. model: load the converted Gemma 3 270M (~15 s).
 3. transcoders: train the default TrainConfig's layers, or find them trained (ingest/transcoders.py),
-   and register model, sources and metrics in ``{data_dir}/atlas.duckdb``.
+   and register model, sources and metrics in ``{data_dir}/atlas.duckdb``; every layer's quality on
+   held-out text (fve, L0, dead share, loss recovered) is printed and written to transcoder_quality.json.
 4. the analysis jobs (STEPS below): WeightLens, activations + ERA/TWERA, CircuitLens on the most
    often active features, token-membership scores on held-out text.
 5. serve the atlas with the GraphQL API (skipped with ``--no-serve``).
@@ -139,6 +140,9 @@ def build(cfg: DemoConfig = DemoConfig(), train: TrainConfig = TrainConfig(), co
     _analysis_steps(ctx)
     timings["total"] = time.monotonic() - t_start
     (data_dir(cfg) / "demo_timings.json").write_text(json.dumps(timings, indent=1))
+    report = transcoders.quality(db_path, cfg.model_id, train.set_name)          # every layer's quality
+    (data_dir(cfg) / "transcoder_quality.json").write_text(json.dumps(report, indent=1))
+    print("demo: transcoder quality on held-out text\n" + transcoders.format_quality(report), flush=True)
     print("demo: built " + str(db_path) + " in " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), flush=True)
     return ctx
 
