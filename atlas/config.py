@@ -315,7 +315,7 @@ class TrainConfig:
     """
     model: str = "default"        # model spec; 'default' = converted Gemma 3 270M (atlas assets)
     set_name: str = "atlas-tc"    # transcoder set name: source ids are '{layer}-atlas-tc'
-    layers: tuple[int, ...] = (3, 6)   # two layers of 18 (collection cost grows with the deepest layer)
+    layers: tuple[int, ...] = (3, 6)   # two layers of 18 (collection cost grows with the deepest layer); () = every layer
     d_sae: int = 2048             # features per layer (= d_mlp of Gemma 3 270M; Gemma Scope uses 16k+)
     k: int = 48                   # BatchTopK: mean active features per token (target L0 5..100; 32 gave fve 0.64)
     n_tokens: int = 65_536        # training tokens per layer (activations collected once, in memory)

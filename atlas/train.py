@@ -292,24 +292,40 @@ def load_trained(out_dir: Path, layers: list[int], set_name: str):
 # ---- the whole job --------------------------------------------------------------------------------------
 
 
+def resolve_layers(cfg: TrainConfig, n_layers: int) -> TrainConfig:
+    """``cfg`` with ``layers = ()`` ('all') made every layer of an ``n_layers`` model; a layer outside the
+    model is a TranscoderError."""
+    from dataclasses import replace
+
+    if not cfg.layers:
+        return replace(cfg, layers=tuple(range(n_layers)))
+    bad = [l for l in cfg.layers if not 0 <= l < n_layers]
+    if bad:
+        raise TranscoderError(f"layers {bad} do not exist: the model has layers 0..{n_layers - 1}")
+    return cfg
+
+
+def train_budget_check(cfg: TrainConfig, model: "HookedTransformer", n_layers: int | None = None):
+    """atlas/train_budget.py's memory plan for training ``n_layers`` (default: all of cfg.layers); raises if too big."""
+    from atlas import train_budget
+
+    return train_budget.check(cfg, len(cfg.layers) if n_layers is None else n_layers, model.cfg.d_model)
+
+
 def train_transcoders(model: "HookedTransformer", model_key: str, cfg: TrainConfig, corpus_cfg: CorpusConfig,
                       out_dir: Path) -> dict[int, dict]:
     """Train (or find already trained) every layer of ``cfg.layers``; returns {layer: metrics}."""
     from atlas.corpus import Corpus
     from atlas.transcoder_eval import next_token_loss, reconstruction
 
-    bad = [l for l in cfg.layers if not 0 <= l < model.cfg.n_layers]
-    if bad:
-        raise TranscoderError(f"layers {bad} do not exist: the model has layers 0..{model.cfg.n_layers - 1}")
+    cfg = resolve_layers(cfg, model.cfg.n_layers)
     chash = config_hash(cfg, corpus_cfg, model_key)
     results = {l: json.loads((layer_dir(out_dir, l) / "metrics.json").read_text())
                for l in cfg.layers if is_done(out_dir, l, chash)}
     todo = [l for l in cfg.layers if l not in results]
     if not todo:
         return results
-    from atlas import train_budget
-
-    train_budget.check(cfg, len(todo), model.cfg.d_model)   # refuse before collecting anything
+    train_budget_check(cfg, model, len(todo))   # refuse before collecting anything
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = Corpus.for_model(model, corpus_cfg)
     train = collect(model, corpus.batches("train", cfg.collect_batch, cfg.n_tokens), todo, cfg.n_tokens,

@@ -111,7 +111,6 @@ def build(cfg: DemoConfig = DemoConfig(), train: TrainConfig = TrainConfig(), co
           assets_cfg: AssetsConfig = AssetsConfig()) -> DemoContext:
     from atlas import assets
     from atlas.models import ModelSpec, load_model
-    from atlas.train import load_trained
     from ingest import transcoders
 
     t_start = time.monotonic()
@@ -131,10 +130,16 @@ def build(cfg: DemoConfig = DemoConfig(), train: TrainConfig = TrainConfig(), co
     needed |= {"corpus"} if corpus.source == "builtin" else set()
     if needed:
         timed("assets", assets.ensure_all, assets_cfg, only=needed)
+    from atlas.train import resolve_layers, train_budget_check
+
     model = timed("load model", load_model, ModelSpec.parse(train.model, device=train.device))
+    train = resolve_layers(train, model.cfg.n_layers)          # 'all' -> every layer; bad layers refused
+    train_budget_check(train, model)                           # a build that cannot fit is refused now
     db_path = data_dir(cfg) / "atlas.duckdb"
     out_dir, _ = timed("transcoders", transcoders.run, train, corpus, model_id=cfg.model_id, db_path=db_path,
                        model=model)
+    from atlas.train import load_trained
+
     tset = load_trained(out_dir, list(train.layers), train.set_name)
     ctx = DemoContext(db_path, cfg.model_id, model, tset, corpus, train, cfg, timings)
     _analysis_steps(ctx)

@@ -32,13 +32,14 @@ def run(cfg: TrainConfig, corpus: CorpusConfig, *, model_id: str, db_path: Path 
         out_dir: Path | None = None, model=None) -> tuple[Path, dict[int, dict]]:
     """Train (or reuse) the transcoders and register them; returns (out_dir, {layer: metrics})."""
     from atlas.models import ModelSpec, load_model
-    from atlas.train import train_transcoders
+    from atlas.train import resolve_layers, train_transcoders
 
     spec = ModelSpec.parse(cfg.model, device=cfg.device)
     model_key = str(spec)
     out_dir = out_dir or default_out_dir(model_key, cfg, corpus)
     if model is None:
         model = load_model(spec)
+    cfg = resolve_layers(cfg, model.cfg.n_layers)
     metrics = train_transcoders(model, model_key, cfg, corpus, out_dir)
     if db_path is not None:
         register(db_path, model, spec, model_id, cfg, corpus, out_dir, metrics)
