@@ -9,8 +9,8 @@
    E||x - mean||^2 = E||y||^2 = 1 (the learning rate then suits every layer); the mean and scales
    are folded back into the weights before saving, so the saved transcoder reads the raw hook.
 3. Train BatchTopK (Bussmann et al. 2024), every layer together (atlas/train_batched.py: parameters
-   stacked [n_layers, ...], one Adam step across layers; ``train_layer`` below is the single-layer form): z = x W_enc + b_enc; the k * batch largest ReLU(z)
-   values over the whole batch stay, the rest are 0; y_hat = f W_dec + b_dec. Loss = normalized
+   stacked [n_layers, ...], one Adam step across layers; ``train_layer`` below is the single-layer
+   form): z = x W_enc + b_enc; the k * batch largest ReLU(z) values over the whole batch stay, the rest are 0; y_hat = f W_dec + b_dec. Loss = normalized
    MSE + aux_coeff * AuxK loss (Gao et al. 2024: features silent for ``dead_after_tokens`` tokens
    reconstruct the residual with their top aux_k values). Rows of W_dec stay unit-norm. Adam, cosine
    learning-rate decay. The inference threshold theta is the running mean of the smallest value
@@ -19,7 +19,8 @@
    the form SAELens itself gives trained BatchTopK SAEs, with ``training_config.json`` and
    ``metrics.json`` beside ``cfg.json`` / ``sae_weights.safetensors``.
 5. Resume: a layer whose ``metrics.json`` matches the config hash is skipped; a killed training resumes
-   from ``layers.checkpoint.pt`` (the same layers still to train) (written every ``CHECKPOINT_EVERY`` steps).
+   from ``layers.checkpoint.pt`` when the same layers are still to train (written every
+   ``CHECKPOINT_EVERY`` steps).
 """
 
 from __future__ import annotations
