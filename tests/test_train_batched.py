@@ -110,3 +110,19 @@ def test_harvest_is_one_forward_stopping_at_the_last_layer(tiny_model):
     assert calls == {"resid_pre0": 3, "block1": 0, "ln_final": 0}
     x, y = out[0]
     assert x.shape == y.shape == (3 * 4 * 8, tiny_model.cfg.d_model)   # BOS dropped
+
+
+def test_two_builds_give_identical_transcoder_files(tmp_path, text_corpus):
+    """The whole job twice (harvest, batched training, saving) into two directories: the same bytes."""
+    from atlas.config import CorpusConfig
+    from ingest.transcoders import run
+
+    corpus = CorpusConfig(source=str(text_corpus(n_docs=150, words_per_doc=200)), seq_len=32, heldout_fraction=0.2)
+    cfg = tiny_train_config(layers=(), n_tokens=2048, epochs=1)     # every layer of random:tiny
+    a, ma = run(cfg, corpus, model_id="tiny", out_dir=tmp_path / "a")
+    b, mb = run(cfg, corpus, model_id="tiny", out_dir=tmp_path / "b")
+    assert sorted(ma) == [0, 1]
+    for layer in ma:
+        wa = (a / f"layer_{layer}" / "sae_weights.safetensors").read_bytes()
+        assert wa == (b / f"layer_{layer}" / "sae_weights.safetensors").read_bytes()
+        assert ma[layer]["fve"] == mb[layer]["fve"]
