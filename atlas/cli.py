@@ -86,10 +86,7 @@ def _train_config(layers: Optional[str], width: Optional[int], tokens: Optional[
 
     overrides: dict = {}
     if layers:
-        try:
-            overrides["layers"] = tuple(int(l) for l in layers.split(","))
-        except ValueError:
-            raise AtlasError(f"--layers {layers!r} is not a comma-separated list of layer numbers")
+        overrides["layers"] = () if layers.strip().lower() == "all" else tuple(parse_layers(layers))
     if width:
         overrides["d_sae"] = width
     if tokens:
@@ -110,7 +107,7 @@ def train_transcoders_cmd(
     db: Optional[Path] = typer.Option(None, help="Register the transcoders and their metrics in this atlas."),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP + " Default: 'default' (Gemma 3 270M)."),
     model_id: str = typer.Option("gemma-3-270m", help="Model id in the atlas."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: the TrainConfig default)."),
+    layers: Optional[str] = typer.Option(None, help="'all', or layers like '0,1,5' / '0-3,7' (default: the TrainConfig default)."),
     width: Optional[int] = typer.Option(None, help="Features per layer (d_sae)."),
     tokens: Optional[int] = typer.Option(None, help="Training tokens per layer."),
     corpus: str = typer.Option("builtin", help="'builtin', a txt/jsonl/parquet file or directory, or an HF dataset."),
@@ -136,7 +133,7 @@ def demo_cmd(
     data: Optional[Path] = typer.Option(None, help="Directory of the demo atlas (default: CACHE/demo)."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve the atlas after building it."),
     port: int = typer.Option(8000, help="Port to serve on."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated layers to train (default config otherwise)."),
+    layers: Optional[str] = typer.Option(None, help="Layers to train: 'all', or '0,1,5' / '0-3,7' (default config otherwise)."),
     width: Optional[int] = typer.Option(None, help="Features per layer."),
     tokens: Optional[int] = typer.Option(None, help="Training tokens per layer."),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP + " Default: 'default' (Gemma 3 270M)."),

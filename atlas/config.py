@@ -315,7 +315,7 @@ class TrainConfig:
     """
     model: str = "default"        # model spec; 'default' = converted Gemma 3 270M (atlas assets)
     set_name: str = "atlas-tc"    # transcoder set name: source ids are '{layer}-atlas-tc'
-    layers: tuple[int, ...] = (3, 6)   # two layers of 18 (collection cost grows with the deepest layer)
+    layers: tuple[int, ...] = (3, 6)   # two layers of 18 (collection cost grows with the deepest layer); () = every layer
     d_sae: int = 2048             # features per layer (= d_mlp of Gemma 3 270M; Gemma Scope uses 16k+)
     k: int = 48                   # BatchTopK: mean active features per token (target L0 5..100; 32 gave fve 0.64)
     n_tokens: int = 65_536        # training tokens per layer (activations collected once, in memory)
@@ -333,6 +333,7 @@ class TrainConfig:
                                     # (not one scalar): Gemma's 5 massive dimensions hold 91 % of layer 6's
                                     # variance; measured: loss recovered 92 % (vs 59 %), fve 0.73 (vs 0.76)
     collect_batch: int = 16       # sequences per forward pass when collecting activations
+    bf16: bool = False            # train under bf16 autocast (CPUs with bf16 units; the weights stay fp32)
     seed: int = 0
     device: str = "cpu"
 

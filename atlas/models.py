@@ -37,6 +37,8 @@ RANDOM_CONFIGS: dict[str, dict] = {
                        n_ctx=1024, act_fn="gelu_new", normalization_type="LN"),
     "tiny": dict(n_layers=2, d_model=64, d_head=16, n_heads=4, d_mlp=256, d_vocab=50257,
                  n_ctx=128, act_fn="gelu_new", normalization_type="LN"),
+    "tiny4": dict(n_layers=4, d_model=64, d_head=16, n_heads=4, d_mlp=256, d_vocab=50257,
+                  n_ctx=128, act_fn="gelu_new", normalization_type="LN"),   # every-layer builds in tests
 }
 
 DEFAULT_GGUF_TL_NAME = "google/gemma-3-270m"

@@ -8,8 +8,9 @@
    holds ~97 % of its norm in Gemma 3) and x and y are scaled by scalars so that
    E||x - mean||^2 = E||y||^2 = 1 (the learning rate then suits every layer); the mean and scales
    are folded back into the weights before saving, so the saved transcoder reads the raw hook.
-3. Train BatchTopK (Bussmann et al. 2024): z = x W_enc + b_enc; the k * batch largest ReLU(z)
-   values over the whole batch stay, the rest are 0; y_hat = f W_dec + b_dec. Loss = normalized
+3. Train BatchTopK (Bussmann et al. 2024), every layer together (atlas/train_batched.py: parameters
+   stacked [n_layers, ...], one Adam step across layers; ``train_layer`` below is the single-layer
+   form): z = x W_enc + b_enc; the k * batch largest ReLU(z) values over the whole batch stay, the rest are 0; y_hat = f W_dec + b_dec. Loss = normalized
    MSE + aux_coeff * AuxK loss (Gao et al. 2024: features silent for ``dead_after_tokens`` tokens
    reconstruct the residual with their top aux_k values). Rows of W_dec stay unit-norm. Adam, cosine
    learning-rate decay. The inference threshold theta is the running mean of the smallest value
@@ -17,8 +18,9 @@
 4. Save as a SAELens ``JumpReLUTranscoder`` (threshold = theta for every feature; f = z * [z > theta]),
    the form SAELens itself gives trained BatchTopK SAEs, with ``training_config.json`` and
    ``metrics.json`` beside ``cfg.json`` / ``sae_weights.safetensors``.
-5. Resume: a layer whose ``metrics.json`` matches the config hash is skipped; a killed layer resumes
-   from ``checkpoint.pt`` (written every ``CHECKPOINT_EVERY`` steps).
+5. Resume: a layer whose ``metrics.json`` matches the config hash is skipped; a killed training resumes
+   from ``layers.checkpoint.pt`` when the same layers are still to train (written every
+   ``CHECKPOINT_EVERY`` steps).
 """
 
 from __future__ import annotations
@@ -96,18 +98,43 @@ def batch_topk(z: "torch.Tensor", k: int) -> tuple["torch.Tensor", "torch.Tensor
     return f, (positive.min() if positive.numel() else torch.zeros((), dtype=z.dtype))
 
 
+def _init_weights(cfg: TrainConfig, d_in: int, d_out: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Seeded initial (W_enc [d_in, d_sae], W_dec [d_sae, d_out] with unit rows): the same for every layer."""
+    import torch
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    W_dec = torch.randn(cfg.d_sae, d_out, generator=g)
+    W_dec /= W_dec.norm(dim=-1, keepdim=True)
+    W_enc = torch.randn(d_in, cfg.d_sae, generator=g) / math.sqrt(d_in)
+    return W_enc, W_dec
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    """Cosine decay from lr to 10 % of it over ``total`` steps."""
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
+
+
+def normalization(cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor") -> tuple:
+    """(mx [d_in], sx scalar, sy [d_out] or scalar) of step 2 for one layer's (x, y) [n, d_model]."""
+    mx = x.mean(0)                                           # [d_in]
+    sx = float((x - mx).pow(2).sum(-1).mean().sqrt())
+    if cfg.standardize_out:                                  # [d_out]: each dimension to unit variance
+        sd = y.std(0)
+        sy = sd.clamp(min=1e-3 * float(sd.max())) * math.sqrt(y.shape[1])
+    else:
+        sy = float(y.pow(2).sum(-1).mean().sqrt())
+    return mx, sx, sy
+
+
 class _Trainer:
     """The BatchTopK training state of one layer (normalized units)."""
 
     def __init__(self, cfg: TrainConfig, d_in: int, d_out: int, y_mean: "torch.Tensor"):
         import torch
 
-        g = torch.Generator().manual_seed(cfg.seed)
-        W_dec = torch.randn(cfg.d_sae, d_out, generator=g)
-        W_dec /= W_dec.norm(dim=-1, keepdim=True)
+        W_enc, W_dec = _init_weights(cfg, d_in, d_out)
         self.W_dec = W_dec.requires_grad_()                                   # [d_sae, d_out]
-        W_enc = torch.randn(d_in, cfg.d_sae, generator=g) / math.sqrt(d_in)  # [d_in, d_sae]
-        self.W_enc = W_enc.requires_grad_()
+        self.W_enc = W_enc.requires_grad_()                                   # [d_in, d_sae]
         self.b_enc = torch.zeros(cfg.d_sae, requires_grad=True)              # [d_sae]
         self.b_dec = y_mean.clone().requires_grad_()                          # [d_out]
         self.params = [self.W_enc, self.b_enc, self.W_dec, self.b_dec]
@@ -169,13 +196,7 @@ def train_layer(cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor", ckpt: Pa
     from atlas.progress import progress
 
     torch.manual_seed(cfg.seed)
-    mx = x.mean(0)                                           # [d_in]
-    sx = float((x - mx).pow(2).sum(-1).mean().sqrt())
-    if cfg.standardize_out:                                  # [d_out]: each dimension to unit variance
-        sd = y.std(0)
-        sy = sd.clamp(min=1e-3 * float(sd.max())) * math.sqrt(y.shape[1])
-    else:
-        sy = float(y.pow(2).sum(-1).mean().sqrt())
+    mx, sx, sy = normalization(cfg, x, y)
     xn, yn = (x - mx) / sx, y / sy
     trainer = _Trainer(cfg, x.shape[1], y.shape[1], yn.mean(0))
     if ckpt.is_file():
@@ -192,7 +213,7 @@ def train_layer(cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor", ckpt: Pa
         while trainer.step < total:
             epoch, i = divmod(trainer.step, steps_per_epoch)
             idx = orders[epoch][i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * trainer.step / total)))
+            lr = lr_at(cfg, trainer.step, total)
             losses.append(trainer.train_step(cfg, xn[idx], yn[idx], lr))
             bar.advance()
             if trainer.step % CHECKPOINT_EVERY == 0 and trainer.step < total:
@@ -272,21 +293,40 @@ def load_trained(out_dir: Path, layers: list[int], set_name: str):
 # ---- the whole job --------------------------------------------------------------------------------------
 
 
+def resolve_layers(cfg: TrainConfig, n_layers: int) -> TrainConfig:
+    """``cfg`` with ``layers = ()`` ('all') made every layer of an ``n_layers`` model; a layer outside the
+    model is a TranscoderError."""
+    from dataclasses import replace
+
+    if not cfg.layers:
+        return replace(cfg, layers=tuple(range(n_layers)))
+    bad = [l for l in cfg.layers if not 0 <= l < n_layers]
+    if bad:
+        raise TranscoderError(f"layers {bad} do not exist: the model has layers 0..{n_layers - 1}")
+    return cfg
+
+
+def train_budget_check(cfg: TrainConfig, model: "HookedTransformer", n_layers: int | None = None):
+    """atlas/train_budget.py's memory plan for training ``n_layers`` (default: all of cfg.layers); raises if too big."""
+    from atlas import train_budget
+
+    return train_budget.check(cfg, len(cfg.layers) if n_layers is None else n_layers, model.cfg.d_model)
+
+
 def train_transcoders(model: "HookedTransformer", model_key: str, cfg: TrainConfig, corpus_cfg: CorpusConfig,
                       out_dir: Path) -> dict[int, dict]:
     """Train (or find already trained) every layer of ``cfg.layers``; returns {layer: metrics}."""
     from atlas.corpus import Corpus
     from atlas.transcoder_eval import next_token_loss, reconstruction
 
-    bad = [l for l in cfg.layers if not 0 <= l < model.cfg.n_layers]
-    if bad:
-        raise TranscoderError(f"layers {bad} do not exist: the model has layers 0..{model.cfg.n_layers - 1}")
+    cfg = resolve_layers(cfg, model.cfg.n_layers)
     chash = config_hash(cfg, corpus_cfg, model_key)
     results = {l: json.loads((layer_dir(out_dir, l) / "metrics.json").read_text())
                for l in cfg.layers if is_done(out_dir, l, chash)}
     todo = [l for l in cfg.layers if l not in results]
     if not todo:
         return results
+    train_budget_check(cfg, model, len(todo))   # refuse before collecting anything
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = Corpus.for_model(model, corpus_cfg)
     train = collect(model, corpus.batches("train", cfg.collect_batch, cfg.n_tokens), todo, cfg.n_tokens,
@@ -297,17 +337,21 @@ def train_transcoders(model: "HookedTransformer", model_key: str, cfg: TrainConf
     clean = None
     train_cfg = {"train": asdict(cfg), "corpus": asdict(corpus_cfg), "model": model_key, "config_hash": chash,
                  "architecture": "batchtopk -> jumprelu_transcoder"}
+    from atlas.train_batched import train_layers
+
+    ckpt = out_dir / "layers.checkpoint.pt"
+    batched = train_layers(cfg, {l: train[l] for l in todo}, ckpt, f"train layers {todo} (batched)")
+    del train
     for layer in todo:
-        ckpt = out_dir / f"layer_{layer}.checkpoint.pt"
-        trainer, norm, stats = train_layer(cfg, *train[layer], ckpt, f"train layer {layer}")
+        trainer, norm, stats = batched.weights[layer], batched.norms[layer], batched.stats[layer]
         sae = to_saelens(trainer, norm, layer, model_key)
         metrics = {**reconstruction(sae, *held[layer])}
         metrics.update(next_token_loss(model, loss_tokens, layer, sae, clean))
         clean = metrics["loss_clean"]
         metrics.update({"layer": layer, "config_hash": chash, "training": stats})
         save_layer(sae, layer_dir(out_dir, layer), train_cfg, metrics)
-        ckpt.unlink(missing_ok=True)
         results[layer] = metrics
         print(f"layer {layer}: fve {metrics['fve']:.3f}, L0 {metrics['l0']:.1f}, dead {metrics['dead_share']:.1%}, "
               f"loss +{metrics['loss_increase']:.3f} nats (recovered {metrics['loss_recovered']:.1%})", flush=True)
+    ckpt.unlink(missing_ok=True)
     return results

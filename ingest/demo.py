@@ -3,7 +3,8 @@
 1. assets: the GGUF, the converted model and the public-domain corpus (atlas/assets.py; cached).
 2. model: load the converted Gemma 3 270M (~15 s).
 3. transcoders: train the default TrainConfig's layers, or find them trained (ingest/transcoders.py),
-   and register model, sources and metrics in ``{data_dir}/atlas.duckdb``.
+   and register model, sources and metrics in ``{data_dir}/atlas.duckdb``; every layer's quality on
+   held-out text (fve, L0, dead share, loss recovered) is printed and written to transcoder_quality.json.
 4. the analysis jobs (STEPS below): WeightLens, activations + ERA/TWERA, CircuitLens on the most
    often active features, token-membership scores on held-out text.
 5. serve the atlas with the GraphQL API (skipped with ``--no-serve``).
@@ -110,7 +111,6 @@ def build(cfg: DemoConfig = DemoConfig(), train: TrainConfig = TrainConfig(), co
           assets_cfg: AssetsConfig = AssetsConfig()) -> DemoContext:
     from atlas import assets
     from atlas.models import ModelSpec, load_model
-    from atlas.train import load_trained
     from ingest import transcoders
 
     t_start = time.monotonic()
@@ -130,15 +130,24 @@ def build(cfg: DemoConfig = DemoConfig(), train: TrainConfig = TrainConfig(), co
     needed |= {"corpus"} if corpus.source == "builtin" else set()
     if needed:
         timed("assets", assets.ensure_all, assets_cfg, only=needed)
+    from atlas.train import resolve_layers, train_budget_check
+
     model = timed("load model", load_model, ModelSpec.parse(train.model, device=train.device))
+    train = resolve_layers(train, model.cfg.n_layers)          # 'all' -> every layer; bad layers refused
+    train_budget_check(train, model)                           # a build that cannot fit is refused now
     db_path = data_dir(cfg) / "atlas.duckdb"
     out_dir, _ = timed("transcoders", transcoders.run, train, corpus, model_id=cfg.model_id, db_path=db_path,
                        model=model)
+    from atlas.train import load_trained
+
     tset = load_trained(out_dir, list(train.layers), train.set_name)
     ctx = DemoContext(db_path, cfg.model_id, model, tset, corpus, train, cfg, timings)
     _analysis_steps(ctx)
     timings["total"] = time.monotonic() - t_start
     (data_dir(cfg) / "demo_timings.json").write_text(json.dumps(timings, indent=1))
+    report = transcoders.quality(db_path, cfg.model_id, train.set_name)          # every layer's quality
+    (data_dir(cfg) / "transcoder_quality.json").write_text(json.dumps(report, indent=1))
+    print("demo: transcoder quality on held-out text\n" + transcoders.format_quality(report), flush=True)
     print("demo: built " + str(db_path) + " in " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), flush=True)
     return ctx
 

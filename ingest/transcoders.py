@@ -32,13 +32,14 @@ def run(cfg: TrainConfig, corpus: CorpusConfig, *, model_id: str, db_path: Path 
         out_dir: Path | None = None, model=None) -> tuple[Path, dict[int, dict]]:
     """Train (or reuse) the transcoders and register them; returns (out_dir, {layer: metrics})."""
     from atlas.models import ModelSpec, load_model
-    from atlas.train import train_transcoders
+    from atlas.train import resolve_layers, train_transcoders
 
     spec = ModelSpec.parse(cfg.model, device=cfg.device)
     model_key = str(spec)
     out_dir = out_dir or default_out_dir(model_key, cfg, corpus)
     if model is None:
         model = load_model(spec)
+    cfg = resolve_layers(cfg, model.cfg.n_layers)
     metrics = train_transcoders(model, model_key, cfg, corpus, out_dir)
     if db_path is not None:
         register(db_path, model, spec, model_id, cfg, corpus, out_dir, metrics)
@@ -95,3 +96,45 @@ def register(db_path: Path, model, spec, model_id: str, cfg: TrainConfig, corpus
                                        "('reconstruction', 'training')", {"sid": sid})],
                              inserts={"source_metrics": table})
     return sids
+
+
+# ---- the per-layer quality report -------------------------------------------------------------------------
+
+FVE_TARGET, LOSS_RECOVERED_TARGET = 0.70, 0.85   # the embedded default's targets (issue #10)
+
+
+def quality(db_path: Path, model_id: str, set_name: str | None = None) -> list[dict]:
+    """One row per layer of the model's trained sources: {layer, source_id, fve, l0, dead_share, loss_*,
+    meets_targets}, read back from ``source_metrics`` (method 'reconstruction')."""
+    from atlas.db import connect_readonly
+
+    con = connect_readonly(db_path)
+    try:
+        rows = con.execute(
+            "SELECT s.layer, s.source_id, m.metric, m.value FROM source_metrics m JOIN sources s USING (sid) "
+            "WHERE s.model_id = $m AND m.method = 'reconstruction' AND ($set IS NULL OR s.set_name = $set) "
+            "ORDER BY s.layer", {"m": model_id, "set": set_name}).fetchall()
+    finally:
+        con.close()
+    by_layer: dict[int, dict] = {}
+    for layer, source_id, metric, value in rows:
+        by_layer.setdefault(layer, {"layer": layer, "source_id": source_id})[metric] = value
+    out = []
+    for layer in sorted(by_layer):
+        r = by_layer[layer]
+        r["meets_targets"] = bool(r.get("fve", 0) >= FVE_TARGET and r.get("loss_recovered", 0) >= LOSS_RECOVERED_TARGET)
+        out.append(r)
+    return out
+
+
+def format_quality(rows: list[dict]) -> str:
+    """The report as a fixed-width table, with the layers below the targets named at the end."""
+    lines = [f"{'layer':>5} {'fve':>6} {'L0':>6} {'dead':>6} {'loss+':>7} {'recov':>6}"]
+    for r in rows:
+        lines.append(f"{r['layer']:>5} {r['fve']:>6.3f} {r['l0']:>6.1f} {r['dead_share']:>6.1%} "
+                     f"{r['loss_increase']:>7.3f} {r['loss_recovered']:>6.1%}" + ("" if r["meets_targets"] else "  *"))
+    below = [r["layer"] for r in rows if not r["meets_targets"]]
+    if below:
+        lines.append(f"* below the targets (fve >= {FVE_TARGET}, loss recovered >= {LOSS_RECOVERED_TARGET:.0%}): "
+                     f"layers {below}")
+    return "\n".join(lines)

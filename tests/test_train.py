@@ -52,6 +52,18 @@ def test_train_register_and_reuse(tmp_path, corpus_cfg, atlas_db):
     assert con.execute("SELECT activation, format FROM sources").fetchall() == [("jumprelu", "saelens-dir")] * 2
     con.close()
 
+    # the per-layer quality report reads every layer's metrics back
+    from ingest.transcoders import RECON_KEYS, format_quality, quality
+
+    report = quality(atlas_db, "tiny", cfg.set_name)
+    assert [r["layer"] for r in report] == [0, 1]
+    for r in report:
+        assert {k: r[k] for k in RECON_KEYS} == pytest.approx({k: metrics[r["layer"]][k] for k in RECON_KEYS})
+        assert r["meets_targets"] == (r["fve"] >= 0.70 and r["loss_recovered"] >= 0.85)
+    table = format_quality(report)
+    assert len(table.splitlines()) >= 3 and f"{metrics[1]['fve']:.3f}" in table
+    assert quality(atlas_db, "tiny", "other-set") == []
+
     # the loaded set works on the model and checks against it
     from atlas.models import load_model
 
