@@ -126,7 +126,25 @@ def normalization(cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor") -> tup
     return mx, sx, sy
 
 
-class _Trainer:
+class CheckpointState:
+    """What a trainer's checkpoint holds (params, Adam state, dead-feature counters, threshold,
+    step); shared by the single-layer and the batched trainer."""
+
+    def state(self) -> dict:
+        return {"params": [p.detach() for p in self.params], "opt": self.opt.state_dict(),
+                "since_fired": self.since_fired, "threshold": self.threshold, "step": self.step}
+
+    def load(self, state: dict) -> None:
+        import torch
+
+        with torch.no_grad():
+            for p, v in zip(self.params, state["params"]):
+                p.copy_(v)
+        self.opt.load_state_dict(state["opt"])
+        self.since_fired, self.threshold, self.step = state["since_fired"], state["threshold"], state["step"]
+
+
+class _Trainer(CheckpointState):
     """The BatchTopK training state of one layer (normalized units)."""
 
     def __init__(self, cfg: TrainConfig, d_in: int, d_out: int, y_mean: "torch.Tensor"):
@@ -143,18 +161,6 @@ class _Trainer:
         self.threshold = 0.0
         self.step = 0
 
-    def state(self) -> dict:
-        return {"params": [p.detach() for p in self.params], "opt": self.opt.state_dict(),
-                "since_fired": self.since_fired, "threshold": self.threshold, "step": self.step}
-
-    def load(self, state: dict) -> None:
-        import torch
-
-        with torch.no_grad():
-            for p, v in zip(self.params, state["params"]):
-                p.copy_(v)
-        self.opt.load_state_dict(state["opt"])
-        self.since_fired, self.threshold, self.step = state["since_fired"], state["threshold"], state["step"]
 
     def train_step(self, cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor", lr: float) -> float:
         import torch

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from atlas.config import TrainConfig
+from atlas.train import CheckpointState
 
 if TYPE_CHECKING:
     import torch
@@ -62,7 +63,7 @@ def _batch_topk(z: "torch.Tensor", k: int) -> tuple["torch.Tensor", "torch.Tenso
     return f, torch.where(torch.isinf(kept_min), torch.zeros_like(kept_min), kept_min)
 
 
-class BatchedTrainer:
+class BatchedTrainer(CheckpointState):
     """The BatchTopK training state of L layers (normalized units), parameters stacked on dim 0."""
 
     def __init__(self, cfg: TrainConfig, n_layers: int, d_in: int, d_out: int, y_means: "torch.Tensor"):
@@ -81,18 +82,6 @@ class BatchedTrainer:
         self.threshold = torch.zeros(n_layers)                                   # [L]
         self.step = 0
 
-    def state(self) -> dict:
-        return {"params": [p.detach() for p in self.params], "opt": self.opt.state_dict(),
-                "since_fired": self.since_fired, "threshold": self.threshold, "step": self.step}
-
-    def load(self, state: dict) -> None:
-        import torch
-
-        with torch.no_grad():
-            for p, v in zip(self.params, state["params"]):
-                p.copy_(v)
-        self.opt.load_state_dict(state["opt"])
-        self.since_fired, self.threshold, self.step = state["since_fired"], state["threshold"], state["step"]
 
     def train_step(self, cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor", lr: float) -> "torch.Tensor":
         """One Adam step on x [L, batch, d_in], y [L, batch, d_out]; returns each layer's normalized MSE [L]."""

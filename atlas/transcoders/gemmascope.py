@@ -36,14 +36,7 @@ def _choice_key(m: re.Match) -> tuple:
 
 
 def discover(source: Source) -> dict[int, str]:
-    best: dict[int, tuple[tuple, str]] = {}
-    for rel in source.files():
-        m = _FILE.search(rel)
-        if m:
-            layer, key = int(m.group(1)), _choice_key(m)
-            if layer not in best or key < best[layer][0]:
-                best[layer] = (key, rel)
-    return {layer: rel for layer, (_, rel) in best.items()}
+    return source.files_by_layer(_FILE, prefer=_choice_key)
 
 
 def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> LayerTranscoder:

@@ -25,7 +25,6 @@ module terms (``model.layers.{l}.pre_feedforward_layernorm.output`` ->
 
 from __future__ import annotations
 
-import json
 import re
 
 from atlas.errors import TranscoderError
@@ -51,7 +50,6 @@ def _choice_key(m: re.Match) -> tuple:
 
 
 def discover(source: Source) -> dict[int, str]:
-    best: dict[int, tuple[tuple, str]] = {}
     files = source.files()
     if "params.safetensors" in files and "config.json" in files:   # the location is one layer's folder
         m = re.search(r"layer_(\d+)", source.location.rstrip("/").rpartition("/")[2])
@@ -59,13 +57,7 @@ def discover(source: Source) -> dict[int, str]:
         layer = int(m.group(1)) if m else _layer_of_hf(cfg.get("hf_hook_point_in"))
         if layer is not None:
             return {layer: "params.safetensors"}
-    for rel in files:
-        m = _FILE.search(rel)
-        if m:
-            layer, key = int(m.group(1)), _choice_key(m)
-            if layer not in best or key < best[layer][0]:
-                best[layer] = (key, rel)
-    return {layer: rel for layer, (_, rel) in best.items()}
+    return source.files_by_layer(_FILE, prefer=_choice_key)
 
 
 def _layer_of_hf(name) -> int | None:
@@ -74,16 +66,9 @@ def _layer_of_hf(name) -> int | None:
 
 
 def read_config(source: Source, rel: str) -> dict:
-    if not source.has(rel):
-        return {}
-    path = source.fetch(rel)
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TranscoderError(f"{path}: not a readable JSON config ({exc})") from exc
-    if not isinstance(cfg, dict):
-        raise TranscoderError(f"{path}: holds a JSON {type(cfg).__name__}, not an object")
-    return cfg
+    from atlas.transcoders.saelens_format import read_json_config
+
+    return read_json_config(source.fetch(rel)) if source.has(rel) else {}
 
 
 def hooks_from_config(cfg: dict, layer: int, where: str) -> tuple[str, str, tuple]:

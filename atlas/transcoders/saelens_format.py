@@ -41,7 +41,8 @@ def _hook_names(cfg: dict) -> tuple[str | None, str | None]:
             meta.get("hook_name_out") or cfg.get("hook_name_out"))
 
 
-def _read_cfg(path: Path) -> dict:
+def read_json_config(path: Path) -> dict:
+    """A JSON object from ``path``, or a named TranscoderError (shared by the formats that keep a config.json)."""
     try:
         cfg = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -59,7 +60,7 @@ def discover(source: Source) -> dict[int, str]:
         folder, _, name = rel.rpartition("/")
         if name != CFG or (f"{folder}/{WEIGHTS}" if folder else WEIGHTS) not in files:
             continue
-        layer = layer_of_hook(_hook_names(_read_cfg(source.fetch(rel)))[0])
+        layer = layer_of_hook(_hook_names(read_json_config(source.fetch(rel)))[0])
         if layer is None:
             m = _LAYER_IN_NAME.search(folder.rpartition("/")[2] or Path(source.location).name)
             if m is None:
@@ -102,7 +103,7 @@ def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> 
     cfg_path = source.fetch(rel)
     folder = rel.rpartition("/")[0]
     source.fetch(f"{folder}/{WEIGHTS}" if folder else WEIGHTS)  # downloads the weights beside cfg.json
-    cfg = _read_cfg(cfg_path)
+    cfg = read_json_config(cfg_path)
     try:
         sae = SAE.load_from_disk(cfg_path.parent, dtype=dtype)
     except Exception as exc:  # SAELens raises KeyError/ValueError/RuntimeError on malformed files

@@ -60,15 +60,18 @@ class Source:
                 self._files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
         return self._files
 
-    def files_by_layer(self, pattern: "re.Pattern[str]") -> dict[int, str]:
+    def files_by_layer(self, pattern: "re.Pattern[str]", prefer=None) -> dict[int, str]:
         """{layer: file} for files whose path matches ``pattern`` (group 1 = the layer); with
-        several files for a layer (e.g. two widths) the first by name."""
-        found: dict[int, str] = {}
+        several files for a layer (e.g. two widths) the one whose match has the smallest
+        ``prefer(match)``, or the first by name without ``prefer``."""
+        best: dict[int, tuple] = {}
         for rel in self.files():
             m = pattern.search(rel)
             if m:
-                found.setdefault(int(m.group(1)), rel)
-        return found
+                layer, key = int(m.group(1)), (prefer(m) if prefer else ())
+                if layer not in best or key < best[layer][0]:
+                    best[layer] = (key, rel)
+        return {layer: rel for layer, (_, rel) in best.items()}
 
     def has(self, rel: str) -> bool:
         """Whether the file ``rel`` exists (locally also beside a single-file location)."""
