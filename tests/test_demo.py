@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import tiny_train_config
+from tests.factories import tiny_train_config
 
 
 def test_demo_builds_an_atlas_and_a_rerun_reuses_it(tmp_path, text_corpus, capsys):
