@@ -17,6 +17,9 @@ from tests.factories import (REPO, TRANSCODER_FILE_FORMATS, WrittenTranscoders, 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# the repository's cache (converted model, corpus, tokenizers) whatever the working directory:
+# atlas.config.cache_dir() defaults to ./.cache/atlas
+os.environ.setdefault("ATLAS_CACHE", str(REPO / ".cache" / "atlas"))
 
 
 def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
