@@ -27,7 +27,8 @@ Kind = Literal["relu", "jumprelu", "skip", "jumprelu-skip"]
 @dataclass(frozen=True)
 class RandomInit:
     """Scales of a random transcoder's tensors: each entry is N(0, 1) * std (+ shift); threshold U(0, 1) * max.
-    The default is sparse-ish (b_enc centred at -0.8): a few features fire per token, as CircuitLens needs."""
+    A tensor whose std (or max) is 0 is not drawn: it is constant (its shift, or 0). The default is
+    sparse-ish (b_enc centred at -0.8): a few features fire per token, as CircuitLens needs."""
     W_enc: float = 0.4          # std of W_enc [d_in, d_sae]
     b_enc: float = 0.3          # std of b_enc [d_sae] ...
     b_enc_shift: float = -0.8   # ... around this mean
@@ -35,32 +36,41 @@ class RandomInit:
     b_dec: float = 0.05         # std of b_dec [d_out]
     threshold: float = 0.5      # JumpReLU threshold [d_sae] uniform in [0, this)
     W_skip: float = 0.05        # std of W_skip [d_out, d_in]
+    # the order in which the four dense tensors are drawn from the generator (threshold and W_skip
+    # follow): part of the recipe, so that a seed names the same tensors as it did in the tests' history
+    order: tuple[str, ...] = ("W_enc", "b_enc", "W_dec", "b_dec")
 
     @classmethod
     def fan_in(cls, d_model: int, **overrides) -> "RandomInit":
         """W_enc and W_dec with std 1/sqrt(d_model), b_enc N(0, 0.1), no output bias, threshold 0
         (about half the features fire): the scale of the WeightLens tests, whose lens reads weights only."""
         unit = d_model ** -0.5
-        return replace(cls(W_enc=unit, b_enc=0.1, b_enc_shift=0.0, W_dec=unit, b_dec=0.0, threshold=0.0), **overrides)
+        return replace(cls(W_enc=unit, b_enc=0.1, b_enc_shift=0.0, W_dec=unit, b_dec=0.0, threshold=0.0,
+                           order=("W_enc", "W_dec", "b_enc", "b_dec")), **overrides)
 
 
 FILE_INIT = RandomInit(W_enc=0.3, b_enc=0.2, b_enc_shift=0.0)   # the file-format tests: any finite values
 
 
 def random_tensors(gen, d_in: int, d_sae: int, d_out: int, kind: Kind = "relu", init: RandomInit = RandomInit()) -> dict:
-    """A transcoder's tensors in SAELens layout, drawn from ``gen`` in one fixed order
-    (W_enc, b_enc, W_dec, b_dec, then threshold for JumpReLU, then W_skip for a skip kind)."""
+    """A transcoder's tensors in SAELens layout, drawn from ``gen``: the four dense ones in ``init.order``,
+    then threshold for JumpReLU, then W_skip for a skip kind."""
     import torch
 
-    t = {"W_enc": torch.randn(d_in, d_sae, generator=gen) * init.W_enc,                   # [d_in, d_sae]
-         "b_enc": torch.randn(d_sae, generator=gen) * init.b_enc + init.b_enc_shift,       # [d_sae]
-         "W_dec": torch.randn(d_sae, d_out, generator=gen) * init.W_dec,                   # [d_sae, d_out]
-         "b_dec": torch.randn(d_out, generator=gen) * init.b_dec}                          # [d_out]
-    if "jumprelu" in kind:
-        t["threshold"] = torch.rand(d_sae, generator=gen) * init.threshold                 # [d_sae], >= 0
-    if "skip" in kind:
-        t["W_skip"] = torch.randn(d_out, d_in, generator=gen) * init.W_skip                # [d_out, d_in]
-    return t
+    shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_out), "b_dec": (d_out,),
+              "threshold": (d_sae,), "W_skip": (d_out, d_in)}
+    shifts = {"b_enc": init.b_enc_shift}
+    wanted = [*init.order, *(["threshold"] if "jumprelu" in kind else []), *(["W_skip"] if "skip" in kind else [])]
+    t = {}
+    for key in wanted:
+        scale, shift = getattr(init, key), shifts.get(key, 0.0)
+        if scale == 0:
+            t[key] = torch.full(shapes[key], float(shift))
+        else:
+            noise = torch.rand if key == "threshold" else torch.randn        # threshold >= 0
+            t[key] = noise(shapes[key], generator=gen) * scale + shift
+    # W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_out], b_dec [d_out], threshold [d_sae], W_skip [d_out, d_in]
+    return {key: t[key] for key in shapes if key in t}
 
 
 def random_transcoder_set(model, d_sae: int = 48, kind: Kind = "relu", seed: int = 0, layers=None,
