@@ -102,6 +102,7 @@ print("computed", r.layers_computed, "skipped", r.layers_skipped)
 """
 
 
+@pytest.mark.slow  # ~24 s: two subprocess runs (measured with --durations)
 def test_a_killed_run_resumes_at_the_next_layer_with_the_same_result(tiny_model, tmp_path):
     script = tmp_path / "job.py"
     script.write_text(JOB_SCRIPT.format(repo=str(REPO)))

@@ -201,6 +201,7 @@ def _stored(path, tset):
     return out, profile
 
 
+@pytest.mark.slow  # ~16-27 s each (measured with --durations on 2 cores)
 @pytest.mark.parametrize("shape, family", [(gpt2_shaped, "gpt2"), (gemma_shaped, "gemma")])
 def test_reference_profile_agrees_with_the_authors_steps_on_every_field(shape, family, tmp_path):
     from atlas.lens.weightlens import infer_family
