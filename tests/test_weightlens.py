@@ -11,7 +11,7 @@ from atlas.lens.outliers import StreamingTopK, select_outliers
 from atlas.lens.postprocess import group_terms, postprocess
 from atlas.lens.weightlens import weightlens_layer
 from atlas.models import bos_token_id, load_model
-from tests.conftest import build_transcoder_set
+from tests.factories import random_transcoder_set
 
 # Planted token ids (any ids of the real GPT-2 vocabulary) and residual directions.
 T_A, T_R, T_C, T_P, T_S = 1000, 2000, 3000, 4000, 5000
@@ -31,7 +31,7 @@ def planted():
     - unembedding: e5 promotes T_P and suppresses T_S, so (0, 0) and (0, 1) have exactly those outputs.
     """
     model = load_model("random:tiny")
-    tset = build_transcoder_set(model, d_sae=128, seed=1)
+    tset = random_transcoder_set(model, d_sae=128, seed=1, init="fan_in")
     with torch.no_grad():
         W_E = model.embed.W_E
         W_E[T_A], W_E[T_R], W_E[T_C] = 30 * E[0], 30 * E[1] - 40 * E[2], 30 * E[3]
@@ -206,7 +206,7 @@ def naive_weightlens(model, tset, cfg):
 
 
 def test_agrees_with_a_plain_per_feature_computation_to_the_last_token_and_edge(tiny_model):
-    tset = build_transcoder_set(tiny_model, d_sae=24, seed=3)
+    tset = random_transcoder_set(tiny_model, d_sae=24, seed=3, init="fan_in")
     # low thresholds, so that many tokens, edges and inheritances are selected and compared
     cfg = WeightLensConfig(input_z=3.5, output_z=3.5, edge_z=1.5, edge_pool=30, dtype="float64", feature_block=16,
                            vocab_block=10000, inherit_layers="all")
