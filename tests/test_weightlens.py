@@ -280,3 +280,18 @@ def test_inheritance_layers_follow_the_model_family(tiny_model):
     assert inherit_from(WeightLensConfig(inherit_layers="all"), type("M", (), {"cfg": gpt2})(), [3, 4]) == {3, 4}
     assert inherit_from(WeightLensConfig(inherit_layers="layer0"), tiny_model, [3, 4]) == {3}
     assert resolve_bos(WeightLensConfig(), tiny_model) == 50256 and resolve_bos(WeightLensConfig(bos="2"), tiny_model) == 2
+
+
+def test_a_description_longer_than_the_context_is_validated_on_its_first_n_ctx_tokens(tiny_model):
+    """[BOS] + a description of more than n_ctx - 1 tokens used to crash the validation forward."""
+    from atlas.lens.weightlens import Ragged, validate
+
+    tset = random_transcoder_set(tiny_model, d_sae=8, seed=3)
+    n_ctx, bos = tiny_model.cfg.n_ctx, bos_token_id(tiny_model)
+    rng = np.random.default_rng(0)
+    long = rng.integers(1, tiny_model.cfg.d_vocab, size=n_ctx + 7)            # feature 0: too long
+    short = long[: n_ctx - 1]                                                # feature 1: the part that fits
+    desc = Ragged(feat=np.repeat([0, 1], [len(long), len(short)]), token=np.concatenate([long, short]), d_sae=8)
+    got = validate(tiny_model, tset[0], 0, bos, desc, batch_tokens=4 * n_ctx)
+    assert got[0] == got[1]                       # the cut description reads exactly as its first n_ctx tokens
+    assert not got[2:].any()                      # features without a description are never validated
