@@ -20,6 +20,7 @@ FID_SHIFT = 32
 FID_MASK = (1 << FID_SHIFT) - 1     # the index bits of a fid
 MAX_INDEX = FID_MASK                # feature indices are in [0, 2**32)
 MAX_SID = (1 << 31) - 1             # sources.sid is an INTEGER: sid in [0, 2**31), so every fid is a non-negative BIGINT
+MAX_FID = (MAX_SID << FID_SHIFT) | MAX_INDEX
 # A canonical index: ASCII decimal digits, no leading zero (``05`` is not ``5``), below 2**32.
 # (str.isdigit accepts '²' and '٥', which int() then refuses or reads as another number.)
 _INDEX = re.compile(r"0|[1-9][0-9]{0,9}")
@@ -56,7 +57,7 @@ def make_fid(sid: int, idx: int) -> int:
 
 def split_fid(fid: int) -> FidParts:
     """(sid, idx) of one fid, the inverse of ``make_fid``. SQL: ``fid_source(fid)``, ``fid_index(fid)``."""
-    fid = _check(int(fid), (MAX_SID << FID_SHIFT) | MAX_INDEX, "fid")
+    fid = _check(int(fid), MAX_FID, "fid")
     return FidParts(fid >> FID_SHIFT, fid & FID_MASK)
 
 
@@ -66,14 +67,10 @@ def _int64(values: Any, hi: int, what: str) -> np.ndarray:
     if a.size == 0:
         return a.astype(np.int64)
     if a.dtype.kind not in "iu":
-        raise FeatureIdError(f"{what}s must be integers, not {a.dtype}")
-    if a.dtype == np.uint64 and int(a.max()) > hi:      # would wrap around in int64
-        raise FeatureIdError(f"{what} {int(a.max())} is outside [0, {hi + 1}) and does not fit a feature id")
-    a = a.astype(np.int64, copy=False)
-    lo_v, hi_v = int(a.min()), int(a.max())
-    _check(lo_v, hi, what)
-    _check(hi_v, hi, what)
-    return a
+        raise FeatureIdError(f"{what} values must be integers, not {a.dtype}")
+    _check(int(a.min()), hi, what)      # before the cast: a uint64 above 2**63 would wrap around
+    _check(int(a.max()), hi, what)
+    return a.astype(np.int64, copy=False)
 
 
 def make_fids(sid: Any, idx: Any) -> np.ndarray:
@@ -85,7 +82,7 @@ def make_fids(sid: Any, idx: Any) -> np.ndarray:
 
 def split_fids(fids: Any) -> FidArrays:
     """Vectorised ``split_fid``: int64 (sid, idx) arrays of the shape of ``fids``."""
-    a = _int64(fids, (MAX_SID << FID_SHIFT) | MAX_INDEX, "fid")
+    a = _int64(fids, MAX_FID, "fid")
     return FidArrays(a >> FID_SHIFT, a & FID_MASK)
 
 
