@@ -145,3 +145,13 @@ def test_the_macros_arrive_with_migration_0004(tmp_path):
     db.upgrade(path)
     with duckdb.connect(str(path)) as con:
         assert con.execute(macros).fetchall() == [(3,)]
+
+
+def test_every_macro_is_documented():
+    import importlib
+
+    from tests.conftest import REPO
+
+    doc = (REPO / "docs" / "sql.md").read_text()
+    for name in importlib.import_module("migrations.versions.0004_fid_macros").MACROS:
+        assert f"| `{name}(" in doc, f"macro {name} is not documented in docs/sql.md"
