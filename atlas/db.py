@@ -356,7 +356,7 @@ class AtlasWriter:
                 ).fetchall()[0][0]
                 self.con.execute(
                     "INSERT INTO features (fid, sid, layer, idx) "
-                    "SELECT ($sid::BIGINT << 32) + i, $sid, $layer, i FROM range($d_sae) t(i)",
+                    "SELECT make_fid($sid, i), $sid, $layer, i FROM range($d_sae) t(i)",
                     {"sid": sid, "layer": row["layer"], "d_sae": row["d_sae"]},
                 )
             self.con.execute("COMMIT")

@@ -23,7 +23,7 @@ import torch
 from atlas import db
 from atlas.config import CircuitLensConfig
 from atlas.errors import AtlasError
-from atlas.ids import make_fid
+from atlas.ids import fid_range, make_fid, make_fids, split_fid, split_fids
 from atlas.progress import progress
 from ingest.registry import register
 from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
@@ -34,12 +34,12 @@ JOB = "circuitlens"
 def load_examples(w, sid: int, kinds) -> dict[str, np.ndarray]:
     rows = w.fetchall(
         "SELECT example_id, fid, doc_id, pos, window_start, tokens FROM examples "
-        "WHERE fid BETWEEN $lo AND $hi AND list_contains($kinds, kind) ORDER BY fid, example_id",
-        {"lo": make_fid(sid, 0), "hi": make_fid(sid + 1, 0) - 1, "kinds": list(kinds)})
+        f"WHERE {fid_range(sid).sql()} AND list_contains($kinds, kind) ORDER BY fid, example_id",
+        {**fid_range(sid).params(), "kinds": list(kinds)})
     if not rows:
         return {}
     ex_id, fid, doc, pos, start, toks = zip(*rows)
-    return dict(example_id=np.array(ex_id), idx=np.array(fid) & 0xFFFFFFFF, doc=np.array(doc), pos=np.array(pos),
+    return dict(example_id=np.array(ex_id), idx=split_fids(fid).idx, doc=np.array(doc), pos=np.array(pos),
                 start=np.array(start), window=list(toks))
 
 
@@ -50,9 +50,8 @@ def select(ex: dict, mask: np.ndarray) -> dict:
 
 def most_active(w, sid: int, n: int) -> np.ndarray:
     """Indices of the layer's ``n`` most often active features (from the activations job)."""
-    rows = w.fetchall("SELECT fid & 4294967295 FROM feature_stats WHERE fid BETWEEN $lo AND $hi "
-                      "ORDER BY n_active DESC, fid LIMIT $n",
-                      {"lo": make_fid(sid, 0), "hi": make_fid(sid + 1, 0) - 1, "n": n})
+    rows = w.fetchall(f"SELECT fid_index(fid) FROM feature_stats WHERE {fid_range(sid).sql()} "
+                      "ORDER BY n_active DESC, fid LIMIT $n", {**fid_range(sid).params(), "n": n})
     return np.array([r[0] for r in rows], dtype=np.int64)
 
 
@@ -150,13 +149,14 @@ def attributions_table(cat, ex, layer: int, sids: dict, sid: int, run_id: str) -
     src_pos = cat["src_pos"].numpy()
     lay = cat["layer"].numpy()
     sid_of = np.array([sids.get(l, 0) for l in range(max(sids) + 1)], dtype=np.int64)      # layer -> sid
-    src_fid = (sid_of[np.clip(lay, 0, None)] << 32) + cat["idx"].numpy()
+    is_feature = kind == 0                                                              # the other kinds have idx -1
+    src_fid = make_fids(sid_of[np.where(is_feature, lay, 0)], np.where(is_feature, cat["idx"].numpy(), 0))
     none_if = lambda a, cond: pa.array(np.where(cond, None, a).tolist(), type=pa.int64())
     input_side = kind <= 5
     return pa.table({
-        "example_id": ex["example_id"][row], "fid": (np.int64(sid) << 32) + ex["idx"][row],
+        "example_id": ex["example_id"][row], "fid": make_fids(sid, ex["idx"][row]),
         "side": np.where(input_side, "input", "output"), "kind": np.array(KIND_NAMES)[kind],
-        "layer": none_if(lay, lay < 0), "src_fid": none_if(src_fid, kind != 0),
+        "layer": none_if(lay, lay < 0), "src_fid": none_if(src_fid, ~is_feature),
         "head": none_if(cat["head"].numpy(), kind != 1),
         "src_pos": none_if(src_pos, src_pos < 0),
         "rel_pos": none_if(src_pos - pos, src_pos < 0),
@@ -215,11 +215,10 @@ class CircuitLensJob:
                 sel = select(ex, blocks == block)
                 unit = f"layer-{layer}-block-{int(block)}"
                 self.examples[unit] = sel
-                lo = make_fid(sid, int(block) * cfg.features_per_unit)
-                rng = {"lo": lo, "hi": make_fid(sid, (int(block) + 1) * cfg.features_per_unit) - 1}
-                deletes = [(f"DELETE FROM {t} WHERE fid BETWEEN $lo AND $hi", rng)
+                rng = fid_range(sid, int(block) * cfg.features_per_unit, (int(block) + 1) * cfg.features_per_unit)
+                deletes = [(f"DELETE FROM {t} WHERE {rng.sql()}", rng.params())
                            for t in ("attributions", "clusters", "cluster_members")]
-                deletes.append(("DELETE FROM explanations WHERE fid BETWEEN $lo AND $hi AND method LIKE 'circuitlens%'", rng))
+                deletes.append((f"DELETE FROM explanations WHERE {rng.sql()} AND method LIKE 'circuitlens%'", rng.params()))
                 out.append(Shard(unit=unit, key={"layer": layer, "block": int(block)}, deletes=tuple(deletes),
                                  deps=tuple(below),
                                  chash=db.config_hash({**self.params, "examples": examples_fingerprint(sel)})))
@@ -249,7 +248,8 @@ def upstream_descriptions(w, sids: dict[int, int], below: int) -> dict:
     layer_of = {sid: l for l, sid in sids.items() if l < below}
     rows = w.fetchall("SELECT fid, text FROM explanations WHERE cluster_label IS NULL "
                       "ORDER BY (method = 'weightlens') ASC, created_at, explanation_id")
-    return {(layer_of[f >> 32], f & 0xFFFFFFFF): t for f, t in rows if (f >> 32) in layer_of}
+    parts = [(split_fid(f), t) for f, t in rows]
+    return {(layer_of[p.sid], p.idx): t for p, t in parts if p.sid in layer_of}
 
 
 EXPLANATIONS_PER_FEATURE = 1024

@@ -18,7 +18,7 @@ from atlas import db
 from atlas.config import ActivationsConfig, CircuitLensConfig, CorpusConfig
 from atlas.corpus import Corpus, check_source
 from atlas.errors import AssetError, AtlasError
-from atlas.ids import make_fid
+from atlas.ids import fid_range, make_fid, split_fid
 from ingest import activations, circuitlens, scoring
 from ingest.registry import register
 from tests.factories import REPO
@@ -69,8 +69,8 @@ def test_jobs_end_to_end(parts, atlas_db):
     _, cache = model.run_with_cache(tokens)
     A1 = tset[1].encode(cache[tset[1].hook_in]).detach()[:, 1:]           # [docs, pos, d_sae]
     A0 = tset[0].encode(cache[tset[0].hook_in]).detach()[:, 1:]
-    stats = _q(atlas_db, f"SELECT fid, n_active, frequency, max_act FROM feature_stats WHERE fid >= {make_fid(sids[1], 0)} "
-                         f"AND fid < {make_fid(sids[1] + 1, 0)} ORDER BY fid")
+    stats = _q(atlas_db, "SELECT fid, n_active, frequency, max_act FROM feature_stats WHERE fid >= {} AND fid < {} "
+                         "ORDER BY fid".format(*fid_range(sids[1])))
     assert [r[1] for r in stats] == (A1 > 0).sum((0, 1)).tolist()
     assert stats[0][2] == pytest.approx(float((A1[..., 0] > 0).float().mean()))
     # examples: windows agree with the corpus and the activation sits at the example's position
@@ -83,7 +83,7 @@ def test_jobs_end_to_end(parts, atlas_db):
     rows = _q(atlas_db, "SELECT e.src_fid, e.dst_fid, e.variant, t.weight FROM edges e JOIN edges t USING (src_fid, dst_fid, variant) "
                         "WHERE e.kind = 'virtual' AND t.kind = 'twera' ORDER BY 1, 2")
     assert len(rows) == len(src) == len(_q(atlas_db, "SELECT 1 FROM edges WHERE kind = 'era'"))
-    s, d = rows[0][0] & 0xFFFFFFFF, rows[0][1] & 0xFFFFFFFF
+    s, d = split_fid(rows[0][0]).idx, split_fid(rows[0][1]).idx
     a_i, a_j = A0[..., s].double(), A1[..., d].double()
     ref = float((a_i * a_j).mean() / a_j.mean() * V[s, d]) if a_j.sum() > 0 else 0.0
     assert rows[0][3] == pytest.approx(ref, rel=1e-5, abs=1e-9)
@@ -112,7 +112,7 @@ def test_jobs_end_to_end(parts, atlas_db):
                                            "text": ["a", "b"], "tokens": [words[:4], words[4:]]}))
     rep = scoring.run(atlas_db, model, tset, tokens, model_id="tiny", model_spec="random:tiny")
     assert rep["scored"] == 2
-    got = dict(((f, m), v) for f, m, v in _q(atlas_db, "SELECT fid & 4294967295, metric, value FROM scores"))
+    got = dict(((f, m), v) for f, m, v in _q(atlas_db, "SELECT fid_index(fid), metric, value FROM scores"))
     member = np.isin(tokens[:, 1:].numpy(), [int(t) for t in tokens[:3, 1:4].flatten()[:4]])
     active = A1[..., 0].numpy() > 0
     assert got[(0, "n_member")] == member.sum() and got[(0, "n_active")] == active.sum()

@@ -58,7 +58,7 @@ def test_ingest_loads_every_table_and_reruns_are_idempotent(tiny_model, atlas_db
         assert con.execute("SELECT DISTINCT profile FROM source_metrics").fetchall() == [("atlas",)]
         # coverage stored per layer = share of validated features
         cov = con.execute("SELECT s.layer, m.value, (SELECT avg(w.validated::INT) FROM feature_weightlens w "
-                          "WHERE w.fid >> 32 = s.sid) FROM source_metrics m JOIN sources s USING (sid) "
+                          "WHERE fid_source(w.fid) = s.sid) FROM source_metrics m JOIN sources s USING (sid) "
                           "ORDER BY 1").fetchall()
         assert [c[0] for c in cov] == [0, 1] and all(c[1] == pytest.approx(c[2]) for c in cov)
         assert report.coverage == {c[0]: c[1] for c in cov}
