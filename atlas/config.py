@@ -274,6 +274,9 @@ class ScoringConfig:
     method: str = "token-membership"   # docs/method.md §5: 'token in description' predicts 'feature active'
 # ---- demo: offline assets, corpus, transcoder training (docs/demo.md) ------------------------------
 
+# What every error about a missing or damaged offline asset tells the user to do.
+ASSETS_FIX = "run `make assets` (it installs requirements-assets.lock and runs `atlas assets`)"
+
 
 @dataclass(frozen=True)
 class AssetsConfig:
