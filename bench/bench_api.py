@@ -39,8 +39,8 @@ import httpx
 from api import graph, queries
 from api.context import Context, Version
 from api.limits import ApiLimits
-from atlas import db
 from atlas.ids import make_fid
+from atlas.publish import publish
 from bench.http_load import Load, have_wrk, percentile, run_httpx, run_wrk
 
 Q_LOOKUP = """query($x: ID!) { feature(id: $x) { id layer description validated stats { frequency maxAct }
@@ -70,7 +70,7 @@ def build_atlas(out: Path, args) -> tuple[Path, dict]:
         times["build_s"] = time.perf_counter() - t
     if not link.exists() or args.republish:
         t = time.perf_counter()
-        db.publish(work, link, keep=1)
+        publish(work, link, keep=1)
         times["publish_s"] = time.perf_counter() - t
     return link, times
 

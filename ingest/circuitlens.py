@@ -6,7 +6,8 @@ one configuration and one set of stored examples. Per unit:
    (which must be the corpus the examples came from: the stored windows are checked against it);
 2. batched attributions (``lens.attribution``), input and output side;
 3. per feature: significant contributor sets, DBSCAN clusters, each cluster's evidence summary
-   and description (template, or an explainer model when configured), one merged description;
+   and description (template, or an explainer model when configured: ingest/explainer.py, one
+   client per job), one merged description;
 4. rows: ``attributions`` (bias, per-layer errors, the strongest features / heads / tokens /
    positions, output logits), ``clusters``, ``cluster_members``, ``explanations``.
 """
@@ -14,6 +15,7 @@ one configuration and one set of stored examples. Per unit:
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import asdict
 
 import numpy as np
@@ -25,6 +27,7 @@ from atlas.config import CircuitLensConfig
 from atlas.errors import AtlasError
 from atlas.ids import fid_range, make_fid, make_fids, split_fid, split_fids
 from atlas.progress import progress
+from ingest.explainer import Explainer
 from ingest.registry import register
 from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
 
@@ -174,7 +177,8 @@ def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig
         job = CircuitLensJob({**asdict(cfg), "set_name": tset.set_name}, cfg, sids,
                              sorted(layers if layers is not None else tset.layer_ids), f"{model_id}/{tset.set_name}",
                              tokens)
-        run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
+        with job.explainer or nullcontext():            # the client closes with the job
+            run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
     job.report.update(units_written=run.loaded, units_done_before=run.done_before, shards=run.summary())
     return job.report
 
@@ -193,6 +197,9 @@ class CircuitLensJob:
     def __init__(self, config: dict, cfg: CircuitLensConfig, sids: dict[int, int], layers: list[int], scope: str,
                  tokens):
         self.params, self.cfg, self.sids, self.layers, self.scope, self.tokens = config, cfg, sids, layers, scope, tokens
+        # the job's one explainer client (None: template descriptions)
+        self.explainer = (Explainer(cfg.explainer_url, cfg.explainer_model or "", cfg.explainer_timeout_s)
+                          if cfg.explainer_url else None)
         self.examples: dict[str, dict] = {}
         self._descriptions: dict[int, dict] = {}           # layer -> upstream descriptions (read once per layer)
         self.report = {"units_written": 0, "units_done_before": 0, "features": 0, "clusters": 0,
@@ -235,7 +242,7 @@ class CircuitLensJob:
     def compute(self, ctx, shard: Shard, inputs: dict) -> tuple[dict, dict]:
         layer = shard.key["layer"]
         return block_tables(ctx.model, ctx.tset, ctx.tokens, layer, self.sids[layer], self.sids, inputs["ex"],
-                            self.cfg, inputs["descriptions"], shard.unit)
+                            self.cfg, inputs["descriptions"], shard.unit, self.explainer)
 
     def account(self, shard: Shard, info: dict) -> None:
         self.report["features"] += info["features"]
@@ -275,10 +282,12 @@ def examples_fingerprint(ex: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit) -> tuple[dict, dict]:
-    """The rows of one block of features (attributions, clusters, members, explanations) and a summary."""
+def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit,
+                 explainer: Explainer | None = None) -> tuple[dict, dict]:
+    """The rows of one block of features (attributions, clusters, members, explanations) and a summary;
+    cluster descriptions from ``explainer`` when given, else from the template."""
     from atlas.lens.clustering import cluster, contributor_matrix
-    from atlas.lens.describe import llm_describe, merge, snippet, summarize, template
+    from atlas.lens.describe import merge, snippet, summarize, template
     from atlas.models import token_strings
 
     with progress(f"circuitlens {unit}", len(ex["doc"]), "examples") as bar:
@@ -293,7 +302,7 @@ def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, u
     vocab_ids = sorted({int(x) for t in tok_rows for x in t.tolist()} | {int(x) for x in outs.flatten().tolist() if x >= 0})
     strs = dict(zip(vocab_ids, token_strings(model, vocab_ids)))
     cl_rows, mem_rows, expl_rows = [], [], []
-    method = "circuitlens-llm" if cfg.explainer_url else "circuitlens-template"
+    method = "circuitlens-llm" if explainer is not None else "circuitlens-template"
     for f in np.unique(ex["idx"]):                      # DBSCAN runs per feature
         members = np.nonzero(ex["idx"] == f)[0]
         fid = make_fid(sid, int(f))
@@ -321,8 +330,8 @@ def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, u
             params = {"eps": cfg.eps, "min_samples": cfg.min_samples, "min_contributor_fraction": cfg.min_contributor_fraction,
                       "top_contributors": cfg.top_contributors, "min_rel_contribution": cfg.min_rel_contribution,
                       "n_examples": len(idx), "example_kinds": list(cfg.example_kinds)}
-            if cfg.explainer_url and label >= 0:
-                text, prompt = llm_describe(summary, cfg.explainer_url, cfg.explainer_model or "", cfg.explainer_timeout_s)
+            if explainer is not None and label >= 0:
+                text, prompt = explainer.describe(summary)
                 params.update(explainer_model=cfg.explainer_model, explainer_url=cfg.explainer_url, prompt=prompt)
             else:
                 text = template(summary)

@@ -49,6 +49,7 @@ def tiny_model():
 def atlas_db(tmp_path):
     """A fresh atlas database file built by the migrations."""
     from atlas import db
+    from atlas.publish import publish
 
     path = tmp_path / "atlas.duckdb"
     db.upgrade(path)
@@ -79,7 +80,7 @@ def synthetic_atlas(tmp_path_factory):
     """Factory: (name, **spec overrides) -> (working file, published `current` link); cached per name."""
     from bench.synthetic_atlas import SyntheticSpec, build
 
-    from atlas import db
+    from atlas.publish import publish
 
     made = {}
 
@@ -87,7 +88,7 @@ def synthetic_atlas(tmp_path_factory):
         if name not in made:
             root = tmp_path_factory.mktemp(f"atlas-{name}")
             work = build(root / "work.duckdb", SyntheticSpec(**{**TINY_ATLAS, **overrides}))
-            db.publish(work, root / "current.duckdb")
+            publish(work, root / "current.duckdb")
             made[name] = (work, root / "current.duckdb")
         return made[name]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import duckdb
 
-from atlas import db
 from atlas.ids import make_fid, split_fid
+from atlas.publish import publish
 
 SCRIPT = "<script>alert('s')</script>"
 ONERROR = '"onerror=alert(1) x="'
@@ -85,5 +85,5 @@ def build(root: Path) -> tuple[Path, Path, str]:
     con.execute("CHECKPOINT")
     con.close()
     link = root / "current.duckdb"
-    db.publish(work, link)
+    publish(work, link)
     return work, link, f"{M}/2-synth/{index}"

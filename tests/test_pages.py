@@ -353,11 +353,11 @@ def test_search_pages_agree_with_the_api(url, q, first):
 
 def test_time_limit_is_a_503_naming_it(hostile, api_server, tmp_path):
     from api.limits import ApiLimits
-    from atlas import db
+    from atlas.publish import publish
 
     link, work = tmp_path / "current.duckdb", tmp_path / "work.duckdb"
     shutil.copyfile(hostile[0], work)  # the module's `sql` fixture holds the original open read-only
-    db.publish(work, link)  # a file of its own for a server with other limits
+    publish(work, link)  # a file of its own for a server with other limits
     slow = api_server(link, ApiLimits(request_s=0.0))
     r = get(slow, f"/feature/{hostile[2]}")
     assert r.status_code == 503 and "request exceeded the time limit of 0.0 s" in r.text

@@ -64,7 +64,7 @@ def gemma_shaped():
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoTokenizer
 
-    from atlas.assets import converted_dir
+    from atlas.models import converted_dir
 
     path = converted_dir() / "tokenizer"
     if not path.is_dir():
