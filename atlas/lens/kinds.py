@@ -31,4 +31,5 @@ class AttributionKind(IntEnum):
         return "output" if self is AttributionKind.LOGIT else "input"
 
 
-KIND_LABELS = tuple(k.label for k in AttributionKind)   # indexed by the integer (0, 1, ... with no gaps)
+KIND_LABELS = tuple(k.label for k in AttributionKind)    # attributions.kind, indexed by the integer (0, 1, ... with no gaps)
+KIND_SIDES = tuple(k.side for k in AttributionKind)     # attributions.side, indexed the same way
