@@ -14,7 +14,8 @@ from pathlib import Path
 
 import duckdb
 
-from atlas.ids import make_fid, split_fid
+from atlas.ids import split_fid
+from atlas.lens.kinds import AttributionKind
 from atlas.publish import publish
 
 SCRIPT = "<script>alert('s')</script>"
@@ -70,7 +71,7 @@ def build(root: Path) -> tuple[Path, Path, str]:
                "upstream": [{"layer": up_layer, "index": up_index, "share": 1.0, "description": IMG}],
                "heads": [{"layer": 1, "head": 3, "offset": -2, "share": 0.5}], "output_tokens": [{"token": JSURL, "count": 1}]}
     con.execute("INSERT INTO clusters (fid, label, n_examples, contributors, summary) VALUES ($f, 0, 2, $c, $s)",
-                {"f": fid, "c": json.dumps([{"key": [0, up_layer, up_index, 0], "n": 2}]), "s": json.dumps(summary)})
+                {"f": fid, "c": json.dumps([{"key": [int(AttributionKind.FEATURE), up_layer, up_index, 0], "n": 2}]), "s": json.dumps(summary)})
     con.execute("INSERT INTO cluster_members (fid, label, example_id) VALUES ($f, 0, $a), ($f, 0, $b)",
                 {"f": fid, "a": ids[0], "b": ids[1]})
     xid = con.execute("INSERT INTO explanations (fid, cluster_label, method, text, tokens) VALUES "

@@ -20,6 +20,8 @@ import json
 from collections import Counter
 from typing import NamedTuple
 
+from atlas.lens.kinds import AttributionKind
+
 SYSTEM_PROMPT = (
     "You explain features of a language model's transcoders. You get evidence about one mechanism "
     "by which a feature activates: the tokens it fires on, the earlier tokens that drive it (in "
@@ -42,7 +44,8 @@ def summarize(members: list[dict], contributors: list[tuple[tuple, int]], descri
     """Evidence of one cluster.
 
     members: dicts with 'target_token', 'source_token', 'offset', 'snippet', 'outputs' (list of str);
-    contributors: ((kind, layer, a, b), n_members) of the cluster's shared contributors;
+    contributors: ((kind, layer, a, b), n_members) of the cluster's shared contributors (kind an
+    AttributionKind: FEATURE with a = index, or HEAD with a = head, b = offset);
     descriptions: (layer, index) -> text for upstream features.
     """
     n = len(members)
@@ -51,7 +54,7 @@ def summarize(members: list[dict], contributors: list[tuple[tuple, int]], descri
     outputs = Counter(t for m in members for t in m["outputs"][:1]).most_common(n_top)
     upstream, heads = [], []
     for (kind, layer, a, b), c in contributors:
-        if kind == 0:
+        if kind == AttributionKind.FEATURE:
             upstream.append({"layer": layer, "index": a, "share": c / max(n, 1),
                              "description": descriptions.get((layer, a))})
         else:
