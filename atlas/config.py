@@ -244,6 +244,8 @@ class ActivationsConfig:
     skip_first: bool = True         # position 0 (BOS, an attention sink with outlier activations) is not counted
     era: bool = True                # docs/method.md §3: ERA/TWERA for the stored 'virtual' edges
     edge_variant: str | None = None  # which virtual-edge variant to weight (None: every variant)
+    seqs_per_shard: int = 1024      # sequences per shard of the job (rounded up to whole batches), every layer
+                                    # in one forward; how the work is split, not what it gives (not hashed)
 
 
 @dataclass(frozen=True)

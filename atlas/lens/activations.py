@@ -187,7 +187,6 @@ def warmup_stats(model, tset, tokens, layers, cfg: ActivationsConfig) -> dict[in
 @dataclass
 class LayerPart:
     """One layer's mergeable state over a block of sequences (or several, once absorbed)."""
-    layer: int
     stats: LayerStats
     top: TopStore                 # top candidates, with windows
     res: BinReservoir             # bin counts and sample candidates, with windows
@@ -198,10 +197,10 @@ class LayerPart:
         self.res.absorb_counts(other.res.counts, other.res.kept)
 
 
-def new_part(tset, layer: int, cfg: ActivationsConfig) -> LayerPart:
+def new_part(d: int, cfg: ActivationsConfig) -> LayerPart:
+    """An empty part of a layer of d features."""
     w = cfg.window_before + cfg.window_after + 1
-    d = tset[layer].d_sae
-    return LayerPart(layer, LayerStats(d, cfg), TopStore(d, cfg.n_top, w),
+    return LayerPart(LayerStats(d, cfg), TopStore(d, cfg.n_top, w),
                      BinReservoir(d, cfg.n_bins, cfg.n_samples, None, w, cfg.per_bin_reservoir))
 
 
@@ -213,7 +212,7 @@ def collect_block(model, tset, tokens: torch.Tensor, cfg: ActivationsConfig, edg
     n_counted = tokens.shape[1] - first
     offsets = torch.arange(-cfg.window_before, cfg.window_after + 1)                 # [w]
     run_layers = sorted(set(layers) | (era.layers if era is not None else set()))
-    parts = {l: new_part(tset, l, cfg) for l in layers}
+    parts = {l: new_part(tset[l].d_sae, cfg) for l in layers}
     keys = {l: stream_key(cfg.seed, l) for l in layers}
     with (step or (lambda desc, total: _null_progress()))("activations", docs.numel()) as bar:
         for ids, batch in batches(tokens, cfg.batch_size, docs):
