@@ -75,7 +75,7 @@ def test_an_unreachable_address_is_a_clear_error(parts, tmp_path):
 
 
 def test_every_job_on_ray_equals_local(cluster, parts, local_hashes, tmp_path):
-    rep = _all_jobs(tmp_path / "atlas.duckdb", parts, ExecutorConfig(kind="ray", workers=2))
+    rep = _all_jobs(tmp_path / "atlas.duckdb", parts, ExecutorConfig(kind="ray", workers=2, keep_shards=True))
     assert rep["max_completeness_gap"] < 1e-4
     workers = {json.loads(l)["worker"] for m in (tmp_path / "atlas.duckdb.shards").glob("*/manifest.jsonl")
                for l in m.read_text().splitlines()[1:]}

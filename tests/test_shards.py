@@ -27,7 +27,7 @@ def _manifest(shard_dir):
 
 
 def test_manifest_entries_and_reuse_without_compute(tiny_model, tset, tmp_path):
-    ex = ExecutorConfig(shard_dir=str(tmp_path / "shards"))
+    ex = ExecutorConfig(shard_dir=str(tmp_path / "shards"), keep_shards=True)
     a = run_weightlens(tiny_model, tset, tmp_path / "a.duckdb", CFG, model_id="tiny", executor=ex)
     assert a.run.computed == 2 and a.run.reused == 0
     header, entries = _manifest(tmp_path / "shards")
@@ -44,7 +44,7 @@ def test_manifest_entries_and_reuse_without_compute(tiny_model, tset, tmp_path):
 
 
 def test_manifest_of_other_parameters_is_refused(tiny_model, tset, tmp_path):
-    ex = ExecutorConfig(shard_dir=str(tmp_path / "shards"))
+    ex = ExecutorConfig(shard_dir=str(tmp_path / "shards"), keep_shards=True)
     run_weightlens(tiny_model, tset, tmp_path / "a.duckdb", CFG, model_id="tiny", executor=ex)
     before = (tmp_path / "shards" / "manifest.jsonl").read_text()
     other = WeightLensConfig(input_z=3.5, output_z=3.5, edge_z=2.0, inherit_layers="all")
@@ -54,7 +54,7 @@ def test_manifest_of_other_parameters_is_refused(tiny_model, tset, tmp_path):
 
 
 def test_corrupt_or_missing_shard_files_are_rerun_never_merged(tiny_model, tset, tmp_path):
-    ex = ExecutorConfig(shard_dir=str(tmp_path / "shards"))
+    ex = ExecutorConfig(shard_dir=str(tmp_path / "shards"), keep_shards=True)
     run_weightlens(tiny_model, tset, tmp_path / "a.duckdb", CFG, model_id="tiny", executor=ex)
     _, entries = _manifest(tmp_path / "shards")
     files = {e["unit"]: e["files"] for e in entries}
