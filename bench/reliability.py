@@ -280,14 +280,14 @@ def publish_under_load(root: Path, seconds: float, clients: int) -> PublishResul
 
 JOB = """
 import sys, torch
-sys.path.insert(0, {tests!r})
-from conftest import build_transcoders
+sys.path.insert(0, {repo!r})
+from tests.factories import random_transcoder_set
 from atlas.config import ActivationsConfig, CircuitLensConfig, ScoringConfig, WeightLensConfig
 from atlas.models import load_model
 from ingest import activations, circuitlens, scoring
 from ingest.weightlens import run_weightlens
 model = load_model("random:tiny")
-tset = build_transcoders(model, d_sae={d_sae}, seed=3)
+tset = random_transcoder_set(model, d_sae={d_sae}, seed=3)
 tokens = torch.randint(0, 50000, ({n_docs}, 16), generator=torch.Generator().manual_seed(0))
 print("started", flush=True)
 run_weightlens(model, tset, sys.argv[1], WeightLensConfig(input_z=2.0, edge_z=2.0), model_id="tiny",
@@ -317,7 +317,7 @@ def kills(root: Path, n_kills: int, d_sae: int = 12, n_docs: int = 24) -> KillRe
     from bench.content_hash import table_hashes
 
     script = root / "job.py"
-    script.write_text(JOB.format(tests=str(REPO / "tests"), d_sae=d_sae, n_docs=n_docs))
+    script.write_text(JOB.format(repo=str(REPO), d_sae=d_sae, n_docs=n_docs))
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
     def start(path):

@@ -21,17 +21,18 @@ from atlas.errors import AssetError, AtlasError
 from atlas.ids import make_fid
 from ingest import activations, circuitlens, scoring
 from ingest.registry import register
+from tests.factories import REPO
 
 ACFG = ActivationsConfig(batch_size=8, n_samples=8, n_top=3, window_before=4, window_after=2)
 CCFG = CircuitLensConfig(batch_size=32, min_samples=3, min_examples=4, n_output_positions=2)
 D_SAE = 12
 SETUP = """
 import sys, torch
-sys.path.insert(0, {tests!r})
-from conftest import build_transcoders
+sys.path.insert(0, {repo!r})
+from tests.factories import random_transcoder_set
 from atlas.models import load_model
 model = load_model("random:tiny")
-tset = build_transcoders(model, d_sae={d_sae}, seed=3)
+tset = random_transcoder_set(model, d_sae={d_sae}, seed=3)
 tokens = torch.randint(0, 50000, (20, 12), generator=torch.Generator().manual_seed(0))
 """
 
@@ -39,7 +40,7 @@ tokens = torch.randint(0, 50000, (20, 12), generator=torch.Generator().manual_se
 @pytest.fixture(scope="module")
 def parts(tiny_model):
     scope = {}
-    exec(SETUP.format(tests=os.path.dirname(__file__), d_sae=D_SAE), scope)
+    exec(SETUP.format(repo=str(REPO), d_sae=D_SAE), scope)
     return tiny_model, scope["tset"], scope["tokens"]
 
 
@@ -211,8 +212,8 @@ def test_jobs_resume_after_a_kill(atlas_db, tmp_path):
     """Three runs of activations + circuitlens (blocks of 4 features): killed inside activations, killed
     again inside circuitlens, then finished; each resumes where the last stopped."""
     script = tmp_path / "job.py"
-    script.write_text(KILL.format(tests=os.path.dirname(__file__), d_sae=D_SAE))
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+    script.write_text(KILL.format(repo=str(REPO), d_sae=D_SAE))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def run(fault):
         e = {**env, db.FAULT_ENV: str(fault)} if fault is not None else env

@@ -8,7 +8,7 @@ import sqlalchemy
 
 from atlas import db
 from atlas.config import WeightLensConfig
-from tests.conftest import build_transcoder_set
+from tests.factories import random_transcoder_set
 
 
 def _upgrade_to(path, revision: str) -> None:
@@ -66,7 +66,7 @@ def test_upgrade_from_0002_keeps_rows_and_backfills(tmp_path):
 def test_counts_nest_on_a_real_ingest(tiny_model, atlas_db, profile):
     from ingest.weightlens import run_weightlens
 
-    tset = build_transcoder_set(tiny_model, d_sae=48, seed=5)
+    tset = random_transcoder_set(tiny_model, d_sae=48, seed=5, init="fan_in")
     with __import__("torch").no_grad():
         for tc in tset:
             tc.sae.b_enc[:8] = -1000.0                                   # never fire: not described

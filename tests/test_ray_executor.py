@@ -42,7 +42,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def parts(tiny_model):
     scope = {}
-    exec(SETUP.format(tests=os.path.dirname(__file__), d_sae=D_SAE), scope)
+    exec(SETUP.format(repo=str(REPO), d_sae=D_SAE), scope)
     return tiny_model, scope["tset"], scope["tokens"]
 
 
@@ -98,11 +98,11 @@ import sys
 sys.path.insert(0, {str(REPO)!r})
 from atlas.models import load_model
 from ingest.shards import ExecutorConfig
-from tests.conftest import build_transcoders
+from tests.factories import random_transcoder_set
 from tests.test_ray_executor import _all_jobs
 import torch
 model = load_model("random:tiny")
-tset = build_transcoders(model, d_sae={D_SAE}, seed=3)
+tset = random_transcoder_set(model, d_sae={D_SAE}, seed=3)
 tokens = torch.randint(0, 50000, (20, 12), generator=torch.Generator().manual_seed(0))
 _all_jobs(sys.argv[1], (model, tset, tokens), ExecutorConfig(kind="ray", address={cluster!r}))
 print("finished")

@@ -10,7 +10,7 @@ import pytest
 from atlas.config import WeightLensConfig
 from ingest.shards import ExecutorConfig, ManifestMismatchError, table_hashes
 from ingest.weightlens import run_weightlens
-from tests.conftest import build_transcoder_set
+from tests.factories import random_transcoder_set
 
 CFG = WeightLensConfig(input_z=3.0, output_z=3.5, edge_z=2.0, inherit_layers="all")
 TABLES = ["feature_tokens", "feature_weightlens", "edges", "explanations", "source_metrics"]
@@ -18,7 +18,7 @@ TABLES = ["feature_tokens", "feature_weightlens", "edges", "explanations", "sour
 
 @pytest.fixture(scope="module")
 def tset(tiny_model):
-    return build_transcoder_set(tiny_model, d_sae=24, seed=5)
+    return random_transcoder_set(tiny_model, d_sae=24, seed=5, init="fan_in")
 
 
 def _manifest(shard_dir):
