@@ -213,6 +213,7 @@ def ingest_weightlens(
     address: AddressOption = None,
     workers: WorkersOption = None,
     shards: ShardsOption = None,
+    keep_shards: KeepShardsOption = False,
 ) -> None:
     """Compute WeightLens (docs/method.md §2) for every feature and load it; prints coverage per layer."""
     from atlas.config import WeightLensConfig, with_overrides
@@ -220,7 +221,7 @@ def ingest_weightlens(
     named = dict(profile=profile, family=family, input_z=input_z, edge_z=edge_z, token_zmode=zmode, edge_variant=edge_variant,
                  inherit_layers=inherit_layers, dtype=dtype, device=device)
     cfg = with_overrides(WeightLensConfig(), [f"{k}={v}" for k, v in named.items() if v is not None] + list(setting))
-    ex = _executor(executor, address, workers, shards)                         # refused before any loading
+    ex = _executor(executor, address, workers, shards, keep_shards)                         # refused before any loading
     from atlas.models import ModelSpec, load_model
 
     spec = ModelSpec.parse(model, device=cfg.device)
@@ -324,14 +325,20 @@ ShardsOption = Annotated[Optional[Path], typer.Option("--shards", help="Shard di
                                                       "(default: DB.shards/JOB-...; on a cluster, shared storage).")]
 
 
-def _executor(executor: str, address: Optional[str], workers: Optional[int], shards: Optional[Path]):
+KeepShardsOption = Annotated[bool, typer.Option("--keep-shards", help="Keep the shard files and manifest once every "
+                                                "unit is in the atlas (deleted by default).")]
+
+
+def _executor(executor: str, address: Optional[str], workers: Optional[int], shards: Optional[Path],
+              keep_shards: bool = False):
     from ingest.shards import ExecutorConfig
 
     if executor not in ("local", "ray"):
         raise AtlasError(f"--executor {executor!r}: use 'local' or 'ray'")
     if executor == "local" and (address or workers):
         raise AtlasError("--address and --workers need --executor ray")
-    return ExecutorConfig(kind=executor, address=address, workers=workers, shard_dir=str(shards) if shards else None)
+    return ExecutorConfig(kind=executor, address=address, workers=workers, shard_dir=str(shards) if shards else None,
+                          keep_shards=keep_shards)
 
 
 TC_HELP = "Transcoder set spec (see `atlas ingest weightlens --help`)."
@@ -369,6 +376,7 @@ def ingest_activations(
     address: AddressOption = None,
     workers: WorkersOption = None,
     shards: ShardsOption = None,
+    keep_shards: KeepShardsOption = False,
 ) -> None:
     """Activation statistics, top and bin-weighted examples, and ERA/TWERA edges over a corpus."""
     from atlas.config import ActivationsConfig
@@ -376,7 +384,7 @@ def ingest_activations(
 
     cfg = _overridden(ActivationsConfig(seq_len=seq_len, batch_size=batch_size, n_samples=n_samples, n_top=n_top,
                                         era=not no_era), setting)                # refused before any loading
-    ex = _executor(executor, address, workers, shards)
+    ex = _executor(executor, address, workers, shards, keep_shards)
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, cfg.seq_len, max_sequences, model_id)
     print(activations.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model, executor=ex))
 
@@ -401,6 +409,7 @@ def ingest_circuitlens(
     address: AddressOption = None,
     workers: WorkersOption = None,
     shards: ShardsOption = None,
+    keep_shards: KeepShardsOption = False,
 ) -> None:
     """CircuitLens: attribute each sampled example, cluster by mechanism, describe each cluster."""
     from atlas.config import CircuitLensConfig
@@ -410,7 +419,7 @@ def ingest_circuitlens(
         raise AtlasError("--explainer-url needs --explainer-model")
     cfg = _overridden(CircuitLensConfig(batch_size=batch_size, eps=eps, min_samples=min_samples,
                                         explainer_url=explainer_url, explainer_model=explainer_model), setting)
-    ex = _executor(executor, address, workers, shards)
+    ex = _executor(executor, address, workers, shards, keep_shards)
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
     print(circuitlens.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model, executor=ex))
 
@@ -429,13 +438,14 @@ def ingest_scores(
     address: AddressOption = None,
     workers: WorkersOption = None,
     shards: ShardsOption = None,
+    keep_shards: KeepShardsOption = False,
 ) -> None:
     """Score weight-based descriptions: precision, recall and AUROC of 'token in description'."""
     from atlas.config import ScoringConfig
     from ingest import scoring
 
     cfg = _overridden(ScoringConfig(seq_len=seq_len), setting)
-    ex = _executor(executor, address, workers, shards)
+    ex = _executor(executor, address, workers, shards, keep_shards)
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, cfg.seq_len, max_sequences, model_id)
     print(scoring.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model,
                       data_name=str(text), executor=ex))

@@ -313,10 +313,13 @@ class ActivationsConfig:
     skip_first: bool = True         # position 0 (BOS, an attention sink with outlier activations) is not counted
     era: bool = True                # docs/method.md §3: ERA/TWERA for the stored 'virtual' edges
     edge_variant: EdgeVariant | None = None  # which virtual-edge variant to weight (None: every variant)
+    seqs_per_shard: int = 1024      # sequences per shard of the job (rounded up to whole batches), every layer
+                                    # in one forward; how the work is split, not what it gives (not hashed)
 
     BOUNDS: ClassVar[dict[str, str]] = {
         "seq_len": "[1, inf)", "batch_size": "[1, inf)", "n_bins": "[1, inf)", "bin_warmup_seqs": "[1, inf)",
         "weight_exponent": "[0, inf)", "n_samples": "[1, inf)", "per_bin_reservoir": "[1, inf)", "n_top": "[1, inf)",
+        "seqs_per_shard": "[1, inf)",
         "window_before": "[0, inf)", "window_after": "[0, inf)", "hist_bins": "[1, inf)", "hist_min": "(0, inf)",
         "hist_max": "(0, inf)", "quantile_levels": "[0, 1]"}
 
