@@ -90,10 +90,10 @@ def test_build_too_big_for_memory_refused_before_training(tmp_path, corpus):
 
 
 def test_cli_layers_all_ranges_and_errors(cli, tmp_path, corpus):
-    from atlas.cli import _train_config
+    from cli.common import train_config
 
-    assert _train_config("all", None, None, False, None).layers == ()
-    assert _train_config("0-2,5,5", None, None, False, None).layers == (0, 1, 2, 5)
+    assert train_config("all", None, None, False, None).layers == ()
+    assert train_config("0-2,5,5", None, None, False, None).layers == (0, 1, 2, 5)
     bad = cli("train-transcoders", "--model", "random:tiny4", "--layers", "2-x", env={"ATLAS_CACHE": str(tmp_path)},
               check=False)
     assert bad.returncode == 2 and "--layers '2-x'" in bad.stderr and "Traceback" not in bad.stderr
