@@ -1,5 +1,5 @@
 """`python -m cli ARGS` runs `atlas ARGS`."""
 
-from cli.main import main
+from cli.main import app
 
-main()
+app(prog_name="atlas")

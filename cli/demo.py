@@ -56,7 +56,12 @@ def train_transcoders_cmd(
                                             + [_layer_metrics(l, m) for l, m in sorted(metrics.items())]))
 
 
-def _demo_summary(ctx) -> str:
+def demo_report(ctx) -> dict:
+    """`atlas demo --json`: where the atlas is, each step's seconds and every layer's transcoder quality."""
+    return {"db_path": str(ctx.db_path), "model_id": ctx.model_id, "timings": ctx.timings, "quality": ctx.quality}
+
+
+def demo_summary(ctx) -> str:
     from ingest.transcoders import format_quality
 
     took = ", ".join(f"{k} {v:.0f} s" for k, v in ctx.timings.items())
@@ -82,7 +87,6 @@ def demo_cmd(
 
     cfg = overridden(DemoConfig(data_dir=data, port=port, serve=serve), setting)
     ctx = demo.build(cfg, train_config(layers, width, tokens, False, model), CorpusConfig(source=corpus))
-    report = {"db_path": str(ctx.db_path), "model_id": ctx.model_id, "timings": ctx.timings, "quality": ctx.quality}
-    emit(report, as_json, lambda: _demo_summary(ctx))
+    emit(demo_report(ctx), as_json, lambda: demo_summary(ctx))
     if cfg.serve:
         demo.serve(cfg, ctx.db_path)

@@ -62,9 +62,9 @@ def ingest_weightlens(
     transcoders: TranscodersOption,
     db_path: Path = typer.Option(..., "--db", help="The atlas DuckDB file (created if absent)."),
     model_id: ModelIdOption = None,
-    profile: Optional[str] = typer.Option(None, help=f"'atlas' (default {WL.profile!r}: atlas's own choices) or "
-                                          "'reference' (the authors' code, step for step; docs/weightlens.md "
-                                          "lists the differences)."),
+    profile: Optional[str] = typer.Option(None, help="'atlas' (atlas's own choices) or 'reference' (the authors' "
+                                          "code, step for step; docs/weightlens.md lists the differences); "
+                                          f"default {WL.profile!r}."),
     family: Optional[str] = typer.Option(None, help=f"Model family gpt2, gemma or llama (default {WL.family!r}: inferred)."),
     input_z: Optional[float] = typer.Option(None, help=f"Input-token z threshold (default {WL.input_z}, the reference)."),
     edge_z: Optional[float] = typer.Option(None, help=f"Virtual-weight z threshold (default {WL.edge_z:g}, the reference)."),
