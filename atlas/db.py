@@ -398,11 +398,3 @@ def verify(path: str | Path) -> VerifiedAtlas:
         return VerifiedAtlas(path, rev, tuple(read_every_table(con, path)))
     finally:
         con.close()
-
-
-def publish(source: str | Path, link: str | Path, keep: int = 3) -> Path:
-    """``atlas.publish.publish``. Kept only for ``atlas db publish`` in atlas/cli.py, which issue 15's CLI
-    move (branch issue-15-cli) rewrites: once that calls atlas.publish directly, delete this."""
-    from atlas.publish import publish as publish_atlas
-
-    return publish_atlas(source, link, keep=keep)

@@ -105,7 +105,7 @@ def start_server(link: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "serve", "--db", str(link), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(link), "--port", str(port),
                              "--workers", str(workers)],
                             env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

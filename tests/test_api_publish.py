@@ -196,7 +196,7 @@ def test_cli_publish_and_serve(tmp_path, synthetic_atlas, cli, workers):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "serve", "--db", str(link), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(link), "--port", str(port),
                              "--workers", workers], cwd=Path(__file__).resolve().parent.parent,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

@@ -183,8 +183,10 @@ def test_cli_jobs_read_any_corpus_source_end_to_end(cli, parts, tmp_path):
     pq.write_table(pa.table({"text": [f"A held-out line about bank {i}." for i in range(40)]}), tmp_path / "heldout.parquet")
     dbp, common = tmp_path / "cli.duckdb", ["--model", "random:tiny", "--transcoders", f"saelens:{tmp_path / 'tc'}"]
     cli("ingest", "weightlens", *common, "--db", str(dbp), "--input-z", "2", "--set", "edge_z=2")
-    cli("ingest", "activations", str(dbp), *common, "--text", str(corpus), "--seq-len", "16", "--batch-size", "8",
-        "--n-samples", "6", "--n-top", "3")
+    acts = cli("ingest", "activations", str(dbp), *common, "--text", str(corpus), "--seq-len", "16", "--batch-size", "8",
+               "--n-samples", "6", "--n-top", "3", "--json")
+    report = json.loads(acts.stdout)                         # one JSON object, the job's report
+    assert report["layers_written"] == len(tset) and report["shards"]["computed"] == len(tset)
     cli("ingest", "circuitlens", str(dbp), *common, "--text", str(corpus), "--seq-len", "16", "--min-samples", "2")
     cli("ingest", "scores", str(dbp), *common, "--text", str(tmp_path / "heldout.parquet"), "--seq-len", "16")
     n_tokens, = _q(dbp, "SELECT DISTINCT n_tokens FROM feature_stats")[0]
@@ -200,12 +202,18 @@ KILL = SETUP + """
 from atlas.config import ActivationsConfig, CircuitLensConfig, CorpusConfig
 from atlas.corpus import Corpus, check_source
 from ingest import activations, circuitlens
+import json
 cfg = ActivationsConfig(batch_size=8, n_samples=8, n_top=3, window_before=4, window_after=2)
-print(activations.run(sys.argv[1], model, tset, tokens, cfg, model_id="tiny", model_spec="random:tiny"))
+print(json.dumps(activations.run(sys.argv[1], model, tset, tokens, cfg, model_id="tiny", model_spec="random:tiny")), flush=True)
 if sys.argv[2] == "circuitlens":
     ccfg = CircuitLensConfig(batch_size=32, min_samples=3, min_examples=4, n_output_positions=1, features_per_unit=4)
-    print(circuitlens.run(sys.argv[1], model, tset, tokens, ccfg, model_id="tiny", model_spec="random:tiny"))
+    print(json.dumps(circuitlens.run(sys.argv[1], model, tset, tokens, ccfg, model_id="tiny", model_spec="random:tiny")))
 """
+
+
+def _reports(proc) -> list[dict]:
+    """The job reports the script printed, one JSON object a line."""
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
 def test_jobs_resume_after_a_kill(atlas_db, tmp_path):
@@ -227,14 +235,15 @@ def test_jobs_resume_after_a_kill(atlas_db, tmp_path):
 
     killed = run(2)             # activations layer 1; circuitlens (its own writer, own count) 2 units
     assert killed.returncode == 137, killed.stderr[-2000:]
-    assert "'layers_done_before': 1" in killed.stdout
+    assert _reports(killed)[0]["layers_done_before"] == 1
     assert _q(atlas_db, "SELECT count(*) FROM feature_stats")[0][0] == 2 * D_SAE
     assert len(_q(atlas_db, "SELECT unit FROM ingest_units WHERE job = 'circuitlens'")) == 2
     partial = _q(atlas_db, "SELECT count(DISTINCT fid) FROM clusters")[0][0]
 
     done = run(None)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "'layers_done_before': 2" in done.stdout and "'units_done_before': 2" in done.stdout
+    acts, circuits = _reports(done)
+    assert acts["layers_done_before"] == 2 and circuits["units_done_before"] == 2
     n_units = len(_q(atlas_db, "SELECT unit FROM ingest_units WHERE job = 'circuitlens'"))
     assert n_units == len(_q(atlas_db, "SELECT DISTINCT fid // 4 FROM examples WHERE kind = 'quantile'")) > 2
     assert _q(atlas_db, "SELECT count(DISTINCT fid) FROM clusters")[0][0] > partial

@@ -8,7 +8,16 @@ import pytest
 
 from atlas import db
 from atlas.errors import AtlasError, FeatureIdError
-from atlas.ids import MAX_INDEX, MAX_SID, fid_range, make_fid, make_fids, split_fid, split_fids
+from atlas.ids import (
+    MAX_INDEX,
+    MAX_SID,
+    fid_range,
+    make_fid,
+    make_fids,
+    split_fid,
+    split_fids,
+)
+from atlas.publish import publish
 
 # (sid, idx) pairs at and next to every boundary
 PAIRS = [(0, 0), (1, 0), (1, 1), (1, MAX_INDEX), (2, 0), (7, 12345), (MAX_SID, 0), (MAX_SID, MAX_INDEX)]
@@ -124,7 +133,7 @@ def test_a_published_copy_answers_with_the_macros(atlas_db, tmp_path):
     with db.AtlasWriter(atlas_db) as w:
         sid = _source(w, 0, 8)
     link = tmp_path / "current.duckdb"
-    db.publish(atlas_db, link)
+    publish(atlas_db, link)
     con = db.connect_readonly(link)
     try:
         assert con.execute("SELECT count(*), min(fid_index(fid)), max(fid_index(fid)) FROM features "
