@@ -113,7 +113,7 @@ LOCK_HOLDER = textwrap.dedent("""
     from atlas import db
     w = db.AtlasWriter(sys.argv[1])
     print("holding", flush=True)
-    time.sleep(60)
+    time.sleep(3600)   # killed by the test when done (a slow machine can take over a minute for the calls)
 """)
 
 
