@@ -146,8 +146,8 @@ def format_report(report: InspectReport) -> str:
         "",
     ]
     if getattr(tset, "decoder_slice", None) is not None:   # a cross-layer transcoder
-        lines[-1:-1] = [f"cross-layer  features of layer l write into every layer k >= l; FVE of layer k's MLP "
-                        f"output from the slices of all source layers <= k; L0 of layer k's features"]
+        lines[-1:-1] = ["cross-layer  features of layer l write into every layer k >= l; FVE of layer k's MLP "
+                        "output from the slices of all source layers <= k; L0 of layer k's features"]
     header = ("layer", "reads", "writes", "d_in", "d_sae", "d_out", "act", "skip", "dtype", "format", "FVE", "L0")
     rows = [header]
     for tc in tset:

@@ -48,6 +48,8 @@ AddressOption = Annotated[Optional[str], typer.Option("--address", help="Ray clu
 WorkersOption = Annotated[Optional[int], typer.Option("--workers", help="Ray actors (default: the cluster's CPUs).")]
 ShardsOption = Annotated[Optional[Path], typer.Option("--shards", help="Shard directory: Parquet files + manifest "
                                                       "(default: DB.shards/JOB-...; on a cluster, shared storage).")]
+KeepShardsOption = Annotated[bool, typer.Option("--keep-shards", help="Keep the shard files and manifest once every "
+                                                "unit is in the atlas (deleted by default).")]
 
 
 # ---- text -> values --------------------------------------------------------------------------------
@@ -88,7 +90,8 @@ def train_config(layers: Optional[str], width: Optional[int], tokens: Optional[i
     return TrainConfig.gpu(**overrides) if gpu else TrainConfig(**overrides)
 
 
-def executor_config(executor: str, address: Optional[str], workers: Optional[int], shards: Optional[Path]):
+def executor_config(executor: str, address: Optional[str], workers: Optional[int], shards: Optional[Path],
+                    keep_shards: bool = False):
     """The ingest.shards.ExecutorConfig of --executor/--address/--workers/--shards, refused when inconsistent."""
     from ingest.shards import ExecutorConfig
 
@@ -96,7 +99,8 @@ def executor_config(executor: str, address: Optional[str], workers: Optional[int
         raise AtlasError(f"--executor {executor!r}: use 'local' or 'ray'")
     if executor == "local" and (address or workers):
         raise AtlasError("--address and --workers need --executor ray")
-    return ExecutorConfig(kind=executor, address=address, workers=workers, shard_dir=str(shards) if shards else None)
+    return ExecutorConfig(kind=executor, address=address, workers=workers, shard_dir=str(shards) if shards else None,
+                          keep_shards=keep_shards)
 
 
 # ---- output --------------------------------------------------------------------------------------------

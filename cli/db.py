@@ -55,7 +55,7 @@ def db_publish(
     keep: int = typer.Option(3, help="Versioned files to keep beside the link."),
 ) -> None:
     """Publish a working atlas for serving: versioned read-optimized copy, then an atomic symlink flip."""
-    from atlas import db
+    from atlas.publish import publish
 
-    version = db.publish(source, link, keep=keep)
+    version = publish(source, link, keep=keep)
     print(f"{link} -> {version.name}")

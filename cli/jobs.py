@@ -14,7 +14,7 @@ import typer
 
 from atlas.config import ActivationsConfig, CircuitLensConfig, ScoringConfig, WeightLensConfig, with_overrides
 from atlas.errors import AtlasError
-from cli.common import (TEXT_HELP, AddressOption, ExecutorOption, JsonOption, MaxSequencesOption, ModelIdOption,
+from cli.common import (KeepShardsOption, TEXT_HELP, AddressOption, ExecutorOption, JsonOption, MaxSequencesOption, ModelIdOption,
                         ModelSpecOption, SetOption, ShardsOption, TranscodersOption, WorkersOption, emit,
                         executor_config, overridden)
 
@@ -81,13 +81,14 @@ def ingest_weightlens(
     address: AddressOption = None,
     workers: WorkersOption = None,
     shards: ShardsOption = None,
+    keep_shards: KeepShardsOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Compute WeightLens (docs/method.md §2) for every feature and load it; prints coverage per layer."""
     named = dict(profile=profile, family=family, input_z=input_z, edge_z=edge_z, token_zmode=zmode, edge_variant=edge_variant,
                  inherit_layers=inherit_layers, dtype=dtype, device=device)
     cfg = with_overrides(WeightLensConfig(), [f"{k}={v}" for k, v in named.items() if v is not None] + list(setting))
-    ex = executor_config(executor, address, workers, shards)                   # refused before any loading
+    ex = executor_config(executor, address, workers, shards, keep_shards)                   # refused before any loading
     from atlas.models import ModelSpec, load_model
 
     spec = ModelSpec.parse(model, device=cfg.device)
@@ -123,6 +124,7 @@ def ingest_activations(
     address: AddressOption = None,
     workers: WorkersOption = None,
     shards: ShardsOption = None,
+    keep_shards: KeepShardsOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Activation statistics, top and bin-weighted examples, and ERA/TWERA edges over a corpus."""
@@ -130,7 +132,7 @@ def ingest_activations(
 
     cfg = overridden(ActivationsConfig(seq_len=seq_len, batch_size=batch_size, n_samples=n_samples, n_top=n_top,
                                        era=not no_era), setting)                 # refused before any loading
-    ex = executor_config(executor, address, workers, shards)
+    ex = executor_config(executor, address, workers, shards, keep_shards)
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, cfg.seq_len, max_sequences, model_id)
     report = activations.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model, executor=ex)
     emit(report, as_json, lambda: _summary("activations", db_path, report))
@@ -156,6 +158,7 @@ def ingest_circuitlens(
     address: AddressOption = None,
     workers: WorkersOption = None,
     shards: ShardsOption = None,
+    keep_shards: KeepShardsOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """CircuitLens: attribute each sampled example, cluster by mechanism, describe each cluster."""
@@ -165,7 +168,7 @@ def ingest_circuitlens(
         raise AtlasError("--explainer-url needs --explainer-model")
     cfg = overridden(CircuitLensConfig(batch_size=batch_size, eps=eps, min_samples=min_samples,
                                        explainer_url=explainer_url, explainer_model=explainer_model), setting)
-    ex = executor_config(executor, address, workers, shards)
+    ex = executor_config(executor, address, workers, shards, keep_shards)
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, seq_len, max_sequences, model_id)
     report = circuitlens.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model, executor=ex)
     emit(report, as_json, lambda: _summary("circuitlens", db_path, report))
@@ -185,13 +188,14 @@ def ingest_scores(
     address: AddressOption = None,
     workers: WorkersOption = None,
     shards: ShardsOption = None,
+    keep_shards: KeepShardsOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Score weight-based descriptions: precision, recall and AUROC of 'token in description'."""
     from ingest import scoring
 
     cfg = overridden(ScoringConfig(seq_len=seq_len), setting)
-    ex = executor_config(executor, address, workers, shards)
+    ex = executor_config(executor, address, workers, shards, keep_shards)
     m, tset, tokens, mid = _circuit_inputs(model, transcoders, text, cfg.seq_len, max_sequences, model_id)
     report = scoring.run(db_path, m, tset, tokens, cfg, model_id=mid, model_spec=model,
                          data_name=str(text), executor=ex)

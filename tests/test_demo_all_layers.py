@@ -8,7 +8,7 @@ import json
 import pytest
 
 from atlas.errors import AtlasError
-from tests.conftest import tiny_train_config
+from tests.factories import tiny_train_config
 
 
 @pytest.fixture
