@@ -124,7 +124,7 @@ class StderrHandler(logging.StreamHandler):
 
 _HANDLER = StderrHandler()
 _HANDLER.setFormatter(logging.Formatter("%(message)s"))
-LIBRARY_LOGGERS = ("atlas", "ingest", "api")   # atlas's own packages; third-party loggers keep their levels
+LIBRARY_LOGGERS = ("atlas", "ingest")   # atlas's own packages (api logs as atlas.api); others keep theirs
 
 
 def configure_logging(level: int = logging.INFO) -> None:

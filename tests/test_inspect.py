@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -68,6 +69,12 @@ def test_inspect_cli_prints_the_set_and_its_quality(cli, write_transcoder_files)
         assert cells[:10] == [str(layer), f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out",
                               "64", "80", "64", "relu", "no", "float32", "saelens"]
         assert re.fullmatch(r"-?\d+\.\d{4}", cells[10]) and 0 <= float(cells[11]) <= 80
+    report = json.loads(cli("inspect", "--model", "random:tiny", "--transcoders", w.spec, "--layers", "0-1",
+                            "--text", "Hello world, this is a test.", "--json").stdout)
+    assert report["set_name"] == "saelens-transcoder" and report["n_texts"] == 1
+    for layer, row in zip((0, 1), report["layers"]):
+        assert (row["layer"], row["d_in"], row["d_sae"], row["format"]) == (layer, 64, 80, "saelens")
+        assert row["fve"] <= 1 and 0 <= row["l0"] <= 80 and row["n_tokens"] > 0
 
 
 def test_inspect_cli_mismatch_and_bad_input_exit_2_with_one_line(cli, tmp_path, write_transcoder_files):

@@ -133,6 +133,13 @@ def test_cli_train_transcoders(cli, tmp_path, corpus_cfg):
     assert proc.returncode == 0, proc.stderr
     assert "layer 1: fve" in proc.stdout
     assert (tmp_path / "tc" / "layer_1" / "cfg.json").is_file()
+    again = cli("train-transcoders", "--model", "random:tiny", "--layers", "1", "--width", "64", "--tokens", "2048",
+                "--corpus", corpus_cfg.source, "--out", str(tmp_path / "tc"), "--json",
+                env={"ATLAS_CACHE": str(tmp_path / "cache")})              # trained already: reused
+    report = json.loads(again.stdout)
+    assert report["out_dir"] == str(tmp_path / "tc") and list(report["layers"]) == ["1"]
+    assert report["layers"]["1"]["fve"] == pytest.approx(json.loads(
+        (tmp_path / "tc" / "layer_1" / "metrics.json").read_text())["fve"])
     bad = cli("train-transcoders", "--model", "random:tiny", "--layers", "x", env={"ATLAS_CACHE": str(tmp_path)},
               check=False)
     assert bad.returncode == 2 and "--layers 'x'" in bad.stderr and "Traceback" not in bad.stderr
