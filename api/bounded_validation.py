@@ -50,6 +50,11 @@ def _validate(schema, document, rules) -> list[GraphQLError]:
     return validate_document(schema, document, rules)
 
 
+def validation_cache_info() -> functools._CacheInfo:
+    """Hits and misses of the verdict cache since start-up: each miss is one run of graphql's rules."""
+    return _validate.cache_info()
+
+
 class BoundedValidation(SchemaExtension):
     def __init__(self, limits: ApiLimits):
         self.limits = limits

@@ -8,9 +8,10 @@ The whole configuration of a run is stored as JSON in `ingest_runs.config`.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 
 def cache_dir() -> Path:
@@ -22,10 +23,82 @@ def as_dict(config) -> dict:
     return asdict(config)
 
 
+# ---- validation: every config checks itself when built ---------------------------------------------
+# A field typed Literal[...] (or Literal[...] | None, or tuple[Literal[...], ...]) must hold one of the
+# Literal's values; a field named in the class's BOUNDS must lie in that interval, written as text:
+# '[1, inf)' (at least 1), '(0, inf)' (positive), '[0, 1]'; a tuple field's items are each checked.
+
+_INTERVAL = re.compile(r"^([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])])$")
+
+
+def validate_config(config) -> None:
+    """Raise AtlasError naming the class, the field, the bad value and what is allowed, for the first
+    field of ``config`` outside its Literal choices or its BOUNDS interval."""
+    from typing import get_type_hints
+
+    hints = get_type_hints(type(config))
+    bounds = getattr(type(config), "BOUNDS", {})
+    where = type(config).__name__
+    for f in fields(config):
+        value = getattr(config, f.name)
+        _check_choice(where, f.name, value, hints[f.name])
+        if f.name in bounds and value is not None:
+            for item in (value if isinstance(value, tuple) else (value,)):
+                _check_bound(where, f.name, item, bounds[f.name])
+
+
+def _literal_values(hint) -> tuple | None:
+    """The allowed values of a Literal hint (None included for Optional[Literal]); None if not a choice."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return args
+    if origin in (typing.Union, types.UnionType):
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1 and (inner := _literal_values(arms[0])) is not None:
+            return inner + ((None,) if type(None) in args else ())
+    return None
+
+
+def _check_choice(where: str, name: str, value, hint) -> None:
+    import typing
+
+    from atlas.errors import AtlasError
+
+    is_tuple = typing.get_origin(hint) is tuple
+    allowed = _literal_values(typing.get_args(hint)[0] if is_tuple else hint)
+    if allowed is None:
+        return
+    for item in (value if is_tuple else (value,)):
+        if item not in allowed:
+            raise AtlasError(f"{where}.{name}={item!r} is not one of {', '.join(map(repr, allowed))}")
+
+
+def _check_bound(where: str, name: str, value, interval: str) -> None:
+    from atlas.errors import AtlasError
+
+    left, lo, hi, right = _INTERVAL.match(interval).groups()
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        lo, hi = float(lo), float(hi)
+        ok = (value > lo if left == "(" else value >= lo) and (value < hi if right == ")" else value <= hi)
+    if not ok:
+        raise AtlasError(f"{where}.{name}={value!r} is out of range: it must lie in {interval}")
+
+
+Device = str                                  # 'cpu', 'cuda', 'cuda:N' (torch's device names)
+Dtype = Literal["float32", "bfloat16"]
+
+
 @dataclass(frozen=True)
 class ComputeConfig:
-    device: str = "cpu"          # 'cpu' or 'cuda'
-    dtype: str = "float32"       # 'float32' or 'bfloat16' for the lenses' matrix products
+    device: Device = "cpu"       # 'cpu' or 'cuda'
+    dtype: Dtype = "float32"     # 'float32' or 'bfloat16' for the lenses' matrix products
+
+    def __post_init__(self):
+        validate_config(self)
 
 
 # ---- WeightLens (docs/method.md §2; docs/weightlens.md) -------------------------------------------
@@ -33,6 +106,8 @@ class ComputeConfig:
 
 Profile = Literal["atlas", "reference"]
 Family = Literal["auto", "gpt2", "gemma", "llama"]
+ZMode = Literal["pool", "full"]
+EdgeVariant = Literal["raw", "ln_centered"]
 
 
 @dataclass(frozen=True)
@@ -53,21 +128,21 @@ class WeightLensConfig:
     output_z: float = 5.5             # "by the same rule" as the input tokens
     # 'pool' = z inside the top-k pool with its sample std (reference); 'full' = mean/std over the
     # whole vocabulary (outliers are still taken from the pool, so at most `*_pool` per feature).
-    token_zmode: str = "pool"
+    token_zmode: ZMode = "pool"
     # Step 4, feature-to-feature virtual weights c = W_dec[l'] · f_enc.
     edge_pool: int = 100              # reference: top-100 pool
     edge_z: float = 4.0               # reference threshold
-    edge_zmode: str = "pool"          # 'pool' (reference) or 'full' (over all upstream features)
+    edge_zmode: ZMode = "pool"        # 'pool' (reference) or 'full' (over all upstream features)
     # 'all_layers': one pool over the concatenation of every earlier layer (atlas), 'per_layer': one
     # pool and z-score per (downstream feature, upstream layer) (the reference), 'auto': the profile's.
-    edge_scope: str = "auto"
+    edge_scope: Literal["auto", "all_layers", "per_layer"] = "auto"
     # 'positive': positive links only (atlas), 'top': every outlier of the top pool whatever its
     # sign (the reference), 'absolute': pool on |c|; 'auto': the profile's.
-    edge_sign: str = "auto"
+    edge_sign: Literal["auto", "positive", "top", "absolute"] = "auto"
     # 'raw' = W_dec[l'] · W_enc[l] (reference, stored); 'ln_centered' folds the read norm's linear
     # part: centre W_dec rows over d_model (LayerNorm) and scale by the ln2 gain when the transcoder
     # reads ln2.hook_normalized. 1/scale depends on the input and is never folded.
-    edge_variant: str = "raw"
+    edge_variant: EdgeVariant = "raw"
     # Step 2's prefix token only (the isolation check [prefix, t]): 'model' = the model's own BOS,
     # an integer token id, or 'auto' = the profile's: atlas 'model'; reference 2, the authors'
     # hard-coded prefix (a bug for GPT-2 and Llama). The description step's BOS is the profile's
@@ -76,36 +151,30 @@ class WeightLensConfig:
     # Step 5: which upstream layers a description inherits from: 'all', 'layer0' (the set's lowest
     # layer; the reference for GPT-2: "other layers add noise"), or 'auto' = 'layer0' for the GPT-2
     # family, 'all' otherwise (the reference: literally layer 0 for GPT-2).
-    inherit_layers: str = "auto"
+    inherit_layers: Literal["auto", "all", "layer0"] = "auto"
     # Step 7: near-duplicate grouping thresholds (difflib ratio), words / all-punctuation terms.
     dedup_word_ratio: float = 0.85
     dedup_punct_ratio: float = 0.6
     # Compute: lens matrix products in this dtype ('float32', 'bfloat16', 'float64') on this device.
-    dtype: str = "float32"
-    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float64"] = "float32"
+    device: Device = "cpu"
     feature_block: int = 1024         # downstream features per block: bounds [f_block, V] scores
     vocab_block: int = 65536          # vocabulary columns per block (GPT-2's 50,257 fit in one)
     upstream_block: int = 32768       # upstream features per block in virtual weights
     forward_batch_tokens: int = 16384 # tokens per batched forward pass (isolation / descriptions)
 
+    BOUNDS: ClassVar[dict[str, str]] = {
+        "input_pool": "[2, inf)", "output_pool": "[2, inf)", "edge_pool": "[2, inf)",   # a pool's sample std
+        "dedup_word_ratio": "[0, 1]", "dedup_punct_ratio": "[0, 1]",
+        "feature_block": "[1, inf)", "vocab_block": "[1, inf)", "upstream_block": "[1, inf)",
+        "forward_batch_tokens": "[1, inf)"}
+
     def __post_init__(self):
         from atlas.errors import AtlasError
 
-        choices = {"profile": ("atlas", "reference"), "family": ("auto", "gpt2", "gemma", "llama"),
-                   "token_zmode": ("pool", "full"), "edge_zmode": ("pool", "full"),
-                   "edge_scope": ("auto", "all_layers", "per_layer"),
-                   "edge_sign": ("auto", "positive", "top", "absolute"),
-                   "edge_variant": ("raw", "ln_centered"), "inherit_layers": ("auto", "all", "layer0"),
-                   "dtype": ("float32", "bfloat16", "float64")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise AtlasError(f"WeightLens {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        validate_config(self)
         if self.bos not in ("auto", "model") and not str(self.bos).isdigit():
-            raise AtlasError(f"WeightLens bos={self.bos!r} must be 'auto', 'model' or a token id")
-        for name in ("input_pool", "output_pool", "edge_pool", "feature_block", "vocab_block", "upstream_block",
-                     "forward_batch_tokens"):
-            if int(getattr(self, name)) < (2 if name.endswith("pool") else 1):
-                raise AtlasError(f"WeightLens {name}={getattr(self, name)!r} is too small")
+            raise AtlasError(f"WeightLensConfig.bos={self.bos!r} must be 'auto', 'model' or a token id")
 
     @property
     def scope(self) -> str:
@@ -225,7 +294,7 @@ class ActivationsConfig:
     seq_len: int = 128              # tokens per corpus sequence (atlas's choice; the paper does not say)
     batch_size: int = 16            # sequences per forward pass
     n_bins: int = 20                # docs/method.md §4.1: 20 bins of non-zero activations
-    bin_mode: str = "width"         # 'width': equal-width bins over (0, max] (the 1/n^0.9 weights only
+    bin_mode: Literal["width", "quantile"] = "width"  # 'width': equal-width bins over (0, max] (the 1/n^0.9 weights only
                                     # matter when bin sizes differ); 'quantile': equal-count bins
     bin_warmup_seqs: int = 256      # bin edges come from the corpus's first sequences, so collection is one
                                     # pass; the top bin is open-ended (the paper fixes edges after caching)
@@ -243,14 +312,30 @@ class ActivationsConfig:
     seed: int = 0                   # sampling is reproducible
     skip_first: bool = True         # position 0 (BOS, an attention sink with outlier activations) is not counted
     era: bool = True                # docs/method.md §3: ERA/TWERA for the stored 'virtual' edges
-    edge_variant: str | None = None  # which virtual-edge variant to weight (None: every variant)
+    edge_variant: EdgeVariant | None = None  # which virtual-edge variant to weight (None: every variant)
+    seqs_per_shard: int = 1024      # sequences per shard of the job (rounded up to whole batches), every layer
+                                    # in one forward; how the work is split, not what it gives (not hashed)
+
+    BOUNDS: ClassVar[dict[str, str]] = {
+        "seq_len": "[1, inf)", "batch_size": "[1, inf)", "n_bins": "[1, inf)", "bin_warmup_seqs": "[1, inf)",
+        "weight_exponent": "[0, inf)", "n_samples": "[1, inf)", "per_bin_reservoir": "[1, inf)", "n_top": "[1, inf)",
+        "seqs_per_shard": "[1, inf)",
+        "window_before": "[0, inf)", "window_after": "[0, inf)", "hist_bins": "[1, inf)", "hist_min": "(0, inf)",
+        "hist_max": "(0, inf)", "quantile_levels": "[0, 1]"}
+
+    def __post_init__(self):
+        from atlas.errors import AtlasError
+
+        validate_config(self)
+        if self.hist_max <= self.hist_min:
+            raise AtlasError(f"ActivationsConfig.hist_max={self.hist_max!r} must be above hist_min={self.hist_min!r}")
 
 
 @dataclass(frozen=True)
 class CircuitLensConfig:
     features_per_unit: int = 256    # features per resumable unit (a block of one layer)
     batch_size: int = 16            # examples per linearized forward/backward
-    example_kinds: tuple[str, ...] = ("quantile",)  # docs/method.md §4.1: clusters are built on the sampled examples
+    example_kinds: tuple[Literal["quantile", "top"], ...] = ("quantile",)  # docs/method.md §4.1: clusters are built on the sampled examples
     top_contributors: int = 10      # significant contributors kept per example (atlas's choice)
     min_rel_contribution: float = 0.05  # a contributor is significant if >= 5 % of the example's
                                     # total positive input contribution (atlas's choice)
@@ -264,15 +349,34 @@ class CircuitLensConfig:
     stored_per_example: int = 20    # attribution rows stored per example besides bias/error (by |value|)
     explainer_url: str | None = None    # OpenAI-compatible endpoint (None: template descriptions only)
     explainer_model: str | None = None  # the explainer model's name at that endpoint
-    explainer_timeout_s: float = 60.0
+    explainer_timeout_s: float = 60.0   # each phase of a request: connect, send, wait for the answer
+
+    BOUNDS: ClassVar[dict[str, str]] = {
+        "features_per_unit": "[1, inf)", "batch_size": "[1, inf)", "top_contributors": "[1, inf)",
+        "min_rel_contribution": "[0, 1]", "n_output_positions": "[1, inf)", "min_contributor_fraction": "[0, 1]",
+        "eps": "(0, inf)", "min_samples": "[1, inf)", "min_examples": "[1, inf)", "max_features_per_layer": "[1, inf)",
+        "stored_per_example": "[0, inf)", "explainer_timeout_s": "(0, inf)"}
+
+    def __post_init__(self):
+        validate_config(self)
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
     seq_len: int = 128
     batch_size: int = 16
-    method: str = "token-membership"   # docs/method.md §5: 'token in description' predicts 'feature active'
+    method: Literal["token-membership"] = "token-membership"  # docs/method.md §5: 'token in description'
+                                                               # predicts 'feature active'
+    BOUNDS: ClassVar[dict[str, str]] = {"seq_len": "[1, inf)", "batch_size": "[1, inf)"}
+
+    def __post_init__(self):
+        validate_config(self)
+
+
 # ---- demo: offline assets, corpus, transcoder training (docs/demo.md) ------------------------------
+
+# What every error about a missing or damaged offline asset tells the user to do.
+ASSETS_FIX = "run `make assets` (it installs requirements-assets.lock and runs `atlas assets`)"
 
 
 @dataclass(frozen=True)
@@ -285,7 +389,10 @@ class AssetsConfig:
     fortunes_package: str = "fortunes"            # fortune-cookie quotations, '%'-separated
     # Converted model: bf16 halves the 1.1 GB float32 state dict and loads in ~half the time of
     # the GGUF path; computation still runs in float32 (the weights are upcast on load).
-    converted_dtype: str = "bfloat16"
+    converted_dtype: Dtype = "bfloat16"
+
+    def __post_init__(self):
+        validate_config(self)
 
     @property
     def debian_packages(self) -> tuple[str, str, str]:
@@ -300,6 +407,11 @@ class CorpusConfig:
     heldout_fraction: float = 0.05  # documents held out (by hash of their text) for scoring
     text_field: str = "text"      # jsonl / parquet / HF column holding the text
     hf_split: str = "train"
+
+    BOUNDS: ClassVar[dict[str, str]] = {"seq_len": "[2, inf)", "heldout_fraction": "[0, 1)"}
+
+    def __post_init__(self):
+        validate_config(self)
 
 
 @dataclass(frozen=True)
@@ -335,7 +447,16 @@ class TrainConfig:
     collect_batch: int = 16       # sequences per forward pass when collecting activations
     bf16: bool = False            # train under bf16 autocast (CPUs with bf16 units; the weights stay fp32)
     seed: int = 0
-    device: str = "cpu"
+    device: Device = "cpu"
+
+    BOUNDS: ClassVar[dict[str, str]] = {
+        "layers": "[0, inf)", "d_sae": "[1, inf)", "k": "[1, inf)", "n_tokens": "[1, inf)", "epochs": "[1, inf)",
+        "batch_size": "[1, inf)", "lr": "(0, inf)", "aux_k": "[0, inf)", "aux_coeff": "[0, inf)",
+        "dead_after_tokens": "[1, inf)", "eval_tokens": "[1, inf)", "eval_loss_tokens": "[0, inf)",
+        "collect_batch": "[1, inf)"}
+
+    def __post_init__(self):
+        validate_config(self)
 
     @classmethod
     def gpu(cls, **overrides) -> "TrainConfig":
@@ -358,3 +479,10 @@ class DemoConfig:
     score_tokens: int = 16_384          # held-out tokens for the token-membership scores
     samples_per_feature: int = 40       # quantile-sampled examples per feature (paper: 100)
     circuitlens_features: int = 4       # CircuitLens on the N most often active features per layer
+
+    BOUNDS: ClassVar[dict[str, str]] = {
+        "port": "[0, 65535]", "activation_tokens": "[1, inf)", "score_tokens": "[1, inf)",
+        "samples_per_feature": "[1, inf)", "circuitlens_features": "[1, inf)"}
+
+    def __post_init__(self):
+        validate_config(self)

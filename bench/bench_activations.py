@@ -28,23 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def random_transcoders(model, d_sae: int, seed: int = 0):
     """ReLU transcoders on every layer with ~1.5 % of features active per token (L0 ~ d_sae / 70)."""
-    import torch
-    from sae_lens import Transcoder, TranscoderConfig
+    from tests.factories import RandomInit, random_transcoder_set
 
-    from atlas.transcoders.transcoder_set import LayerTranscoder, TranscoderSet
-
-    d = model.cfg.d_model
-    g = torch.Generator().manual_seed(seed)
-    layers = {}
-    for l in range(model.cfg.n_layers):
-        tc = Transcoder(TranscoderConfig(d_in=d, d_sae=d_sae, d_out=d, apply_b_dec_to_input=False))
-        with torch.no_grad():
-            tc.W_enc.copy_(torch.randn(d, d_sae, generator=g) / d ** 0.5)
-            tc.b_enc.fill_(-2.2)
-            tc.W_dec.copy_(torch.randn(d_sae, d, generator=g) * 0.02)
-        tc.eval().requires_grad_(False)
-        layers[l] = LayerTranscoder(l, tc, f"blocks.{l}.ln2.hook_normalized", f"blocks.{l}.hook_mlp_out", "bench", "random")
-    return TranscoderSet("bench", layers)
+    init = RandomInit(W_enc=model.cfg.d_model ** -0.5, b_enc=0.0, b_enc_shift=-2.2, W_dec=0.02, b_dec=0.0)
+    tset = random_transcoder_set(model, d_sae, seed=seed, set_name="bench", init=init)
+    for tc in tset:
+        tc.sae.requires_grad_(False)
+    return tset
 
 
 def timed(fn, repeat: int = 1) -> float:

@@ -75,7 +75,8 @@ def main() -> None:
             ("activations", lambda e: activations.run(path, model, tset, tokens, acfg, executor=e, **kw)["shards"]),
             ("circuitlens", lambda e: circuitlens.run(path, model, tset, tokens, ccfg, executor=e, **kw)["shards"]),
         ):
-            e = ExecutorConfig(kind=ex.kind, workers=ex.workers, shard_dir=str(shards_root / name))
+            e = ExecutorConfig(kind=ex.kind, workers=ex.workers, shard_dir=str(shards_root / name),
+                               keep_shards=True)
             t0 = time.perf_counter()
             rep = fn(e)
             wall = time.perf_counter() - t0

@@ -47,26 +47,15 @@ def _sync(device):
 
 
 def build(layers: int, d_sae: int, device: str):
-    import torch
-    from sae_lens import Transcoder, TranscoderConfig
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     from atlas.models import RANDOM_CONFIGS, gpt2_tokenizer
-    from atlas.transcoders.transcoder_set import LayerTranscoder, TranscoderSet
+    from tests.factories import RandomInit, random_transcoder_set
 
     cfg = HookedTransformerConfig(**{**RANDOM_CONFIGS["gpt2-small"], "n_layers": layers}, device=device, seed=0)
     model = HookedTransformer(cfg, tokenizer=gpt2_tokenizer()).eval()
-    tset = TranscoderSet("bench")
-    gen = torch.Generator().manual_seed(0)
-    for layer in range(layers):
-        sae = Transcoder(TranscoderConfig(d_in=768, d_sae=d_sae, d_out=768, apply_b_dec_to_input=False))
-        with torch.no_grad():
-            sae.W_enc.copy_(torch.randn(768, d_sae, generator=gen) / 768 ** 0.5)
-            sae.W_dec.copy_(torch.randn(d_sae, 768, generator=gen) / 768 ** 0.5)
-            sae.b_enc.copy_(torch.randn(d_sae, generator=gen) * 0.1 - 0.3)
-        tset.layers[layer] = LayerTranscoder(layer, sae.to(device).eval(), f"blocks.{layer}.ln2.hook_normalized",
-                                             f"blocks.{layer}.hook_mlp_out", "random", f"random:{layer}")
-    return model, tset
+    init = RandomInit.fan_in(cfg.d_model, b_enc_shift=-0.3)
+    return model, random_transcoder_set(model, d_sae, set_name="bench", init=init, device=device)
 
 
 def naive_per_feature(model, tset, layer: int, feats: list[int], cfg) -> tuple[float, float]:
@@ -110,9 +99,10 @@ def db_load_rate(path: Path, n_rows: int) -> float:
     import pyarrow as pa
 
     from atlas.db import AtlasWriter
+    from atlas.ids import fid_range
 
     rng = np.random.default_rng(0)
-    table = pa.table({"src_fid": rng.integers(1 << 32, 2 << 32, n_rows), "dst_fid": rng.integers(2 << 32, 3 << 32, n_rows),
+    table = pa.table({"src_fid": rng.integers(*fid_range(1), n_rows), "dst_fid": rng.integers(*fid_range(2), n_rows),
                       "kind": pa.array(["virtual"] * n_rows), "variant": pa.array(["raw"] * n_rows),
                       "weight": rng.random(n_rows), "rel_contribution": rng.random(n_rows) * 1e-3})
     with AtlasWriter(path) as w:

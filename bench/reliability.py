@@ -193,8 +193,8 @@ class PublishResult:
 
 
 def publish_under_load(root: Path, seconds: float, clients: int) -> PublishResult:
-    from atlas import db
     from atlas.errors import AtlasError
+    from atlas.publish import publish
     from bench.synthetic_atlas import SyntheticSpec, build
     from tests.test_api_publish import QUERY, strongest_weight
     from tests.test_publish_integrity import damaged_copies
@@ -210,7 +210,7 @@ def publish_under_load(root: Path, seconds: float, clients: int) -> PublishResul
         d = damaged_copies(w, root / f"bad{i}")
         bad += [d["truncated"], d["random-middle"]]
     link = root / "current.duckdb"
-    db.publish(works[0], link)
+    publish(works[0], link)
     url, server = serve(link)
 
     # the publisher records (time the publish returned, work index) for stale-read detection
@@ -246,14 +246,14 @@ def publish_under_load(root: Path, seconds: float, clients: int) -> PublishResul
         if step == 0:  # a burst of rapid publishes, keep=1
             for _ in range(5):
                 i = random.randrange(len(works))
-                db.publish(works[i], link, keep=1)
+                publish(works[i], link, keep=1)
                 with lock:
                     published_at.append((time.monotonic(), i))
                     counts["pub"] += 1
         elif step in (1, 3):  # a damaged file
             before = os.readlink(link)
             try:
-                db.publish(random.choice(bad), link, keep=3)
+                publish(random.choice(bad), link, keep=3)
                 counts["wrong"] += 1
             except AtlasError:
                 counts["refused"] += 1
@@ -261,7 +261,7 @@ def publish_under_load(root: Path, seconds: float, clients: int) -> PublishResul
                 counts["wrong"] += 1
         else:
             i = random.randrange(len(works))
-            db.publish(works[i], link, keep=3)
+            publish(works[i], link, keep=3)
             with lock:
                 published_at.append((time.monotonic(), i))
                 counts["pub"] += 1
@@ -280,14 +280,14 @@ def publish_under_load(root: Path, seconds: float, clients: int) -> PublishResul
 
 JOB = """
 import sys, torch
-sys.path.insert(0, {tests!r})
-from conftest import build_transcoders
+sys.path.insert(0, {repo!r})
+from tests.factories import random_transcoder_set
 from atlas.config import ActivationsConfig, CircuitLensConfig, ScoringConfig, WeightLensConfig
 from atlas.models import load_model
 from ingest import activations, circuitlens, scoring
 from ingest.weightlens import run_weightlens
 model = load_model("random:tiny")
-tset = build_transcoders(model, d_sae={d_sae}, seed=3)
+tset = random_transcoder_set(model, d_sae={d_sae}, seed=3)
 tokens = torch.randint(0, 50000, ({n_docs}, 16), generator=torch.Generator().manual_seed(0))
 print("started", flush=True)
 run_weightlens(model, tset, sys.argv[1], WeightLensConfig(input_z=2.0, edge_z=2.0), model_id="tiny",
@@ -317,7 +317,7 @@ def kills(root: Path, n_kills: int, d_sae: int = 12, n_docs: int = 24) -> KillRe
     from bench.content_hash import table_hashes
 
     script = root / "job.py"
-    script.write_text(JOB.format(tests=str(REPO / "tests"), d_sae=d_sae, n_docs=n_docs))
+    script.write_text(JOB.format(repo=str(REPO), d_sae=d_sae, n_docs=n_docs))
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
     def start(path):
@@ -388,10 +388,10 @@ def main() -> None:
     try:
         if "hostile" in parts:
             from bench.synthetic_atlas import SyntheticSpec, build
-            from atlas import db
+            from atlas.publish import publish
 
             work = build(root / "h.duckdb", SyntheticSpec(n_layers=4, d_sae=64, k_up=6, n_tokens=3, n_examples=2))
-            db.publish(work, root / "h-current.duckdb")
+            publish(work, root / "h-current.duckdb")
             url, server = serve(root / "h-current.duckdb")
             reference, results = hostile(url, args.hostile_s, args.hostile_threads)
             server.should_exit = True

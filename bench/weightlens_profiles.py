@@ -66,26 +66,11 @@ def _norms_and_biases(model, seed: int) -> None:
 
 
 def _transcoders(model, d_sae: int, jumprelu: bool, seed: int):
-    import torch
-    from sae_lens import JumpReLUTranscoder, JumpReLUTranscoderConfig, Transcoder, TranscoderConfig
+    from tests.factories import RandomInit, random_transcoder_set
 
-    from atlas.transcoders.transcoder_set import LayerTranscoder, TranscoderSet
-
-    gen = torch.Generator().manual_seed(seed)
-    d = model.cfg.d_model
-    out = TranscoderSet("bench")
-    for layer in range(model.cfg.n_layers):
-        cfg_cls, cls = (JumpReLUTranscoderConfig, JumpReLUTranscoder) if jumprelu else (TranscoderConfig, Transcoder)
-        sae = cls(cfg_cls(d_in=d, d_sae=d_sae, d_out=d, apply_b_dec_to_input=False))
-        with torch.no_grad():
-            sae.W_enc.copy_(torch.randn(d, d_sae, generator=gen) / d ** 0.5)
-            sae.W_dec.copy_(torch.randn(d_sae, d, generator=gen) / d ** 0.5)
-            sae.b_enc.copy_(torch.randn(d_sae, generator=gen) * 0.1)
-            if jumprelu:
-                sae.threshold.copy_(0.05 * torch.rand(d_sae, generator=gen))
-        out.layers[layer] = LayerTranscoder(layer, sae.eval(), f"blocks.{layer}.ln2.hook_normalized",
-                                            f"blocks.{layer}.hook_mlp_out", "bench", f"memory:bench/{layer}")
-    return out
+    init = RandomInit.fan_in(model.cfg.d_model, threshold=0.05)
+    return random_transcoder_set(model, d_sae, kind="jumprelu" if jumprelu else "relu", seed=seed, set_name="bench",
+                                 init=init)
 
 
 def build(shape: str, d_sae: int):
@@ -101,7 +86,7 @@ def build(shape: str, d_sae: int):
     else:
         from transformers import AutoTokenizer
 
-        from atlas.assets import converted_dir
+        from atlas.models import converted_dir
 
         tok = AutoTokenizer.from_pretrained(str(converted_dir() / "tokenizer"))
         cfg = HookedTransformerConfig(n_layers=3, d_model=64, d_head=16, n_heads=4, n_key_value_heads=2, d_mlp=128,

@@ -1,14 +1,21 @@
 """Job: activation statistics, examples and ERA/TWERA edges over a corpus (docs/method.md §3, §4.1).
 
-Shards: one per transcoder layer (``layer-{l}``), done for one configuration and one corpus, run
-by the shared runner (ingest/shards.py). Each shard collects its layer in its own streaming pass
-(with the source layers its virtual edges read) and writes its unit: ``feature_stats`` rows for every
-feature, ``examples`` (top and bin-weighted samples, with windows) and ``edges`` of kind 'era' and
-'twera' next to the stored 'virtual' edges that end in the layer (same src, dst and variant).
+Shards (run by the shared runner, ingest/shards.py, as parts of the atlas's units):
+1. ``warmup-0-W``: one forward per batch of the first ``bin_warmup_seqs`` sequences, every layer:
+   the statistics the bin edges come from (atlas/lens/activations.py, step 2);
+2. ``seqs-LO-HI``: a block of ``seqs_per_shard`` sequences (whole batches), one forward per batch for
+   every layer, stopped after the deepest: each layer's mergeable state (statistics as integers,
+   top and sample candidates with windows, bin counts) and the ERA sums of every virtual edge.
+The driver folds the parts in as they are loaded (exactly: atlas/lens/exact.py) and writes one unit
+per transcoder layer (``layer-{l}``): ``feature_stats`` rows for every feature, ``examples`` (top and
+bin-weighted samples, with windows) and ``edges`` of kind 'era' and 'twera' next to the stored
+'virtual' edges that end in the layer (same src, dst and variant). The units are the same whatever
+``seqs_per_shard`` is and whichever worker finishes first.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 
 import numpy as np
@@ -17,7 +24,7 @@ import pyarrow as pa
 from atlas import db
 from atlas.config import ActivationsConfig
 from atlas.errors import AtlasError
-from atlas.ids import make_fid
+from atlas.ids import fid_range, make_fids, split_fids
 from atlas.progress import progress
 from ingest.inputs import tokens_fingerprint
 from ingest.registry import register
@@ -30,25 +37,21 @@ def _unit(layer: int) -> str:
     return f"layer-{layer}"
 
 
-def _fid_range(sid: int) -> dict:
-    return {"lo": make_fid(sid, 0), "hi": make_fid(sid + 1, 0) - 1}
-
-
 def virtual_edges(writer, sids: dict[int, int], dst_layers: list[int], variant: str | None):
     """The stored 'virtual' edges between this set's layers that end in dst_layers, as numpy columns."""
     e = writer.execute(
         "SELECT src_fid, dst_fid, variant, weight FROM edges WHERE kind = 'virtual' "
-        "AND ($variant IS NULL OR variant = $variant) AND list_contains($src, src_fid >> 32) "
-        "AND list_contains($dst, dst_fid >> 32)",
+        "AND ($variant IS NULL OR variant = $variant) AND list_contains($src, fid_source(src_fid)) "
+        "AND list_contains($dst, fid_source(dst_fid)) ORDER BY src_fid, dst_fid, variant",
         {"variant": variant, "src": list(sids.values()), "dst": [sids[l] for l in dst_layers]}).fetchnumpy()
     if len(e["src_fid"]) == 0:
         return None
     layer_of = np.zeros(max(sids.values()) + 1, dtype=np.int64)
     layer_of[list(sids.values())] = list(sids.keys())
     src, dst = np.asarray(e["src_fid"]), np.asarray(e["dst_fid"])
+    s, d = split_fids(src), split_fids(dst)
     return dict(src_fid=src, dst_fid=dst, variant=np.asarray(e["variant"]), weight=np.asarray(e["weight"], dtype=float),
-                src_layer=layer_of[src >> 32], dst_layer=layer_of[dst >> 32],
-                src_idx=src & 0xFFFFFFFF, dst_idx=dst & 0xFFFFFFFF)
+                src_layer=layer_of[s.sid], dst_layer=layer_of[d.sid], src_idx=s.idx, dst_idx=d.idx)
 
 
 def stats_table(res, sid: int, cfg: ActivationsConfig, run_id: str) -> pa.Table:
@@ -58,7 +61,7 @@ def stats_table(res, sid: int, cfg: ActivationsConfig, run_id: str) -> pa.Table:
     q = res.quantiles.numpy()
     hist = s.hist.view(s.d_sae, cfg.hist_bins).numpy()
     return pa.table({
-        "fid": [make_fid(sid, i) for i in range(s.d_sae)],
+        "fid": make_fids(sid, np.arange(s.d_sae)),
         "n_tokens": np.full(s.d_sae, s.n_tokens, dtype=np.int64),
         "n_active": n_act,
         "frequency": n_act / max(s.n_tokens, 1),
@@ -89,7 +92,7 @@ def examples_table(model, res, sid: int, cfg: ActivationsConfig, run_id: str) ->
         strs = np.array(token_strings(model, uniq), dtype=object)
         n = len(c)
         parts.append(pa.table({
-            "fid": (np.int64(sid) << 32) + c.feature.numpy(),
+            "fid": make_fids(sid, c.feature.numpy()),
             "kind": [kind] * n,
             "bin": pa.array(c.bin.numpy() if kind == "quantile" else np.full(n, None), type=pa.int32()),
             "sample_weight": pa.array(weight.numpy() if weight is not None else np.full(n, None), type=pa.float64()),
@@ -141,59 +144,235 @@ def run(db_path, model, tset, tokens, cfg: ActivationsConfig = ActivationsConfig
 
     tset.check_against(model)
     tokens = check_tokens(tokens, model)
-    config = {**asdict(cfg), "corpus": tokens_fingerprint(tokens), "n_docs": tokens.shape[0],
-              "set_name": tset.set_name}
+    config = {**{k: v for k, v in asdict(cfg).items() if k != "seqs_per_shard"},
+              "corpus": tokens_fingerprint(tokens), "n_docs": tokens.shape[0], "set_name": tset.set_name}
     with db.AtlasWriter(db_path) as w:
         sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
-        job = ActivationsJob(config, cfg, sids, tset.layer_ids, f"{model_id}/{tset.set_name}")
+        job = ActivationsJob(config, cfg, sids, {l: tset[l].d_sae for l in tset.layer_ids},
+                             f"{model_id}/{tset.set_name}")
         run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
-    return {"layers_done_before": run.done_before, "layers_written": run.loaded, "era_edges": job.era_edges,
+    return {"layers_done_before": run.done_before, "layers_written": run.written, "era_edges": job.era_edges,
             "inexact_sample_features": job.inexact, "shards": run.summary()}
 
 
+def block_ranges(n_docs: int, cfg: ActivationsConfig) -> list[tuple[int, int]]:
+    """[lo, hi) sequence ranges of the blocks: ``seqs_per_shard`` rounded up to whole batches, so a
+    block's batches are the whole corpus's (the same forwards, the same float sums)."""
+    size = -(-max(1, cfg.seqs_per_shard) // cfg.batch_size) * cfg.batch_size
+    return [(lo, min(lo + size, n_docs)) for lo in range(0, n_docs, size)]
+
+
 class ActivationsJob:
-    """Shards: one per layer. Each collects its layer in its own pass over the corpus (the ERA
-    source layers it reads run alongside), so no state is shared between shards."""
+    """Parts: the warm-up, then blocks of sequences for every layer; outputs: one unit per layer."""
 
     name = JOB
 
-    def __init__(self, config: dict, cfg: ActivationsConfig, sids: dict[int, int], layers: list[int], scope: str):
-        self.params, self.cfg, self.sids, self.layers, self.scope = config, cfg, sids, layers, scope
+    def __init__(self, config: dict, cfg: ActivationsConfig, sids: dict[int, int], d_sae: dict[int, int], scope: str):
+        self.params, self.cfg, self.sids, self.d_sae, self.scope = config, cfg, sids, d_sae, scope
+        self.layers = sorted(d_sae)
         self.chash = db.config_hash(config)
         self.era_edges = self.inexact = 0
+        self.vedges = self.bin_edges = self.era = self._era_result = None
+        self.acc: dict = {}                                    # layer -> LayerPart, the parts folded in
 
     def plan(self, w) -> list[Shard]:
+        """The warm-up part, then the blocks (each waits for the warm-up's bin edges)."""
+        n = self.params["n_docs"]
+        self.vedges = virtual_edges(w, self.sids, self.layers, self.cfg.edge_variant) if self.cfg.era else None
+        warm = Shard(unit=f"warmup-0-{min(n, max(1, self.cfg.bin_warmup_seqs))}", key={"kind": "warmup"},
+                     chash=self.chash)
+        bchash = db.config_hash({"config": self.chash, "edges": _edges_fingerprint(self.vedges)})
+        return [warm] + [Shard(unit=f"seqs-{lo}-{hi}", key={"kind": "block", "lo": lo, "hi": hi}, chash=bchash,
+                               deps=(warm.unit,)) for lo, hi in block_ranges(n, self.cfg)]
+
+    def outputs(self, w) -> list[Shard]:
         out = []
         for l in self.layers:
-            rng = _fid_range(self.sids[l])
+            rng = fid_range(self.sids[l])
             out.append(Shard(unit=_unit(l), key={"layer": l}, chash=self.chash, deletes=(
-                ("DELETE FROM feature_stats WHERE fid BETWEEN $lo AND $hi", rng),
-                ("DELETE FROM examples WHERE fid BETWEEN $lo AND $hi", rng),
-                ("DELETE FROM edges WHERE kind IN ('era', 'twera') AND dst_fid BETWEEN $lo AND $hi", rng))))
+                (f"DELETE FROM feature_stats WHERE {rng.sql()}", rng.params()),
+                (f"DELETE FROM examples WHERE {rng.sql()}", rng.params()),
+                (f"DELETE FROM edges WHERE kind IN ('era', 'twera') AND {rng.sql('dst_fid')}", rng.params()))))
         return out
 
     def inputs(self, w, shard: Shard):
-        """The stored virtual edges that end in the shard's layer (ERA/TWERA go next to them)."""
-        return virtual_edges(w, self.sids, [shard.key["layer"]], self.cfg.edge_variant) if self.cfg.era else None
+        """A block's: the bin edges per layer (from the loaded warm-up) and the virtual edges."""
+        if shard.key["kind"] == "warmup":
+            return None
+        if self.bin_edges is None:
+            raise AtlasError(f"{shard.unit}: the warm-up part is not loaded yet")
+        return self.bin_edges, self.vedges
 
-    def compute(self, ctx, shard: Shard, edges) -> tuple[dict, dict]:
-        from atlas.lens.activations import collect
-        from atlas.lens.era import EraAccumulator
+    def compute(self, ctx, shard: Shard, inputs) -> tuple[dict, dict]:
+        import torch
 
-        l, sid = shard.key["layer"], self.sids[shard.key["layer"]]
-        era = (EraAccumulator(edges["src_layer"], edges["src_idx"], edges["dst_layer"], edges["dst_idx"],
-                              edges["weight"]) if edges is not None else None)
-        res = collect(ctx.model, ctx.tset, ctx.tokens, self.cfg, layers=[l], era=era,
-                      progress=lambda desc, total: progress(f"{desc} layer {l}", total, "seq"))[l]
+        from atlas.lens.activations import collect_block, warmup_stats
+
+        if shard.key["kind"] == "warmup":
+            stats = warmup_stats(ctx.model, ctx.tset, ctx.tokens, self.layers, self.cfg)
+            return {"stats": stats_part_table(stats)}, {}
+        bin_edges, vedges = inputs
+        era = _era_accumulator(vedges)
+        lo, hi = shard.key["lo"], shard.key["hi"]
+        parts = collect_block(ctx.model, ctx.tset, ctx.tokens, self.cfg, bin_edges, torch.arange(lo, hi), self.layers,
+                              era, lambda desc, total: progress(f"{desc} sequences {lo}-{hi}", total, "seq"))
+        tables = {"stats": stats_part_table({l: p.stats for l, p in parts.items()},
+                                            {l: p.res.counts for l, p in parts.items()}),
+                  "candidates": candidates_table(parts)}
+        if era is not None:
+            tables["era"] = pa.table({"n_tokens": [era.n_tokens], "digits": _large_lists([era.digits.numpy().ravel()])})
+        return tables, {"sequences": hi - lo}
+
+    def take(self, shard: Shard, tables: dict) -> None:
+        """Fold a loaded part in: the warm-up gives the bin edges, a block is absorbed per layer."""
+        import torch
+
+        from atlas.lens.activations import bin_edges, new_part
+
+        stats = read_stats(tables["stats"], self.cfg)
+        if shard.key["kind"] == "warmup":
+            self.bin_edges = {l: bin_edges(s, self.cfg) for l, (s, _) in stats.items()}
+            return
+        cands = read_candidates(tables["candidates"])
+        for l, (s, counts) in stats.items():
+            acc = self.acc.setdefault(l, new_part(self.d_sae[l], self.cfg))
+            acc.stats.absorb(s)
+            acc.top.absorb(lambda c: c.feature, cands.get((l, 0), _empty(self.cfg)))
+            acc.res.absorb_counts(counts, cands.get((l, 1), _empty(self.cfg)))
+        if "era" in tables:
+            if self.era is None:
+                self.era = _era_accumulator(self.vedges)
+            row = tables["era"]
+            digits = torch.from_numpy(_rows(row.column("digits"))[0].copy()).view(self.era.digits.shape)
+            self.era.absorb(digits, int(row.column("n_tokens")[0].as_py()))
+
+    def merge(self, ctx, out: Shard) -> dict:
+        """A layer's unit from the folded parts: statistics, examples, ERA/TWERA of its incoming edges."""
+        from atlas.lens.activations import finish
+
+        l = out.key["layer"]
+        sid = self.sids[l]
+        res = finish(self.acc.pop(l), ctx.tokens, self.cfg)
+        self.inexact += int(res.n_inexact)
         tables = {"feature_stats": stats_table(res, sid, self.cfg, ""),
                   "examples": examples_table(ctx.model, res, sid, self.cfg, "")}
-        n_era = 0
-        if era is not None:
-            mask = np.ones(len(edges["dst_fid"]), dtype=bool)
-            tables["edges"] = edges_table(edges, mask, era.result(), "")
-            n_era = int(mask.sum())
-        return tables, {"era_edges": n_era, "inexact_sample_features": int(res.n_inexact)}
+        mask = self.vedges["dst_layer"] == l if self.vedges is not None else None
+        if mask is not None and mask.any():
+            if self._era_result is None:
+                self._era_result = self.era.result()
+            tables["edges"] = edges_table(self.vedges, mask, self._era_result, "")
+            self.era_edges += int(mask.sum())
+        return tables
 
     def account(self, shard: Shard, info: dict) -> None:
-        self.era_edges += info["era_edges"]
-        self.inexact += info["inexact_sample_features"]
+        pass
+
+
+# ---- a part's tables (Parquet in the shard directory, never in the atlas) ------------------------------
+
+
+def _large_lists(arrays: list[np.ndarray]) -> pa.LargeListArray:
+    """One list row per array."""
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
+    values = np.concatenate(arrays) if arrays else np.zeros(0)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def _rows(col) -> list[np.ndarray]:
+    """The rows of a list column as numpy arrays."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    off, values = col.offsets.to_numpy(), col.values.to_numpy(zero_copy_only=False)
+    return [values[off[i]:off[i + 1]] for i in range(len(col))]
+
+
+def stats_part_table(stats: dict, counts: dict | None = None) -> pa.Table:
+    """One row per layer: its LayerStats (sums as integer digits) and, for a block, its bin counts."""
+    layers = sorted(stats)
+    col = lambda f: _large_lists([f(stats[l]) for l in layers])
+    return pa.table({
+        "layer": pa.array(layers, pa.int32()),
+        "n_tokens": pa.array([stats[l].n_tokens for l in layers], pa.int64()),
+        "n_active": col(lambda s: s.n_active.numpy()), "sum_digits": col(lambda s: s.sum_digits.numpy().ravel()),
+        "max": col(lambda s: s.max.numpy()), "hist": col(lambda s: s.hist.numpy()),
+        "bin_counts": _large_lists([counts[l].numpy() if counts else np.zeros(0, np.int64) for l in layers]),
+    })
+
+
+def read_stats(table: pa.Table, cfg: ActivationsConfig) -> dict:
+    """layer -> (LayerStats, bin counts [d_sae * n_bins]) of a part's stats table."""
+    import torch
+
+    from atlas.lens.activations import LayerStats
+
+    cols = {c: _rows(table.column(c)) for c in ("n_active", "sum_digits", "max", "hist", "bin_counts")}
+    out = {}
+    for i, l in enumerate(table.column("layer").to_pylist()):
+        s = LayerStats(len(cols["n_active"][i]), cfg)
+        s.n_tokens = int(table.column("n_tokens")[i].as_py())
+        s.n_active = torch.from_numpy(cols["n_active"][i].copy())
+        s.sum_digits = torch.from_numpy(cols["sum_digits"][i].copy()).view(3, -1)
+        s.max = torch.from_numpy(cols["max"][i].copy())
+        s.hist = torch.from_numpy(cols["hist"][i].copy())
+        out[l] = (s, torch.from_numpy(cols["bin_counts"][i].copy()))
+    return out
+
+
+_CAND = ("feature", "doc", "pos", "act", "key", "bin")
+
+
+def candidates_table(parts: dict) -> pa.Table:
+    """Every layer's kept candidates: kind 0 top, 1 sample; win a fixed-size list of activations."""
+    from atlas.lens.sampling import Candidates
+
+    chunks = [(l, k, c) for l, p in sorted(parts.items()) for k, c in ((0, p.top.result), (1, p.res.kept))]
+    c = Candidates.cat([c for _, _, c in chunks]) if chunks else None
+    cols = {f: getattr(c, f).numpy() for f in _CAND}
+    width = c.win.shape[1]
+    return pa.table({
+        "layer": pa.array(np.concatenate([np.full(len(x), l, np.int32) for l, _, x in chunks])),
+        "kind": pa.array(np.concatenate([np.full(len(x), k, np.int8) for _, k, x in chunks])),
+        **cols,
+        "win": pa.FixedSizeListArray.from_arrays(pa.array(c.win.numpy().ravel().astype(np.float32)), width),
+    })
+
+
+def read_candidates(table: pa.Table) -> dict:
+    """(layer, kind) -> Candidates of a part's candidates table."""
+    import torch
+
+    from atlas.lens.sampling import Candidates
+
+    win = table.column("win").combine_chunks()
+    wins = win.values.to_numpy().reshape(len(table), win.type.list_size)
+    cols = {c: table.column(c).to_numpy() for c in ("layer", "kind", *_CAND)}
+    out = {}
+    for l, k in sorted(set(zip(cols["layer"].tolist(), cols["kind"].tolist()))):
+        m = (cols["layer"] == l) & (cols["kind"] == k)
+        out[(l, k)] = Candidates(*(torch.from_numpy(cols[f][m].copy()) for f in _CAND),
+                                 torch.from_numpy(wins[m].copy()))
+    return out
+
+
+def _empty(cfg: ActivationsConfig):
+    from atlas.lens.sampling import Candidates
+
+    return Candidates.empty(cfg.window_before + cfg.window_after + 1)
+
+
+def _era_accumulator(edges):
+    from atlas.lens.era import EraAccumulator
+
+    if edges is None:
+        return None
+    return EraAccumulator(edges["src_layer"], edges["src_idx"], edges["dst_layer"], edges["dst_idx"], edges["weight"])
+
+
+def _edges_fingerprint(edges) -> str:
+    """What a block's ERA sums are indexed by: the virtual edges, in order, and their weights."""
+    if edges is None:
+        return "none"
+    h = hashlib.sha256()
+    for k in ("src_fid", "dst_fid", "weight"):
+        h.update(np.ascontiguousarray(edges[k]).tobytes())
+    h.update("\0".join(map(str, edges["variant"])).encode())
+    return h.hexdigest()[:16]

@@ -6,7 +6,8 @@ one configuration and one set of stored examples. Per unit:
    (which must be the corpus the examples came from: the stored windows are checked against it);
 2. batched attributions (``lens.attribution``), input and output side;
 3. per feature: significant contributor sets, DBSCAN clusters, each cluster's evidence summary
-   and description (template, or an explainer model when configured), one merged description;
+   and description (template, or an explainer model when configured: ingest/explainer.py, one
+   client per job), one merged description;
 4. rows: ``attributions`` (bias, per-layer errors, the strongest features / heads / tokens /
    positions, output logits), ``clusters``, ``cluster_members``, ``explanations``.
 """
@@ -14,6 +15,7 @@ one configuration and one set of stored examples. Per unit:
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import asdict
 from typing import NamedTuple
 
@@ -24,10 +26,11 @@ import torch
 from atlas import db
 from atlas.config import CircuitLensConfig
 from atlas.errors import AtlasError
-from atlas.ids import make_fid
+from atlas.ids import fid_range, make_fid, make_fids, split_fid, split_fids
 from atlas.lens.kinds import KIND_LABELS, KIND_SIDES
 from atlas.lens.kinds import AttributionKind as Kind
 from atlas.progress import progress
+from ingest.explainer import Explainer
 from ingest.registry import register
 from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
 
@@ -37,12 +40,12 @@ JOB = "circuitlens"
 def load_examples(w, sid: int, kinds) -> dict[str, np.ndarray]:
     rows = w.fetchall(
         "SELECT example_id, fid, doc_id, pos, window_start, tokens FROM examples "
-        "WHERE fid BETWEEN $lo AND $hi AND list_contains($kinds, kind) ORDER BY fid, example_id",
-        {"lo": make_fid(sid, 0), "hi": make_fid(sid + 1, 0) - 1, "kinds": list(kinds)})
+        f"WHERE {fid_range(sid).sql()} AND list_contains($kinds, kind) ORDER BY fid, example_id",
+        {**fid_range(sid).params(), "kinds": list(kinds)})
     if not rows:
         return {}
     ex_id, fid, doc, pos, start, toks = zip(*rows)
-    return dict(example_id=np.array(ex_id), idx=np.array(fid) & 0xFFFFFFFF, doc=np.array(doc), pos=np.array(pos),
+    return dict(example_id=np.array(ex_id), idx=split_fids(fid).idx, doc=np.array(doc), pos=np.array(pos),
                 start=np.array(start), window=list(toks))
 
 
@@ -53,9 +56,8 @@ def select(ex: dict, mask: np.ndarray) -> dict:
 
 def most_active(w, sid: int, n: int) -> np.ndarray:
     """Indices of the layer's ``n`` most often active features (from the activations job)."""
-    rows = w.fetchall("SELECT fid & 4294967295 FROM feature_stats WHERE fid BETWEEN $lo AND $hi "
-                      "ORDER BY n_active DESC, fid LIMIT $n",
-                      {"lo": make_fid(sid, 0), "hi": make_fid(sid + 1, 0) - 1, "n": n})
+    rows = w.fetchall(f"SELECT fid_index(fid) FROM feature_stats WHERE {fid_range(sid).sql()} "
+                      "ORDER BY n_active DESC, fid LIMIT $n", {**fid_range(sid).params(), "n": n})
     return np.array([r[0] for r in rows], dtype=np.int64)
 
 
@@ -192,12 +194,13 @@ def attributions_table(cat: Contributions, ex, layer: int, sids: dict, sid: int,
     src_pos = cat.src_pos.numpy()
     lay = cat.layer.numpy()
     sid_of = np.array([sids.get(l, 0) for l in range(max(sids) + 1)], dtype=np.int64)      # layer -> sid
-    src_fid = (sid_of[np.clip(lay, 0, None)] << 32) + cat.idx.numpy()
+    is_feature = kind == Kind.FEATURE                                                   # the other kinds have idx -1
+    src_fid = make_fids(sid_of[np.where(is_feature, lay, 0)], np.where(is_feature, cat.idx.numpy(), 0))
     none_if = lambda a, cond: pa.array(np.where(cond, None, a).tolist(), type=pa.int64())
     return pa.table({
-        "example_id": ex["example_id"][row], "fid": (np.int64(sid) << 32) + ex["idx"][row],
+        "example_id": ex["example_id"][row], "fid": make_fids(sid, ex["idx"][row]),
         "side": np.array(KIND_SIDES)[kind], "kind": np.array(KIND_LABELS)[kind],
-        "layer": none_if(lay, lay < 0), "src_fid": none_if(src_fid, kind != Kind.FEATURE),
+        "layer": none_if(lay, lay < 0), "src_fid": none_if(src_fid, ~is_feature),
         "head": none_if(cat.head.numpy(), kind != Kind.HEAD),
         "src_pos": none_if(src_pos, src_pos < 0),
         "rel_pos": none_if(src_pos - pos, src_pos < 0),
@@ -215,7 +218,8 @@ def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig
         job = CircuitLensJob({**asdict(cfg), "set_name": tset.set_name}, cfg, sids,
                              sorted(layers if layers is not None else tset.layer_ids), f"{model_id}/{tset.set_name}",
                              tokens)
-        run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
+        with job.explainer or nullcontext():            # the client closes with the job
+            run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
     job.report.update(units_written=run.loaded, units_done_before=run.done_before, shards=run.summary())
     return job.report
 
@@ -234,6 +238,9 @@ class CircuitLensJob:
     def __init__(self, config: dict, cfg: CircuitLensConfig, sids: dict[int, int], layers: list[int], scope: str,
                  tokens):
         self.params, self.cfg, self.sids, self.layers, self.scope, self.tokens = config, cfg, sids, layers, scope, tokens
+        # the job's one explainer client (None: template descriptions)
+        self.explainer = (Explainer(cfg.explainer_url, cfg.explainer_model or "", cfg.explainer_timeout_s)
+                          if cfg.explainer_url else None)
         self.examples: dict[str, dict] = {}
         self._descriptions: dict[int, dict] = {}           # layer -> upstream descriptions (read once per layer)
         self.report = {"units_written": 0, "units_done_before": 0, "features": 0, "clusters": 0,
@@ -256,11 +263,10 @@ class CircuitLensJob:
                 sel = select(ex, blocks == block)
                 unit = f"layer-{layer}-block-{int(block)}"
                 self.examples[unit] = sel
-                lo = make_fid(sid, int(block) * cfg.features_per_unit)
-                rng = {"lo": lo, "hi": make_fid(sid, (int(block) + 1) * cfg.features_per_unit) - 1}
-                deletes = [(f"DELETE FROM {t} WHERE fid BETWEEN $lo AND $hi", rng)
+                rng = fid_range(sid, int(block) * cfg.features_per_unit, (int(block) + 1) * cfg.features_per_unit)
+                deletes = [(f"DELETE FROM {t} WHERE {rng.sql()}", rng.params())
                            for t in ("attributions", "clusters", "cluster_members")]
-                deletes.append(("DELETE FROM explanations WHERE fid BETWEEN $lo AND $hi AND method LIKE 'circuitlens%'", rng))
+                deletes.append((f"DELETE FROM explanations WHERE {rng.sql()} AND method LIKE 'circuitlens%'", rng.params()))
                 out.append(Shard(unit=unit, key={"layer": layer, "block": int(block)}, deletes=tuple(deletes),
                                  deps=tuple(below),
                                  chash=db.config_hash({**self.params, "examples": examples_fingerprint(sel)})))
@@ -277,7 +283,7 @@ class CircuitLensJob:
     def compute(self, ctx, shard: Shard, inputs: dict) -> tuple[dict, dict]:
         layer = shard.key["layer"]
         return block_tables(ctx.model, ctx.tset, ctx.tokens, layer, self.sids[layer], self.sids, inputs["ex"],
-                            self.cfg, inputs["descriptions"], shard.unit)
+                            self.cfg, inputs["descriptions"], shard.unit, self.explainer)
 
     def account(self, shard: Shard, info: dict) -> None:
         self.report["features"] += info["features"]
@@ -290,7 +296,8 @@ def upstream_descriptions(w, sids: dict[int, int], below: int) -> dict:
     layer_of = {sid: l for l, sid in sids.items() if l < below}
     rows = w.fetchall("SELECT fid, text FROM explanations WHERE cluster_label IS NULL "
                       "ORDER BY (method = 'weightlens') ASC, created_at, explanation_id")
-    return {(layer_of[f >> 32], f & 0xFFFFFFFF): t for f, t in rows if (f >> 32) in layer_of}
+    parts = [(split_fid(f), t) for f, t in rows]
+    return {(layer_of[p.sid], p.idx): t for p, t in parts if p.sid in layer_of}
 
 
 EXPLANATIONS_PER_FEATURE = 1024
@@ -316,10 +323,12 @@ def examples_fingerprint(ex: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit) -> tuple[dict, dict]:
-    """The rows of one block of features (attributions, clusters, members, explanations) and a summary."""
+def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit,
+                 explainer: Explainer | None = None) -> tuple[dict, dict]:
+    """The rows of one block of features (attributions, clusters, members, explanations) and a summary;
+    cluster descriptions from ``explainer`` when given, else from the template."""
     from atlas.lens.clustering import cluster, contributor_matrix
-    from atlas.lens.describe import llm_describe, merge, snippet, summarize, template
+    from atlas.lens.describe import merge, snippet, summarize, template
     from atlas.models import token_strings
 
     with progress(f"circuitlens {unit}", len(ex["doc"]), "examples") as bar:
@@ -335,7 +344,7 @@ def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, u
     vocab_ids = sorted({int(x) for t in tok_rows for x in t.tolist()} | {int(x) for x in outs.flatten().tolist() if x >= 0})
     strs = dict(zip(vocab_ids, token_strings(model, vocab_ids)))
     cl_rows, mem_rows, expl_rows = [], [], []
-    method = "circuitlens-llm" if cfg.explainer_url else "circuitlens-template"
+    method = "circuitlens-llm" if explainer is not None else "circuitlens-template"
     for f in np.unique(ex["idx"]):                      # DBSCAN runs per feature
         members = np.nonzero(ex["idx"] == f)[0]
         fid = make_fid(sid, int(f))
@@ -363,8 +372,8 @@ def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, u
             params = {"eps": cfg.eps, "min_samples": cfg.min_samples, "min_contributor_fraction": cfg.min_contributor_fraction,
                       "top_contributors": cfg.top_contributors, "min_rel_contribution": cfg.min_rel_contribution,
                       "n_examples": len(idx), "example_kinds": list(cfg.example_kinds)}
-            if cfg.explainer_url and label >= 0:
-                text, prompt = llm_describe(summary, cfg.explainer_url, cfg.explainer_model or "", cfg.explainer_timeout_s)
+            if explainer is not None and label >= 0:
+                text, prompt = explainer.describe(summary)
                 params.update(explainer_model=cfg.explainer_model, explainer_url=cfg.explainer_url, prompt=prompt)
             else:
                 text = template(summary)

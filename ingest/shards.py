@@ -13,7 +13,15 @@ its ``unit`` name is the row it gets in ``ingest_units``. The runner, shared by 
    the shard's old rows deleted, the new ones inserted, the unit marked done), so surrogate ids come
    out the same whatever order the workers finish in; a shard file that is missing or whose hash
    differs is re-computed, never merged half;
-6. reports progress (shards and rows per second, ETA) and a ``RunReport``.
+6. reports progress (shards and rows per second, ETA) and a ``RunReport``;
+7. once every unit is in the atlas, deletes the shard files and manifest (``keep_shards`` keeps them).
+
+A job may instead split its work into *parts* that are not atlas units themselves (the activations
+job: blocks of sequences for every layer). It then also has ``outputs(w)`` (the atlas units),
+``take(shard, tables)`` (fold a loaded part in, on the driver, in plan order) and ``merge(ctx, out)``
+(an output unit's tables, once every part is in). Parts are computed, recorded in the manifest and
+reused exactly like units; the outputs are written in plan order once the last part is loaded, and
+a run finds its outputs done (``ingest_units``) or computes them from the parts again.
 
 The manifest (``manifest.jsonl``: a header line with the job, scope and parameters hash, then one
 line per finished shard) has one writer, the driver. A manifest from other parameters is refused
@@ -70,6 +78,8 @@ class ShardJob(Protocol):
     def compute(self, ctx: Context, shard: Shard, inputs: Any) -> tuple[dict, dict]: ...  # tables, info
     def account(self, shard: Shard, info: dict) -> None: ...      # driver side: job report
     # optional: def started(self, w, run_id) -> None, called once the run's ingest_runs row exists
+    # optional, a job of parts (see the module's docstring): outputs(w) -> list[Shard],
+    #   take(shard, tables) -> None, merge(ctx, out: Shard) -> dict of tables
 
 
 @dataclass
@@ -79,6 +89,7 @@ class RunReport:
     reused: int = 0                           # in the manifest, loaded without computing
     computed: int = 0
     rerun_bad_files: int = 0                  # manifest entry with a missing or corrupt file
+    written: int = 0                          # atlas units written by this run
     rows: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)     # compute, write (workers); load, wall (driver)
     run_id: str | None = None
@@ -99,6 +110,7 @@ class ExecutorConfig:
     address: str | None = None                # Ray: HOST:PORT, 'auto', or None (start a local one)
     workers: int | None = None                # Ray actors (default: the cluster's CPUs, at most the shards)
     shard_dir: str | None = None              # default: '<db>.shards/<job>-<params hash>'
+    keep_shards: bool = False                 # keep the shard files once every unit is in the atlas
 
 
 LOCAL = ExecutorConfig()
@@ -250,19 +262,16 @@ def run_job(job: ShardJob, ctx: Context, db_path, w, executor: ExecutorConfig = 
     shard_dir = Path(executor.shard_dir) if executor.shard_dir else default_shard_dir(db_path, job, phash)
     manifest = Manifest(shard_dir, job, phash)
     shards = job.plan(w)
+    parts = hasattr(job, "outputs")                       # a job of parts: its outputs are the atlas units
+    units = job.outputs(w) if parts else shards
     report.shards = len(shards)
-    todo = [s for s in shards if not w.unit_done(job.name, job.scope, s.unit, s.chash)]
-    report.done_before = len(shards) - len(todo)
-    if not todo:
+    todo_units = [s for s in units if not w.unit_done(job.name, job.scope, s.unit, s.chash)]
+    report.done_before = len(units) - len(todo_units)
+    if not todo_units:
+        _clean(manifest, shards, executor)
         return report
-    reuse = {}
-    for s in todo:
-        e = manifest.entries.get(s.unit)
-        if e is not None and e["chash"] == s.chash:
-            if manifest.whole(e):
-                reuse[s.unit] = e
-            else:
-                report.rerun_bad_files += 1
+    todo = shards if parts else todo_units
+    reuse = _reusable(manifest, todo, report)
     with w.run(job.name, job.params.get("model_id"), job.params) as run_id:
         report.run_id = run_id
         if hasattr(job, "started"):           # optional: a job's own columns of its ingest_runs row
@@ -274,14 +283,14 @@ def run_job(job: ShardJob, ctx: Context, db_path, w, executor: ExecutorConfig = 
                 if computed:
                     manifest.append(entry)
                 tables = manifest.read(entry, run_id)
-                w.write_unit(job=job.name, scope=job.scope, unit=shard.unit, chash=shard.chash, run_id=run_id,
-                             deletes=list(shard.deletes), inserts=tables)
+                if parts:
+                    job.take(shard, tables)
+                else:
+                    _write(w, job, shard, run_id, tables, report)
                 report.seconds["load"] = report.seconds.get("load", 0.0) + time.perf_counter() - t0
                 for stage, s in entry["seconds"].items():
                     if computed:
                         report.seconds[stage] = report.seconds.get(stage, 0.0) + s
-                for name, t in tables.items():
-                    report.rows[name] = report.rows.get(name, 0) + len(t)
                 if computed:
                     report.computed += 1
                 else:
@@ -289,20 +298,70 @@ def run_job(job: ShardJob, ctx: Context, db_path, w, executor: ExecutorConfig = 
                 job.account(shard, entry["info"])
                 bar.advance(1)
 
-            if executor.kind == "local":
-                for s in todo:
-                    if s.unit in reuse:
-                        load(s, reuse[s.unit], computed=False)
-                    else:
-                        load(s, run_shard(job, ctx, s, job.inputs(w, s), str(shard_dir)), computed=True)
-            elif executor.kind == "ray":
-                from ingest.ray_executor import run_on_ray
-
-                run_on_ray(job, ctx, w, todo, reuse, str(shard_dir), executor, load)
-            else:
-                raise AtlasError(f"unknown executor {executor.kind!r}: use 'local' or 'ray'")
+            _execute(job, ctx, w, todo, reuse, shard_dir, executor, load)
+        for out in todo_units if parts else ():           # the outputs, in plan order, from every part
+            t0 = time.perf_counter()
+            _write(w, job, out, run_id, job.merge(ctx, out), report)
+            report.seconds["merge"] = report.seconds.get("merge", 0.0) + time.perf_counter() - t0
+    _clean(manifest, shards, executor)
     report.seconds["wall"] = time.perf_counter() - t_start
     return report
+
+
+def _reusable(manifest: Manifest, todo: list[Shard], report: RunReport) -> dict[str, dict]:
+    """The manifest entries of ``todo`` with the same parameters and whole files; counts the others."""
+    reuse = {}
+    for s in todo:
+        e = manifest.entries.get(s.unit)
+        if e is not None and e["chash"] == s.chash:
+            if manifest.whole(e):
+                reuse[s.unit] = e
+            else:
+                report.rerun_bad_files += 1
+    return reuse
+
+
+def _write(w, job: ShardJob, unit: Shard, run_id: str, tables: dict, report: RunReport) -> None:
+    """One atlas unit, in one transaction: its old rows deleted, ``tables`` inserted, the unit marked done."""
+    w.write_unit(job=job.name, scope=job.scope, unit=unit.unit, chash=unit.chash, run_id=run_id,
+                 deletes=list(unit.deletes), inserts=tables)
+    report.written += 1
+    for name, t in tables.items():
+        report.rows[name] = report.rows.get(name, 0) + len(t)
+
+
+def _execute(job: ShardJob, ctx: Context, w, todo: list[Shard], reuse: dict, shard_dir: Path,
+             executor: ExecutorConfig, load) -> None:
+    """Compute (or reuse) every shard of ``todo``, calling ``load`` for each in plan order."""
+    if executor.kind == "local":
+        for s in todo:
+            if s.unit in reuse:
+                load(s, reuse[s.unit], computed=False)
+            else:
+                load(s, run_shard(job, ctx, s, job.inputs(w, s), str(shard_dir)), computed=True)
+    elif executor.kind == "ray":
+        from ingest.ray_executor import run_on_ray
+
+        run_on_ray(job, ctx, w, todo, reuse, str(shard_dir), executor, load)
+    else:
+        raise AtlasError(f"unknown executor {executor.kind!r}: use 'local' or 'ray'")
+
+
+def _clean(manifest: Manifest, shards: list[Shard], executor: ExecutorConfig) -> None:
+    """Every unit is in the atlas: delete the shards' files and the manifest (unless kept), then the
+    shard directory and ``DB.shards/`` if nothing else is left in them."""
+    if executor.keep_shards:
+        return
+    import shutil
+
+    for unit in {*manifest.entries, *(s.unit for s in shards)}:
+        d = _unit_dir(manifest.dir, unit)
+        if d.is_dir():
+            shutil.rmtree(d)
+    manifest.path.unlink(missing_ok=True)
+    for d in (manifest.dir, manifest.dir.parent if executor.shard_dir is None else None):
+        if d is not None and d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
 
 
 def table_hashes(db_path, tables, exclude=("run_id", "created_at", "completed_at")) -> dict[str, str]:

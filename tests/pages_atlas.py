@@ -14,9 +14,9 @@ from pathlib import Path
 
 import duckdb
 
-from atlas import db
-from atlas.ids import make_fid
+from atlas.ids import split_fid
 from atlas.lens.kinds import AttributionKind
+from atlas.publish import publish
 
 SCRIPT = "<script>alert('s')</script>"
 ONERROR = '"onerror=alert(1) x="'
@@ -38,14 +38,14 @@ def build(root: Path) -> tuple[Path, Path, str]:
                                                                n_examples=2))
     con = duckdb.connect(str(work))
     sids = dict(con.execute("SELECT layer, sid FROM sources").fetchall())
-    fid = con.execute("SELECT min(t.fid) FROM feature_tokens t WHERE t.fid >> 32 = $s AND t.side = 'input' "
+    fid = con.execute("SELECT min(t.fid) FROM feature_tokens t WHERE fid_source(t.fid) = $s AND t.side = 'input' "
                       "AND t.fid IN (SELECT dst_fid FROM edges) AND t.fid IN (SELECT src_fid FROM edges)",
                       {"s": sids[2]}).fetchone()[0]
-    index = fid - (sids[2] << 32)
+    index = split_fid(fid).idx
     up = con.execute("SELECT src_fid FROM edges WHERE dst_fid = $f AND kind = 'virtual' ORDER BY abs(weight) DESC "
                      "LIMIT 1", {"f": fid}).fetchone()[0]
-    up_layer = next(layer for layer, s in sids.items() if s == up >> 32)
-    up_index = up - (sids[up_layer] << 32)
+    up_layer = next(layer for layer, s in sids.items() if s == split_fid(up).sid)
+    up_index = split_fid(up).idx
     con.execute("UPDATE feature_tokens SET token = $t WHERE fid = $f AND side = 'input' AND rank = 0", {"t": SCRIPT, "f": fid})
     con.execute("UPDATE feature_tokens SET token = $t WHERE fid = $f AND side = 'input' AND rank = 1", {"t": ONERROR, "f": fid})
     con.execute("UPDATE feature_tokens SET token = $t WHERE fid = $f AND side = 'promoted' AND rank = 0", {"t": JSURL, "f": fid})
@@ -86,5 +86,5 @@ def build(root: Path) -> tuple[Path, Path, str]:
     con.execute("CHECKPOINT")
     con.close()
     link = root / "current.duckdb"
-    db.publish(work, link)
+    publish(work, link)
     return work, link, f"{M}/2-synth/{index}"

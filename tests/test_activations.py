@@ -178,3 +178,66 @@ def test_smaller_reservoirs_give_the_exact_draw_when_not_flagged(tiny_model, set
     else:   # the flagged features are the only ones that differ
         differ = {f for f in range(24) if [k for k in key(small.samples) if k[0] == f] != [k for k in key(exact.samples) if k[0] == f]}
         assert len(differ) <= small.n_inexact
+
+
+def _same_result(a, b):
+    """Two LayerResults hold the same statistics and the same examples, bit for bit, in the same order."""
+    for f in ("n_tokens",):
+        assert getattr(a.stats, f) == getattr(b.stats, f)
+    for f in ("n_active", "sum_digits", "max", "hist"):
+        assert torch.equal(getattr(a.stats, f), getattr(b.stats, f)), f
+    for x, y in ((a.top, b.top), (a.samples, b.samples)):
+        for f in ("feature", "doc", "pos", "act", "key", "bin", "win"):
+            assert torch.equal(getattr(x, f), getattr(y, f)), f
+    assert torch.equal(a.sample_weight, b.sample_weight) and a.n_inexact == b.n_inexact
+
+
+def test_blocks_of_the_corpus_merge_to_the_whole_in_any_order(tiny_model, setup):
+    """Blocks of whole batches, collected apart and absorbed in reverse order, give exactly what one
+    pass over the corpus gives: statistics, top and sampled examples, bin counts, ERA sums."""
+    from dataclasses import replace
+
+    from atlas.lens.activations import bin_edges, collect_block, finish, new_part, warmup_stats
+
+    tset, tokens, _ = setup
+    cfg = replace(CFG, per_bin_reservoir=5)              # small reservoirs: the merge must keep the right ones
+    V = (tset[0].W_dec @ tset[1].W_enc).detach()
+    src, dst = (V.abs() > 0.3).nonzero(as_tuple=True)
+    new_era = lambda: EraAccumulator(torch.zeros_like(src), src, torch.ones_like(dst), dst, V[src, dst])
+    whole_era = new_era()
+    whole = collect(tiny_model, tset, tokens, cfg, era=whole_era)
+    edges = {l: bin_edges(s, cfg) for l, s in warmup_stats(tiny_model, tset, tokens, [0, 1], cfg).items()}
+    acc, era = {l: new_part(24, cfg) for l in (0, 1)}, new_era()
+    for lo in reversed(range(0, 30, 14)):                # blocks [28, 30), [14, 28), [0, 14): two batches of 7
+        block_era = new_era()
+        parts = collect_block(tiny_model, tset, tokens, cfg, edges, torch.arange(lo, min(lo + 14, 30)), [0, 1],
+                              block_era)
+        for l, p in parts.items():
+            acc[l].absorb(p)
+        era.absorb(block_era.digits, block_era.n_tokens)
+    for l in (0, 1):
+        _same_result(finish(acc[l], tokens, cfg), whole[l])
+    assert torch.equal(era.digits, whole_era.digits) and era.n_tokens == whole_era.n_tokens
+
+
+def test_one_forward_per_batch_for_every_layer(tiny_model, setup):
+    """collect runs the warm-up batches and then each batch once, every layer in the same forward,
+    stopped after the deepest layer it needs."""
+    from dataclasses import replace
+
+    tset, tokens, _ = setup
+    seen = {"embed": [], "top_block": 0}
+    tiny_model.add_hook("hook_embed", lambda x, hook: seen["embed"].append(x.shape[0]), is_permanent=True)
+    tiny_model.add_hook(f"blocks.{tiny_model.cfg.n_layers - 1}.hook_resid_post",
+                        lambda x, hook: seen.__setitem__("top_block", seen["top_block"] + 1), is_permanent=True)
+    try:
+        collect(tiny_model, tset, tokens, replace(CFG, bin_warmup_seqs=10), layers=[0])
+        warm, main = seen["embed"][:2], seen["embed"][2:]
+        assert warm == [7, 3] and main == [7, 7, 7, 7, 2]          # 10 warm-up sequences, then 30 once each
+        assert seen["top_block"] == 0                              # layer 0 alone: the last block never ran
+        seen["embed"].clear()
+        collect(tiny_model, tset, tokens, replace(CFG, bin_warmup_seqs=10))
+        assert seen["embed"] == [7, 3, 7, 7, 7, 7, 2]              # both layers: the same forwards
+        assert seen["top_block"] == 7 and tiny_model.cfg.n_layers == 2
+    finally:
+        tiny_model.reset_hooks(including_permanent=True)

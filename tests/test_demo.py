@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 
-from tests.conftest import tiny_train_config
+from tests.factories import tiny_train_config
 
 
-def test_demo_builds_an_atlas_and_a_rerun_reuses_it(tmp_path, text_corpus, capsys):
+def test_demo_builds_an_atlas_and_a_rerun_reuses_it(tmp_path, text_corpus, caplog):
     from atlas.config import CorpusConfig, DemoConfig
     from atlas.db import connect_readonly
     from ingest import demo
 
     corpus = CorpusConfig(source=str(text_corpus(n_docs=150, words_per_doc=200)), seq_len=32, heldout_fraction=0.2)
     cfg = DemoConfig(data_dir=tmp_path / "demo", model_id="tiny", serve=False)
+    caplog.set_level(logging.INFO)                  # the steps' progress lines are INFO records
     ctx = demo.build(cfg, tiny_train_config(), corpus)
-    out = capsys.readouterr().out
+    out = caplog.text
+    caplog.clear()
     assert ctx.db_path == tmp_path / "demo" / "atlas.duckdb"
     con = connect_readonly(ctx.db_path)
     assert con.execute("SELECT model_id, n_layers FROM models").fetchall() == [("tiny", 2)]
@@ -35,14 +38,37 @@ def test_demo_builds_an_atlas_and_a_rerun_reuses_it(tmp_path, text_corpus, capsy
     timings = json.loads((tmp_path / "demo" / "demo_timings.json").read_text())
     assert timings["transcoders"] > 0
 
+    trained, units = _trained_files(ctx), _units(ctx.db_path)
     ctx2 = demo.build(cfg, tiny_train_config(), corpus)     # everything cached: no retraining
-    assert ctx2.timings["transcoders"] < timings["transcoders"]
-    assert "train layer" not in capsys.readouterr().err
+    assert "train layer" not in caplog.text
+    assert _trained_files(ctx2) == trained                  # the same transcoder files, none rewritten
+    assert _units(ctx.db_path) == units                     # no unit of any job was run again
     con = connect_readonly(ctx.db_path)
     assert con.execute("SELECT count(*) FROM source_metrics").fetchone()[0] == n_metrics
     con.close()
     again = _counts(ctx.db_path)                                        # nothing duplicated by the re-run
     assert {k: v for k, v in again.items() if k != "done_jobs"} == {k: v for k, v in counts.items() if k != "done_jobs"}
+
+
+def _trained_files(ctx) -> dict:
+    """{path: (size, mtime_ns)} of every file of the demo's trained transcoders (one directory per layer)."""
+    from pathlib import Path
+
+    dirs = [Path(tc.uri) for tc in ctx.transcoders]
+    assert dirs and all(d.is_dir() for d in dirs)
+    return {str(f): (f.stat().st_size, f.stat().st_mtime_ns) for d in dirs for f in sorted(d.rglob("*")) if f.is_file()}
+
+
+def _units(path) -> list:
+    """Every finished unit of work, with the run that did it and when."""
+    from atlas.db import connect_readonly
+
+    con = connect_readonly(path)
+    rows = con.execute("SELECT job, scope, unit, config_hash, run_id, completed_at FROM ingest_units "
+                       "ORDER BY ALL").fetchall()
+    con.close()
+    assert rows
+    return rows
 
 
 def _counts(path) -> dict:

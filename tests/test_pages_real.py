@@ -4,14 +4,15 @@ model), not a synthetic one: real cluster summaries, histograms and examples ren
 from __future__ import annotations
 
 import json
-import os
 
 import duckdb
 import httpx
 import pytest
 
 from atlas import db
+from atlas.publish import publish
 from atlas.viewer_export import export
+from tests.factories import REPO
 from test_circuitlens_jobs import ACFG, CCFG, SETUP, _with_virtual_edges
 from test_pages import Tree, assert_safe, get
 from test_viewer_export import CTFeature, NPActivation
@@ -25,12 +26,12 @@ def real(tiny_model, tmp_path_factory):
     work = root / "work.duckdb"
     db.upgrade(work)
     scope = {}
-    exec(SETUP.format(tests=os.path.dirname(__file__), d_sae=12), scope)
+    exec(SETUP.format(repo=str(REPO), d_sae=12), scope)
     tset, tokens = scope["tset"], scope["tokens"]
     _with_virtual_edges(work, tiny_model, tset)
     activations.run(work, tiny_model, tset, tokens, ACFG, model_id="tiny", model_spec="random:tiny")
     circuitlens.run(work, tiny_model, tset, tokens, CCFG, model_id="tiny", model_spec="random:tiny")
-    db.publish(work, root / "current.duckdb")
+    publish(work, root / "current.duckdb")
     with duckdb.connect(str(work), read_only=True) as con:
         clustered = con.execute("SELECT i.public_id, count(*) FROM clusters c JOIN feature_ids i USING (fid) "
                                 "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1").fetchone()

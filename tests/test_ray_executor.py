@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import duckdb
 import pytest
@@ -42,16 +43,19 @@ def cluster():
 @pytest.fixture(scope="module")
 def parts(tiny_model):
     scope = {}
-    exec(SETUP.format(tests=os.path.dirname(__file__), d_sae=D_SAE), scope)
+    exec(SETUP.format(repo=str(REPO), d_sae=D_SAE), scope)
     return tiny_model, scope["tset"], scope["tokens"]
 
 
 def _all_jobs(path, parts, ex):
+    """Every job; on Ray the activations job runs in blocks of 8 sequences (3 blocks for the 20),
+    locally in one block: the atlas is the same whatever the blocks and wherever they run."""
     model, tset, tokens = parts
     db.upgrade(path)
     kw = dict(model_id="tiny", executor=ex)
     run_weightlens(model, tset, path, WCFG, model_spec="random:tiny", **kw)
-    activations.run(path, model, tset, tokens, ACFG, model_spec="random:tiny", **kw)
+    acfg = replace(ACFG, seqs_per_shard=8) if ex.kind == "ray" else ACFG
+    activations.run(path, model, tset, tokens, acfg, model_spec="random:tiny", **kw)
     rep = circuitlens.run(path, model, tset, tokens, CCFG, model_spec="random:tiny", **kw)
     scoring.run(path, model, tset, tokens, model_spec="random:tiny", **kw)
     return rep
@@ -75,7 +79,7 @@ def test_an_unreachable_address_is_a_clear_error(parts, tmp_path):
 
 
 def test_every_job_on_ray_equals_local(cluster, parts, local_hashes, tmp_path):
-    rep = _all_jobs(tmp_path / "atlas.duckdb", parts, ExecutorConfig(kind="ray", workers=2))
+    rep = _all_jobs(tmp_path / "atlas.duckdb", parts, ExecutorConfig(kind="ray", workers=2, keep_shards=True))
     assert rep["max_completeness_gap"] < 1e-4
     workers = {json.loads(l)["worker"] for m in (tmp_path / "atlas.duckdb.shards").glob("*/manifest.jsonl")
                for l in m.read_text().splitlines()[1:]}
@@ -98,11 +102,11 @@ import sys
 sys.path.insert(0, {str(REPO)!r})
 from atlas.models import load_model
 from ingest.shards import ExecutorConfig
-from tests.conftest import build_transcoders
+from tests.factories import random_transcoder_set
 from tests.test_ray_executor import _all_jobs
 import torch
 model = load_model("random:tiny")
-tset = build_transcoders(model, d_sae={D_SAE}, seed=3)
+tset = random_transcoder_set(model, d_sae={D_SAE}, seed=3)
 tokens = torch.randint(0, 50000, (20, 12), generator=torch.Generator().manual_seed(0))
 _all_jobs(sys.argv[1], (model, tset, tokens), ExecutorConfig(kind="ray", address={cluster!r}))
 print("finished")
@@ -127,3 +131,31 @@ def test_a_cluster_running_other_code_is_refused(cluster, parts, tmp_path, monke
     with pytest.raises(RayClusterError, match="another version of atlas"):
         run_weightlens(model, tset, tmp_path / "a.duckdb", WCFG, model_id="tiny",
                        executor=ExecutorConfig(kind="ray", address=cluster))
+
+
+def test_a_cluster_without_atlas_is_refused(cluster, tmp_path):
+    """A driver whose cluster's workers cannot import atlas (no project on their path, no installed
+    copy: the editable install's finder is removed at their start-up by a sitecustomize on the
+    PYTHONPATH the driver forwards, and the driver's working directory holds no project) is refused
+    by name, before any shard is planned."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\nsys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n")
+    script = tmp_path / "probe.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})            # the driver has the project; its workers will not
+from ingest.ray_executor import RayClusterError, check_cluster, connect
+connect({cluster!r}, None)
+try:
+    print("version", check_cluster())
+except RayClusterError as exc:
+    print("refused:", exc)
+""")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "refused: the Ray cluster's workers cannot run atlas" in out.stdout, out.stdout[-3000:]
+    assert "No module named 'ingest'" in out.stdout, out.stdout[-3000:]

@@ -15,6 +15,7 @@ import pytest
 
 from atlas import db
 from bench.content_hash import table_hashes
+from tests.factories import REPO
 from tests.test_circuitlens_jobs import ACFG, D_SAE, KILL, SETUP, _with_virtual_edges
 
 from atlas.config import CircuitLensConfig
@@ -26,7 +27,7 @@ CCFG = CircuitLensConfig(batch_size=32, min_samples=3, min_examples=4, n_output_
 @pytest.fixture(scope="module")
 def parts(tiny_model):
     scope = {}
-    exec(SETUP.format(tests=os.path.dirname(__file__), d_sae=D_SAE), scope)
+    exec(SETUP.format(repo=str(REPO), d_sae=D_SAE), scope)
     return tiny_model, scope["tset"], scope["tokens"]
 
 
@@ -113,8 +114,8 @@ def test_a_process_killed_inside_a_unit_resumes_to_the_same_hashes(fresh, refere
     the killed run's 'running' row is marked failed when the next run starts."""
     path = fresh()
     script = tmp_path / "job.py"
-    script.write_text(KILL.format(tests=os.path.dirname(__file__), d_sae=D_SAE))
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+    script.write_text(KILL.format(repo=str(REPO), d_sae=D_SAE))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     killed = subprocess.run([sys.executable, str(script), str(path), "activations-only"],
                             env={**env, db.FAULT_ENV: "1"}, capture_output=True, text=True)
     assert killed.returncode == 137, killed.stderr[-2000:]

@@ -10,7 +10,7 @@ import torch
 
 from atlas.config import CorpusConfig
 from atlas.errors import TranscoderError
-from tests.conftest import tiny_train_config
+from tests.factories import tiny_train_config
 
 
 @pytest.fixture

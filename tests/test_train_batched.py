@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from atlas.errors import TranscoderError
-from tests.conftest import tiny_train_config
+from tests.factories import tiny_train_config
 
 
 def _layer_data(seed: int, n: int = 2048, d: int = 16):

@@ -11,7 +11,7 @@ from atlas.lens.outliers import StreamingTopK, select_outliers
 from atlas.lens.postprocess import group_terms, postprocess
 from atlas.lens.weightlens import weightlens_layer
 from atlas.models import bos_token_id, load_model
-from tests.conftest import build_transcoder_set
+from tests.factories import random_transcoder_set
 
 # Planted token ids (any ids of the real GPT-2 vocabulary) and residual directions.
 T_A, T_R, T_C, T_P, T_S = 1000, 2000, 3000, 4000, 5000
@@ -31,7 +31,7 @@ def planted():
     - unembedding: e5 promotes T_P and suppresses T_S, so (0, 0) and (0, 1) have exactly those outputs.
     """
     model = load_model("random:tiny")
-    tset = build_transcoder_set(model, d_sae=128, seed=1)
+    tset = random_transcoder_set(model, d_sae=128, seed=1, init="fan_in")
     with torch.no_grad():
         W_E = model.embed.W_E
         W_E[T_A], W_E[T_R], W_E[T_C] = 30 * E[0], 30 * E[1] - 40 * E[2], 30 * E[3]
@@ -206,7 +206,7 @@ def naive_weightlens(model, tset, cfg):
 
 
 def test_agrees_with_a_plain_per_feature_computation_to_the_last_token_and_edge(tiny_model):
-    tset = build_transcoder_set(tiny_model, d_sae=24, seed=3)
+    tset = random_transcoder_set(tiny_model, d_sae=24, seed=3, init="fan_in")
     # low thresholds, so that many tokens, edges and inheritances are selected and compared
     cfg = WeightLensConfig(input_z=3.5, output_z=3.5, edge_z=1.5, edge_pool=30, dtype="float64", feature_block=16,
                            vocab_block=10000, inherit_layers="all")
@@ -280,3 +280,18 @@ def test_inheritance_layers_follow_the_model_family(tiny_model):
     assert inherit_from(WeightLensConfig(inherit_layers="all"), type("M", (), {"cfg": gpt2})(), [3, 4]) == {3, 4}
     assert inherit_from(WeightLensConfig(inherit_layers="layer0"), tiny_model, [3, 4]) == {3}
     assert resolve_bos(WeightLensConfig(), tiny_model) == 50256 and resolve_bos(WeightLensConfig(bos="2"), tiny_model) == 2
+
+
+def test_a_description_longer_than_the_context_is_validated_on_its_first_n_ctx_tokens(tiny_model):
+    """[BOS] + a description of more than n_ctx - 1 tokens used to crash the validation forward."""
+    from atlas.lens.weightlens import Ragged, validate
+
+    tset = random_transcoder_set(tiny_model, d_sae=8, seed=3)
+    n_ctx, bos = tiny_model.cfg.n_ctx, bos_token_id(tiny_model)
+    rng = np.random.default_rng(0)
+    long = rng.integers(1, tiny_model.cfg.d_vocab, size=n_ctx + 7)            # feature 0: too long
+    short = long[: n_ctx - 1]                                                # feature 1: the part that fits
+    desc = Ragged(feat=np.repeat([0, 1], [len(long), len(short)]), token=np.concatenate([long, short]), d_sae=8)
+    got = validate(tiny_model, tset[0], 0, bos, desc, batch_tokens=4 * n_ctx)
+    assert got[0] == got[1]                       # the cut description reads exactly as its first n_ctx tokens
+    assert not got[2:].any()                      # features without a description are never validated

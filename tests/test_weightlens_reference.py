@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from atlas.config import WeightLensConfig
-from atlas.ids import FID_SHIFT
-from tests.conftest import build_transcoder_set
+from atlas.ids import split_fid
+from tests.factories import random_transcoder_set
 
 # low thresholds, so that many tokens, links and inherited tokens are compared
 CFG = dict(input_pool=1000, input_z=3.0, output_pool=1000, output_z=3.5, edge_pool=16, edge_z=1.6,
@@ -57,14 +57,14 @@ def gpt2_shaped():
                                   original_architecture="GPT2LMHeadModel", seed=0, default_prepend_bos=True)
     model = HookedTransformer(cfg, tokenizer=gpt2_tokenizer()).eval()
     _perturb_norms_and_biases(model, 1)
-    return model, _silence(build_transcoder_set(model, d_sae=32, seed=2))
+    return model, _silence(random_transcoder_set(model, d_sae=32, seed=2, init="fan_in"))
 
 
 def gemma_shaped():
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoTokenizer
 
-    from atlas.assets import converted_dir
+    from atlas.models import converted_dir
 
     path = converted_dir() / "tokenizer"
     if not path.is_dir():
@@ -77,7 +77,7 @@ def gemma_shaped():
                                   original_architecture="Gemma3ForCausalLM", seed=0)
     model = HookedTransformer(cfg, tokenizer=tok).eval()
     _perturb_norms_and_biases(model, 3)
-    tset = _silence(build_transcoder_set(model, d_sae=32, seed=4, jumprelu=True))
+    tset = _silence(random_transcoder_set(model, d_sae=32, seed=4, kind="jumprelu", init="fan_in"))
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for tc in tset:
@@ -188,7 +188,7 @@ def _stored(path, tset):
                             "FROM feature_weightlens").fetchall()
         edges = con.execute("SELECT src_fid, dst_fid, weight, rel_contribution FROM edges").fetchall()
         profile = con.execute("SELECT DISTINCT profile FROM ingest_runs").fetchall()
-    key = lambda fid: (layer_of[fid >> FID_SHIFT], fid & ((1 << FID_SHIFT) - 1))
+    key = lambda fid: (layer_of[split_fid(fid).sid], split_fid(fid).idx)
     for layer in tset.layer_ids:
         for f in range(tset[layer].d_sae):
             out[(layer, f)] = {"tokens": {}, "edges": {}}
@@ -201,6 +201,7 @@ def _stored(path, tset):
     return out, profile
 
 
+@pytest.mark.slow  # ~16-27 s each (measured with --durations on 2 cores)
 @pytest.mark.parametrize("shape, family", [(gpt2_shaped, "gpt2"), (gemma_shaped, "gemma")])
 def test_reference_profile_agrees_with_the_authors_steps_on_every_field(shape, family, tmp_path):
     from atlas.lens.weightlens import infer_family
@@ -246,7 +247,7 @@ def test_reference_profile_needs_a_family_it_can_infer(tiny_model, tmp_path):
     from atlas.errors import AtlasError
     from ingest.weightlens import run_weightlens
 
-    tset = build_transcoder_set(tiny_model, d_sae=8, seed=0)
+    tset = random_transcoder_set(tiny_model, d_sae=8, seed=0, init="fan_in")
     with pytest.raises(AtlasError, match="set family=gpt2, gemma or llama"):
         run_weightlens(tiny_model, tset, tmp_path / "a.duckdb", WeightLensConfig(profile="reference"), model_id="t")
 
@@ -271,7 +272,7 @@ def test_reference_resume_reads_upstream_description_strings_back(tiny_model, tm
     from atlas import db
     from ingest.weightlens import run_weightlens
 
-    tset = _silence(build_transcoder_set(tiny_model, d_sae=32, seed=6))
+    tset = _silence(random_transcoder_set(tiny_model, d_sae=32, seed=6, init="fan_in"))
     cfg = WeightLensConfig(profile="reference", family="gpt2", **CFG)
     path = tmp_path / "a.duckdb"
     run_weightlens(tiny_model, tset, path, cfg, model_id="t")
@@ -288,5 +289,5 @@ def test_reference_resume_reads_upstream_description_strings_back(tiny_model, tm
     again = run_weightlens(tiny_model, tset, path, cfg, model_id="t")
     assert again.layers_skipped == [0] and again.layers_computed == [1]
     assert rows() == first
-    inherited = [r for r in first[0] if r[1] == "description" and r[0] >> FID_SHIFT != first[0][0][0] >> FID_SHIFT]
+    inherited = [r for r in first[0] if r[1] == "description" and split_fid(r[0]).sid != split_fid(first[0][0][0]).sid]
     assert inherited, "layer 1 must have descriptions to compare"

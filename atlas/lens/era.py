@@ -14,6 +14,8 @@ Algorithm:
    column and the target column ``[tokens, chunk]`` and add up a_i a_j, 1(a_j > 0) a_i and a_j.
    Cost per batch: tokens x edges multiply-adds; memory: tokens x chunk.
 3. At the end divide by the token count and multiply by V.
+Sums are kept as integer digits of each batch's float64 sums (``exact.fixed_digits``), so
+accumulators of blocks of the corpus add up (``absorb``) to exactly the whole corpus's.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from atlas.errors import AtlasError
+from atlas.lens.exact import fixed_digits, fixed_value
 
 
 @dataclass
@@ -43,7 +46,7 @@ class EraAccumulator:
             raise AtlasError("virtual-weight edges must go from an earlier layer to a later one")
         n = self.weight.numel()
         self.chunk = chunk
-        self.sums = torch.zeros(3, n, dtype=torch.float64)    # [prod, ind, dst] x n_edges
+        self.digits = torch.zeros(3, 3, n, dtype=torch.long)  # digit x [prod, ind, dst] x n_edges
         self.n_tokens, self._batch_tokens = 0, 0
         self.need: dict[int, torch.Tensor] = {}
         self.col = torch.zeros(n, dtype=torch.long)           # column of each edge's source in the cache
@@ -74,13 +77,21 @@ class EraAccumulator:
                 m = self.src_layer[e] == ls
                 src[:, m] = self._cache[ls][:, self.col[e[m]]]
             dst = flat[:, self.dst_idx[e]].double()                               # [tokens, chunk]
-            self.sums[0, e] += (src * dst).sum(0)
-            self.sums[1, e] += (src * (dst > 0)).sum(0)
-            self.sums[2, e] += dst.sum(0)
+            batch = torch.stack([(src * dst).sum(0), (src * (dst > 0)).sum(0), dst.sum(0)])   # [3, chunk]
+            self.digits[:, :, e] += fixed_digits(batch)
 
     def end_batch(self) -> None:
         self.n_tokens += self._batch_tokens
         self._cache.clear()
+
+    @property
+    def sums(self) -> torch.Tensor:  # [3, n_edges] float64: [prod, ind, dst] sums
+        return fixed_value(self.digits)
+
+    def absorb(self, digits: torch.Tensor, n_tokens: int) -> None:
+        """Add another block's digit sums [3, 3, n_edges] and token count."""
+        self.digits += digits
+        self.n_tokens += n_tokens
 
     def result(self) -> EraResult:
         if self.n_tokens == 0:

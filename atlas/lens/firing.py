@@ -50,9 +50,12 @@ def padded_runs(model, seqs: list[torch.Tensor], hook: str, layer: int, batch_to
     """Run every sequence up to ``hook`` of ``layer``; yields (seq indices [b], x [b, T, d],
     lengths [b], tokens [b, T]).
 
-    Sequences are batched by length (right-padded); positions >= length are padding."""
+    Sequences are batched by length (right-padded); positions >= length are padding. A sequence
+    longer than the model's context (a long WeightLens description) is cut to its first n_ctx
+    tokens: the model cannot read past them."""
     if not seqs:
         return
+    seqs = [s[:model.cfg.n_ctx] for s in seqs]
     lengths = torch.tensor([len(s) for s in seqs])
     order = torch.argsort(lengths, stable=True).tolist()           # shortest first
     batches, start = [], 0

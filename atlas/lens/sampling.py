@@ -16,6 +16,10 @@ Algorithm:
    log(u) / w_b, top n per feature). Keeping fewer per bin (``per_bin`` < n) bounds memory; the draw
    is then checked: it stays exact unless some bin had all its kept items drawn and had dropped
    others (``n_inexact`` counts such features).
+5. Merge-exact (docs/scale.md): ties of the key are broken by (document, position), earliest first,
+   and the sample keys may be given per item (``exact.hashed_uniform``) instead of drawn from a
+   generator; then a store filled from blocks of the corpus and merged (``absorb``) holds exactly
+   what one store filled from the whole corpus holds, whatever the blocks and their order.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from dataclasses import dataclass, fields
 import torch
 
 
-def group_topk(group: torch.Tensor, key: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the entries ranked < k (by key, descending) inside their group. group, key: [n]."""
+def group_topk(group: torch.Tensor, key: torch.Tensor, k: int, tie: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of the entries ranked < k (by key, descending; equal keys by tie, ascending, when
+    given) inside their group, in (group, rank) order. group, key, tie: [n]."""
     if group.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=group.device)
-    order = torch.sort(key, descending=True, stable=True).indices
-    order = order[torch.sort(group[order], stable=True).indices]          # by group, then key desc
+    order = torch.sort(tie, stable=True).indices if tie is not None else torch.arange(key.numel())
+    order = order[torch.sort(key[order], descending=True, stable=True).indices]
+    order = order[torch.sort(group[order], stable=True).indices]          # by group, then key desc, then tie
     g = group[order]
     idx = torch.arange(g.numel(), device=g.device)
     is_start = torch.ones_like(g, dtype=torch.bool)
@@ -66,6 +72,11 @@ class Candidates:
     def __len__(self) -> int:
         return int(self.feature.numel())
 
+    @property
+    def place(self) -> torch.Tensor:
+        """[n] int64 (document, position) as one number: the tie-break, earliest first."""
+        return self.doc * (1 << 24) + self.pos
+
 
 class _Store:
     """Top-k per group with running thresholds and a lazily merged buffer."""
@@ -87,7 +98,7 @@ class _Store:
     def _merge(self, group_of) -> None:
         merged = Candidates.cat([self._items] + self._pending)
         g = group_of(merged)
-        keep = group_topk(g, merged.key, self.k)
+        keep = group_topk(g, merged.key, self.k, merged.place)
         self._items, self._pending, self._n_pending = merged.take(keep), [], 0
         g = g[keep]
         full = torch.bincount(g, minlength=self.threshold.numel()) >= self.k
@@ -98,6 +109,12 @@ class _Store:
         if self._pending:
             self._merge(group_of)
         return self._items
+
+    def absorb(self, group_of, items: Candidates) -> None:
+        """Merge in the items another store (of another block of the corpus) kept."""
+        self._pending.append(items)
+        self._n_pending += len(items)
+        self._merge(group_of)
 
 
 class TopStore(_Store):
@@ -116,35 +133,49 @@ class TopStore(_Store):
     def result(self) -> Candidates:
         return self.items(lambda c: c.feature)
 
+    def absorb_store(self, other: "TopStore") -> None:
+        self.absorb(lambda c: c.feature, other.result)
+
 
 class BinReservoir(_Store):
     """Per (feature, bin): the n items with the largest uniform key, and the exact bin counts."""
 
-    def __init__(self, d_sae: int, n_bins: int, n: int, generator: torch.Generator, width: int = 0,
+    def __init__(self, d_sae: int, n_bins: int, n: int, generator: torch.Generator | None = None, width: int = 0,
                  per_bin: int | None = None):
         super().__init__(d_sae * n_bins, per_bin or n, width)       # per_bin >= n: always exact
         self.n, self.n_bins, self.gen = n, n_bins, generator
         self.n_inexact = 0
         self.counts = torch.zeros(d_sae * n_bins, dtype=torch.long)   # [d_sae * n_bins]
 
-    def offer(self, feature, bin) -> tuple[torch.Tensor, torch.Tensor]:
-        """Count every item; return (mask of items worth keeping, their uniform keys)."""
+    def offer(self, feature, bin, u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Count every item; return (mask of items worth keeping, their uniform keys). u [n]: the
+        items' keys (merge-exact, ``exact.hashed_uniform``); None draws them from the generator."""
         group = feature * self.n_bins + bin
         self.counts += torch.bincount(group, minlength=self.counts.numel())
-        u = torch.rand(feature.numel(), generator=self.gen, dtype=torch.float64)
+        if u is None:
+            u = torch.rand(feature.numel(), generator=self.gen, dtype=torch.float64)
         keep = self.passes(group, u)
         return keep, u[keep]
 
     def add(self, new: Candidates) -> None:
         self.push(lambda c: c.feature * self.n_bins + c.bin, new)
 
+    @property
+    def kept(self) -> Candidates:
+        return self.items(lambda c: c.feature * self.n_bins + c.bin)
+
+    def absorb_counts(self, counts: torch.Tensor, items: Candidates) -> None:
+        """Merge in another block's bin counts [d_sae * n_bins] and kept items."""
+        self.counts += counts
+        self.absorb(lambda c: c.feature * self.n_bins + c.bin, items)
+
     def draw(self, exponent: float) -> tuple[Candidates, torch.Tensor]:
         """The weighted draw without replacement: (examples, their weights 1/n_b^exponent)."""
-        it = self.items(lambda c: c.feature * self.n_bins + c.bin)
+        it = self.kept
         n_b = self.counts[it.feature * self.n_bins + it.bin].to(torch.float64)
         weight = n_b.clamp(min=1) ** -exponent
         es_key = torch.log(it.key.clamp(min=1e-300)) / weight                  # log(u^(1/w))
-        keep = group_topk(it.feature, es_key, self.n)
+        keep = group_topk(it.feature, es_key, self.n, it.place)
         # exact unless a dropped item could have made the draw: its bin dropped items, had all its kept
         # items drawn, and either the feature drew fewer than n or the bin's lowest drawn key is above
         # the feature's cut-off (a dropped item, below it in u, might still beat the cut-off)
