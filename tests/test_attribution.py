@@ -3,10 +3,14 @@ checked by intervention, on a real (random-weight) TransformerLens model with SA
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 from atlas.lens.attribution import attribute, completeness_gap
+from atlas.lens.kinds import KIND_LABELS, KIND_SIDES, AttributionKind
 
 
 def _reference_z(model, tset, tokens, layer, feature, pos):
@@ -157,3 +161,19 @@ def test_lean_attribution_equals_the_plain_one(tiny_model, make_transcoders, arc
             for l in lean.features:
                 torch.testing.assert_close(lean.features[l], plain.features[l], atol=1e-5, rtol=1e-4)
             assert completeness_gap(lean).abs().max().item() < 1e-4 * (lean.z.abs().max().item() + 1)
+
+
+# the integers and names existing atlases hold (clusters.contributors keys, attributions.kind): never change
+STORED_KINDS = {"feature": 0, "head": 1, "token": 2, "position": 3, "error": 4, "bias": 5, "logit": 6}
+
+
+def test_attribution_kinds_are_the_stored_integers_and_the_schema_docs_table():
+    assert {k.label: int(k) for k in AttributionKind} == STORED_KINDS
+    assert KIND_LABELS == tuple(STORED_KINDS) and [int(k) for k in AttributionKind] == list(range(len(KIND_LABELS)))
+    assert KIND_SIDES == ("input",) * 6 + ("output",)
+    schema = (Path(__file__).parents[1] / "docs" / "schema.md").read_text()
+    section = schema.split("## Attribution kinds", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| (\w+) \| (\d+) \| (input|output) \|", section, re.M)
+    assert documented == [(k.label, str(int(k)), k.side) for k in AttributionKind]
+    row = next(line for line in schema.splitlines() if line.startswith("| `attributions` |"))
+    assert re.search(r"`kind` ∈ ([\w, ]+)", row).group(1).strip().split(", ") == list(KIND_LABELS)
