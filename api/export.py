@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from api import graph, queries
 from api.context import Context
+from atlas.ids import split_fid
 from atlas.viewer_export import ct_feature_index
 
 
@@ -28,7 +29,7 @@ def graph_json(ctx: Context, slug: str, fids: list[int], edges: list[graph.EdgeR
     nodes, ids = [], {}
     for fid in fids:
         s = cat.source(fid)
-        index = fid - (s.sid << 32)
+        index = split_fid(fid).idx
         ids[fid] = _node_id(s.layer, index)
         nodes.append({
             "node_id": ids[fid], "feature": ct_feature_index(s.layer, index, s.d_sae), "layer": str(s.layer), "ctx_idx": 0,

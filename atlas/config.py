@@ -349,7 +349,7 @@ class CircuitLensConfig:
     stored_per_example: int = 20    # attribution rows stored per example besides bias/error (by |value|)
     explainer_url: str | None = None    # OpenAI-compatible endpoint (None: template descriptions only)
     explainer_model: str | None = None  # the explainer model's name at that endpoint
-    explainer_timeout_s: float = 60.0
+    explainer_timeout_s: float = 60.0   # each phase of a request: connect, send, wait for the answer
 
     BOUNDS: ClassVar[dict[str, str]] = {
         "features_per_unit": "[1, inf)", "batch_size": "[1, inf)", "top_contributors": "[1, inf)",
@@ -374,6 +374,9 @@ class ScoringConfig:
 
 
 # ---- demo: offline assets, corpus, transcoder training (docs/demo.md) ------------------------------
+
+# What every error about a missing or damaged offline asset tells the user to do.
+ASSETS_FIX = "run `make assets` (it installs requirements-assets.lock and runs `atlas assets`)"
 
 
 @dataclass(frozen=True)

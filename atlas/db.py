@@ -8,6 +8,8 @@
   first unit that is not done.
 - Serving opens the file read-only and hardened (``connect_readonly``): no file access, no
   extensions, no settings changes, a memory cap and a per-statement time limit.
+- ``verify`` proves a file whole (schema, every table read to its end); publishing a working atlas
+  for serving is atlas/publish.py.
 - SQL uses named parameters only (``$name``).
 """
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ import duckdb
 
 from atlas import __version__
 from atlas.dbfile import open_duckdb, read_every_table
-from atlas.errors import AtlasError, CorruptDatabaseError, NotFoundError, SchemaError
+from atlas.errors import AtlasError, CorruptDatabaseError, SchemaError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -356,7 +357,7 @@ class AtlasWriter:
                 ).fetchall()[0][0]
                 self.con.execute(
                     "INSERT INTO features (fid, sid, layer, idx) "
-                    "SELECT ($sid::BIGINT << 32) + i, $sid, $layer, i FROM range($d_sae) t(i)",
+                    "SELECT make_fid($sid, i), $sid, $layer, i FROM range($d_sae) t(i)",
                     {"sid": sid, "layer": row["layer"], "d_sae": row["d_sae"]},
                 )
             self.con.execute("COMMIT")
@@ -373,41 +374,14 @@ _WRITABLE_TABLES = {
 }
 
 
-# ---- publish (api) -------------------------------------------------------------------------------
-# A served atlas is a path that is a symlink, ``current``, to an immutable versioned file. Publishing
-# copies the working database to a new versioned file beside the link, materializes the adjacency
-# lists (views ``edges_in``/``edges_out`` of migration 0002 become tables sorted by fid),
-# CHECKPOINTs and closes it, then flips the link with one atomic rename. A server notices the new
-# target on its next request, opens it, and closes the old file once its in-flight requests finish
-# (api/context.py). The working database is never served, so ingest can keep writing to it.
-
-
-def _adjacency():
-    import importlib
-
-    return importlib.import_module("migrations.versions.0002_views")
-
-
-def materialize_adjacency(con: duckdb.DuckDBPyConnection) -> None:
-    """Turn the ``edges_in``/``edges_out`` views into tables sorted by (fid, kind, variant, |weight| desc)."""
-    views = _adjacency()
-    for name in ("edges_in", "edges_out"):
-        con.execute(f"CREATE TABLE _atlas_adj AS SELECT * FROM ({views.adjacency_sql(name)}) "
-                    f"ORDER BY {views.ADJACENCY_ORDER}")
-        kinds = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = $n",
-                            {"n": name}).fetchall()
-        con.execute(f"DROP {'VIEW' if kinds and kinds[0][0] == 'VIEW' else 'TABLE'} IF EXISTS {name}")
-        con.execute(f"ALTER TABLE _atlas_adj RENAME TO {name}")
-
-
-VERSION_SEQ_DIGITS = 8
+# ---- proving a file whole (`atlas db status`, `atlas db publish`) --------------------------------
 
 
 @dataclass(frozen=True)
 class VerifiedAtlas:
-    path: Path
-    revision: str
-    tables: tuple  # of atlas.dbfile.TableRows
+    path: Path         # the file checked
+    revision: str      # its schema revision (this version's head)
+    tables: tuple      # of atlas.dbfile.TableRows: every base table and its row count, read to its end
 
     def rows(self) -> dict[str, int]:
         return {t.table: t.rows for t in self.tables}
@@ -424,90 +398,3 @@ def verify(path: str | Path) -> VerifiedAtlas:
         return VerifiedAtlas(path, rev, tuple(read_every_table(con, path)))
     finally:
         con.close()
-
-
-def version_files(link: Path) -> list[tuple[int, Path]]:
-    """The versioned files beside ``link``, oldest first: (sequence, path). Names are
-    ``{link}.v{sequence}.{UTC time}``; names of the older ``{link}.{time}-{random}`` form count as
-    sequence -1 (older than any numbered one), in name order."""
-    pattern = re.compile(re.escape(link.name) + r"\.v(\d+)\.\d{8}T\d{6}$")
-    legacy = re.compile(re.escape(link.name) + r"\.\d{8}T\d{6}-[0-9a-f]+$")
-    found = []
-    for p in link.parent.iterdir() if link.parent.exists() else ():
-        m = pattern.fullmatch(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-        elif legacy.fullmatch(p.name):
-            found.append((-1, p))
-    return sorted(found, key=lambda sp: (sp[0], sp[1].name))
-
-
-def _reserve_version(link: Path) -> tuple[Path, Path]:
-    """A new versioned name with the next sequence number, and its .tmp file created exclusively
-    (two publishes never get the same number)."""
-    import time
-
-    seq = max([s for s, _ in version_files(link)] + [0]) + 1
-    while True:
-        name = f"{link.name}.v{seq:0{VERSION_SEQ_DIGITS}d}.{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
-        version = link.parent / name
-        tmp = version.with_name(name + ".tmp")
-        if not version.exists():
-            try:
-                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                return version, tmp
-            except FileExistsError:
-                pass
-        seq += 1
-
-
-def publish(source: str | Path, link: str | Path, keep: int = 3) -> Path:
-    """Publish ``source`` (a working atlas, not open by a writer) as the new target of symlink ``link``.
-
-    1. Verify the source whole (``verify``: schema, every table read to its end); refuse it otherwise.
-    2. Copy it to a new versioned file (``.tmp``) with the next sequence number, materialize the
-       adjacency lists and CHECKPOINT.
-    3. Verify the copy whole, with the source's row count in every table; refuse (and remove the
-       copy) otherwise. The link is untouched until here.
-    4. Rename the copy into place and flip the link atomically.
-    5. Keep the ``keep`` highest-numbered versions and never the link's target: unlink the others
-       (a server that still has one open keeps reading it until it closes it).
-    Returns the new versioned file.
-    """
-    import shutil
-
-    source, link = Path(source), Path(link)
-    if not source.exists():
-        raise NotFoundError(f"no atlas database at {source}")
-    if link.exists() and not link.is_symlink():
-        raise AtlasError(f"{link} exists and is not a symlink; publish needs a path of its own for the link")
-    if keep < 1:
-        raise AtlasError(f"--keep {keep}: at least the published version must be kept")
-    src = verify(source)  # also refuses a file a writer holds (DatabaseLockedError)
-    version, tmp = _reserve_version(link)
-    try:
-        shutil.copyfile(source, tmp)
-        wal = source.with_name(source.name + ".wal")
-        if wal.exists():  # not checkpointed: the copy replays it when opened read-write below
-            shutil.copyfile(wal, tmp.with_name(tmp.name + ".wal"))
-        with open_duckdb(tmp, read_only=False) as con:
-            materialize_adjacency(con)
-            con.execute("CHECKPOINT")
-        copy = verify(tmp).rows()
-        wrong = {t: (n, copy.get(t)) for t, n in src.rows().items() if copy.get(t) != n}
-        if wrong:
-            raise CorruptDatabaseError(f"the published copy of {source} does not hold the source's rows "
-                                       f"(table: source rows, copy rows): {wrong}")
-        os.replace(tmp, version)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
-        raise
-    tmp_link = link.with_name(f".{link.name}.{version.name}.link")
-    os.symlink(version.name, tmp_link)  # relative: the link and its versions move together
-    os.replace(tmp_link, link)  # the atomic flip
-    target = os.readlink(link) if link.is_symlink() else None
-    for _, old in version_files(link)[:-keep]:
-        if old.name != target and old != version:
-            old.unlink(missing_ok=True)
-    return version

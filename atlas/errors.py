@@ -31,3 +31,7 @@ class DatabaseLockedError(AtlasError):
 
 class CorruptDatabaseError(AtlasError):
     """A database file is not DuckDB, unreadable, truncated or damaged (a table cannot be read to its end)."""
+
+
+class FeatureIdError(AtlasError, ValueError):
+    """A source id or feature index does not fit a feature id (fid = sid * 2**32 + idx)."""

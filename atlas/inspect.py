@@ -118,6 +118,21 @@ def inspect_transcoders(model_spec: str, transcoders: str, layers: list[int] | N
     return report
 
 
+def report_data(report: InspectReport) -> dict:
+    """The report as plain data (`atlas inspect --json`): the model, the set, and per layer the
+    transcoder's shape and files with its FVE and L0 (None where not measured)."""
+    layers = []
+    for tc in report.tset:
+        q = report.quality.get(tc.layer)
+        layers.append({"layer": tc.layer, "hook_in": tc.hook_in, "hook_out": tc.hook_out, "d_in": tc.d_in,
+                       "d_sae": tc.d_sae, "d_out": tc.d_out, "activation": tc.activation, "has_skip": tc.has_skip,
+                       "dtype": str(tc.dtype), "format": tc.format, "uri": str(tc.uri),
+                       "fve": q.fve if q else None, "l0": q.l0 if q else None, "n_tokens": q.n_tokens if q else None})
+    return {"model": report.model, "model_shape": report.model_shape, "spec": report.spec,
+            "set_name": report.tset.set_name, "n_texts": report.n_texts,
+            "cross_layer": getattr(report.tset, "decoder_slice", None) is not None, "layers": layers}
+
+
 def format_report(report: InspectReport) -> str:
     s, tset = report.model_shape, report.tset
     n_tok = next(iter(report.quality.values())).n_tokens if report.quality else 0
@@ -131,8 +146,8 @@ def format_report(report: InspectReport) -> str:
         "",
     ]
     if getattr(tset, "decoder_slice", None) is not None:   # a cross-layer transcoder
-        lines[-1:-1] = [f"cross-layer  features of layer l write into every layer k >= l; FVE of layer k's MLP "
-                        f"output from the slices of all source layers <= k; L0 of layer k's features"]
+        lines[-1:-1] = ["cross-layer  features of layer l write into every layer k >= l; FVE of layer k's MLP "
+                        "output from the slices of all source layers <= k; L0 of layer k's features"]
     header = ("layer", "reads", "writes", "d_in", "d_sae", "d_out", "act", "skip", "dtype", "format", "FVE", "L0")
     rows = [header]
     for tc in tset:

@@ -17,10 +17,12 @@ torch and transformer_lens are imported inside the functions: importing this mod
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from atlas.config import ASSETS_FIX, cache_dir
 from atlas.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 ModelKind = Literal["tl", "hf-dir", "gguf", "random", "default"]
 KINDS: tuple[str, ...] = ("tl", "hf-dir", "gguf", "random")
 DEFAULT_ALIASES = ("default", "gemma-3-270m")   # specs naming the cached embedded default
+DEFAULT_MODEL_DIR = "models/gemma-3-270m"       # under the cache: the GGUF and its converted copy
 
 # Random-weight shapes. gpt2-small is GPT-2 small's exact shape (the cost of WeightLens depends
 # on shapes only); tiny is for unit tests.
@@ -145,7 +148,6 @@ def _tl_config_dir(path: Path) -> str:
     A directory saved by ``save_pretrained`` is loaded as it is; only the copy TransformerLens
     reads its architecture from gets the keys it expects (derived, never guessed).
     """
-    import json
     import tempfile
 
     config = json.loads((path / "config.json").read_text())
@@ -182,10 +184,76 @@ def _load_gguf(spec: ModelSpec) -> "HookedTransformer":
     return _from_hf(spec, hf, tok, spec.tl_name or DEFAULT_GGUF_TL_NAME)
 
 
-def _load_default(spec: ModelSpec) -> "HookedTransformer":
-    from atlas.assets import load_default_model
+# ---- the converted directory: the embedded default, cached by `atlas assets` --------------------------
 
-    return load_default_model(dtype=spec.dtype, device=spec.device)
+
+def converted_dir(root: Path | None = None) -> Path:
+    """Where ``atlas assets`` keeps the converted embedded default (atlas/assets.py)."""
+    return (root or cache_dir()) / DEFAULT_MODEL_DIR / "converted"
+
+
+def save_converted(model: "HookedTransformer", out: Path, dtype: str) -> None:
+    """Write ``model`` as a converted directory: its config, its parameters in ``dtype`` and its tokenizer."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch_dtype = getattr(torch, dtype)
+    # parameters only: buffers (attention masks, rotary tables) are rebuilt from the config, in float32
+    state = {k: v.detach().to(torch_dtype).contiguous() for k, v in model.named_parameters()}
+    save_file(state, str(out / "model.safetensors"))
+    (out / "tl_config.json").write_text(json.dumps(_config_to_json(model.cfg), indent=1))
+    model.tokenizer.save_pretrained(str(out / "tokenizer"))
+
+
+def _config_to_json(cfg) -> dict:
+    import torch
+
+    out = {}
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, torch.dtype):
+            value = {"__dtype__": str(value).removeprefix("torch.")}
+        elif key in ("device",) or callable(value):
+            continue
+        out[key] = value
+    return json.loads(json.dumps(out, default=str))
+
+
+def load_converted(path: Path, dtype: str = "float32", device: str = "cpu") -> "HookedTransformer":
+    """Rebuild the HookedTransformer from ``ensure_converted``'s directory (no transformers model)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import AutoTokenizer
+
+    if not (path / "complete").is_file():
+        raise ModelLoadError(f"no converted model in {path}: {ASSETS_FIX}")
+    raw = json.loads((path / "tl_config.json").read_text())
+    raw = {k: v for k, v in raw.items() if not (isinstance(v, dict) and "__dtype__" in v)}
+    known = set(HookedTransformerConfig.__dataclass_fields__)
+    derived = {"n_params", "d_vocab_out"} if raw.get("d_vocab_out") == raw.get("d_vocab") else {"n_params"}
+    kwargs = {k: v for k, v in raw.items() if k in known and k not in derived}
+    kwargs.update(dtype=getattr(torch, dtype), device=device, init_weights=False)
+    cfg = HookedTransformerConfig(**kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False, default_padding_side="right")
+    state = load_file(str(path / "model.safetensors"))
+    missing, unexpected = model.load_state_dict({k: v.to(cfg.dtype) for k, v in state.items()}, strict=False)
+    buffers = {name for name, _ in model.named_buffers()}
+    missing = [k for k in missing if k not in buffers]
+    if missing or unexpected:
+        raise ModelLoadError(f"converted model in {path} does not match its config (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}); delete {path} and {ASSETS_FIX}")
+    model.to(device)
+    model.eval()
+    return model
+
+
+def _load_default(spec: ModelSpec) -> "HookedTransformer":
+    """Gemma 3 270M from the cache; a ModelLoadError says to run `make assets` when it is absent."""
+    path = converted_dir()
+    if not (path / "complete").is_file():
+        raise ModelLoadError(f"the default model (Gemma 3 270M) is not in the cache {path}: {ASSETS_FIX}")
+    return load_converted(path, dtype=spec.dtype, device=spec.device)
 
 
 def gpt2_tokenizer():

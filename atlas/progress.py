@@ -1,8 +1,10 @@
-"""Progress for long work: a rich bar with rate and ETA on a terminal, a log line every few
-seconds (or 10 %) otherwise, so CI logs stay short."""
+"""Progress for long work: a rich bar with rate and ETA on a terminal, a log line (logger
+``atlas.progress``, INFO; the CLI sends it to stderr) every few seconds (or 10 %) otherwise, so CI
+logs stay short."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -10,6 +12,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class _LogProgress:
@@ -35,7 +38,7 @@ class _LogProgress:
             msg = f"{self.description}: {self.done:,.0f}/{self.total:,.0f} {self.unit} ({rate:,.1f} {self.unit}/s, ETA {eta:,.0f} s)"
         else:
             msg = f"{self.description}: {self.done:,.0f} {self.unit} ({rate:,.1f} {self.unit}/s)"
-        print(msg, file=sys.stderr, flush=True)
+        log.info(msg)
 
 
 class _RichProgress:

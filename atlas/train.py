@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     import torch
     from transformer_lens import HookedTransformer
 
+log = logging.getLogger(__name__)   # each layer's metrics once trained, INFO
 CHECKPOINT_EVERY = 50
 HOOK_IN = "blocks.{layer}.ln2.hook_normalized"     # [batch, pos, d_model]
 HOOK_OUT = "blocks.{layer}.hook_mlp_out"           # [batch, pos, d_model]
@@ -357,7 +359,7 @@ def train_transcoders(model: "HookedTransformer", model_key: str, cfg: TrainConf
         metrics.update({"layer": layer, "config_hash": chash, "training": stats})
         save_layer(sae, layer_dir(out_dir, layer), train_cfg, metrics)
         results[layer] = metrics
-        print(f"layer {layer}: fve {metrics['fve']:.3f}, L0 {metrics['l0']:.1f}, dead {metrics['dead_share']:.1%}, "
-              f"loss +{metrics['loss_increase']:.3f} nats (recovered {metrics['loss_recovered']:.1%})", flush=True)
+        log.info(f"layer {layer}: fve {metrics['fve']:.3f}, L0 {metrics['l0']:.1f}, dead {metrics['dead_share']:.1%}, "
+                 f"loss +{metrics['loss_increase']:.3f} nats (recovered {metrics['loss_recovered']:.1%})")
     ckpt.unlink(missing_ok=True)
     return results

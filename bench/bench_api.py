@@ -39,7 +39,8 @@ import httpx
 from api import graph, queries
 from api.context import Context, Version
 from api.limits import ApiLimits
-from atlas import db
+from atlas.ids import make_fid
+from atlas.publish import publish
 from bench.http_load import Load, have_wrk, percentile, run_httpx, run_wrk
 
 Q_LOOKUP = """query($x: ID!) { feature(id: $x) { id layer description validated stats { frequency maxAct }
@@ -69,7 +70,7 @@ def build_atlas(out: Path, args) -> tuple[Path, dict]:
         times["build_s"] = time.perf_counter() - t
     if not link.exists() or args.republish:
         t = time.perf_counter()
-        db.publish(work, link, keep=1)
+        publish(work, link, keep=1)
         times["publish_s"] = time.perf_counter() - t
     return link, times
 
@@ -81,7 +82,7 @@ def sample(con, n: int, seed: int = 0) -> list[dict]:
     out = []
     while len(out) < n:
         layer, sid, d_sae, model, source = layers[rng.randrange(3, len(layers))]
-        x = (sid << 32) + rng.randrange(d_sae)
+        x = make_fid(sid, rng.randrange(d_sae))
         chain = [x]
         for _ in range(3):  # walk up the strongest edge into the layer just below, 3 times
             r = con.execute("SELECT src_fid FROM edges WHERE dst_fid = $f AND kind = 'virtual' "
@@ -104,7 +105,7 @@ def start_server(link: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "serve", "--db", str(link), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(link), "--port", str(port),
                              "--workers", str(workers)],
                             env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -56,7 +56,7 @@ def main() -> None:
 
     import torch
 
-    from atlas.cli import parse_layers
+    from cli.common import parse_layers
     from atlas.config import CorpusConfig, TrainConfig
     from atlas.corpus import Corpus
     from atlas.models import load_model

@@ -99,9 +99,10 @@ def db_load_rate(path: Path, n_rows: int) -> float:
     import pyarrow as pa
 
     from atlas.db import AtlasWriter
+    from atlas.ids import fid_range
 
     rng = np.random.default_rng(0)
-    table = pa.table({"src_fid": rng.integers(1 << 32, 2 << 32, n_rows), "dst_fid": rng.integers(2 << 32, 3 << 32, n_rows),
+    table = pa.table({"src_fid": rng.integers(*fid_range(1), n_rows), "dst_fid": rng.integers(*fid_range(2), n_rows),
                       "kind": pa.array(["virtual"] * n_rows), "variant": pa.array(["raw"] * n_rows),
                       "weight": rng.random(n_rows), "rel_contribution": rng.random(n_rows) * 1e-3})
     with AtlasWriter(path) as w:

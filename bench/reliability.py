@@ -193,8 +193,8 @@ class PublishResult:
 
 
 def publish_under_load(root: Path, seconds: float, clients: int) -> PublishResult:
-    from atlas import db
     from atlas.errors import AtlasError
+    from atlas.publish import publish
     from bench.synthetic_atlas import SyntheticSpec, build
     from tests.test_api_publish import QUERY, strongest_weight
     from tests.test_publish_integrity import damaged_copies
@@ -210,7 +210,7 @@ def publish_under_load(root: Path, seconds: float, clients: int) -> PublishResul
         d = damaged_copies(w, root / f"bad{i}")
         bad += [d["truncated"], d["random-middle"]]
     link = root / "current.duckdb"
-    db.publish(works[0], link)
+    publish(works[0], link)
     url, server = serve(link)
 
     # the publisher records (time the publish returned, work index) for stale-read detection
@@ -246,14 +246,14 @@ def publish_under_load(root: Path, seconds: float, clients: int) -> PublishResul
         if step == 0:  # a burst of rapid publishes, keep=1
             for _ in range(5):
                 i = random.randrange(len(works))
-                db.publish(works[i], link, keep=1)
+                publish(works[i], link, keep=1)
                 with lock:
                     published_at.append((time.monotonic(), i))
                     counts["pub"] += 1
         elif step in (1, 3):  # a damaged file
             before = os.readlink(link)
             try:
-                db.publish(random.choice(bad), link, keep=3)
+                publish(random.choice(bad), link, keep=3)
                 counts["wrong"] += 1
             except AtlasError:
                 counts["refused"] += 1
@@ -261,7 +261,7 @@ def publish_under_load(root: Path, seconds: float, clients: int) -> PublishResul
                 counts["wrong"] += 1
         else:
             i = random.randrange(len(works))
-            db.publish(works[i], link, keep=3)
+            publish(works[i], link, keep=3)
             with lock:
                 published_at.append((time.monotonic(), i))
                 counts["pub"] += 1
@@ -388,10 +388,10 @@ def main() -> None:
     try:
         if "hostile" in parts:
             from bench.synthetic_atlas import SyntheticSpec, build
-            from atlas import db
+            from atlas.publish import publish
 
             work = build(root / "h.duckdb", SyntheticSpec(n_layers=4, d_sae=64, k_up=6, n_tokens=3, n_examples=2))
-            db.publish(work, root / "h-current.duckdb")
+            publish(work, root / "h-current.duckdb")
             url, server = serve(root / "h-current.duckdb")
             reference, results = hostile(url, args.hostile_s, args.hostile_threads)
             server.should_exit = True

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from atlas.db import AtlasWriter, config_hash
-from atlas.ids import FID_SHIFT, source_id
+from atlas.ids import fid_range, make_fids, source_id
 from atlas.progress import track
 
 JOB = "synthetic"
@@ -69,8 +69,8 @@ def build(path: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
                 if w.unit_done(JOB, spec.model_id, unit, chash):
                     continue
                 tables = _layer_tables(spec, sids, layer, run_id)
-                lo, hi = sids[layer] << FID_SHIFT, (sids[layer] << FID_SHIFT) + spec.d_sae
-                deletes = [(f"DELETE FROM {t} WHERE {col} >= $lo AND {col} < $hi", {"lo": lo, "hi": hi})
+                span = fid_range(sids[layer], 0, spec.d_sae)
+                deletes = [(f"DELETE FROM {t} WHERE {span.sql(col)}", span.params())
                            for t, col in [("edges", "dst_fid"), ("feature_weightlens", "fid"), ("feature_tokens", "fid"),
                                           ("feature_stats", "fid"), ("examples", "fid"), ("clusters", "fid"),
                                           ("explanations", "fid"), ("scores", "fid")]]
@@ -82,7 +82,7 @@ def build(path: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
 def _layer_tables(spec: SyntheticSpec, sids: list[int], layer: int, run_id: str) -> dict[str, pa.Table]:
     rng = np.random.default_rng([spec.seed, layer])
     n = spec.d_sae
-    fids = (np.int64(sids[layer]) << FID_SHIFT) + np.arange(n, dtype=np.int64)  # [d_sae]
+    fids = make_fids(sids[layer], np.arange(n))  # [d_sae]
     out: dict[str, pa.Table] = {}
 
     # ---- edges: k_up upstream per feature, half from layer-1, half from any earlier layer
@@ -91,7 +91,7 @@ def _layer_tables(spec: SyntheticSpec, sids: list[int], layer: int, run_id: str)
         src_layer = np.where(np.arange(k) < k // 2, layer - 1, 0)[None, :] + 0 * fids[:, None]  # [d_sae, k]
         src_layer[:, k // 2:] = rng.integers(0, layer, size=(n, k - k // 2))
         src_sid = np.asarray(sids, dtype=np.int64)[src_layer]
-        src = (src_sid << FID_SHIFT) + rng.integers(0, n, size=(n, k))  # [d_sae, k]
+        src = make_fids(src_sid, rng.integers(0, n, size=(n, k)))  # [d_sae, k]
         dst = np.repeat(fids, k)
         src = src.reshape(-1)
         _, keep = np.unique(np.stack([dst, src]), axis=1, return_index=True)

@@ -86,7 +86,7 @@ def build(shape: str, d_sae: int):
     else:
         from transformers import AutoTokenizer
 
-        from atlas.assets import converted_dir
+        from atlas.models import converted_dir
 
         tok = AutoTokenizer.from_pretrained(str(converted_dir() / "tokenizer"))
         cfg = HookedTransformerConfig(n_layers=3, d_model=64, d_head=16, n_heads=4, n_key_value_heads=2, d_mlp=128,

@@ -25,7 +25,7 @@ import pyarrow as pa
 from atlas import db
 from atlas.config import ActivationsConfig
 from atlas.errors import AtlasError
-from atlas.ids import make_fid
+from atlas.ids import fid_range, make_fids, split_fids
 from atlas.progress import progress
 from ingest.inputs import tokens_fingerprint
 from ingest.registry import register
@@ -38,25 +38,21 @@ def _unit(layer: int) -> str:
     return f"layer-{layer}"
 
 
-def _fid_range(sid: int) -> dict:
-    return {"lo": make_fid(sid, 0), "hi": make_fid(sid + 1, 0) - 1}
-
-
 def virtual_edges(writer, sids: dict[int, int], dst_layers: list[int], variant: str | None):
     """The stored 'virtual' edges between this set's layers that end in dst_layers, as numpy columns."""
     e = writer.execute(
         "SELECT src_fid, dst_fid, variant, weight FROM edges WHERE kind = 'virtual' "
-        "AND ($variant IS NULL OR variant = $variant) AND list_contains($src, src_fid >> 32) "
-        "AND list_contains($dst, dst_fid >> 32) ORDER BY src_fid, dst_fid, variant",
+        "AND ($variant IS NULL OR variant = $variant) AND list_contains($src, fid_source(src_fid)) "
+        "AND list_contains($dst, fid_source(dst_fid)) ORDER BY src_fid, dst_fid, variant",
         {"variant": variant, "src": list(sids.values()), "dst": [sids[l] for l in dst_layers]}).fetchnumpy()
     if len(e["src_fid"]) == 0:
         return None
     layer_of = np.zeros(max(sids.values()) + 1, dtype=np.int64)
     layer_of[list(sids.values())] = list(sids.keys())
     src, dst = np.asarray(e["src_fid"]), np.asarray(e["dst_fid"])
+    s, d = split_fids(src), split_fids(dst)
     return dict(src_fid=src, dst_fid=dst, variant=np.asarray(e["variant"]), weight=np.asarray(e["weight"], dtype=float),
-                src_layer=layer_of[src >> 32], dst_layer=layer_of[dst >> 32],
-                src_idx=src & 0xFFFFFFFF, dst_idx=dst & 0xFFFFFFFF)
+                src_layer=layer_of[s.sid], dst_layer=layer_of[d.sid], src_idx=s.idx, dst_idx=d.idx)
 
 
 def stats_table(res, sid: int, cfg: ActivationsConfig, run_id: str) -> pa.Table:
@@ -66,7 +62,7 @@ def stats_table(res, sid: int, cfg: ActivationsConfig, run_id: str) -> pa.Table:
     q = res.quantiles.numpy()
     hist = s.hist.view(s.d_sae, cfg.hist_bins).numpy()
     return pa.table({
-        "fid": [make_fid(sid, i) for i in range(s.d_sae)],
+        "fid": make_fids(sid, np.arange(s.d_sae)),
         "n_tokens": np.full(s.d_sae, s.n_tokens, dtype=np.int64),
         "n_active": n_act,
         "frequency": n_act / max(s.n_tokens, 1),
@@ -97,7 +93,7 @@ def examples_table(model, res, sid: int, cfg: ActivationsConfig, run_id: str) ->
         strs = np.array(token_strings(model, uniq), dtype=object)
         n = len(c)
         parts.append(pa.table({
-            "fid": (np.int64(sid) << 32) + c.feature.numpy(),
+            "fid": make_fids(sid, c.feature.numpy()),
             "kind": [kind] * n,
             "bin": pa.array(c.bin.numpy() if kind == "quantile" else np.full(n, None), type=pa.int32()),
             "sample_weight": pa.array(weight.numpy() if weight is not None else np.full(n, None), type=pa.float64()),
@@ -205,11 +201,11 @@ class ActivationsJob:
     def outputs(self, w) -> list[Shard]:
         out = []
         for l in self.layers:
-            rng = _fid_range(self.sids[l])
+            rng = fid_range(self.sids[l])
             out.append(Shard(unit=_unit(l), key={"layer": l}, chash=self.chash, deletes=(
-                ("DELETE FROM feature_stats WHERE fid BETWEEN $lo AND $hi", rng),
-                ("DELETE FROM examples WHERE fid BETWEEN $lo AND $hi", rng),
-                ("DELETE FROM edges WHERE kind IN ('era', 'twera') AND dst_fid BETWEEN $lo AND $hi", rng))))
+                (f"DELETE FROM feature_stats WHERE {rng.sql()}", rng.params()),
+                (f"DELETE FROM examples WHERE {rng.sql()}", rng.params()),
+                (f"DELETE FROM edges WHERE kind IN ('era', 'twera') AND {rng.sql('dst_fid')}", rng.params()))))
         return out
 
     def inputs(self, w, shard: Shard) -> BlockInputs | None:

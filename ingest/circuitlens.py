@@ -6,7 +6,8 @@ one configuration and one set of stored examples. Per unit:
    (which must be the corpus the examples came from: the stored windows are checked against it);
 2. batched attributions (``lens.attribution``), input and output side;
 3. per feature: significant contributor sets, DBSCAN clusters, each cluster's evidence summary
-   and description (template, or an explainer model when configured), one merged description;
+   and description (template, or an explainer model when configured: ingest/explainer.py, one
+   client per job), one merged description;
 4. rows: ``attributions`` (bias, per-layer errors, the strongest features / heads / tokens /
    positions, output logits), ``clusters``, ``cluster_members``, ``explanations``.
 """
@@ -14,7 +15,9 @@ one configuration and one set of stored examples. Per unit:
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import asdict
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +26,11 @@ import torch
 from atlas import db
 from atlas.config import CircuitLensConfig
 from atlas.errors import AtlasError
-from atlas.ids import make_fid
+from atlas.ids import fid_range, make_fid, make_fids, split_fid, split_fids
+from atlas.lens.kinds import KIND_LABELS, KIND_SIDES
+from atlas.lens.kinds import AttributionKind as Kind
 from atlas.progress import progress
+from ingest.explainer import Explainer
 from ingest.registry import register
 from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
 
@@ -34,12 +40,12 @@ JOB = "circuitlens"
 def load_examples(w, sid: int, kinds) -> dict[str, np.ndarray]:
     rows = w.fetchall(
         "SELECT example_id, fid, doc_id, pos, window_start, tokens FROM examples "
-        "WHERE fid BETWEEN $lo AND $hi AND list_contains($kinds, kind) ORDER BY fid, example_id",
-        {"lo": make_fid(sid, 0), "hi": make_fid(sid + 1, 0) - 1, "kinds": list(kinds)})
+        f"WHERE {fid_range(sid).sql()} AND list_contains($kinds, kind) ORDER BY fid, example_id",
+        {**fid_range(sid).params(), "kinds": list(kinds)})
     if not rows:
         return {}
     ex_id, fid, doc, pos, start, toks = zip(*rows)
-    return dict(example_id=np.array(ex_id), idx=np.array(fid) & 0xFFFFFFFF, doc=np.array(doc), pos=np.array(pos),
+    return dict(example_id=np.array(ex_id), idx=split_fids(fid).idx, doc=np.array(doc), pos=np.array(pos),
                 start=np.array(start), window=list(toks))
 
 
@@ -50,9 +56,8 @@ def select(ex: dict, mask: np.ndarray) -> dict:
 
 def most_active(w, sid: int, n: int) -> np.ndarray:
     """Indices of the layer's ``n`` most often active features (from the activations job)."""
-    rows = w.fetchall("SELECT fid & 4294967295 FROM feature_stats WHERE fid BETWEEN $lo AND $hi "
-                      "ORDER BY n_active DESC, fid LIMIT $n",
-                      {"lo": make_fid(sid, 0), "hi": make_fid(sid + 1, 0) - 1, "n": n})
+    rows = w.fetchall(f"SELECT fid_index(fid) FROM feature_stats WHERE {fid_range(sid).sql()} "
+                      "ORDER BY n_active DESC, fid LIMIT $n", {**fid_range(sid).params(), "n": n})
     return np.array([r[0] for r in rows], dtype=np.int64)
 
 
@@ -65,25 +70,69 @@ def check_corpus(tokens: torch.Tensor, ex: dict) -> None:
                              "not match the corpus given: run circuitlens on the corpus the activations came from")
 
 
-def _candidates(att, b0: int, tokens: torch.Tensor):
-    """Flat (row, kind, layer, idx, head, src_pos, token, value) of all stored-candidate contributions."""
-    out = []
+class Contributions(NamedTuple):
+    """Flat contribution rows, one per (example, contributor); -1 where a column does not apply."""
+
+    row: torch.Tensor       # [n] example: a batch row inside a batch, the unit's example after attribute_examples
+    kind: torch.Tensor      # [n] AttributionKind
+    layer: torch.Tensor     # [n] source layer (feature, head, error)
+    idx: torch.Tensor       # [n] upstream feature index (feature)
+    head: torch.Tensor      # [n] head (head)
+    src_pos: torch.Tensor   # [n] source position; a logit's predicted position t + k
+    token: torch.Tensor     # [n] token id at src_pos (token, position); the predicted token (logit)
+    value: torch.Tensor     # [n] the contribution
+
+    def take(self, index: torch.Tensor) -> Contributions:
+        return Contributions(*(c[index] for c in self))
+
+    @staticmethod
+    def cat(parts: list[Contributions]) -> Contributions:
+        return Contributions(*(torch.cat(cols) for cols in zip(*parts)))
+
+
+def _rows(row: torch.Tensor, kind: Kind, value: torch.Tensor, layer=-1, idx=-1, head=-1, src_pos=-1,
+          token=-1) -> Contributions:
+    """Contributions of one kind; a number given for a column is repeated for every row."""
+    col = lambda v: torch.as_tensor(v).expand_as(row)
+    return Contributions(row, col(int(kind)), col(layer), col(idx), col(head), col(src_pos), col(token), value)
+
+
+def _candidates(att, b0: int, tokens: torch.Tensor) -> Contributions:
+    """Every nonzero feature / head / token / position contribution of a batch (the candidates to store)."""
+    parts = []
     for l, c in att.features.items():                       # [batch, pos, d_sae]
         b, s, j = c.nonzero(as_tuple=True)
-        out.append((b, 0, l, j, -1, s, c[b, s, j]))
-    b, l, h, s = att.heads.nonzero(as_tuple=True)
-    out.append((b, 1, l, torch.full_like(b, -1), h, s, att.heads[b, l, h, s]))
-    for k, t in ((2, att.token), (3, att.position)):
+        parts.append(_rows(b, Kind.FEATURE, c[b, s, j], layer=l, idx=j, src_pos=s))
+    b, l, h, s = att.heads.nonzero(as_tuple=True)            # [batch, layer + 1, n_heads, pos]
+    parts.append(_rows(b, Kind.HEAD, att.heads[b, l, h, s], layer=l, head=h, src_pos=s))
+    for kind, t in ((Kind.TOKEN, att.token), (Kind.POSITION, att.position)):   # [batch, pos]
         b, s = t.nonzero(as_tuple=True)
-        out.append((b, k, -1, torch.full_like(b, -1), -1, s, t[b, s]))
-    cols = [torch.cat([torch.as_tensor(o[i]).expand_as(o[0]) if not torch.is_tensor(o[i]) or o[i].ndim == 0 else o[i]
-                       for o in out]) for i in range(7)]
-    row, kind, layer, idx, head, src_pos, value = cols
-    token = tokens[row, src_pos]
-    return row + b0, kind, layer, idx, head, src_pos, token, value
+        parts.append(_rows(b, kind, t[b, s], src_pos=s))
+    out = Contributions.cat(parts)
+    return out._replace(row=out.row + b0, token=tokens[out.row, out.src_pos])
 
 
-def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLensConfig, advance=lambda n: None):
+class Evidence(NamedTuple):
+    """What the descriptions need of one example."""
+
+    src: int                # the source position with the largest node-view input contribution
+    out: torch.Tensor       # [n_output] the tokens predicted at t + k (-1 past the end)
+    toks: torch.Tensor      # [seq] the example's tokens (its batch's length)
+    pos: int                # the target position t
+
+
+class ExampleAttributions(NamedTuple):
+    """What attribute_examples returns for a unit's examples."""
+
+    rows: Contributions     # the stored rows, grouped by example (example order)
+    sig_row: torch.Tensor   # [m] example of each significant contributor, ascending
+    sig_key: torch.Tensor   # [m, 4] its key [kind, layer, a, b] (lens.clustering.significant)
+    evidence: list[Evidence]  # per example, in example order
+    max_gap: float          # the largest |completeness gap| of the unit's attributions
+
+
+def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLensConfig,
+                       advance=lambda n: None) -> ExampleAttributions:
     """Attributions of a unit's examples: stored rows, contributor sets and per-example evidence."""
     from atlas.lens.attribution import attribute, completeness_gap
     from atlas.lens.clustering import significant
@@ -104,64 +153,59 @@ def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLe
         toks = tokens[doc, :T]
         att = attribute(model, tset, toks, layer, torch.as_tensor(ex["idx"][take]), pos, cfg.n_output_positions)
         max_gap = max(max_gap, float(completeness_gap(att).abs().max()))
-        # stored rows: the strongest contributions per example, plus bias, errors and logits
-        row, kind, lay, idx, head, src, tok, val = _candidates(att, 0, toks)
-        keep = group_topk(row, val.abs().double(), cfg.stored_per_example)
-        rows.append(dict(row=back[row[keep]], kind=kind[keep], layer=lay[keep], idx=idx[keep], head=head[keep],
-                         src_pos=src[keep], token=tok[keep], value=val[keep]))
-        B = doc.numel()
-        r = back
-        if att.errors.shape[1]:
-            e = att.errors.sum(2)                                               # [batch, layer]
-            rows.append(dict(row=r.repeat_interleave(e.shape[1]), kind=torch.full((e.numel(),), 4),
-                             layer=torch.arange(e.shape[1]).repeat(B), idx=torch.full((e.numel(),), -1),
-                             head=torch.full((e.numel(),), -1), src_pos=torch.full((e.numel(),), -1),
-                             token=torch.full((e.numel(),), -1), value=e.reshape(-1)))
-        k = att.out_tokens.shape[1]
-        rows.append(dict(row=torch.cat([r, r.repeat_interleave(k)]), kind=torch.tensor([5] * B + [6] * (B * k)),
-                         layer=torch.full((B * (k + 1),), -1), idx=torch.full((B * (k + 1),), -1),
-                         head=torch.full((B * (k + 1),), -1),
-                         src_pos=torch.cat([torch.full((B,), -1), (pos[:, None] + torch.arange(k)).reshape(-1)]),
-                         token=torch.cat([torch.full((B,), -1), att.out_tokens.reshape(-1)]),
-                         value=torch.cat([att.bias, att.out_values.reshape(-1)])))
+        # 2. stored rows: the strongest contributions per example, plus bias, errors and logits
+        cand = _candidates(att, 0, toks)
+        top = cand.take(group_topk(cand.row, cand.value.abs().double(), cfg.stored_per_example))
+        rows.append(top._replace(row=back[top.row]))
+        rows += _fixed_rows(att, back, pos)
+        # 3. contributor sets (clustering) and evidence (descriptions)
         srow, skey, _ = significant(att, cfg.top_contributors, cfg.min_rel_contribution)
         sig.append((back[srow], skey))
         node = att.token + att.position + att.errors.sum(1) + sum(c.sum(-1) for c in att.features.values())
-        evidence += [dict(src=int(a), out=o, toks=t, pos=int(p)) for a, o, t, p in
-                     zip(node.argmax(1), att.out_tokens, toks, pos)]
-        advance(B)
-    # 2. back to example order: rows grouped by example, evidence indexed by example
-    cat = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
-    first = torch.as_tensor(np.argsort(cat["row"].numpy(), kind="stable"))
-    cat = {k: v[first] for k, v in cat.items()}
+        evidence += [Evidence(int(a), o, t, int(p)) for a, o, t, p in zip(node.argmax(1), att.out_tokens, toks, pos)]
+        advance(doc.numel())
+    # 4. back to example order: rows grouped by example, evidence indexed by example
+    cat = Contributions.cat(rows)
+    cat = cat.take(torch.as_tensor(np.argsort(cat.row.numpy(), kind="stable")))
     srow, skey = torch.cat([s[0] for s in sig]), torch.cat([s[1] for s in sig])
     first = torch.as_tensor(np.argsort(srow.numpy(), kind="stable"))
     inv = np.argsort(order, kind="stable")
-    return cat, (srow[first], skey[first]), [evidence[i] for i in inv], max_gap
+    return ExampleAttributions(cat, srow[first], skey[first], [evidence[i] for i in inv], max_gap)
 
 
-KIND_NAMES = ["feature", "head", "token", "position", "error", "bias", "logit"]
+def _fixed_rows(att, back: torch.Tensor, pos: torch.Tensor) -> list[Contributions]:
+    """The rows stored for every example: per-layer errors (summed over positions), the bias, the logits."""
+    B, k = back.numel(), att.out_tokens.shape[1]
+    out = []
+    if att.errors.shape[1]:
+        e = att.errors.sum(2)                                                   # [batch, layer]
+        out.append(_rows(back.repeat_interleave(e.shape[1]), Kind.ERROR, e.reshape(-1),
+                         layer=torch.arange(e.shape[1]).repeat(B)))
+    out.append(_rows(back, Kind.BIAS, att.bias))
+    out.append(_rows(back.repeat_interleave(k), Kind.LOGIT, att.out_values.reshape(-1),
+                     src_pos=(pos[:, None] + torch.arange(k)).reshape(-1), token=att.out_tokens.reshape(-1)))
+    return out
 
 
-def attributions_table(cat, ex, layer: int, sids: dict, sid: int, run_id: str) -> pa.Table:
-    row = cat["row"].numpy()
-    kind = cat["kind"].numpy()
+def attributions_table(cat: Contributions, ex, layer: int, sids: dict, sid: int, run_id: str) -> pa.Table:
+    row = cat.row.numpy()
+    kind = cat.kind.numpy()
     pos = ex["pos"][row]
-    src_pos = cat["src_pos"].numpy()
-    lay = cat["layer"].numpy()
+    src_pos = cat.src_pos.numpy()
+    lay = cat.layer.numpy()
     sid_of = np.array([sids.get(l, 0) for l in range(max(sids) + 1)], dtype=np.int64)      # layer -> sid
-    src_fid = (sid_of[np.clip(lay, 0, None)] << 32) + cat["idx"].numpy()
+    is_feature = kind == Kind.FEATURE                                                   # the other kinds have idx -1
+    src_fid = make_fids(sid_of[np.where(is_feature, lay, 0)], np.where(is_feature, cat.idx.numpy(), 0))
     none_if = lambda a, cond: pa.array(np.where(cond, None, a).tolist(), type=pa.int64())
-    input_side = kind <= 5
     return pa.table({
-        "example_id": ex["example_id"][row], "fid": (np.int64(sid) << 32) + ex["idx"][row],
-        "side": np.where(input_side, "input", "output"), "kind": np.array(KIND_NAMES)[kind],
-        "layer": none_if(lay, lay < 0), "src_fid": none_if(src_fid, kind != 0),
-        "head": none_if(cat["head"].numpy(), kind != 1),
+        "example_id": ex["example_id"][row], "fid": make_fids(sid, ex["idx"][row]),
+        "side": np.array(KIND_SIDES)[kind], "kind": np.array(KIND_LABELS)[kind],
+        "layer": none_if(lay, lay < 0), "src_fid": none_if(src_fid, ~is_feature),
+        "head": none_if(cat.head.numpy(), kind != Kind.HEAD),
         "src_pos": none_if(src_pos, src_pos < 0),
         "rel_pos": none_if(src_pos - pos, src_pos < 0),
-        "token_id": none_if(cat["token"].numpy(), ~np.isin(kind, [2, 6]) | (cat["token"].numpy() < 0)),
-        "value": cat["value"].numpy().astype(float), "run_id": [run_id] * len(row),
+        "token_id": none_if(cat.token.numpy(), ~np.isin(kind, [Kind.TOKEN, Kind.LOGIT]) | (cat.token.numpy() < 0)),
+        "value": cat.value.numpy().astype(float), "run_id": [run_id] * len(row),
     })
 
 
@@ -174,7 +218,8 @@ def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig
         job = CircuitLensJob({**asdict(cfg), "set_name": tset.set_name}, cfg, sids,
                              sorted(layers if layers is not None else tset.layer_ids), f"{model_id}/{tset.set_name}",
                              tokens)
-        run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
+        with job.explainer or nullcontext():            # the client closes with the job
+            run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
     job.report.update(units_written=run.loaded, units_done_before=run.done_before, shards=run.summary())
     return job.report
 
@@ -193,6 +238,9 @@ class CircuitLensJob:
     def __init__(self, config: dict, cfg: CircuitLensConfig, sids: dict[int, int], layers: list[int], scope: str,
                  tokens):
         self.params, self.cfg, self.sids, self.layers, self.scope, self.tokens = config, cfg, sids, layers, scope, tokens
+        # the job's one explainer client (None: template descriptions)
+        self.explainer = (Explainer(cfg.explainer_url, cfg.explainer_model or "", cfg.explainer_timeout_s)
+                          if cfg.explainer_url else None)
         self.examples: dict[str, dict] = {}
         self._descriptions: dict[int, dict] = {}           # layer -> upstream descriptions (read once per layer)
         self.report = {"units_written": 0, "units_done_before": 0, "features": 0, "clusters": 0,
@@ -215,11 +263,10 @@ class CircuitLensJob:
                 sel = select(ex, blocks == block)
                 unit = f"layer-{layer}-block-{int(block)}"
                 self.examples[unit] = sel
-                lo = make_fid(sid, int(block) * cfg.features_per_unit)
-                rng = {"lo": lo, "hi": make_fid(sid, (int(block) + 1) * cfg.features_per_unit) - 1}
-                deletes = [(f"DELETE FROM {t} WHERE fid BETWEEN $lo AND $hi", rng)
+                rng = fid_range(sid, int(block) * cfg.features_per_unit, (int(block) + 1) * cfg.features_per_unit)
+                deletes = [(f"DELETE FROM {t} WHERE {rng.sql()}", rng.params())
                            for t in ("attributions", "clusters", "cluster_members")]
-                deletes.append(("DELETE FROM explanations WHERE fid BETWEEN $lo AND $hi AND method LIKE 'circuitlens%'", rng))
+                deletes.append((f"DELETE FROM explanations WHERE {rng.sql()} AND method LIKE 'circuitlens%'", rng.params()))
                 out.append(Shard(unit=unit, key={"layer": layer, "block": int(block)}, deletes=tuple(deletes),
                                  deps=tuple(below),
                                  chash=db.config_hash({**self.params, "examples": examples_fingerprint(sel)})))
@@ -236,7 +283,7 @@ class CircuitLensJob:
     def compute(self, ctx, shard: Shard, inputs: dict) -> tuple[dict, dict]:
         layer = shard.key["layer"]
         return block_tables(ctx.model, ctx.tset, ctx.tokens, layer, self.sids[layer], self.sids, inputs["ex"],
-                            self.cfg, inputs["descriptions"], shard.unit)
+                            self.cfg, inputs["descriptions"], shard.unit, self.explainer)
 
     def account(self, shard: Shard, info: dict) -> None:
         self.report["features"] += info["features"]
@@ -249,7 +296,8 @@ def upstream_descriptions(w, sids: dict[int, int], below: int) -> dict:
     layer_of = {sid: l for l, sid in sids.items() if l < below}
     rows = w.fetchall("SELECT fid, text FROM explanations WHERE cluster_label IS NULL "
                       "ORDER BY (method = 'weightlens') ASC, created_at, explanation_id")
-    return {(layer_of[f >> 32], f & 0xFFFFFFFF): t for f, t in rows if (f >> 32) in layer_of}
+    parts = [(split_fid(f), t) for f, t in rows]
+    return {(layer_of[p.sid], p.idx): t for p, t in parts if p.sid in layer_of}
 
 
 EXPLANATIONS_PER_FEATURE = 1024
@@ -275,25 +323,28 @@ def examples_fingerprint(ex: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit) -> tuple[dict, dict]:
-    """The rows of one block of features (attributions, clusters, members, explanations) and a summary."""
+def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit,
+                 explainer: Explainer | None = None) -> tuple[dict, dict]:
+    """The rows of one block of features (attributions, clusters, members, explanations) and a summary;
+    cluster descriptions from ``explainer`` when given, else from the template."""
     from atlas.lens.clustering import cluster, contributor_matrix
-    from atlas.lens.describe import llm_describe, merge, snippet, summarize, template
+    from atlas.lens.describe import merge, snippet, summarize, template
     from atlas.models import token_strings
 
     with progress(f"circuitlens {unit}", len(ex["doc"]), "examples") as bar:
-        cat, (srow, skey), evidence, gap = attribute_examples(model, tset, tokens, layer, ex, cfg, bar.advance)
-    report = {"features": 0, "clusters": 0, "max_completeness_gap": gap}
+        res = attribute_examples(model, tset, tokens, layer, ex, cfg, bar.advance)
+    srow, skey, evidence = res.sig_row, res.sig_key, res.evidence
+    report = {"features": 0, "clusters": 0, "max_completeness_gap": res.max_gap}
     run_id = ""                                         # set when the shard is loaded
     srow_np = srow.numpy()
     assert (np.diff(srow_np) >= 0).all() and (np.diff(ex["idx"]) >= 0).all()  # grouped by example, examples by feature
-    src = torch.tensor([e["src"] for e in evidence])
-    outs = torch.stack([e["out"] for e in evidence])
-    tok_rows = [e["toks"] for e in evidence]
+    src = torch.tensor([e.src for e in evidence])
+    outs = torch.stack([e.out for e in evidence])
+    tok_rows = [e.toks for e in evidence]
     vocab_ids = sorted({int(x) for t in tok_rows for x in t.tolist()} | {int(x) for x in outs.flatten().tolist() if x >= 0})
     strs = dict(zip(vocab_ids, token_strings(model, vocab_ids)))
     cl_rows, mem_rows, expl_rows = [], [], []
-    method = "circuitlens-llm" if cfg.explainer_url else "circuitlens-template"
+    method = "circuitlens-llm" if explainer is not None else "circuitlens-template"
     for f in np.unique(ex["idx"]):                      # DBSCAN runs per feature
         members = np.nonzero(ex["idx"] == f)[0]
         fid = make_fid(sid, int(f))
@@ -321,8 +372,8 @@ def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, u
             params = {"eps": cfg.eps, "min_samples": cfg.min_samples, "min_contributor_fraction": cfg.min_contributor_fraction,
                       "top_contributors": cfg.top_contributors, "min_rel_contribution": cfg.min_rel_contribution,
                       "n_examples": len(idx), "example_kinds": list(cfg.example_kinds)}
-            if cfg.explainer_url and label >= 0:
-                text, prompt = llm_describe(summary, cfg.explainer_url, cfg.explainer_model or "", cfg.explainer_timeout_s)
+            if explainer is not None and label >= 0:
+                text, prompt = explainer.describe(summary)
                 params.update(explainer_model=cfg.explainer_model, explainer_url=cfg.explainer_url, prompt=prompt)
             else:
                 text = template(summary)
@@ -344,7 +395,7 @@ def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, u
                           "run_id": run_id})
         report["features"] += 1
         report["clusters"] += int(labels.max()) + 1
-    inserts = {"attributions": attributions_table(cat, ex, layer, sids, sid, run_id)}
+    inserts = {"attributions": attributions_table(res.rows, ex, layer, sids, sid, run_id)}
     if cl_rows:
         inserts.update(clusters=pa.Table.from_pylist(cl_rows), cluster_members=pa.Table.from_pylist(mem_rows),
                        explanations=pa.Table.from_pylist(expl_rows, schema=_EXPL_SCHEMA))

@@ -4,7 +4,8 @@
 2. model: load the converted Gemma 3 270M (~15 s).
 3. transcoders: train the default TrainConfig's layers, or find them trained (ingest/transcoders.py),
    and register model, sources and metrics in ``{data_dir}/atlas.duckdb``; every layer's quality on
-   held-out text (fve, L0, dead share, loss recovered) is printed and written to transcoder_quality.json.
+   held-out text (fve, L0, dead share, loss recovered) is kept in the DemoContext (`atlas demo` prints
+   it) and written to transcoder_quality.json. Progress goes to the logger ``ingest.demo`` (INFO).
 4. the analysis jobs (STEPS below): WeightLens, activations + ERA/TWERA, CircuitLens on the most
    often active features, token-membership scores on held-out text.
 5. serve the atlas with the GraphQL API (skipped with ``--no-serve``).
@@ -14,12 +15,15 @@ Each step is resumable, so a second run reuses everything and starts serving in 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from atlas.config import AssetsConfig, CorpusConfig, DemoConfig, TrainConfig, cache_dir
+
+log = logging.getLogger(__name__)   # one line as each step starts and ends, INFO (the CLI sends it to stderr)
 
 
 @dataclass
@@ -31,7 +35,8 @@ class DemoContext:
     corpus: CorpusConfig
     train: TrainConfig
     demo: DemoConfig
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)    # step -> seconds (and 'total')
+    quality: list[dict] = field(default_factory=list)          # per layer: ingest.transcoders.quality's rows
 
 
 # ---- 4. the analysis jobs ----------------------------------------------------------------------------
@@ -94,10 +99,10 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
 def _analysis_steps(ctx: DemoContext) -> None:
     for name, call in STEPS:
         t0 = time.monotonic()
-        print(f"demo: {name} ...", flush=True)
+        log.info(f"demo: {name} ...")
         call(ctx)
         ctx.timings[name] = time.monotonic() - t0
-        print(f"demo: {name} done ({ctx.timings[name]:.1f} s)", flush=True)
+        log.info(f"demo: {name} done ({ctx.timings[name]:.1f} s)")
 
 
 # ---- the build ----------------------------------------------------------------------------------------
@@ -118,10 +123,10 @@ def build(cfg: DemoConfig = DemoConfig(), train: TrainConfig = TrainConfig(), co
 
     def timed(name: str, fn, *args, **kwargs):
         t0 = time.monotonic()
-        print(f"demo: {name} ...", flush=True)
+        log.info(f"demo: {name} ...")
         out = fn(*args, **kwargs)
         timings[name] = time.monotonic() - t0
-        print(f"demo: {name} done ({timings[name]:.1f} s)", flush=True)
+        log.info(f"demo: {name} done ({timings[name]:.1f} s)")
         return out
 
     from atlas.models import DEFAULT_ALIASES
@@ -145,10 +150,8 @@ def build(cfg: DemoConfig = DemoConfig(), train: TrainConfig = TrainConfig(), co
     _analysis_steps(ctx)
     timings["total"] = time.monotonic() - t_start
     (data_dir(cfg) / "demo_timings.json").write_text(json.dumps(timings, indent=1))
-    report = transcoders.quality(db_path, cfg.model_id, train.set_name)          # every layer's quality
-    (data_dir(cfg) / "transcoder_quality.json").write_text(json.dumps(report, indent=1))
-    print("demo: transcoder quality on held-out text\n" + transcoders.format_quality(report), flush=True)
-    print("demo: built " + str(db_path) + " in " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), flush=True)
+    ctx.quality = transcoders.quality(db_path, cfg.model_id, train.set_name)     # every layer's quality
+    (data_dir(cfg) / "transcoder_quality.json").write_text(json.dumps(ctx.quality, indent=1))
     return ctx
 
 
@@ -158,5 +161,5 @@ def serve(cfg: DemoConfig, db_path: Path) -> None:
 
     from api.app import build_app
 
-    print(f"demo: serving {db_path} on http://{cfg.host}:{cfg.port}/graphql (Ctrl-C stops)", flush=True)
+    log.info(f"demo: serving {db_path} on http://{cfg.host}:{cfg.port}/graphql (Ctrl-C stops)")
     uvicorn.run(build_app(db_path), host=cfg.host, port=cfg.port, log_level="warning")

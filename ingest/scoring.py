@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from atlas import db
 from atlas.config import ScoringConfig
-from atlas.ids import make_fid
+from atlas.ids import fid_range, split_fid, split_fids
 from atlas.progress import progress
 from ingest.inputs import tokens_fingerprint
 from ingest.registry import register
@@ -64,18 +64,15 @@ class ScoresJob:
         self.chash = db.config_hash(config)
         self.scored = 0
 
-    def _range(self, layer: int) -> dict:
-        return {"lo": make_fid(self.sids[layer], 0), "hi": make_fid(self.sids[layer] + 1, 0) - 1}
-
     def plan(self, w) -> list[Shard]:
         return [Shard(unit=f"layer-{l}", key={"layer": l}, chash=self.chash, deletes=((
-            "DELETE FROM scores WHERE method = $method AND data = $data AND fid BETWEEN $lo AND $hi",
-            {**self._range(l), "method": self.cfg.method, "data": self.data}),)) for l in self.layers]
+            f"DELETE FROM scores WHERE method = $method AND data = $data AND {fid_range(self.sids[l]).sql()}",
+            {**fid_range(self.sids[l]).params(), "method": self.cfg.method, "data": self.data}),)) for l in self.layers]
 
     def inputs(self, w, shard: Shard) -> list[tuple]:
+        rng = fid_range(self.sids[shard.key["layer"]])
         return w.fetchall("SELECT explanation_id, fid, tokens FROM explanations WHERE method = 'weightlens' "
-                          "AND fid BETWEEN $lo AND $hi AND tokens IS NOT NULL AND len(tokens) > 0",
-                          self._range(shard.key["layer"]))
+                          f"AND {rng.sql()} AND tokens IS NOT NULL AND len(tokens) > 0", rng.params())
 
     def compute(self, ctx, shard: Shard, rows: list[tuple]) -> tuple[dict, dict]:
         from atlas.lens.activations import batches, run_encoders
@@ -85,7 +82,7 @@ class ScoresJob:
             return {}, {"scored": 0}
         layer, tokens = shard.key["layer"], ctx.tokens
         expl, fids, terms = zip(*rows)
-        pf, pt = membership_pairs({f & 0xFFFFFFFF: t for f, t in zip(fids, terms)}, vocab_strings(ctx.model))
+        pf, pt = membership_pairs({split_fid(f).idx: t for f, t in zip(fids, terms)}, vocab_strings(ctx.model))
         scorer = TokenScorer(ctx.tset[layer].d_sae, pf, pt)
         first = 1  # position 0 (BOS) is not scored, as it is not counted in statistics
         with progress(f"scores layer {layer}", tokens.shape[0], "seq") as bar:
@@ -94,7 +91,7 @@ class ScoresJob:
                     batch[:, first:].reshape(-1), acts[:, first:].reshape(-1, acts.shape[-1])))
                 bar.advance(batch.shape[0])
         res = scorer.result()
-        idx = np.array(fids) & 0xFFFFFFFF
+        idx = split_fids(fids).idx
         vals = [getattr(res, m).double().numpy()[idx] for m in METRICS]
         n = len(rows)
         params = json.dumps({"match": "stripped lower-case token string in the description terms",

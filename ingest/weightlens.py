@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from atlas.config import WeightLensConfig, as_dict
 from atlas.db import AtlasWriter, config_hash
-from atlas.ids import FID_SHIFT
+from atlas.ids import fid_range, make_fids
 from ingest.registry import register
 from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
 
@@ -115,18 +115,14 @@ class WeightLensJob:
             self.report.seconds[stage] = self.report.seconds.get(stage, 0) + s
 
 
-def _fid_range(sid: int) -> dict:
-    return {"lo": sid << FID_SHIFT, "hi": (sid + 1) << FID_SHIFT}
-
-
 def layer_deletes(sid: int, variant: str) -> list[tuple[str, dict]]:
-    r = _fid_range(sid)
+    r = fid_range(sid)
     return [
-        ("DELETE FROM feature_tokens WHERE fid >= $lo AND fid < $hi", r),
-        ("DELETE FROM feature_weightlens WHERE fid >= $lo AND fid < $hi", r),
-        ("DELETE FROM edges WHERE kind = 'virtual' AND variant = $v AND dst_fid >= $lo AND dst_fid < $hi",
-         {**r, "v": variant}),
-        ("DELETE FROM explanations WHERE method = 'weightlens' AND fid >= $lo AND fid < $hi", r),
+        (f"DELETE FROM feature_tokens WHERE {r.sql()}", r.params()),
+        (f"DELETE FROM feature_weightlens WHERE {r.sql()}", r.params()),
+        (f"DELETE FROM edges WHERE kind = 'virtual' AND variant = $v AND {r.sql('dst_fid')}",
+         {**r.params(), "v": variant}),
+        (f"DELETE FROM explanations WHERE method = 'weightlens' AND {r.sql()}", r.params()),
         ("DELETE FROM source_metrics WHERE sid = $sid AND method = 'weightlens'", {"sid": sid}),
     ]
 
@@ -136,13 +132,14 @@ def load_description(w: AtlasWriter, sid: int, d_sae: int, strings: bool = False
     strings, which the reference profile inherits, when ``strings``)."""
     from atlas.lens.weightlens import Ragged
 
-    got = w.execute("SELECT fid - $lo AS feat, token_id, token FROM feature_tokens WHERE side = 'description' "
-                    "AND fid >= $lo AND fid < $hi ORDER BY fid, rank", _fid_range(sid)).fetchnumpy()
+    r = fid_range(sid)
+    got = w.execute("SELECT fid_index(fid) AS feat, token_id, token FROM feature_tokens WHERE side = 'description' "
+                    f"AND {r.sql()} ORDER BY fid, rank", r.params()).fetchnumpy()
     return Ragged(np.asarray(got["feat"], dtype=np.int64), np.asarray(got["token_id"], dtype=np.int64), d_sae,
                   strings=np.asarray(got["token"], dtype=object) if strings else None)
 
 
-def _token_rows(model, fid0: int, side: str, t: dict, run_id: str, validated=None) -> pa.Table:
+def _token_rows(model, sid: int, side: str, t: dict, run_id: str, validated=None) -> pa.Table:
     from atlas.models import token_strings
 
     if t.get("strings") is not None:                      # the reference's description: its own strings
@@ -151,7 +148,7 @@ def _token_rows(model, fid0: int, side: str, t: dict, run_id: str, validated=Non
         uniq, inv = np.unique(t["token"], return_inverse=True)
         strings = np.array(token_strings(model, uniq) if len(uniq) else [], dtype=object)
         text = pa.array(strings[inv] if len(uniq) else [], pa.string())
-    cols = {"fid": fid0 + t["feat"].astype(np.int64), "side": pa.array([side] * len(t["feat"]), pa.string()),
+    cols = {"fid": make_fids(sid, t["feat"]), "side": pa.array([side] * len(t["feat"]), pa.string()),
             "rank": t["rank"].astype(np.int32), "token_id": t["token"].astype(np.int32),
             "token": text,
             "score": t.get("score", np.full(len(t["feat"]), np.nan)), "zscore": t.get("z", np.full(len(t["feat"]), np.nan)),
@@ -166,20 +163,19 @@ def _token_rows(model, fid0: int, side: str, t: dict, run_id: str, validated=Non
 def layer_tables(model, res, sids: dict[int, int], run_id: str, cfg: WeightLensConfig, settings: dict) -> dict:
     """The rows of one layer: feature_tokens, feature_weightlens, edges, explanations, source_metrics."""
     sid = sids[res.layer]
-    fid0 = sid << FID_SHIFT
     F = res.d_sae
     d = res.description
     desc_rank = np.arange(len(d.feat)) - d.offsets[d.feat]                       # position inside D(l, i)
     tokens = pa.concat_tables([
-        _token_rows(model, fid0, "input", res.inputs, run_id, validated=res.inputs["validated"]),
-        _token_rows(model, fid0, "input_negative", res.negative_inputs, run_id),
-        _token_rows(model, fid0, "promoted", res.promoted, run_id),
-        _token_rows(model, fid0, "suppressed", res.suppressed, run_id),
-        _token_rows(model, fid0, "description", {"feat": d.feat, "token": d.token, "rank": desc_rank,
+        _token_rows(model, sid, "input", res.inputs, run_id, validated=res.inputs["validated"]),
+        _token_rows(model, sid, "input_negative", res.negative_inputs, run_id),
+        _token_rows(model, sid, "promoted", res.promoted, run_id),
+        _token_rows(model, sid, "suppressed", res.suppressed, run_id),
+        _token_rows(model, sid, "description", {"feat": d.feat, "token": d.token, "rank": desc_rank,
                                                  "strings": d.strings}, run_id),
     ], promote_options="default")
     features = pa.table({
-        "fid": fid0 + np.arange(F, dtype=np.int64), "validated": res.validated,
+        "fid": make_fids(sid, np.arange(F)), "validated": res.validated,
         "validation_soft": pa.array(res.validation_soft, pa.float64(), from_pandas=True),
         "n_input_tokens": res.n_input_tokens.astype(np.int32), "n_upstream": res.n_upstream.astype(np.int32),
         "n_description_tokens": d.lengths().astype(np.int32),
@@ -189,14 +185,14 @@ def layer_tables(model, res, sids: dict[int, int], run_id: str, cfg: WeightLensC
     for layer, s in sids.items():
         src_sid[e["src_layer"] == layer] = s
     n = len(e["dst"])
-    edges = pa.table({"src_fid": (src_sid << FID_SHIFT) + e["src_idx"], "dst_fid": fid0 + e["dst"],
+    edges = pa.table({"src_fid": make_fids(src_sid, e["src_idx"]), "dst_fid": make_fids(sid, e["dst"]),
                       "kind": pa.array(["virtual"] * n, pa.string()),
                       "variant": pa.array([cfg.edge_variant] * n, pa.string()),
                       "weight": e["weight"], "rel_contribution": e["rel"], "run_id": pa.array([run_id] * n, pa.string())})
     described = np.nonzero(res.validated & np.array([len(t) > 0 for t in res.terms], dtype=bool))[0]
     params = json.dumps(settings, default=str)
     explanations = pa.table({
-        "fid": fid0 + described.astype(np.int64), "method": pa.array(["weightlens"] * len(described), pa.string()),
+        "fid": make_fids(sid, described), "method": pa.array(["weightlens"] * len(described), pa.string()),
         "text": pa.array([", ".join(res.terms[i]) for i in described], pa.string()),
         "tokens": pa.array([res.terms[i] for i in described], pa.list_(pa.string())),
         "params": pa.array([params] * len(described), pa.string()),

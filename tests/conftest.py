@@ -9,6 +9,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -22,18 +23,55 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ATLAS_CACHE", str(REPO / ".cache" / "atlas"))
 
 
-def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `python -m atlas.cli ARGS` in a subprocess, as a user would run `atlas ARGS`."""
+class CliResult(NamedTuple):
+    returncode: int   # the exit status, as the shell would see it
+    stdout: str       # what the command printed: its summary, or its report with --json
+    stderr: str       # progress lines, `error: ...`, and an unexpected exception's traceback
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: float = 600) -> CliResult:
+    """Run `python -m cli ARGS` in a subprocess, as a user would run `atlas ARGS` (for tests of the
+    real entry point: exit status, start-up imports, signals)."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "atlas.cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=REPO, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"atlas {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return _checked(args, check, CliResult(proc.returncode, proc.stdout, proc.stderr))
+
+
+def run_cli_in_process(*args: str, env: dict | None = None, check: bool = True, timeout: float = 600) -> CliResult:
+    """Run `atlas ARGS` in this process with typer's CliRunner (``env`` set for the call, cwd the repository);
+    ``timeout`` is left to pytest-timeout. An exception other than the CLI's own exit shows as a traceback
+    on stderr with status 1, as it would from the real entry point."""
+    import contextlib
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    with contextlib.chdir(REPO):
+        r = CliRunner().invoke(app, list(args), env=env)
+    stderr = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(r.exception))
+    return _checked(args, check, CliResult(r.exit_code, r.stdout, stderr))
+
+
+def _checked(args, check: bool, result: CliResult) -> CliResult:
+    if check and result.returncode != 0:
+        raise AssertionError(f"atlas {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 @pytest.fixture
 def cli():
+    """`atlas ARGS` in this process (CliRunner): where the process boundary is not what a test is about."""
+    return run_cli_in_process
+
+
+@pytest.fixture
+def cli_process():
+    """`atlas ARGS` as a subprocess of the real entry point (`python -m cli`)."""
     return run_cli
 
 
@@ -79,7 +117,7 @@ def synthetic_atlas(tmp_path_factory):
     """Factory: (name, **spec overrides) -> (working file, published `current` link); cached per name."""
     from bench.synthetic_atlas import SyntheticSpec, build
 
-    from atlas import db
+    from atlas.publish import publish
 
     made = {}
 
@@ -87,7 +125,7 @@ def synthetic_atlas(tmp_path_factory):
         if name not in made:
             root = tmp_path_factory.mktemp(f"atlas-{name}")
             work = build(root / "work.duckdb", SyntheticSpec(**{**TINY_ATLAS, **overrides}))
-            db.publish(work, root / "current.duckdb")
+            publish(work, root / "current.duckdb")
             made[name] = (work, root / "current.duckdb")
         return made[name]
 

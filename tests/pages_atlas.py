@@ -14,8 +14,9 @@ from pathlib import Path
 
 import duckdb
 
-from atlas import db
-from atlas.ids import make_fid
+from atlas.ids import split_fid
+from atlas.lens.kinds import AttributionKind
+from atlas.publish import publish
 
 SCRIPT = "<script>alert('s')</script>"
 ONERROR = '"onerror=alert(1) x="'
@@ -37,14 +38,14 @@ def build(root: Path) -> tuple[Path, Path, str]:
                                                                n_examples=2))
     con = duckdb.connect(str(work))
     sids = dict(con.execute("SELECT layer, sid FROM sources").fetchall())
-    fid = con.execute("SELECT min(t.fid) FROM feature_tokens t WHERE t.fid >> 32 = $s AND t.side = 'input' "
+    fid = con.execute("SELECT min(t.fid) FROM feature_tokens t WHERE fid_source(t.fid) = $s AND t.side = 'input' "
                       "AND t.fid IN (SELECT dst_fid FROM edges) AND t.fid IN (SELECT src_fid FROM edges)",
                       {"s": sids[2]}).fetchone()[0]
-    index = fid - (sids[2] << 32)
+    index = split_fid(fid).idx
     up = con.execute("SELECT src_fid FROM edges WHERE dst_fid = $f AND kind = 'virtual' ORDER BY abs(weight) DESC "
                      "LIMIT 1", {"f": fid}).fetchone()[0]
-    up_layer = next(layer for layer, s in sids.items() if s == up >> 32)
-    up_index = up - (sids[up_layer] << 32)
+    up_layer = next(layer for layer, s in sids.items() if s == split_fid(up).sid)
+    up_index = split_fid(up).idx
     con.execute("UPDATE feature_tokens SET token = $t WHERE fid = $f AND side = 'input' AND rank = 0", {"t": SCRIPT, "f": fid})
     con.execute("UPDATE feature_tokens SET token = $t WHERE fid = $f AND side = 'input' AND rank = 1", {"t": ONERROR, "f": fid})
     con.execute("UPDATE feature_tokens SET token = $t WHERE fid = $f AND side = 'promoted' AND rank = 0", {"t": JSURL, "f": fid})
@@ -70,7 +71,7 @@ def build(root: Path) -> tuple[Path, Path, str]:
                "upstream": [{"layer": up_layer, "index": up_index, "share": 1.0, "description": IMG}],
                "heads": [{"layer": 1, "head": 3, "offset": -2, "share": 0.5}], "output_tokens": [{"token": JSURL, "count": 1}]}
     con.execute("INSERT INTO clusters (fid, label, n_examples, contributors, summary) VALUES ($f, 0, 2, $c, $s)",
-                {"f": fid, "c": json.dumps([{"key": [0, up_layer, up_index, 0], "n": 2}]), "s": json.dumps(summary)})
+                {"f": fid, "c": json.dumps([{"key": [int(AttributionKind.FEATURE), up_layer, up_index, 0], "n": 2}]), "s": json.dumps(summary)})
     con.execute("INSERT INTO cluster_members (fid, label, example_id) VALUES ($f, 0, $a), ($f, 0, $b)",
                 {"f": fid, "a": ids[0], "b": ids[1]})
     xid = con.execute("INSERT INTO explanations (fid, cluster_label, method, text, tokens) VALUES "
@@ -85,5 +86,5 @@ def build(root: Path) -> tuple[Path, Path, str]:
     con.execute("CHECKPOINT")
     con.close()
     link = root / "current.duckdb"
-    db.publish(work, link)
+    publish(work, link)
     return work, link, f"{M}/2-synth/{index}"

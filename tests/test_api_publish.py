@@ -13,6 +13,7 @@ import pytest
 
 from atlas import db
 from atlas.errors import AtlasError
+from atlas.publish import publish
 
 QUERY = '{ feature(id: "gpt2-small/3-synth/5") { upstream(topK: 1) { weight } } stats { nFeatures } }'
 
@@ -32,7 +33,7 @@ def test_publish_flip_under_load(tmp_path, api_server):
     expected = [strongest_weight(w) for w in works]
     assert len(set(expected)) == 3  # each version answers differently
     link = tmp_path / "current.duckdb"
-    db.publish(works[0], link)
+    publish(works[0], link)
     url = api_server(link)
 
     seen, failures, stop = [], [], threading.Event()
@@ -55,7 +56,7 @@ def test_publish_flip_under_load(tmp_path, api_server):
     try:
         for work in works[1:]:
             time.sleep(0.5)
-            db.publish(work, link, keep=2)
+            publish(work, link, keep=2)
         time.sleep(0.5)
     finally:
         stop.set()
@@ -76,7 +77,7 @@ def test_a_bad_or_broken_link_keeps_the_current_version_until_a_good_one_is_publ
 
     work, _ = synthetic_atlas("tiny")
     link = tmp_path / "current.duckdb"
-    db.publish(work, link)
+    publish(work, link)
     served = AtlasDatabase(link)
     first = served.acquire()
 
@@ -92,7 +93,7 @@ def test_a_bad_or_broken_link_keeps_the_current_version_until_a_good_one_is_publ
         v = served.acquire()
         assert v is first and served.opened == 1  # still answering from the first version
         served.release(v)
-    db.publish(work, link)
+    publish(work, link)
     second = served.acquire()
     assert second is not first and served.opened == 2 and first.retired
     served.release(first)  # its last request ends: it is closed
@@ -106,13 +107,13 @@ def test_publish_refuses_a_file_being_written_and_a_plain_file_link(tmp_path, at
     writer = db.AtlasWriter(atlas_db)
     try:
         with pytest.raises(AtlasError, match="is an ingest job still writing it"):
-            db.publish(atlas_db, tmp_path / "current.duckdb")
+            publish(atlas_db, tmp_path / "current.duckdb")
     finally:
         writer.close()
     plain = tmp_path / "plain.duckdb"
     plain.write_bytes(b"")
     with pytest.raises(AtlasError, match="not a symlink"):
-        db.publish(atlas_db, plain)
+        publish(atlas_db, plain)
 
 
 def test_publish_materializes_adjacency_lists_with_the_same_answers(synthetic_atlas):
@@ -128,6 +129,61 @@ def test_publish_materializes_adjacency_lists_with_the_same_answers(synthetic_at
         assert [con.execute(q.format(t)).fetchall() for t in ("edges_in", "edges_out")] == as_views
 
 
+
+def _catalog(con) -> dict[str, tuple[str, str | None]]:
+    """name -> (table type, view SQL or None) of every table and view of the file."""
+    views = dict(con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal "
+                             "AND schema_name = 'main'").fetchall())
+    kinds = con.execute("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'"
+                        ).fetchall()
+    return {name: (kind, views.get(name)) for name, kind in kinds}
+
+
+def test_published_copy_has_the_same_views_and_answers_the_same_queries(synthetic_atlas):
+    work, current = synthetic_atlas("tiny-views")
+    with duckdb.connect(str(work), read_only=True) as src, duckdb.connect(str(current), read_only=True) as pub:
+        before, after = _catalog(src), _catalog(pub)
+        assert set(before) == set(after) and {"feature_summary", "edges_in", "coverage_per_layer"} <= set(before)
+        for name, (kind, sql) in before.items():
+            if name in ("edges_in", "edges_out"):           # the adjacency lists: materialized
+                assert kind == "VIEW" and after[name] == ("BASE TABLE", None)
+            else:
+                assert after[name] == (kind, sql), name
+            q = f"SELECT * FROM {name} ORDER BY ALL"
+            assert pub.execute(q).fetchall() == src.execute(q).fetchall(), name
+
+
+PUBLISH_AND_LIST_MODULES = """
+import sys
+from atlas.publish import publish
+publish(sys.argv[1], sys.argv[2])
+print(sorted(m for m in sys.modules if m.startswith("migrations.")))
+"""
+
+
+def test_publish_builds_from_the_files_views_and_imports_no_migration(synthetic_atlas, tmp_path):
+    """The adjacency tables are the file's own views' rows (here a view redefined after the migrations),
+    and the publishing process never imports a migration module."""
+    import shutil
+    import subprocess
+    import sys
+
+    work = tmp_path / "redefined.duckdb"
+    shutil.copyfile(synthetic_atlas("tiny-views")[0], work)
+    with duckdb.connect(str(work)) as con:
+        con.execute("CREATE OR REPLACE VIEW edges_in AS SELECT dst_fid AS fid, kind, variant, src_fid AS other, "
+                    "weight, rel_contribution FROM edges WHERE weight > 0")
+        n_edges, n_positive = con.execute("SELECT count(*), count(*) FILTER (weight > 0) FROM edges").fetchone()
+    assert 0 < n_positive < n_edges
+    link = tmp_path / "current.duckdb"
+    proc = subprocess.run([sys.executable, "-c", PUBLISH_AND_LIST_MODULES, str(work), str(link)],
+                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert proc.stdout.strip() == "[]"
+    with duckdb.connect(str(link), read_only=True) as con:
+        assert con.execute("SELECT count(*), min(weight) > 0 FROM edges_in").fetchone() == (n_positive, True)
+        assert con.execute("SELECT count(*) FROM edges_out").fetchone()[0] == n_edges
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_cli_publish_and_serve(tmp_path, synthetic_atlas, cli, workers):
     import socket
@@ -140,7 +196,7 @@ def test_cli_publish_and_serve(tmp_path, synthetic_atlas, cli, workers):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "serve", "--db", str(link), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(link), "--port", str(port),
                              "--workers", workers], cwd=Path(__file__).resolve().parent.parent,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

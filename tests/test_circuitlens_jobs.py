@@ -18,7 +18,7 @@ from atlas import db
 from atlas.config import ActivationsConfig, CircuitLensConfig, CorpusConfig
 from atlas.corpus import Corpus, check_source
 from atlas.errors import AssetError, AtlasError
-from atlas.ids import make_fid
+from atlas.ids import fid_range, make_fid, split_fid
 from ingest import activations, circuitlens, scoring
 from ingest.registry import register
 from tests.factories import REPO
@@ -69,8 +69,8 @@ def test_jobs_end_to_end(parts, atlas_db):
     _, cache = model.run_with_cache(tokens)
     A1 = tset[1].encode(cache[tset[1].hook_in]).detach()[:, 1:]           # [docs, pos, d_sae]
     A0 = tset[0].encode(cache[tset[0].hook_in]).detach()[:, 1:]
-    stats = _q(atlas_db, f"SELECT fid, n_active, frequency, max_act FROM feature_stats WHERE fid >= {make_fid(sids[1], 0)} "
-                         f"AND fid < {make_fid(sids[1] + 1, 0)} ORDER BY fid")
+    stats = _q(atlas_db, "SELECT fid, n_active, frequency, max_act FROM feature_stats WHERE fid >= {} AND fid < {} "
+                         "ORDER BY fid".format(*fid_range(sids[1])))
     assert [r[1] for r in stats] == (A1 > 0).sum((0, 1)).tolist()
     assert stats[0][2] == pytest.approx(float((A1[..., 0] > 0).float().mean()))
     # examples: windows agree with the corpus and the activation sits at the example's position
@@ -83,7 +83,7 @@ def test_jobs_end_to_end(parts, atlas_db):
     rows = _q(atlas_db, "SELECT e.src_fid, e.dst_fid, e.variant, t.weight FROM edges e JOIN edges t USING (src_fid, dst_fid, variant) "
                         "WHERE e.kind = 'virtual' AND t.kind = 'twera' ORDER BY 1, 2")
     assert len(rows) == len(src) == len(_q(atlas_db, "SELECT 1 FROM edges WHERE kind = 'era'"))
-    s, d = rows[0][0] & 0xFFFFFFFF, rows[0][1] & 0xFFFFFFFF
+    s, d = split_fid(rows[0][0]).idx, split_fid(rows[0][1]).idx
     a_i, a_j = A0[..., s].double(), A1[..., d].double()
     ref = float((a_i * a_j).mean() / a_j.mean() * V[s, d]) if a_j.sum() > 0 else 0.0
     assert rows[0][3] == pytest.approx(ref, rel=1e-5, abs=1e-9)
@@ -112,7 +112,7 @@ def test_jobs_end_to_end(parts, atlas_db):
                                            "text": ["a", "b"], "tokens": [words[:4], words[4:]]}))
     rep = scoring.run(atlas_db, model, tset, tokens, model_id="tiny", model_spec="random:tiny")
     assert rep["scored"] == 2
-    got = dict(((f, m), v) for f, m, v in _q(atlas_db, "SELECT fid & 4294967295, metric, value FROM scores"))
+    got = dict(((f, m), v) for f, m, v in _q(atlas_db, "SELECT fid_index(fid), metric, value FROM scores"))
     member = np.isin(tokens[:, 1:].numpy(), [int(t) for t in tokens[:3, 1:4].flatten()[:4]])
     active = A1[..., 0].numpy() > 0
     assert got[(0, "n_member")] == member.sum() and got[(0, "n_active")] == active.sum()
@@ -183,8 +183,10 @@ def test_cli_jobs_read_any_corpus_source_end_to_end(cli, parts, tmp_path):
     pq.write_table(pa.table({"text": [f"A held-out line about bank {i}." for i in range(40)]}), tmp_path / "heldout.parquet")
     dbp, common = tmp_path / "cli.duckdb", ["--model", "random:tiny", "--transcoders", f"saelens:{tmp_path / 'tc'}"]
     cli("ingest", "weightlens", *common, "--db", str(dbp), "--input-z", "2", "--set", "edge_z=2")
-    cli("ingest", "activations", str(dbp), *common, "--text", str(corpus), "--seq-len", "16", "--batch-size", "8",
-        "--n-samples", "6", "--n-top", "3")
+    acts = cli("ingest", "activations", str(dbp), *common, "--text", str(corpus), "--seq-len", "16", "--batch-size", "8",
+               "--n-samples", "6", "--n-top", "3", "--json")
+    report = json.loads(acts.stdout)                         # one JSON object, the job's report
+    assert report["layers_written"] == len(tset) and report["shards"]["computed"] == len(tset)
     cli("ingest", "circuitlens", str(dbp), *common, "--text", str(corpus), "--seq-len", "16", "--min-samples", "2")
     cli("ingest", "scores", str(dbp), *common, "--text", str(tmp_path / "heldout.parquet"), "--seq-len", "16")
     n_tokens, = _q(dbp, "SELECT DISTINCT n_tokens FROM feature_stats")[0]
@@ -200,12 +202,18 @@ KILL = SETUP + """
 from atlas.config import ActivationsConfig, CircuitLensConfig, CorpusConfig
 from atlas.corpus import Corpus, check_source
 from ingest import activations, circuitlens
+import json
 cfg = ActivationsConfig(batch_size=8, n_samples=8, n_top=3, window_before=4, window_after=2)
-print(activations.run(sys.argv[1], model, tset, tokens, cfg, model_id="tiny", model_spec="random:tiny"))
+print(json.dumps(activations.run(sys.argv[1], model, tset, tokens, cfg, model_id="tiny", model_spec="random:tiny")), flush=True)
 if sys.argv[2] == "circuitlens":
     ccfg = CircuitLensConfig(batch_size=32, min_samples=3, min_examples=4, n_output_positions=1, features_per_unit=4)
-    print(circuitlens.run(sys.argv[1], model, tset, tokens, ccfg, model_id="tiny", model_spec="random:tiny"))
+    print(json.dumps(circuitlens.run(sys.argv[1], model, tset, tokens, ccfg, model_id="tiny", model_spec="random:tiny")))
 """
+
+
+def _reports(proc) -> list[dict]:
+    """The job reports the script printed, one JSON object a line."""
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
 def test_jobs_resume_after_a_kill(atlas_db, tmp_path):
@@ -227,14 +235,15 @@ def test_jobs_resume_after_a_kill(atlas_db, tmp_path):
 
     killed = run(2)             # activations layer 1; circuitlens (its own writer, own count) 2 units
     assert killed.returncode == 137, killed.stderr[-2000:]
-    assert "'layers_done_before': 1" in killed.stdout
+    assert _reports(killed)[0]["layers_done_before"] == 1
     assert _q(atlas_db, "SELECT count(*) FROM feature_stats")[0][0] == 2 * D_SAE
     assert len(_q(atlas_db, "SELECT unit FROM ingest_units WHERE job = 'circuitlens'")) == 2
     partial = _q(atlas_db, "SELECT count(DISTINCT fid) FROM clusters")[0][0]
 
     done = run(None)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "'layers_done_before': 2" in done.stdout and "'units_done_before': 2" in done.stdout
+    acts, circuits = _reports(done)
+    assert acts["layers_done_before"] == 2 and circuits["units_done_before"] == 2
     n_units = len(_q(atlas_db, "SELECT unit FROM ingest_units WHERE job = 'circuitlens'"))
     assert n_units == len(_q(atlas_db, "SELECT DISTINCT fid // 4 FROM examples WHERE kind = 'quantile'")) > 2
     assert _q(atlas_db, "SELECT count(DISTINCT fid) FROM clusters")[0][0] > partial

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from atlas.lens.attribution import attribute
-from atlas.lens.clustering import FEATURE, cluster, contributor_matrix, jaccard_distance, significant
+from atlas.lens.clustering import cluster, contributor_matrix, jaccard_distance, significant
+from atlas.lens.kinds import AttributionKind
 
 
 def test_jaccard_distance_by_hand():
@@ -92,5 +93,5 @@ def test_planted_mechanisms_are_recovered_from_attributions(tiny_model, make_tra
     assert labels[which == 0][0] != labels[which == 1][0] and (labels >= 0).all()
     for mech, upstream in ((0, 0), (1, 1)):   # each cluster is driven by its own upstream feature
         shared = M[labels == labels[which == mech][0]].all(0)
-        feats = {tuple(k) for k in kept[shared].tolist() if k[0] == FEATURE}
-        assert feats == {(FEATURE, 0, upstream, 0)}
+        feats = {tuple(k) for k in kept[shared].tolist() if k[0] == AttributionKind.FEATURE}
+        assert feats == {(AttributionKind.FEATURE, 0, upstream, 0)}

@@ -8,6 +8,7 @@ import sqlalchemy
 
 from atlas import db
 from atlas.config import WeightLensConfig
+from atlas.ids import make_fid
 from tests.factories import random_transcoder_set
 
 
@@ -28,13 +29,14 @@ def _one_source(con) -> None:
     con.execute("INSERT INTO models (model_id, loader, n_layers, d_model, d_vocab) VALUES ('m', 'random', 1, 8, 10)")
     con.execute("INSERT INTO sources (sid, model_id, source_id, set_name, layer, d_in, d_out, d_sae, hook_in, "
                 "hook_out, activation, format) VALUES (1, 'm', '0-s', 's', 0, 8, 8, 3, 'a', 'b', 'relu', 'x')")
+    # a revision-0002 file has no make_fid macro (migration 0004): the arithmetic is spelled out
     con.execute("INSERT INTO features SELECT (1::BIGINT << 32) + i, 1, 0, i FROM range(3) t(i)")
 
 
 def test_upgrade_from_0002_keeps_rows_and_backfills(tmp_path):
     path = tmp_path / "old.duckdb"
     _upgrade_to(path, "0002")
-    fid = 1 << 32
+    fid = make_fid(1, 0)
     with duckdb.connect(str(path)) as con:
         _one_source(con)
         # a validated feature whose raw description (one whitespace token) post-processes to no term

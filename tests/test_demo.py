@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from tests.factories import tiny_train_config
 
 
-def test_demo_builds_an_atlas_and_a_rerun_reuses_it(tmp_path, text_corpus, capsys):
+def test_demo_builds_an_atlas_and_a_rerun_reuses_it(tmp_path, text_corpus, caplog):
     from atlas.config import CorpusConfig, DemoConfig
     from atlas.db import connect_readonly
     from ingest import demo
 
     corpus = CorpusConfig(source=str(text_corpus(n_docs=150, words_per_doc=200)), seq_len=32, heldout_fraction=0.2)
     cfg = DemoConfig(data_dir=tmp_path / "demo", model_id="tiny", serve=False)
+    caplog.set_level(logging.INFO)                  # the steps' progress lines are INFO records
     ctx = demo.build(cfg, tiny_train_config(), corpus)
-    out = capsys.readouterr().out
+    out = caplog.text
+    caplog.clear()
     assert ctx.db_path == tmp_path / "demo" / "atlas.duckdb"
     con = connect_readonly(ctx.db_path)
     assert con.execute("SELECT model_id, n_layers FROM models").fetchall() == [("tiny", 2)]
@@ -37,7 +40,7 @@ def test_demo_builds_an_atlas_and_a_rerun_reuses_it(tmp_path, text_corpus, capsy
 
     trained, units = _trained_files(ctx), _units(ctx.db_path)
     ctx2 = demo.build(cfg, tiny_train_config(), corpus)     # everything cached: no retraining
-    assert "train layer" not in capsys.readouterr().err
+    assert "train layer" not in caplog.text
     assert _trained_files(ctx2) == trained                  # the same transcoder files, none rewritten
     assert _units(ctx.db_path) == units                     # no unit of any job was run again
     con = connect_readonly(ctx.db_path)

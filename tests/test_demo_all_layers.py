@@ -39,7 +39,7 @@ def _per_layer(path) -> dict:
     return out
 
 
-def test_demo_over_every_layer_and_rerun(tmp_path, corpus, capsys):
+def test_demo_over_every_layer_and_rerun(tmp_path, corpus):
     from atlas.config import DemoConfig
     from ingest import demo
     from ingest.transcoders import RECON_KEYS
@@ -62,7 +62,15 @@ def test_demo_over_every_layer_and_rerun(tmp_path, corpus, capsys):
     assert first["edge_dupes"] == 0
     quality = json.loads((tmp_path / "demo" / "transcoder_quality.json").read_text())
     assert [r["layer"] for r in quality] == [0, 1, 2, 3]
-    assert "transcoder quality on held-out text" in capsys.readouterr().out
+    assert ctx.quality == quality
+    # what `atlas demo` prints: the summary, or with --json the report as one JSON object
+    from cli.common import report_json
+    from cli.demo import demo_report, demo_summary
+
+    assert "transcoder quality on held-out text" in demo_summary(ctx) and f"built {ctx.db_path} in" in demo_summary(ctx)
+    report = json.loads(report_json(demo_report(ctx)))
+    assert report["db_path"] == str(ctx.db_path) and report["quality"] == quality
+    assert set(report["timings"]) >= {"transcoders", "weightlens", "activations", "total"}
 
     demo.build(cfg, train, corpus)                                                  # the re-run duplicates nothing
     assert _per_layer(ctx.db_path) == first
@@ -90,10 +98,10 @@ def test_build_too_big_for_memory_refused_before_training(tmp_path, corpus):
 
 
 def test_cli_layers_all_ranges_and_errors(cli, tmp_path, corpus):
-    from atlas.cli import _train_config
+    from cli.common import train_config
 
-    assert _train_config("all", None, None, False, None).layers == ()
-    assert _train_config("0-2,5,5", None, None, False, None).layers == (0, 1, 2, 5)
+    assert train_config("all", None, None, False, None).layers == ()
+    assert train_config("0-2,5,5", None, None, False, None).layers == (0, 1, 2, 5)
     bad = cli("train-transcoders", "--model", "random:tiny4", "--layers", "2-x", env={"ATLAS_CACHE": str(tmp_path)},
               check=False)
     assert bad.returncode == 2 and "--layers '2-x'" in bad.stderr and "Traceback" not in bad.stderr

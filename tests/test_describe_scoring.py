@@ -9,8 +9,9 @@ import torch
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from atlas.errors import AtlasError
-from atlas.lens.describe import llm_describe, merge, snippet, summarize, template
+from atlas.lens.describe import merge, snippet, summarize, template
 from atlas.lens.scoring import TokenScorer, member_entries, membership_pairs
+from ingest.explainer import Explainer
 
 MEMBERS = [{"target_token": " bank", "source_token": " river", "offset": -2, "snippet": "x",
             "outputs": [" shore", " water"]} for _ in range(4)] + [
@@ -35,13 +36,13 @@ def test_explainer_endpoint_on_loopback(chat_server, monkeypatch):
     url, seen = chat_server
     monkeypatch.setenv("ATLAS_EXPLAINER_API_KEY", "k123")
     s = summarize(MEMBERS, CONTRIB, {})
-    text, prompt = llm_describe(s, url, "tiny-explainer")
+    text, prompt = Explainer(url, "tiny-explainer").describe(s)
     path, body, auth = seen[-1]
     assert text == "river banks" and path == "/v1/chat/completions" and auth == "Bearer k123"
     assert body["model"] == "tiny-explainer" and body["temperature"] == 0
     assert body["messages"][1]["content"] in prompt and '"token": " river"' in body["messages"][1]["content"]
     with pytest.raises(AtlasError, match="broken"):
-        llm_describe(s, url, "broken")
+        Explainer(url, "broken", backoff_s=0.01).describe(s)   # HTTP 500, retried, then an error
 
 
 def test_token_membership_scores_equal_sklearn():

@@ -158,7 +158,7 @@ def test_client_disconnects_log_one_line_each_and_no_traceback(synthetic_atlas, 
         port = s.getsockname()[1]
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "serve", "--db", str(current), "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(current), "--port", str(port)],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     try:
         for _ in range(400):

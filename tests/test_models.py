@@ -22,6 +22,19 @@ def test_random_models_are_reproducible_by_seed():
     assert torch.equal(a.W_E, b.W_E)
 
 
+def test_converted_directory_round_trip(tiny_model, tmp_path):
+    """save_converted writes what load_converted (the spec 'default') rebuilds: same weights, same logits."""
+    from atlas.models import load_converted, save_converted
+
+    save_converted(tiny_model, tmp_path, "float32")
+    with pytest.raises(ModelLoadError, match="no converted model .*make assets"):
+        load_converted(tmp_path)                          # not marked complete (atlas assets marks it last)
+    (tmp_path / "complete").write_text("{}")
+    back = load_converted(tmp_path)
+    tokens = tiny_model.to_tokens("The river bank")
+    assert torch.equal(back.W_E, tiny_model.W_E) and back.to_tokens("The river bank").tolist() == tokens.tolist()
+    assert torch.allclose(back(tokens), tiny_model(tokens), atol=1e-5)
+
 def test_hf_directory_loads_offline_and_matches_transformers(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 

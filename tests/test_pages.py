@@ -280,8 +280,8 @@ def test_paths_view(url, hostile, sql):
     fid = sql("SELECT fid FROM feature_ids WHERE public_id = $p", {"p": public})[0][0]
     # a two-hop path A -> B -> target, with A in layer 0 and B in layer 1
     a, b = sql("SELECT a.src_fid, a.dst_fid FROM edges a JOIN edges b ON b.src_fid = a.dst_fid WHERE b.dst_fid = $f "
-               "AND a.kind = 'virtual' AND b.kind = 'virtual' AND a.src_fid >> 32 = (SELECT sid FROM sources WHERE layer = 0) "
-               "AND a.dst_fid >> 32 = (SELECT sid FROM sources WHERE layer = 1) LIMIT 1", {"f": fid})[0]
+               "AND a.kind = 'virtual' AND b.kind = 'virtual' AND fid_source(a.src_fid) = (SELECT sid FROM sources WHERE layer = 0) "
+               "AND fid_source(a.dst_fid) = (SELECT sid FROM sources WHERE layer = 1) LIMIT 1", {"f": fid})[0]
     src = sql("SELECT public_id FROM feature_ids WHERE fid = $f", {"f": a})[0][0]
     mid = sql("SELECT public_id FROM feature_ids WHERE fid = $f", {"f": b})[0][0]
     d = get(url, "/circuit/paths", source=src, target=public, fanout="50", format="json").json()
@@ -353,11 +353,11 @@ def test_search_pages_agree_with_the_api(url, q, first):
 
 def test_time_limit_is_a_503_naming_it(hostile, api_server, tmp_path):
     from api.limits import ApiLimits
-    from atlas import db
+    from atlas.publish import publish
 
     link, work = tmp_path / "current.duckdb", tmp_path / "work.duckdb"
     shutil.copyfile(hostile[0], work)  # the module's `sql` fixture holds the original open read-only
-    db.publish(work, link)  # a file of its own for a server with other limits
+    publish(work, link)  # a file of its own for a server with other limits
     slow = api_server(link, ApiLimits(request_s=0.0))
     r = get(slow, f"/feature/{hostile[2]}")
     assert r.status_code == 503 and "request exceeded the time limit of 0.0 s" in r.text

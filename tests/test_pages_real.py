@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from atlas import db
+from atlas.publish import publish
 from atlas.viewer_export import export
 from tests.factories import REPO
 from test_circuitlens_jobs import ACFG, CCFG, SETUP, _with_virtual_edges
@@ -30,7 +31,7 @@ def real(tiny_model, tmp_path_factory):
     _with_virtual_edges(work, tiny_model, tset)
     activations.run(work, tiny_model, tset, tokens, ACFG, model_id="tiny", model_spec="random:tiny")
     circuitlens.run(work, tiny_model, tset, tokens, CCFG, model_id="tiny", model_spec="random:tiny")
-    db.publish(work, root / "current.duckdb")
+    publish(work, root / "current.duckdb")
     with duckdb.connect(str(work), read_only=True) as con:
         clustered = con.execute("SELECT i.public_id, count(*) FROM clusters c JOIN feature_ids i USING (fid) "
                                 "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1").fetchone()

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.real_model
 @pytest.fixture(scope="module")
 def gemma():
     os.environ.setdefault("ATLAS_CACHE", str(REPO / ".cache" / "atlas"))
-    from atlas.assets import converted_dir, corpus_path
+    from atlas.assets import corpus_path
+    from atlas.models import converted_dir
 
     if not (converted_dir() / "complete").is_file() or not corpus_path().is_file():
         pytest.fail(f"the Gemma 3 270M assets are not in {converted_dir().parent.parent.parent}: run `make assets`")

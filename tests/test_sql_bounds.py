@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 PEAK_RSS = """
 import resource, subprocess, sys
-p = subprocess.run([sys.executable, "-m", "atlas.cli", *sys.argv[1:]], capture_output=True, text=True)
+p = subprocess.run([sys.executable, "-m", "cli", *sys.argv[1:]], capture_output=True, text=True)
 print(__import__("json").dumps({"rc": p.returncode, "out": p.stdout, "err": p.stderr,
                                 "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """

@@ -331,7 +331,7 @@ def test_hub_locations_offline_fail_clearly(monkeypatch):
 
 
 def test_all_finite_with_an_overflowing_sum():
-    from atlas.transcoders.build import all_finite
+    from atlas.transcoders.transcoder_set import all_finite
 
     big = torch.full((1000,), 3e38)  # finite values whose float32 sum overflows to inf
     assert not torch.isfinite(big.sum()) and all_finite(big)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def test_ingest_loads_every_table_and_reruns_are_idempotent(tiny_model, atlas_db
         assert con.execute("SELECT DISTINCT profile FROM source_metrics").fetchall() == [("atlas",)]
         # coverage stored per layer = share of validated features
         cov = con.execute("SELECT s.layer, m.value, (SELECT avg(w.validated::INT) FROM feature_weightlens w "
-                          "WHERE w.fid >> 32 = s.sid) FROM source_metrics m JOIN sources s USING (sid) "
+                          "WHERE fid_source(w.fid) = s.sid) FROM source_metrics m JOIN sources s USING (sid) "
                           "ORDER BY 1").fetchall()
         assert [c[0] for c in cov] == [0, 1] and all(c[1] == pytest.approx(c[2]) for c in cov)
         assert report.coverage == {c[0]: c[1] for c in cov}
@@ -143,10 +144,14 @@ def test_cli_end_to_end_with_saelens_files(cli, tiny_model, tmp_path):
     proc = cli("ingest", "weightlens", "--model", "random:tiny", "--transcoders", f"saelens:{tmp_path / 'tc'}",
                "--db", str(tmp_path / "cli.duckdb"), "--input-z", "3", "--set", "edge_z=2")
     assert "coverage" in proc.stdout and _counts(tmp_path / "cli.duckdb")["feature_weightlens"] == 96
+    again = json.loads(cli("ingest", "weightlens", "--model", "random:tiny", "--transcoders", f"saelens:{tmp_path / 'tc'}",
+                           "--db", str(tmp_path / "cli.duckdb"), "--input-z", "3", "--set", "edge_z=2", "--json").stdout)
+    assert again["layers_computed"] == [] and again["layers_skipped"] == [0, 1]          # resumed: nothing redone
+    assert set(again["coverage"]) == {"0", "1"} and all(0 <= v <= 1 for v in again["coverage"].values())
 
 
 def test_cli_help_does_not_import_torch():
-    code = ("import sys; from typer.testing import CliRunner; import atlas.cli; "
-            "r = CliRunner().invoke(atlas.cli.app, ['ingest', 'weightlens', '--help']); "
+    code = ("import sys; from typer.testing import CliRunner; import cli.main; "
+            "r = CliRunner().invoke(cli.main.app, ['ingest', 'weightlens', '--help']); "
             "assert r.exit_code == 0, r.output; assert 'torch' not in sys.modules and 'ingest.weightlens' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from atlas.config import WeightLensConfig
-from atlas.ids import FID_SHIFT
+from atlas.ids import split_fid
 from tests.factories import random_transcoder_set
 
 # low thresholds, so that many tokens, links and inherited tokens are compared
@@ -64,7 +64,7 @@ def gemma_shaped():
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoTokenizer
 
-    from atlas.assets import converted_dir
+    from atlas.models import converted_dir
 
     path = converted_dir() / "tokenizer"
     if not path.is_dir():
@@ -188,7 +188,7 @@ def _stored(path, tset):
                             "FROM feature_weightlens").fetchall()
         edges = con.execute("SELECT src_fid, dst_fid, weight, rel_contribution FROM edges").fetchall()
         profile = con.execute("SELECT DISTINCT profile FROM ingest_runs").fetchall()
-    key = lambda fid: (layer_of[fid >> FID_SHIFT], fid & ((1 << FID_SHIFT) - 1))
+    key = lambda fid: (layer_of[split_fid(fid).sid], split_fid(fid).idx)
     for layer in tset.layer_ids:
         for f in range(tset[layer].d_sae):
             out[(layer, f)] = {"tokens": {}, "edges": {}}
@@ -289,5 +289,5 @@ def test_reference_resume_reads_upstream_description_strings_back(tiny_model, tm
     again = run_weightlens(tiny_model, tset, path, cfg, model_id="t")
     assert again.layers_skipped == [0] and again.layers_computed == [1]
     assert rows() == first
-    inherited = [r for r in first[0] if r[1] == "description" and r[0] >> FID_SHIFT != first[0][0][0] >> FID_SHIFT]
+    inherited = [r for r in first[0] if r[1] == "description" and split_fid(r[0]).sid != split_fid(first[0][0][0]).sid]
     assert inherited, "layer 1 must have descriptions to compare"

@@ -19,7 +19,7 @@ from api.context import Context
 from api.errors import BadArgument, check_range
 from api.pages import sql
 from atlas.errors import NotFoundError
-from atlas.ids import FeatureRef
+from atlas.ids import FeatureRef, split_fid
 
 EDGE_KINDS = ("virtual", "era", "twera")
 SIGNS = {"any": 0, "positive": 1, "negative": -1}
@@ -214,7 +214,7 @@ def feature(ctx: Context, path: dict, params: dict) -> dict:
                                       "quantile_levels", "hist_edges", "hist_counts")}
     return {
         "page": "feature", "id": cat.public_id(fid), "model": s.model_id, "source": s.source_id, "layer": s.layer,
-        "index": fid - (s.sid << 32), "description": core["description"] or [], "validated": core["validated"],
+        "index": split_fid(fid).idx, "description": core["description"] or [], "validated": core["validated"],
         "validation_soft": core["validation_soft"], "n_input_tokens": core["n_input_tokens"], "stats": stats,
         "input_tokens": [_token(r) for r in toks], "output_tokens": [_token(r) for r in outs],
         "examples": {"top": examples("top", top_page), "quantile": examples("quantile", q_page)},

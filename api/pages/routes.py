@@ -13,7 +13,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from api.context import Context
-from api.errors import BadArgument, TimeLimit
+from api.errors import TimeLimit
 from api.limits import ApiLimits
 from api.pages import assets, data, render
 from api.pages.graphiql import graphiql_page

@@ -14,6 +14,7 @@ from api.types.explanation import Explanation
 from api.types.score import Score
 from api.types.stats import FeatureStats
 from api.types.token import Token
+from atlas.ids import split_fid
 
 
 @strawberry.type(description="A transcoder feature with everything the atlas knows about it.")
@@ -30,7 +31,7 @@ class Feature:
     def from_fid(cls, catalog, fid: int) -> "Feature":
         s = catalog.source(fid)
         return cls(id=strawberry.ID(catalog.public_id(fid)), model=s.model_id, source=s.source_id, layer=s.layer,
-                   index=fid - (s.sid << 32), fid=fid)
+                   index=split_fid(fid).idx, fid=fid)
 
     def core(self, info) -> dict:
         """WeightLens and activation statistics, fetched once per feature object however many fields ask."""

@@ -5,7 +5,7 @@ Algorithm:
    summed over source positions, and attention heads (layer, head, source - target offset), whose
    contribution is at least ``min_rel`` of the example's total positive input contribution; at
    most ``top`` per example, strongest first. A contributor is a key row [kind, layer, a, b]
-   (kind 0 = feature (a = index), 1 = head (a = head, b = offset)).
+   (kind an ``AttributionKind``: FEATURE (a = index) or HEAD (a = head, b = offset)).
 2. Per feature: a boolean example x contributor matrix; contributors present in fewer than
    ``min_fraction`` of the feature's examples are dropped (docs/method.md §4.4: 0.05).
 3. Jaccard distance 1 - |A n B| / |A u B| from one matrix product; an example with an empty set
@@ -19,9 +19,8 @@ import numpy as np
 import torch
 
 from atlas.lens.attribution import Attribution
+from atlas.lens.kinds import AttributionKind as Kind
 from atlas.lens.sampling import group_topk
-
-FEATURE, HEAD = 0, 1
 
 
 def significant(att: Attribution, top: int, min_rel: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -33,11 +32,11 @@ def significant(att: Attribution, top: int, min_rel: float) -> tuple[torch.Tenso
         per_feature = c.sum(1)                               # [batch, d_sae]
         b, j = (per_feature > 0).nonzero(as_tuple=True)
         rows.append(b)
-        keys.append(torch.stack([torch.full_like(j, FEATURE), torch.full_like(j, l), j, torch.zeros_like(j)], 1))
+        keys.append(torch.stack([torch.full_like(j, Kind.FEATURE), torch.full_like(j, l), j, torch.zeros_like(j)], 1))
         vals.append(per_feature[b, j])
     b, l, h, s = (att.heads > 0).nonzero(as_tuple=True)     # heads [batch, layer + 1, n_heads, pos]
     rows.append(b)
-    keys.append(torch.stack([torch.full_like(l, HEAD), l, h, s - att.pos[b]], 1))
+    keys.append(torch.stack([torch.full_like(l, Kind.HEAD), l, h, s - att.pos[b]], 1))
     vals.append(att.heads[b, l, h, s])
     row, key, val = torch.cat(rows), torch.cat(keys), torch.cat(vals)
     keep = val >= min_rel * total[row].clamp(min=1e-12)

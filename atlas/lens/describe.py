@@ -8,18 +8,19 @@ Algorithm:
    and the tokens the feature promotes at the next positions.
 2. ``template`` writes a structured sentence from that evidence, with no network; ``merge``
    joins a feature's cluster sentences into one description.
-3. Optionally ``llm_describe`` sends the same evidence to an OpenAI-compatible chat-completions
-   endpoint (the paper's explainer step) and returns the text with the exact prompt, so the
-   prompt and the model's name are stored with the explanation.
+3. Optionally an explainer model describes the same evidence (the paper's explainer step):
+   ``chat_request`` builds the OpenAI chat-completions request and the exact prompt (stored with the
+   explanation, with the model's name), ``parse_chat_reply`` reads the answer. The HTTP client that
+   sends it is ingest/explainer.py: this module computes only.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
+from typing import NamedTuple
 
-from atlas.errors import AtlasError
+from atlas.lens.kinds import AttributionKind
 
 SYSTEM_PROMPT = (
     "You explain features of a language model's transcoders. You get evidence about one mechanism "
@@ -43,7 +44,8 @@ def summarize(members: list[dict], contributors: list[tuple[tuple, int]], descri
     """Evidence of one cluster.
 
     members: dicts with 'target_token', 'source_token', 'offset', 'snippet', 'outputs' (list of str);
-    contributors: ((kind, layer, a, b), n_members) of the cluster's shared contributors;
+    contributors: ((kind, layer, a, b), n_members) of the cluster's shared contributors (kind an
+    AttributionKind: FEATURE with a = index, or HEAD with a = head, b = offset);
     descriptions: (layer, index) -> text for upstream features.
     """
     n = len(members)
@@ -52,7 +54,7 @@ def summarize(members: list[dict], contributors: list[tuple[tuple, int]], descri
     outputs = Counter(t for m in members for t in m["outputs"][:1]).most_common(n_top)
     upstream, heads = [], []
     for (kind, layer, a, b), c in contributors:
-        if kind == 0:
+        if kind == AttributionKind.FEATURE:
             upstream.append({"layer": layer, "index": a, "share": c / max(n, 1),
                              "description": descriptions.get((layer, a))})
         else:
@@ -99,19 +101,26 @@ def merge(texts: dict[int, str], n_noise: int) -> str:
     return f"{len(real)} mechanisms: " + " | ".join(f"({i + 1}) {t}" for i, t in enumerate(real.values()))
 
 
-def llm_describe(summary: dict, url: str, model: str, timeout_s: float = 60.0,
-                 api_key_env: str = "ATLAS_EXPLAINER_API_KEY") -> tuple[str, str]:
-    """(text, prompt) from an OpenAI-compatible chat-completions endpoint at ``url``."""
-    import httpx
+class ChatRequest(NamedTuple):
+    body: dict    # the JSON body of POST {url}/chat/completions: model, temperature 0, system + user messages
+    prompt: str   # the exact prompt it carries (system prompt, blank line, evidence), stored with the explanation
 
-    prompt = "Evidence:\n" + json.dumps(summary, indent=1, ensure_ascii=False)
-    headers = {"Authorization": f"Bearer {os.environ[api_key_env]}"} if os.environ.get(api_key_env) else {}
+
+def chat_request(summary: dict, model: str) -> ChatRequest:
+    """The chat-completions request asking explainer ``model`` to describe one cluster's evidence."""
+    evidence = "Evidence:\n" + json.dumps(summary, indent=1, ensure_ascii=False)
     body = {"model": model, "temperature": 0,
-            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]}
+            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": evidence}]}
+    return ChatRequest(body, SYSTEM_PROMPT + "\n\n" + evidence)
+
+
+def parse_chat_reply(reply) -> str:
+    """The answer text of a chat-completions reply (``choices[0].message.content``), stripped;
+    ValueError when the reply has not that shape."""
     try:
-        r = httpx.post(url.rstrip("/") + "/chat/completions", json=body, headers=headers, timeout=timeout_s)
-        r.raise_for_status()
-        text = r.json()["choices"][0]["message"]["content"].strip()
-    except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
-        raise AtlasError(f"explainer endpoint {url!r} (model {model!r}) failed: {exc}") from exc
-    return text, SYSTEM_PROMPT + "\n\n" + prompt
+        text = reply["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f"the reply has no choices[0].message.content ({type(exc).__name__}: {exc})") from None
+    if not isinstance(text, str):
+        raise ValueError(f"the reply's choices[0].message.content is {text!r}, not text")
+    return text.strip()

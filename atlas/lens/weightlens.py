@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from time import perf_counter
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -231,13 +232,13 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
         desc = Ragged(ref.feat, ref.token, F, strings=ref.strings)
         validated, soft = ref.validated, ref.validation_soft
     else:
-        inherited, soft = inherit(model, tc, layer, dbos, edges, descriptions, allowed, cfg.forward_batch_tokens)
-        df = np.concatenate([inputs["feat"][keep], inherited[0]])
-        dt = np.concatenate([inputs["token"][keep], inherited[1]])
-        do = np.concatenate([inputs["rank"][keep].astype(np.int64), inherited[2]])    # inputs first, by rank
+        inherited = inherit(model, tc, layer, dbos, edges, descriptions, allowed, cfg.forward_batch_tokens)
+        df = np.concatenate([inputs["feat"][keep], inherited.feat])
+        dt = np.concatenate([inputs["token"][keep], inherited.token])
+        do = np.concatenate([inputs["rank"][keep].astype(np.int64), inherited.order])  # inputs first, by rank
         k = first_occurrences(df, dt, do)
         desc = Ragged(df[k].astype(np.int64), dt[k].astype(np.int64), F)
-        validated = validate(model, tc, layer, dbos, desc, cfg.forward_batch_tokens)
+        validated, soft = validate(model, tc, layer, dbos, desc, cfg.forward_batch_tokens), inherited.soft
     seconds["validation"] = perf_counter() - t0
 
     # 7. post-processing
@@ -286,12 +287,21 @@ def isolation_check(model, tc, layer: int, bos: int, feat: torch.Tensor, tok: to
     return out.numpy()
 
 
+class Inherited(NamedTuple):
+    """Step 5's result: the distinct (feature, token) pairs that fired, first occurrence each."""
+
+    feat: np.ndarray        # [n] int64 the downstream feature i of layer l
+    token: np.ndarray       # [n] int64 a token of [BOS] + D(l', j) at which i fired
+    order: np.ndarray       # [n] int64 its place in D(l, i): after every input token, by link then position
+    soft: np.ndarray        # [F] float64 validation_soft: share of the distinct offered tokens that fired (NaN: none)
+
+
 def inherit(model, tc, layer: int, bos: int, edges: dict, descriptions: dict[int, Ragged], allowed: set[int],
-            batch_tokens: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+            batch_tokens: int) -> Inherited:
     """Step 5: tokens of [BOS] + D(l', j) at which the linked feature fires, for every kept link from an
-    allowed layer. Returns ((feat, token, order) of fired tokens, validation_soft [F])."""
+    allowed layer."""
     F = tc.d_sae
-    none = (np.zeros(0, np.int64),) * 3
+    none = np.zeros(0, np.int64)
     link = np.nonzero(np.isin(edges["src_layer"], list(allowed)))[0]                  # edge rows
     dlen = np.zeros(len(link), dtype=np.int64)                                        # len D(l', j)
     for l in np.unique(edges["src_layer"][link]).tolist():
@@ -301,7 +311,7 @@ def inherit(model, tc, layer: int, bos: int, edges: dict, descriptions: dict[int
         dlen[m] = descriptions[l].lengths()[edges["src_idx"][link][m]]
     link = link[dlen > 0]
     if not len(link):
-        return none, np.full(F, np.nan)
+        return Inherited(none, none, none, np.full(F, np.nan))
     ukey, l_u = np.unique((edges["src_layer"][link] << UP_SHIFT) + edges["src_idx"][link], return_inverse=True)
     seqs = _upstream_seqs(bos, descriptions, ukey)                                    # one run per upstream
     cand_f, cand_t, cand_on, cand_order = [], [], [], []
@@ -323,7 +333,7 @@ def inherit(model, tc, layer: int, bos: int, edges: dict, descriptions: dict[int
     fi = np.nonzero(on)[0]
     uf = fi[first_occurrences(cf[fi], ct[fi], order[fi])]                             # distinct fired
     soft = np.where(n_cand > 0, np.bincount(cf[uf], minlength=F) / np.maximum(n_cand, 1), np.nan)
-    return (cf[uf], ct[uf], order[uf]), soft
+    return Inherited(cf[uf], ct[uf], order[uf], soft)
 
 
 def validate(model, tc, layer: int, bos: int, desc: Ragged, batch_tokens: int) -> np.ndarray:

@@ -16,12 +16,11 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from atlas.errors import TranscoderError
+from atlas.transcoders.transcoder_set import LayerTranscoder, all_finite
 
 if TYPE_CHECKING:
     import torch
     from sae_lens import Transcoder
-
-    from atlas.transcoders.transcoder_set import LayerTranscoder
 
 DEFAULT_HOOK_IN = "blocks.{layer}.ln2.hook_normalized"   # [batch, pos, d_model]
 DEFAULT_HOOK_OUT = "blocks.{layer}.hook_mlp_out"         # [batch, pos, d_model]
@@ -73,14 +72,6 @@ def check_tensors(where: str, tensors: dict[str, "torch.Tensor"]) -> tuple[int, 
     return int(d_in), int(d_sae), int(d_out)
 
 
-def all_finite(tensor: "torch.Tensor") -> bool:
-    """No NaN or inf in ``tensor``. A finite sum proves it (NaN and inf propagate through a sum) and
-    costs a tenth of an elementwise check; only an overflowing sum falls back to that check."""
-    import torch
-
-    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
-
-
 def build_sae(where: str, *, W_enc, b_enc, W_dec, b_dec, threshold=None, W_skip=None,
               hook_in: str, hook_out: str, dtype: str = "float32", device: str = "cpu",
               extra_metadata: dict | None = None) -> "Transcoder":
@@ -114,8 +105,6 @@ def build_sae(where: str, *, W_enc, b_enc, W_dec, b_dec, threshold=None, W_skip=
 def build_layer(where: str, layer: int, *, hook_in: str | None = None, hook_out: str | None = None,
                 format: str, uri: str, **tensors_and_options) -> "LayerTranscoder":
     """``build_sae`` wrapped as a LayerTranscoder; hooks default to ln2.hook_normalized -> hook_mlp_out."""
-    from atlas.transcoders.transcoder_set import LayerTranscoder
-
     d_hook_in, d_hook_out = default_hooks(layer)
     hook_in, hook_out = hook_in or d_hook_in, hook_out or d_hook_out
     sae = build_sae(where, hook_in=hook_in, hook_out=hook_out, **tensors_and_options)

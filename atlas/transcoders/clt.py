@@ -412,7 +412,7 @@ def _same_options(files: dict[int, LayerFiles], where: str) -> None:
 
 def _read_small(clt: CrossLayerTranscoder) -> None:
     """Biases and thresholds (n x F floats) in memory; checked finite."""
-    from atlas.transcoders.build import all_finite
+    from atlas.transcoders.transcoder_set import all_finite
 
     for l, lf in clt.files.items():
         clt.b_enc[l] = clt._read(lf.enc_file, lf.b_enc)

@@ -26,9 +26,9 @@ import types
 from typing import Any
 
 from atlas.errors import TranscoderError
-from atlas.transcoders.build import all_finite, build_layer, layer_of_hook
+from atlas.transcoders.build import build_layer, layer_of_hook
 from atlas.transcoders.source import Source
-from atlas.transcoders.transcoder_set import LayerTranscoder
+from atlas.transcoders.transcoder_set import LayerTranscoder, all_finite
 
 NAME = "dunefsky"
 DEFAULT_SET_NAME = "tres-dc"

@@ -7,12 +7,11 @@ Create Date: 2026-11-22
 docs/sql.md documents every view. Two of them, ``edges_in`` and ``edges_out``, are the
 adjacency lists of the edge graph: every edge keyed by its downstream (``edges_in``) or upstream
 (``edges_out``) end, ``fid``, with the other end in ``other``. Here they are plain views over
-``edges``, correct on any atlas; ``atlas db publish`` (atlas/db.py, ``publish``) materializes
-them as tables sorted by (fid, kind, variant, |weight| desc) in the published copy, so a
-feature's edges are contiguous and DuckDB's zone maps skip every other row group.
+``edges``, correct on any atlas; ``atlas db publish`` (atlas/publish.py) materializes them,
+from the views the file holds, as tables sorted by (fid, kind, variant, |weight| desc) in the
+published copy, so a feature's edges are contiguous and DuckDB's zone maps skip every other row group.
 (Measured on 13M edges: flat sorted rows answer a top-k in ~2 ms and 20 scattered features in
 ~17 ms; LIST-per-feature rows took ~2-9 ms and ~65 ms, as fetching list columns is costly.)
-``adjacency_sql`` is shared with the publish step, so both always have the same shape.
 """
 
 from alembic import op
@@ -33,9 +32,6 @@ def adjacency_sql(name: str) -> str:
     SELECT {this} AS fid, kind, variant, {other} AS other, weight, rel_contribution FROM edges
     """
 
-
-# the published tables' sort order: a feature's edges are contiguous, strongest first
-ADJACENCY_ORDER = "fid, kind, variant, abs(weight) DESC, other"
 
 
 VIEWS = {
