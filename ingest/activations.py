@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -162,6 +163,18 @@ def block_ranges(n_docs: int, cfg: ActivationsConfig) -> list[tuple[int, int]]:
     return [(lo, min(lo + size, n_docs)) for lo in range(0, n_docs, size)]
 
 
+class BlockInputs(NamedTuple):
+    """What a block shard computes with, besides the context."""
+    bin_edges: dict               # layer -> [d_sae, n_bins + 1] bin edges, from the loaded warm-up
+    vedges: dict | None           # the virtual edges (``virtual_edges``, every layer), None without ERA
+
+
+class PartStats(NamedTuple):
+    """One layer's row of a part's stats table."""
+    stats: Any                    # LayerStats of the part's sequences
+    bin_counts: Any               # [d_sae * n_bins] int64 (empty for the warm-up)
+
+
 class ActivationsJob:
     """Parts: the warm-up, then blocks of sequences for every layer; outputs: one unit per layer."""
 
@@ -195,15 +208,15 @@ class ActivationsJob:
                 (f"DELETE FROM edges WHERE kind IN ('era', 'twera') AND {rng.sql('dst_fid')}", rng.params()))))
         return out
 
-    def inputs(self, w, shard: Shard):
+    def inputs(self, w, shard: Shard) -> BlockInputs | None:
         """A block's: the bin edges per layer (from the loaded warm-up) and the virtual edges."""
         if shard.key["kind"] == "warmup":
             return None
         if self.bin_edges is None:
             raise AtlasError(f"{shard.unit}: the warm-up part is not loaded yet")
-        return self.bin_edges, self.vedges
+        return BlockInputs(self.bin_edges, self.vedges)
 
-    def compute(self, ctx, shard: Shard, inputs) -> tuple[dict, dict]:
+    def compute(self, ctx, shard: Shard, inputs: BlockInputs | None) -> tuple[dict, dict]:
         import torch
 
         from atlas.lens.activations import collect_block, warmup_stats
@@ -211,11 +224,10 @@ class ActivationsJob:
         if shard.key["kind"] == "warmup":
             stats = warmup_stats(ctx.model, ctx.tset, ctx.tokens, self.layers, self.cfg)
             return {"stats": stats_part_table(stats)}, {}
-        bin_edges, vedges = inputs
-        era = _era_accumulator(vedges)
+        era = _era_accumulator(inputs.vedges)
         lo, hi = shard.key["lo"], shard.key["hi"]
-        parts = collect_block(ctx.model, ctx.tset, ctx.tokens, self.cfg, bin_edges, torch.arange(lo, hi), self.layers,
-                              era, lambda desc, total: progress(f"{desc} sequences {lo}-{hi}", total, "seq"))
+        parts = collect_block(ctx.model, ctx.tset, ctx.tokens, self.cfg, inputs.bin_edges, torch.arange(lo, hi),
+                              self.layers, era, lambda desc, total: progress(f"{desc} sequences {lo}-{hi}", total, "seq"))
         tables = {"stats": stats_part_table({l: p.stats for l, p in parts.items()},
                                             {l: p.res.counts for l, p in parts.items()}),
                   "candidates": candidates_table(parts)}
@@ -231,14 +243,14 @@ class ActivationsJob:
 
         stats = read_stats(tables["stats"], self.cfg)
         if shard.key["kind"] == "warmup":
-            self.bin_edges = {l: bin_edges(s, self.cfg) for l, (s, _) in stats.items()}
+            self.bin_edges = {l: bin_edges(row.stats, self.cfg) for l, row in stats.items()}
             return
         cands = read_candidates(tables["candidates"])
-        for l, (s, counts) in stats.items():
+        for l, row in stats.items():
             acc = self.acc.setdefault(l, new_part(self.d_sae[l], self.cfg))
-            acc.stats.absorb(s)
+            acc.stats.absorb(row.stats)
             acc.top.absorb(lambda c: c.feature, cands.get((l, 0), _empty(self.cfg)))
-            acc.res.absorb_counts(counts, cands.get((l, 1), _empty(self.cfg)))
+            acc.res.absorb_counts(row.bin_counts, cands.get((l, 1), _empty(self.cfg)))
         if "era" in tables:
             if self.era is None:
                 self.era = _era_accumulator(self.vedges)
@@ -298,8 +310,8 @@ def stats_part_table(stats: dict, counts: dict | None = None) -> pa.Table:
     })
 
 
-def read_stats(table: pa.Table, cfg: ActivationsConfig) -> dict:
-    """layer -> (LayerStats, bin counts [d_sae * n_bins]) of a part's stats table."""
+def read_stats(table: pa.Table, cfg: ActivationsConfig) -> dict[int, PartStats]:
+    """layer -> its row of a part's stats table."""
     import torch
 
     from atlas.lens.activations import LayerStats
@@ -313,7 +325,7 @@ def read_stats(table: pa.Table, cfg: ActivationsConfig) -> dict:
         s.sum_digits = torch.from_numpy(cols["sum_digits"][i].copy()).view(3, -1)
         s.max = torch.from_numpy(cols["max"][i].copy())
         s.hist = torch.from_numpy(cols["hist"][i].copy())
-        out[l] = (s, torch.from_numpy(cols["bin_counts"][i].copy()))
+        out[l] = PartStats(s, torch.from_numpy(cols["bin_counts"][i].copy()))
     return out
 
 

@@ -140,8 +140,8 @@ def test_a_cluster_without_atlas_is_refused(cluster, tmp_path):
     by name, before any shard is planned."""
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import sys\nsys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n")
+    (site / "sitecustomize.py").write_text("import sys\nsys.meta_path[:] = [f for f in sys.meta_path "
+                                           "if '__editable__' not in getattr(f, '__module__', '')]\n")
     script = tmp_path / "probe.py"
     script.write_text(f"""
 import sys

@@ -72,7 +72,8 @@ def test_shard_files_are_deleted_once_every_unit_is_in_unless_kept(tiny_model, t
     run_weightlens(tiny_model, tset, tmp_path / "b.duckdb", CFG, model_id="tiny",
                    executor=ExecutorConfig(keep_shards=True))
     (kept,) = (tmp_path / "b.duckdb.shards").iterdir()
-    assert (kept / "manifest.jsonl").exists() and sorted(p.name for p in kept.glob("layer-*")) == ["layer-0", "layer-1"]
+    assert (kept / "manifest.jsonl").exists()
+    assert sorted(p.name for p in kept.glob("layer-*")) == ["layer-0", "layer-1"]
     own = tmp_path / "mine"                                                   # a directory of the user's: only ours goes
     own.mkdir()
     (own / "notes.txt").write_text("keep me")

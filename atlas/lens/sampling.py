@@ -133,9 +133,6 @@ class TopStore(_Store):
     def result(self) -> Candidates:
         return self.items(lambda c: c.feature)
 
-    def absorb_store(self, other: "TopStore") -> None:
-        self.absorb(lambda c: c.feature, other.result)
-
 
 class BinReservoir(_Store):
     """Per (feature, bin): the n items with the largest uniform key, and the exact bin counts."""
