@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-
-import anyio
 from pathlib import Path
 
+import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -48,8 +47,9 @@ class AtlasGraphQL(GraphQL):
 
 def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette:
     database = AtlasDatabase(db_path, limits)
-    gql = AtlasGraphQL(build_schema(limits), graphql_ide=None, allow_queries_via_get=False,
-                       multipart_uploads_enabled=False)
+    gql = AtlasGraphQL(
+        build_schema(limits), graphql_ide=None, allow_queries_via_get=False, multipart_uploads_enabled=False
+    )
     gql.limits = limits
 
     async def graph_route(request: Request) -> JSONResponse:
@@ -67,12 +67,15 @@ def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette
         except AtlasError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404 if "not in the atlas" in str(exc) else 400)
 
-    routes = Starlette(routes=[
-        *pages.routes(limits),  # the browser pages and GraphiQL from local assets (api/pages)
-        Route("/graphql", gql, methods=["POST"]),
-        Route("/graph/{model}/{source}/{index}", graph_route),
-        pages.fallback(),  # any other GET: a 404 page naming the path
-    ], lifespan=_closing(database))
+    routes = Starlette(
+        routes=[
+            *pages.routes(limits),  # the browser pages and GraphiQL from local assets (api/pages)
+            Route("/graphql", gql, methods=["POST"]),
+            Route("/graph/{model}/{source}/{index}", graph_route),
+            pages.fallback(),  # any other GET: a 404 page naming the path
+        ],
+        lifespan=_closing(database),
+    )
     inner = guard_graphql_body(routes, limits)
 
     async def app(scope, receive, send):

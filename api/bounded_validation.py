@@ -29,8 +29,12 @@ def refusals(document, limits: ApiLimits) -> list[GraphQLError]:
     ops = measure_document(document, limits.max_page)
     fields = sum(op.measure.fields for op in ops)
     if fields > limits.max_fields:
-        errors.append(GraphQLError(f"the document expands to {fields} fields (fragments spread in full), over the "
-                                   f"limit of {limits.max_fields}"))
+        errors.append(
+            GraphQLError(
+                f"the document expands to {fields} fields (fragments spread in full), over the "
+                f"limit of {limits.max_fields}"
+            )
+        )
     aliases = sum(op.measure.aliases for op in ops)
     if aliases > limits.max_aliases:
         errors.append(GraphQLError(f"{aliases} aliases found. Allowed: {limits.max_aliases}"))
@@ -62,6 +66,7 @@ class BoundedValidation(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         ctx = self.execution_context
         refused = refusals(ctx.graphql_document, self.limits)
-        ctx.pre_execution_errors = refused or _validate(ctx.schema._schema, ctx.graphql_document,
-                                                        tuple(ctx.validation_rules))
+        ctx.pre_execution_errors = refused or _validate(
+            ctx.schema._schema, ctx.graphql_document, tuple(ctx.validation_rules)
+        )
         yield

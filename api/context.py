@@ -76,8 +76,11 @@ class Catalog:
         return f"{s.model_id}/{s.source_id}/{split_fid(fid)[1]}"
 
     def sids(self, model: str | None = None, layers: list[int] | None = None) -> list[int]:
-        return [s.sid for s in self.by_sid.values()
-                if (model is None or s.model_id == model) and (layers is None or s.layer in layers)]
+        return [
+            s.sid
+            for s in self.by_sid.values()
+            if (model is None or s.model_id == model) and (layers is None or s.layer in layers)
+        ]
 
 
 class Version:
@@ -85,12 +88,19 @@ class Version:
 
     def __init__(self, path: str, limits: ApiLimits):
         self.path = path
-        self.con = db.connect_readonly(path, db.ReadOnlyLimits(
-            memory_limit=limits.memory_limit, threads=limits.threads, max_execution_time_ms=limits.statement_ms,
-            late_materialization=False))  # every statement reads a few rows of one feature (atlas/db.py)
+        self.con = db.connect_readonly(
+            path,
+            db.ReadOnlyLimits(
+                memory_limit=limits.memory_limit,
+                threads=limits.threads,
+                max_execution_time_ms=limits.statement_ms,
+                late_materialization=False,
+            ),
+        )  # every statement reads a few rows of one feature (atlas/db.py)
         self.file = file_identity(path)  # while it is open, no other file can have its inode
-        self.catalog = Catalog(self.con.execute(
-            "SELECT sid, model_id, source_id, layer, d_sae FROM sources ORDER BY sid").fetchall())
+        self.catalog = Catalog(
+            self.con.execute("SELECT sid, model_id, source_id, layer, d_sae FROM sources ORDER BY sid").fetchall()
+        )
         self.users = 0
         self.retired = False
         self._local = threading.local()

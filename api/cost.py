@@ -17,8 +17,18 @@ from graphql import FieldNode, IntValueNode
 PAGE_ARGS = {"first": 10, "topK": 10}  # the schema's defaults
 
 # list fields with a page size argument (first or topK, default 10)
-LIST_FIELDS = {"inputTokens", "outputTokens", "examples", "upstream", "downstream", "features", "drivers", "paths",
-               "tokenReaders", "tokenWriters"}
+LIST_FIELDS = {
+    "inputTokens",
+    "outputTokens",
+    "examples",
+    "upstream",
+    "downstream",
+    "features",
+    "drivers",
+    "paths",
+    "tokenReaders",
+    "tokenWriters",
+}
 
 EXPENSIVE_EXTRA = 2500  # with the default max_cost of 20,000: at most 7 of them in one document
 FIELD_EXTRA = {"stats": EXPENSIVE_EXTRA, "paths": EXPENSIVE_EXTRA, "pathGraph": EXPENSIVE_EXTRA}
@@ -40,6 +50,8 @@ def field_extra(field: FieldNode) -> int:
 
 
 def cost_message(cost: int, max_cost: int) -> str:
-    return (f"query cost {cost} exceeds the limit of {max_cost} (cost = sum over fields of the product of the page "
-            f"sizes first/topK above them, stats/paths/pathGraph costing {EXPENSIVE_EXTRA} more); ask for smaller pages "
-            f"or fewer fields")
+    return (
+        f"query cost {cost} exceeds the limit of {max_cost} (cost = sum over fields of the product of the page "
+        f"sizes first/topK above them, stats/paths/pathGraph costing {EXPENSIVE_EXTRA} more); ask for smaller pages "
+        f"or fewer fields"
+    )

@@ -31,19 +31,43 @@ def graph_json(ctx: Context, slug: str, fids: list[int], edges: list[graph.EdgeR
         s = cat.source(fid)
         index = split_fid(fid).idx
         ids[fid] = _node_id(s.layer, index)
-        nodes.append({
-            "node_id": ids[fid], "feature": ct_feature_index(s.layer, index, s.d_sae), "layer": str(s.layer), "ctx_idx": 0,
-            "feature_type": "cross layer transcoder", "jsNodeId": f"{s.layer}_{index}-0",
-            "clerp": labels.get(fid) or "", "influence": None, "activation": None, "token_prob": 0.0,
-            "is_target_logit": False, "run_idx": 0, "reverse_ctx_idx": 0, "atlas_id": cat.public_id(fid),
-        })
+        nodes.append(
+            {
+                "node_id": ids[fid],
+                "feature": ct_feature_index(s.layer, index, s.d_sae),
+                "layer": str(s.layer),
+                "ctx_idx": 0,
+                "feature_type": "cross layer transcoder",
+                "jsNodeId": f"{s.layer}_{index}-0",
+                "clerp": labels.get(fid) or "",
+                "influence": None,
+                "activation": None,
+                "token_prob": 0.0,
+                "is_target_logit": False,
+                "run_idx": 0,
+                "reverse_ctx_idx": 0,
+                "atlas_id": cat.public_id(fid),
+            }
+        )
     links = [{"source": ids[e.src], "target": ids[e.dst], "weight": e.weight} for e in edges]
     model = cat.source(fids[0]).model_id if fids else ""
     return {
-        "metadata": {"slug": slug, "scan": model, "prompt": "", "prompt_tokens": [], "schema_version": 1,
-                     "node_threshold": None, "info": {"generator": "atlas", "kind": "weights graph"}},
-        "qParams": {"pinnedIds": [ids[f] for f in fids if clicked is None or f == clicked], "supernodes": [],
-                    "linkType": "both", "clickedId": ids.get(clicked, ""), "sparsify": None},
+        "metadata": {
+            "slug": slug,
+            "scan": model,
+            "prompt": "",
+            "prompt_tokens": [],
+            "schema_version": 1,
+            "node_threshold": None,
+            "info": {"generator": "atlas", "kind": "weights graph"},
+        },
+        "qParams": {
+            "pinnedIds": [ids[f] for f in fids if clicked is None or f == clicked],
+            "supernodes": [],
+            "linkType": "both",
+            "clickedId": ids.get(clicked, ""),
+            "sparsify": None,
+        },
         "nodes": nodes,
         "links": links,
     }

@@ -40,15 +40,37 @@ def _edge_params(kind: str, variant: str | None, sign: int) -> dict:
     return {"kind": kind, "variant": variant, "sign": sign}
 
 
-def neighbours(ctx: Context, fid: int, upstream: bool, kind: str, variant: str | None, sign: int,
-                     min_weight: float, layers: list[int] | None, top_k: int) -> list[EdgeRow]:
+def neighbours(
+    ctx: Context,
+    fid: int,
+    upstream: bool,
+    kind: str,
+    variant: str | None,
+    sign: int,
+    min_weight: float,
+    layers: list[int] | None,
+    top_k: int,
+) -> list[EdgeRow]:
     check_range("topK", top_k, 1, ctx.limits.max_page)
     model = ctx.catalog.source(fid).model_id
     sids = None if layers is None else ctx.catalog.sids(model, layers)
-    sql = queries.neighbours("edges_in" if upstream else "edges_out", variant=variant is not None, sign=sign != 0,
-                             min_weight=bool(min_weight), layers=sids is not None)
-    rows = ctx.rows(sql, {"fid": fid, **_edge_params(kind, variant, sign), "min_weight": float(min_weight or 0.0),
-                          "sids": sids, "limit": top_k})
+    sql = queries.neighbours(
+        "edges_in" if upstream else "edges_out",
+        variant=variant is not None,
+        sign=sign != 0,
+        min_weight=bool(min_weight),
+        layers=sids is not None,
+    )
+    rows = ctx.rows(
+        sql,
+        {
+            "fid": fid,
+            **_edge_params(kind, variant, sign),
+            "min_weight": float(min_weight or 0.0),
+            "sids": sids,
+            "limit": top_k,
+        },
+    )
     if upstream:
         return [EdgeRow(r["other"], fid, kind, r["variant"], r["weight"], r["rel_contribution"]) for r in rows]
     return [EdgeRow(fid, r["other"], kind, r["variant"], r["weight"], r["rel_contribution"]) for r in rows]
@@ -56,13 +78,22 @@ def neighbours(ctx: Context, fid: int, upstream: bool, kind: str, variant: str |
 
 @dataclass(frozen=True)
 class DriverRow:
-    first: EdgeRow    # driver -> via
-    second: EdgeRow   # via -> target
+    first: EdgeRow  # driver -> via
+    second: EdgeRow  # via -> target
     product: float
 
 
-def drivers(ctx: Context, target: int, via: int | None, via_layer: int | None, kind: str,
-                  variant: str | None, sign: int, top_k: int, fanout: int) -> list[DriverRow]:
+def drivers(
+    ctx: Context,
+    target: int,
+    via: int | None,
+    via_layer: int | None,
+    kind: str,
+    variant: str | None,
+    sign: int,
+    top_k: int,
+    fanout: int,
+) -> list[DriverRow]:
     """Features Z with edges Z -> Y -> target, ranked by |w(Z->Y) * w(Y->target)|."""
     check_range("topK", top_k, 1, ctx.limits.max_page)
     check_range("fanout", fanout, 1, ctx.limits.max_fanout)
@@ -76,10 +107,18 @@ def drivers(ctx: Context, target: int, via: int | None, via_layer: int | None, k
         sids = None if via_layer is None else ctx.catalog.sids(model, [via_layer])
         if sids == []:
             raise BadArgument(f"viaLayer {via_layer} has no source in model {model!r}")
-        rows = ctx.rows(queries.drivers_via_layer(variant is not None, sign != 0, sids is not None),
-                        {**params, "sids": sids, "fanout": fanout})
-    return [DriverRow(EdgeRow(r["z"], r["y"], kind, r["variant"], r["w1"], r["r1"]),
-                      EdgeRow(r["y"], target, kind, r["variant"], r["w2"], r["r2"]), r["product"]) for r in rows]
+        rows = ctx.rows(
+            queries.drivers_via_layer(variant is not None, sign != 0, sids is not None),
+            {**params, "sids": sids, "fanout": fanout},
+        )
+    return [
+        DriverRow(
+            EdgeRow(r["z"], r["y"], kind, r["variant"], r["w1"], r["r1"]),
+            EdgeRow(r["y"], target, kind, r["variant"], r["w2"], r["r2"]),
+            r["product"],
+        )
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -88,8 +127,18 @@ class PathRow:
     score: float
 
 
-def paths(ctx: Context, source: int, target: int, max_hops: int, kind: str, variant: str | None,
-                sign: int, fanout: int, beam: int, top_k: int) -> list[PathRow]:
+def paths(
+    ctx: Context,
+    source: int,
+    target: int,
+    max_hops: int,
+    kind: str,
+    variant: str | None,
+    sign: int,
+    fanout: int,
+    beam: int,
+    top_k: int,
+) -> list[PathRow]:
     lim = ctx.limits
     check_range("maxHops", max_hops, 1, lim.max_hops)
     check_range("fanout", fanout, 1, lim.max_fanout)
@@ -98,21 +147,35 @@ def paths(ctx: Context, source: int, target: int, max_hops: int, kind: str, vari
     cat = ctx.catalog
     a, b = cat.source(source), cat.source(target)
     if a.model_id != b.model_id or a.layer >= b.layer:
-        raise BadArgument(f"paths go downstream within one model: {cat.public_id(source)} (layer {a.layer}) "
-                          f"cannot reach {cat.public_id(target)} (layer {b.layer})")
+        raise BadArgument(
+            f"paths go downstream within one model: {cat.public_id(source)} (layer {a.layer}) "
+            f"cannot reach {cat.public_id(target)} (layer {b.layer})"
+        )
     between = [s.sid for s in cat.by_sid.values() if s.model_id == a.model_id and a.layer < s.layer < b.layer]
     partial: list[PathRow] = [PathRow((), 1.0)]
     done: list[PathRow] = []
     for _hop in range(max_hops):
         ends = sorted({p.edges[-1].dst if p.edges else source for p in partial})
-        rows = ctx.rows(queries.path_hop(variant is not None, sign != 0), {
-            "frontier": ends, "target": target, "sids": between, "fanout": fanout, **_edge_params(kind, variant, sign)})
+        rows = ctx.rows(
+            queries.path_hop(variant is not None, sign != 0),
+            {
+                "frontier": ends,
+                "target": target,
+                "sids": between,
+                "fanout": fanout,
+                **_edge_params(kind, variant, sign),
+            },
+        )
         out: dict[int, list[EdgeRow]] = {}
         for r in rows:
-            out.setdefault(r["src"], []).append(EdgeRow(r["src"], r["dst"], kind, r["variant"], r["weight"],
-                                                        r["rel_contribution"]))
-        grown = [PathRow(p.edges + (e,), p.score * e.weight)
-                 for p in partial for e in out.get(p.edges[-1].dst if p.edges else source, [])]
+            out.setdefault(r["src"], []).append(
+                EdgeRow(r["src"], r["dst"], kind, r["variant"], r["weight"], r["rel_contribution"])
+            )
+        grown = [
+            PathRow(p.edges + (e,), p.score * e.weight)
+            for p in partial
+            for e in out.get(p.edges[-1].dst if p.edges else source, [])
+        ]
         done += [p for p in grown if p.edges[-1].dst == target]
         partial = sorted((p for p in grown if p.edges[-1].dst != target), key=_rank)[:beam]
         if not partial:

@@ -46,8 +46,9 @@ def check_body(body: bytes, limits: ApiLimits) -> None:
     if isinstance(data, list):
         return  # a batch: strawberry refuses it (batching is off) with its own 400
     if not isinstance(data, dict):
-        raise BodyRefused(400, f"the request body must be a JSON object like {{\"query\": \"...\"}}, "
-                               f"not a JSON {type(data).__name__}")
+        raise BodyRefused(
+            400, f'the request body must be a JSON object like {{"query": "..."}}, not a JSON {type(data).__name__}'
+        )
     query = data.get("query")
     if not isinstance(query, str):
         raise BodyRefused(400, "the request body has no 'query' string")
@@ -75,8 +76,11 @@ def guard_graphql_body(app, limits: ApiLimits):
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    log.warning("client %s disconnected before sending its whole request body (%d bytes read)",
-                                _peer(scope), size)
+                    log.warning(
+                        "client %s disconnected before sending its whole request body (%d bytes read)",
+                        _peer(scope),
+                        size,
+                    )
                     return
                 chunk = message.get("body", b"")
                 size += len(chunk)
@@ -90,7 +94,9 @@ def guard_graphql_body(app, limits: ApiLimits):
             if b"json" in content_type:
                 check_body(body, limits)
         except BodyRefused as exc:
-            return await JSONResponse({"errors": [{"message": exc.message}]}, status_code=exc.status)(scope, receive, send)
+            return await JSONResponse({"errors": [{"message": exc.message}]}, status_code=exc.status)(
+                scope, receive, send
+            )
 
         replayed = False
 

@@ -25,8 +25,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from graphql import (DocumentNode, FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode,
-                     OperationDefinitionNode, SelectionSetNode)
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+)
 
 from api.cost import field_extra, field_page
 
@@ -38,9 +45,13 @@ class Measure:
     fields: int
     cost: int
 
-    def __add__(self, other: "Measure") -> "Measure":
-        return Measure(max(self.depth, other.depth), self.aliases + other.aliases, self.fields + other.fields,
-                       self.cost + other.cost)
+    def __add__(self, other: Measure) -> Measure:
+        return Measure(
+            max(self.depth, other.depth),
+            self.aliases + other.aliases,
+            self.fields + other.fields,
+            self.cost + other.cost,
+        )
 
 
 EMPTY = Measure(0, 0, 0, 0)
@@ -48,7 +59,7 @@ EMPTY = Measure(0, 0, 0, 0)
 
 @dataclass(frozen=True)
 class OperationMeasure:
-    name: str            # the operation's name, or "anonymous"
+    name: str  # the operation's name, or "anonymous"
     measure: Measure
 
 
@@ -97,5 +108,8 @@ class _Measurer:
 def measure_document(document: DocumentNode, max_page: int) -> list[OperationMeasure]:
     """The measures of every operation of ``document`` (fragments memoized across operations)."""
     m = _Measurer(document, max_page)
-    return [OperationMeasure(d.name.value if d.name else "anonymous", m.selection_set(d.selection_set))
-            for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    return [
+        OperationMeasure(d.name.value if d.name else "anonymous", m.selection_set(d.selection_set))
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+    ]

@@ -68,12 +68,14 @@ def edge_filter(variant: bool, sign: bool) -> str:
     return " AND ".join(parts)
 
 
-def neighbours(side: str, variant: bool = False, sign: bool = False, min_weight: bool = False,
-               layers: bool = False) -> str:
+def neighbours(
+    side: str, variant: bool = False, sign: bool = False, min_weight: bool = False, layers: bool = False
+) -> str:
     if side not in ("edges_in", "edges_out"):
         raise ValueError(side)
-    extra = (" AND abs(weight) >= $min_weight" if min_weight else "") + \
-        (" AND list_contains($sids, fid_source(other))" if layers else "")
+    extra = (" AND abs(weight) >= $min_weight" if min_weight else "") + (
+        " AND list_contains($sids, fid_source(other))" if layers else ""
+    )
     return f"""
     SELECT other, variant, weight, rel_contribution FROM {side}
     WHERE fid = $fid AND {edge_filter(variant, sign)}{extra}
@@ -133,6 +135,7 @@ def path_hop(variant: bool = False, sign: bool = False) -> str:
          OR row_number() OVER (PARTITION BY fid, variant, other = $target ORDER BY abs(weight) DESC, other) <= $fanout
     """
 
+
 # ---- lists of features (cursor pagination on fid)
 
 FEATURE_PAGE = """
@@ -145,7 +148,8 @@ WHERE f.fid > $after
        OR contains(lower(array_to_string(w.description, ' ')), lower($text))
        OR f.fid IN (SELECT fid FROM explanations WHERE contains(lower(text), lower($text))))
   AND ($input_token IS NULL OR f.fid IN (
-        SELECT fid FROM feature_tokens WHERE side = 'input' AND (token = $input_token OR trim(token) = trim($input_token))))
+        SELECT fid FROM feature_tokens
+        WHERE side = 'input' AND (token = $input_token OR trim(token) = trim($input_token))))
   AND ($output_token IS NULL OR f.fid IN (
         SELECT fid FROM feature_tokens WHERE side IN ('promoted', 'suppressed')
         AND (token = $output_token OR trim(token) = trim($output_token))))

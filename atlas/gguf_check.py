@@ -30,15 +30,18 @@ def check_gguf(path: str | Path) -> None:
     if version not in KNOWN_VERSIONS:
         raise ModelLoadError(f"{path}: GGUF version {version} is not one this reader knows ({KNOWN_VERSIONS})")
     if n_tensors > size or n_kv > size:
-        raise ModelLoadError(f"{path} is damaged: its header claims {n_tensors} tensors and {n_kv} metadata "
-                             f"entries in a file of {size} bytes")
+        raise ModelLoadError(
+            f"{path} is damaged: its header claims {n_tensors} tensors and {n_kv} metadata "
+            f"entries in a file of {size} bytes"
+        )
     try:
         from gguf import GGUFReader
 
         reader = GGUFReader(str(path))
     except Exception as exc:  # noqa: BLE001 - any parse failure of the metadata is the file's fault
-        raise ModelLoadError(f"{path} is truncated or damaged: its GGUF metadata cannot be read "
-                             f"({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise ModelLoadError(
+            f"{path} is truncated or damaged: its GGUF metadata cannot be read ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     for t in reader.tensors:
         end = int(t.data_offset) + int(t.n_bytes)
         if end > size:

@@ -17,9 +17,9 @@ import numpy as np
 from atlas.errors import FeatureIdError, NotFoundError
 
 FID_SHIFT = 32
-FID_MASK = (1 << FID_SHIFT) - 1     # the index bits of a fid
-MAX_INDEX = FID_MASK                # feature indices are in [0, 2**32)
-MAX_SID = (1 << 31) - 1             # sources.sid is an INTEGER: sid in [0, 2**31), so every fid is a non-negative BIGINT
+FID_MASK = (1 << FID_SHIFT) - 1  # the index bits of a fid
+MAX_INDEX = FID_MASK  # feature indices are in [0, 2**32)
+MAX_SID = (1 << 31) - 1  # sources.sid is an INTEGER: sid in [0, 2**31), so every fid is a non-negative BIGINT
 MAX_FID = (MAX_SID << FID_SHIFT) | MAX_INDEX
 # A canonical index: ASCII decimal digits, no leading zero (``05`` is not ``5``), below 2**32.
 # (str.isdigit accepts '²' and '٥', which int() then refuses or reads as another number.)
@@ -68,7 +68,7 @@ def _int64(values: Any, hi: int, what: str) -> np.ndarray:
         return a.astype(np.int64)
     if a.dtype.kind not in "iu":
         raise FeatureIdError(f"{what} values must be integers, not {a.dtype}")
-    _check(int(a.min()), hi, what)      # before the cast: a uint64 above 2**63 would wrap around
+    _check(int(a.min()), hi, what)  # before the cast: a uint64 above 2**63 would wrap around
     _check(int(a.max()), hi, what)
     return a.astype(np.int64, copy=False)
 
@@ -131,7 +131,7 @@ class FeatureRef:
         return f"{self.model}/{self.source}/{self.index}"
 
     @classmethod
-    def parse(cls, text: str) -> "FeatureRef":
+    def parse(cls, text: str) -> FeatureRef:
         parts = text.strip().split("/")
         if len(parts) != 3 or not all(parts) or _INDEX.fullmatch(parts[2]) is None or int(parts[2]) > FID_MASK:
             shown = text if len(text) <= 120 else text[:100] + f"... ({len(text)} characters)"

@@ -30,18 +30,45 @@ if TYPE_CHECKING:
 
 ModelKind = Literal["tl", "hf-dir", "gguf", "random", "default"]
 KINDS: tuple[str, ...] = ("tl", "hf-dir", "gguf", "random")
-DEFAULT_ALIASES = ("default", "gemma-3-270m")   # specs naming the cached embedded default
-DEFAULT_MODEL_DIR = "models/gemma-3-270m"       # under the cache: the GGUF and its converted copy
+DEFAULT_ALIASES = ("default", "gemma-3-270m")  # specs naming the cached embedded default
+DEFAULT_MODEL_DIR = "models/gemma-3-270m"  # under the cache: the GGUF and its converted copy
 
 # Random-weight shapes. gpt2-small is GPT-2 small's exact shape (the cost of WeightLens depends
 # on shapes only); tiny is for unit tests.
 RANDOM_CONFIGS: dict[str, dict] = {
-    "gpt2-small": dict(n_layers=12, d_model=768, d_head=64, n_heads=12, d_mlp=3072, d_vocab=50257,
-                       n_ctx=1024, act_fn="gelu_new", normalization_type="LN"),
-    "tiny": dict(n_layers=2, d_model=64, d_head=16, n_heads=4, d_mlp=256, d_vocab=50257,
-                 n_ctx=128, act_fn="gelu_new", normalization_type="LN"),
-    "tiny4": dict(n_layers=4, d_model=64, d_head=16, n_heads=4, d_mlp=256, d_vocab=50257,
-                  n_ctx=128, act_fn="gelu_new", normalization_type="LN"),   # every-layer builds in tests
+    "gpt2-small": dict(
+        n_layers=12,
+        d_model=768,
+        d_head=64,
+        n_heads=12,
+        d_mlp=3072,
+        d_vocab=50257,
+        n_ctx=1024,
+        act_fn="gelu_new",
+        normalization_type="LN",
+    ),
+    "tiny": dict(
+        n_layers=2,
+        d_model=64,
+        d_head=16,
+        n_heads=4,
+        d_mlp=256,
+        d_vocab=50257,
+        n_ctx=128,
+        act_fn="gelu_new",
+        normalization_type="LN",
+    ),
+    "tiny4": dict(
+        n_layers=4,
+        d_model=64,
+        d_head=16,
+        n_heads=4,
+        d_mlp=256,
+        d_vocab=50257,
+        n_ctx=128,
+        act_fn="gelu_new",
+        normalization_type="LN",
+    ),  # every-layer builds in tests
 }
 
 DEFAULT_GGUF_TL_NAME = "google/gemma-3-270m"
@@ -50,14 +77,14 @@ DEFAULT_GGUF_TL_NAME = "google/gemma-3-270m"
 @dataclass(frozen=True)
 class ModelSpec:
     kind: ModelKind
-    value: str                    # TL name, directory, GGUF file or random preset
-    tl_name: str | None = None    # TransformerLens architecture for hf-dir / gguf
+    value: str  # TL name, directory, GGUF file or random preset
+    tl_name: str | None = None  # TransformerLens architecture for hf-dir / gguf
     dtype: str = "float32"
     device: str = "cpu"
-    seed: int = 0                 # random weights only
+    seed: int = 0  # random weights only
 
     @classmethod
-    def parse(cls, text: str, **kwargs) -> "ModelSpec":
+    def parse(cls, text: str, **kwargs) -> ModelSpec:
         if text in DEFAULT_ALIASES:
             return cls(kind="default", value="gemma-3-270m", **kwargs)
         kind, sep, value = text.partition(":")
@@ -76,28 +103,34 @@ class ModelSpec:
         return Path(self.value).stem if self.kind in ("hf-dir", "gguf") else self.value.replace("/", "-")
 
 
-def load_model(spec: ModelSpec | str) -> "HookedTransformer":
+def load_model(spec: ModelSpec | str) -> HookedTransformer:
     """Build a HookedTransformer from a spec; every failure is a ModelLoadError naming the input."""
     if isinstance(spec, str):
         spec = ModelSpec.parse(spec)
-    loader = {"tl": _load_tl, "hf-dir": _load_hf_dir, "gguf": _load_gguf, "random": _load_random,
-              "default": _load_default}[spec.kind]
+    loader = {
+        "tl": _load_tl,
+        "hf-dir": _load_hf_dir,
+        "gguf": _load_gguf,
+        "random": _load_random,
+        "default": _load_default,
+    }[spec.kind]
     model = loader(spec)
     model.eval()
     return model
 
 
-def _load_tl(spec: ModelSpec) -> "HookedTransformer":
+def _load_tl(spec: ModelSpec) -> HookedTransformer:
     from transformer_lens import HookedTransformer
 
     try:
-        return HookedTransformer.from_pretrained_no_processing(spec.value, dtype=getattr(__import__("torch"), spec.dtype),
-                                                               device=spec.device)
+        return HookedTransformer.from_pretrained_no_processing(
+            spec.value, dtype=getattr(__import__("torch"), spec.dtype), device=spec.device
+        )
     except Exception as exc:  # hub errors, unknown names
         raise ModelLoadError(f"could not load TransformerLens model {spec.value!r}: {exc}") from exc
 
 
-def _from_hf(spec: ModelSpec, hf_model, tokenizer, tl_name: str) -> "HookedTransformer":
+def _from_hf(spec: ModelSpec, hf_model, tokenizer, tl_name: str) -> HookedTransformer:
     """Convert a loaded transformers model with TransformerLens's own converters.
 
     ``tl_name`` is an official TransformerLens name or a local directory with a config.json;
@@ -109,19 +142,25 @@ def _from_hf(spec: ModelSpec, hf_model, tokenizer, tl_name: str) -> "HookedTrans
 
     dtype = getattr(torch, spec.dtype)
     try:
-        cfg = get_pretrained_model_config(tl_name, fold_ln=False, device=spec.device, dtype=dtype,
-                                          default_prepend_bos=True)
+        cfg = get_pretrained_model_config(
+            tl_name, fold_ln=False, device=spec.device, dtype=dtype, default_prepend_bos=True
+        )
         state_dict = get_pretrained_state_dict(tl_name, cfg, hf_model, dtype=dtype)
         model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-        model.load_and_process_state_dict(state_dict, fold_ln=False, center_writing_weights=False,
-                                          center_unembed=False, fold_value_biases=False,
-                                          refactor_factored_attn_matrices=False)
+        model.load_and_process_state_dict(
+            state_dict,
+            fold_ln=False,
+            center_writing_weights=False,
+            center_unembed=False,
+            fold_value_biases=False,
+            refactor_factored_attn_matrices=False,
+        )
     except Exception as exc:
         raise ModelLoadError(f"TransformerLens could not convert {spec} as {tl_name!r}: {exc}") from exc
     return model.to(spec.device)
 
 
-def _load_hf_dir(spec: ModelSpec) -> "HookedTransformer":
+def _load_hf_dir(spec: ModelSpec) -> HookedTransformer:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -151,8 +190,11 @@ def _tl_config_dir(path: Path) -> str:
     import tempfile
 
     config = json.loads((path / "config.json").read_text())
-    missing = {k: config[v] for k, v in _TL_LEGACY_KEYS.get(config.get("model_type"), {}).items()
-               if k not in config and v in config}
+    missing = {
+        k: config[v]
+        for k, v in _TL_LEGACY_KEYS.get(config.get("model_type"), {}).items()
+        if k not in config and v in config
+    }
     if not missing:
         return str(path)
     tmp = Path(tempfile.mkdtemp(prefix="atlas-tl-config-"))
@@ -160,7 +202,7 @@ def _tl_config_dir(path: Path) -> str:
     return str(tmp)
 
 
-def _load_gguf(spec: ModelSpec) -> "HookedTransformer":
+def _load_gguf(spec: ModelSpec) -> HookedTransformer:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -192,7 +234,7 @@ def converted_dir(root: Path | None = None) -> Path:
     return (root or cache_dir()) / DEFAULT_MODEL_DIR / "converted"
 
 
-def save_converted(model: "HookedTransformer", out: Path, dtype: str) -> None:
+def save_converted(model: HookedTransformer, out: Path, dtype: str) -> None:
     """Write ``model`` as a converted directory: its config, its parameters in ``dtype`` and its tokenizer."""
     import torch
     from safetensors.torch import save_file
@@ -218,7 +260,7 @@ def _config_to_json(cfg) -> dict:
     return json.loads(json.dumps(out, default=str))
 
 
-def load_converted(path: Path, dtype: str = "float32", device: str = "cpu") -> "HookedTransformer":
+def load_converted(path: Path, dtype: str = "float32", device: str = "cpu") -> HookedTransformer:
     """Rebuild the HookedTransformer from ``ensure_converted``'s directory (no transformers model)."""
     import torch
     from safetensors.torch import load_file
@@ -241,14 +283,16 @@ def load_converted(path: Path, dtype: str = "float32", device: str = "cpu") -> "
     buffers = {name for name, _ in model.named_buffers()}
     missing = [k for k in missing if k not in buffers]
     if missing or unexpected:
-        raise ModelLoadError(f"converted model in {path} does not match its config (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}); delete {path} and {ASSETS_FIX}")
+        raise ModelLoadError(
+            f"converted model in {path} does not match its config (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); delete {path} and {ASSETS_FIX}"
+        )
     model.to(device)
     model.eval()
     return model
 
 
-def _load_default(spec: ModelSpec) -> "HookedTransformer":
+def _load_default(spec: ModelSpec) -> HookedTransformer:
     """Gemma 3 270M from the cache; a ModelLoadError says to run `make assets` when it is absent."""
     path = converted_dir()
     if not (path / "complete").is_file():
@@ -273,20 +317,25 @@ def gpt2_tokenizer():
     return GPT2TokenizerFast.from_pretrained(tmp)
 
 
-def _load_random(spec: ModelSpec) -> "HookedTransformer":
+def _load_random(spec: ModelSpec) -> HookedTransformer:
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     if spec.value not in RANDOM_CONFIGS:
         raise ModelLoadError(f"unknown random model shape {spec.value!r}; known: {', '.join(RANDOM_CONFIGS)}")
     torch.manual_seed(spec.seed)
-    cfg = HookedTransformerConfig(**RANDOM_CONFIGS[spec.value], dtype=getattr(torch, spec.dtype),
-                                  device=spec.device, seed=spec.seed, default_prepend_bos=True)
+    cfg = HookedTransformerConfig(
+        **RANDOM_CONFIGS[spec.value],
+        dtype=getattr(torch, spec.dtype),
+        device=spec.device,
+        seed=spec.seed,
+        default_prepend_bos=True,
+    )
     tokenizer = gpt2_tokenizer()
     return HookedTransformer(cfg, tokenizer=tokenizer)
 
 
-def bos_token_id(model: "HookedTransformer") -> int:
+def bos_token_id(model: HookedTransformer) -> int:
     """The model's BOS token (Gemma 2, Llama 3 128000, GPT-2 50256): from its tokenizer."""
     tok = model.tokenizer
     if tok is not None and tok.bos_token_id is not None:
@@ -294,7 +343,7 @@ def bos_token_id(model: "HookedTransformer") -> int:
     return model.cfg.d_vocab - 1  # GPT-2-shaped random models without a tokenizer: <|endoftext|>
 
 
-def token_strings(model: "HookedTransformer", token_ids) -> list[str]:
+def token_strings(model: HookedTransformer, token_ids) -> list[str]:
     """Readable strings for token ids (``<id>`` where the model has no tokenizer)."""
     ids = [int(t) for t in token_ids]
     if model.tokenizer is None:
@@ -302,8 +351,14 @@ def token_strings(model: "HookedTransformer", token_ids) -> list[str]:
     return [model.tokenizer.decode([i]) for i in ids]
 
 
-def describe(model: "HookedTransformer") -> dict:
+def describe(model: HookedTransformer) -> dict:
     """The model's shape, as stored in the `models` table."""
     cfg = model.cfg
-    return dict(n_layers=cfg.n_layers, d_model=cfg.d_model, d_mlp=cfg.d_mlp, n_heads=cfg.n_heads,
-                d_vocab=cfg.d_vocab, bos_token_id=bos_token_id(model))
+    return dict(
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        d_mlp=cfg.d_mlp,
+        n_heads=cfg.n_heads,
+        d_vocab=cfg.d_vocab,
+        bos_token_id=bos_token_id(model),
+    )

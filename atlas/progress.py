@@ -26,7 +26,11 @@ class _LogProgress:
         self.done += n
         now = time.monotonic()
         fraction = self.done / self.total if self.total else 0.0
-        if now - self.last >= self.every_s or fraction - self.last_fraction >= 0.1 or (self.total and self.done >= self.total):
+        if (
+            now - self.last >= self.every_s
+            or fraction - self.last_fraction >= 0.1
+            or (self.total and self.done >= self.total)
+        ):
             self.last, self.last_fraction = now, fraction
             self._print(now)
 
@@ -35,7 +39,8 @@ class _LogProgress:
         rate = self.done / elapsed
         if self.total:
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            msg = f"{self.description}: {self.done:,.0f}/{self.total:,.0f} {self.unit} ({rate:,.1f} {self.unit}/s, ETA {eta:,.0f} s)"
+            done = f"{self.done:,.0f}/{self.total:,.0f} {self.unit}"
+            msg = f"{self.description}: {done} ({rate:,.1f} {self.unit}/s, ETA {eta:,.0f} s)"
         else:
             msg = f"{self.description}: {self.done:,.0f} {self.unit} ({rate:,.1f} {self.unit}/s)"
         log.info(msg)
@@ -53,15 +58,28 @@ class _RichProgress:
 def progress(description: str, total: float | None = None, unit: str = "it") -> Iterator:
     """``with progress("layers", total=12) as p: ... p.advance()``."""
     if sys.stderr.isatty():
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         class RateColumn(ProgressColumn):
             def render(self, task):
                 return f"{task.speed or 0:,.1f} {unit}/s"
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                      TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ) as bar:
             yield _RichProgress(bar, bar.add_task(description, total=total))
     else:
         yield _LogProgress(description, total, unit)

@@ -40,8 +40,10 @@ def materialize_adjacency(con: duckdb.DuckDBPyConnection) -> None:
     """Replace each adjacency list (a view, or a table of an already published file) by a table of
     its own rows sorted by ``ADJACENCY_ORDER``."""
     for name in ADJACENCY_LISTS:
-        kinds = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = $n "
-                            "AND table_schema = 'main'", {"n": name}).fetchall()
+        kinds = con.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_name = $n AND table_schema = 'main'",
+            {"n": name},
+        ).fetchall()
         if not kinds:
             raise SchemaError(f"the atlas has no {name} view to publish (schema revision 0002 creates it)")
         con.execute(f"CREATE TABLE _atlas_adj AS SELECT * FROM {name} ORDER BY {ADJACENCY_ORDER}")
@@ -115,8 +117,10 @@ def publish(source: str | Path, link: str | Path, keep: int = 3) -> Path:
         copy = verify(tmp).rows()
         wrong = {t: (n, copy.get(t)) for t, n in src.rows().items() if copy.get(t) != n}
         if wrong:
-            raise CorruptDatabaseError(f"the published copy of {source} does not hold the source's rows "
-                                       f"(table: source rows, copy rows): {wrong}")
+            raise CorruptDatabaseError(
+                f"the published copy of {source} does not hold the source's rows "
+                f"(table: source rows, copy rows): {wrong}"
+            )
         os.replace(tmp, version)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -29,8 +29,14 @@ def _one_statement(con, query: str) -> None:
         raise AtlasError(f"one SQL statement at a time: the text holds {len(statements)}")
 
 
-def run_sql(path: str | Path, query: str, csv: Path | None = None, parquet: Path | None = None,
-            max_rows: int = 100, timeout_ms: int = 60000) -> int:
+def run_sql(
+    path: str | Path,
+    query: str,
+    csv: Path | None = None,
+    parquet: Path | None = None,
+    max_rows: int = 100,
+    timeout_ms: int = 60000,
+) -> int:
     """Run ``query``; returns the number of rows written to the files, or printed."""
     if max_rows < 0:
         raise AtlasError(f"--max-rows {max_rows}: must be 0 or more")

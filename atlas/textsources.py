@@ -62,10 +62,10 @@ def _ztext_chapters(module: Path, testament: str, source: str) -> list[Doc]:
         if block not in cache:
             start, csize, _ = blocks[block]
             try:
-                cache = {block: zlib.decompress(bzz[start:start + csize])}
+                cache = {block: zlib.decompress(bzz[start : start + csize])}
             except zlib.error as exc:
                 raise AssetError(f"corrupt SWORD block {block} in {module}/{testament}.bzz: {exc}") from exc
-        raw = cache[block][offset:offset + size].decode("utf-8", errors="replace")
+        raw = cache[block][offset : offset + size].decode("utf-8", errors="replace")
         chapter = _CHAPTER.search(raw)
         if chapter:
             if verses:
@@ -89,7 +89,7 @@ def read_janeaustenr(root: Path) -> list[Doc]:
         raise AssetError(f"cannot read the janeaustenr lazy-load database in {data}: {exc}") from exc
     docs: list[Doc] = []
     for name, (offset, length) in index["variables"].items():
-        blob = rdb[int(offset):int(offset) + int(length)]
+        blob = rdb[int(offset) : int(offset) + int(length)]
         lines = [str(x) for x in _r_object(zlib.decompress(blob[4:]))]
         docs += _chapters(lines, f"Jane Austen: {name}")
     return docs

@@ -10,7 +10,8 @@
    are folded back into the weights before saving, so the saved transcoder reads the raw hook.
 3. Train BatchTopK (Bussmann et al. 2024), every layer together (atlas/train_batched.py: parameters
    stacked [n_layers, ...], one Adam step across layers; ``train_layer`` below is the single-layer
-   form): z = x W_enc + b_enc; the k * batch largest ReLU(z) values over the whole batch stay, the rest are 0; y_hat = f W_dec + b_dec. Loss = normalized
+   form): z = x W_enc + b_enc; the k * batch largest ReLU(z) values over the whole batch stay, the
+   rest are 0; y_hat = f W_dec + b_dec. Loss = normalized
    MSE + aux_coeff * AuxK loss (Gao et al. 2024: features silent for ``dead_after_tokens`` tokens
    reconstruct the residual with their top aux_k values). Rows of W_dec stay unit-norm. Adam, cosine
    learning-rate decay. The inference threshold theta is the running mean of the smallest value
@@ -40,10 +41,10 @@ if TYPE_CHECKING:
     import torch
     from transformer_lens import HookedTransformer
 
-log = logging.getLogger(__name__)   # each layer's metrics once trained, INFO
+log = logging.getLogger(__name__)  # each layer's metrics once trained, INFO
 CHECKPOINT_EVERY = 50
-HOOK_IN = "blocks.{layer}.ln2.hook_normalized"     # [batch, pos, d_model]
-HOOK_OUT = "blocks.{layer}.hook_mlp_out"           # [batch, pos, d_model]
+HOOK_IN = "blocks.{layer}.ln2.hook_normalized"  # [batch, pos, d_model]
+HOOK_OUT = "blocks.{layer}.hook_mlp_out"  # [batch, pos, d_model]
 
 
 def config_hash(cfg: TrainConfig, corpus: CorpusConfig, model_key: str) -> str:
@@ -66,7 +67,7 @@ def is_done(out_dir: Path, layer: int, chash: str) -> bool:
 # ---- 1. activations ----------------------------------------------------------------------------------
 
 
-def collect(model: "HookedTransformer", batches, layers: list[int], n_tokens: int, desc: str) -> dict:
+def collect(model: HookedTransformer, batches, layers: list[int], n_tokens: int, desc: str) -> dict:
     """{layer: (x [n, d_model], y [n, d_model])} float32, BOS positions dropped."""
     import torch
 
@@ -88,7 +89,7 @@ def collect(model: "HookedTransformer", batches, layers: list[int], n_tokens: in
 # ---- 3. training ----------------------------------------------------------------------------------------
 
 
-def batch_topk(z: "torch.Tensor", k: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+def batch_topk(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the k * batch largest ReLU(z) over the batch: z [batch, d_sae] -> (f [batch, d_sae], min kept)."""
     import torch
 
@@ -100,7 +101,7 @@ def batch_topk(z: "torch.Tensor", k: int) -> tuple["torch.Tensor", "torch.Tensor
     return f, (positive.min() if positive.numel() else torch.zeros((), dtype=z.dtype))
 
 
-def _init_weights(cfg: TrainConfig, d_in: int, d_out: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+def _init_weights(cfg: TrainConfig, d_in: int, d_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded initial (W_enc [d_in, d_sae], W_dec [d_sae, d_out] with unit rows): the same for every layer."""
     import torch
 
@@ -116,11 +117,11 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
 
 
-def normalization(cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor") -> tuple:
+def normalization(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor) -> tuple:
     """(mx [d_in], sx scalar, sy [d_out] or scalar) of step 2 for one layer's (x, y) [n, d_model]."""
-    mx = x.mean(0)                                           # [d_in]
+    mx = x.mean(0)  # [d_in]
     sx = float((x - mx).pow(2).sum(-1).mean().sqrt())
-    if cfg.standardize_out:                                  # [d_out]: each dimension to unit variance
+    if cfg.standardize_out:  # [d_out]: each dimension to unit variance
         sd = y.std(0)
         sy = sd.clamp(min=1e-3 * float(sd.max())) * math.sqrt(y.shape[1])
     else:
@@ -133,8 +134,13 @@ class CheckpointState:
     step); shared by the single-layer and the batched trainer."""
 
     def state(self) -> dict:
-        return {"params": [p.detach() for p in self.params], "opt": self.opt.state_dict(),
-                "since_fired": self.since_fired, "threshold": self.threshold, "step": self.step}
+        return {
+            "params": [p.detach() for p in self.params],
+            "opt": self.opt.state_dict(),
+            "since_fired": self.since_fired,
+            "threshold": self.threshold,
+            "step": self.step,
+        }
 
     def load(self, state: dict) -> None:
         import torch
@@ -149,29 +155,28 @@ class CheckpointState:
 class _Trainer(CheckpointState):
     """The BatchTopK training state of one layer (normalized units)."""
 
-    def __init__(self, cfg: TrainConfig, d_in: int, d_out: int, y_mean: "torch.Tensor"):
+    def __init__(self, cfg: TrainConfig, d_in: int, d_out: int, y_mean: torch.Tensor):
         import torch
 
         W_enc, W_dec = _init_weights(cfg, d_in, d_out)
-        self.W_dec = W_dec.requires_grad_()                                   # [d_sae, d_out]
-        self.W_enc = W_enc.requires_grad_()                                   # [d_in, d_sae]
-        self.b_enc = torch.zeros(cfg.d_sae, requires_grad=True)              # [d_sae]
-        self.b_dec = y_mean.clone().requires_grad_()                          # [d_out]
+        self.W_dec = W_dec.requires_grad_()  # [d_sae, d_out]
+        self.W_enc = W_enc.requires_grad_()  # [d_in, d_sae]
+        self.b_enc = torch.zeros(cfg.d_sae, requires_grad=True)  # [d_sae]
+        self.b_dec = y_mean.clone().requires_grad_()  # [d_out]
         self.params = [self.W_enc, self.b_enc, self.W_dec, self.b_dec]
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(0.9, 0.999))
-        self.since_fired = torch.zeros(cfg.d_sae)                             # tokens since last active
+        self.since_fired = torch.zeros(cfg.d_sae)  # tokens since last active
         self.threshold = 0.0
         self.step = 0
 
-
-    def train_step(self, cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor", lr: float) -> float:
+    def train_step(self, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
         import torch
 
         for group in self.opt.param_groups:
             group["lr"] = lr
-        z = x @ self.W_enc + self.b_enc                      # [batch, d_sae]
+        z = x @ self.W_enc + self.b_enc  # [batch, d_sae]
         f, kept_min = batch_topk(z, cfg.k)
-        y_hat = f @ self.W_dec + self.b_dec                  # [batch, d_out]
+        y_hat = f @ self.W_dec + self.b_dec  # [batch, d_out]
         denom = (y - y.mean(0)).pow(2).sum(-1).mean()
         mse = (y_hat - y).pow(2).sum(-1).mean() / denom
         loss = mse
@@ -197,7 +202,7 @@ class _Trainer(CheckpointState):
         return float(mse.detach())
 
 
-def train_layer(cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor", ckpt: Path, desc: str):
+def train_layer(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, ckpt: Path, desc: str):
     """Train one layer on (x, y) [n, d_model]; returns (trainer, (mx, sx, sy) normalization, train stats)."""
     import torch
 
@@ -220,7 +225,7 @@ def train_layer(cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor", ckpt: Pa
         bar.advance(trainer.step)
         while trainer.step < total:
             epoch, i = divmod(trainer.step, steps_per_epoch)
-            idx = orders[epoch][i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            idx = orders[epoch][i * cfg.batch_size : (i + 1) * cfg.batch_size]
             lr = lr_at(cfg, trainer.step, total)
             losses.append(trainer.train_step(cfg, xn[idx], yn[idx], lr))
             bar.advance()
@@ -228,12 +233,19 @@ def train_layer(cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor", ckpt: Pa
                 tmp = ckpt.with_suffix(".tmp")
                 torch.save(trainer.state(), tmp)
                 tmp.replace(ckpt)
-    tail = losses[-max(len(losses) // 10, 1):] if losses else [float("nan")]
-    stats = {"steps": total, "train_tokens": n, "epochs": cfg.epochs, "train_seconds": time.monotonic() - t0,
-             "train_fve_last10pct": 1 - sum(tail) / len(tail), "threshold_normalized": trainer.threshold,
-             "train_dead_share": float((trainer.since_fired >= cfg.dead_after_tokens).float().mean()),
-             "scale_in": sx, "scale_out": float(torch.as_tensor(sy).norm() / (math.sqrt(y.shape[1]) if cfg.standardize_out else 1)),
-             "input_mean_norm": float(mx.norm())}
+    tail = losses[-max(len(losses) // 10, 1) :] if losses else [float("nan")]
+    stats = {
+        "steps": total,
+        "train_tokens": n,
+        "epochs": cfg.epochs,
+        "train_seconds": time.monotonic() - t0,
+        "train_fve_last10pct": 1 - sum(tail) / len(tail),
+        "threshold_normalized": trainer.threshold,
+        "train_dead_share": float((trainer.since_fired >= cfg.dead_after_tokens).float().mean()),
+        "scale_in": sx,
+        "scale_out": float(torch.as_tensor(sy).norm() / (math.sqrt(y.shape[1]) if cfg.standardize_out else 1)),
+        "input_mean_norm": float(mx.norm()),
+    }
     return trainer, (mx, sx, sy), stats
 
 
@@ -253,10 +265,17 @@ def to_saelens(trainer: _Trainer, norm: tuple, layer: int, model_name: str):
 
     d_in, d_sae = trainer.W_enc.shape
     d_out = trainer.W_dec.shape[1]
-    meta = SAEMetadata(hook_name=HOOK_IN.format(layer=layer), hook_name_out=HOOK_OUT.format(layer=layer),
-                       hook_layer=layer, hook_layer_out=layer, model_name=model_name, prepend_bos=True)
-    sae_cfg = JumpReLUTranscoderConfig(d_in=d_in, d_sae=d_sae, d_out=d_out, dtype="float32", device="cpu",
-                                       apply_b_dec_to_input=False, metadata=meta)
+    meta = SAEMetadata(
+        hook_name=HOOK_IN.format(layer=layer),
+        hook_name_out=HOOK_OUT.format(layer=layer),
+        hook_layer=layer,
+        hook_layer_out=layer,
+        model_name=model_name,
+        prepend_bos=True,
+    )
+    sae_cfg = JumpReLUTranscoderConfig(
+        d_in=d_in, d_sae=d_sae, d_out=d_out, dtype="float32", device="cpu", apply_b_dec_to_input=False, metadata=meta
+    )
     sae = JumpReLUTranscoder(sae_cfg)
     with torch.no_grad():
         sae.W_enc.copy_(trainer.W_enc / sx)
@@ -293,8 +312,9 @@ def load_trained(out_dir: Path, layers: list[int], set_name: str):
         if not (path / "metrics.json").is_file():
             raise TranscoderError(f"layer {layer} has not been trained into {path}; run `atlas train-transcoders`")
         sae = SAE.load_from_disk(path)
-        tset.layers[layer] = LayerTranscoder(layer, sae, HOOK_IN.format(layer=layer), HOOK_OUT.format(layer=layer),
-                                             "saelens-dir", str(path))
+        tset.layers[layer] = LayerTranscoder(
+            layer, sae, HOOK_IN.format(layer=layer), HOOK_OUT.format(layer=layer), "saelens-dir", str(path)
+        )
     return tset
 
 
@@ -314,37 +334,56 @@ def resolve_layers(cfg: TrainConfig, n_layers: int) -> TrainConfig:
     return cfg
 
 
-def train_budget_check(cfg: TrainConfig, model: "HookedTransformer", n_layers: int | None = None):
+def train_budget_check(cfg: TrainConfig, model: HookedTransformer, n_layers: int | None = None):
     """atlas/train_budget.py's memory plan for training ``n_layers`` (default: all of cfg.layers); raises if too big."""
     from atlas import train_budget
 
     return train_budget.check(cfg, len(cfg.layers) if n_layers is None else n_layers, model.cfg.d_model)
 
 
-def train_transcoders(model: "HookedTransformer", model_key: str, cfg: TrainConfig, corpus_cfg: CorpusConfig,
-                      out_dir: Path) -> dict[int, dict]:
+def train_transcoders(
+    model: HookedTransformer, model_key: str, cfg: TrainConfig, corpus_cfg: CorpusConfig, out_dir: Path
+) -> dict[int, dict]:
     """Train (or find already trained) every layer of ``cfg.layers``; returns {layer: metrics}."""
     from atlas.corpus import Corpus
     from atlas.transcoder_eval import next_token_loss, reconstruction
 
     cfg = resolve_layers(cfg, model.cfg.n_layers)
     chash = config_hash(cfg, corpus_cfg, model_key)
-    results = {l: json.loads((layer_dir(out_dir, l) / "metrics.json").read_text())
-               for l in cfg.layers if is_done(out_dir, l, chash)}
+    results = {
+        l: json.loads((layer_dir(out_dir, l) / "metrics.json").read_text())
+        for l in cfg.layers
+        if is_done(out_dir, l, chash)
+    }
     todo = [l for l in cfg.layers if l not in results]
     if not todo:
         return results
-    train_budget_check(cfg, model, len(todo))   # refuse before collecting anything
+    train_budget_check(cfg, model, len(todo))  # refuse before collecting anything
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = Corpus.for_model(model, corpus_cfg)
-    train = collect(model, corpus.batches("train", cfg.collect_batch, cfg.n_tokens), todo, cfg.n_tokens,
-                    f"collect train activations (layers {todo})")
-    held = collect(model, corpus.batches("heldout", cfg.collect_batch, cfg.eval_tokens), todo, cfg.eval_tokens,
-                   "collect held-out activations")
+    train = collect(
+        model,
+        corpus.batches("train", cfg.collect_batch, cfg.n_tokens),
+        todo,
+        cfg.n_tokens,
+        f"collect train activations (layers {todo})",
+    )
+    held = collect(
+        model,
+        corpus.batches("heldout", cfg.collect_batch, cfg.eval_tokens),
+        todo,
+        cfg.eval_tokens,
+        "collect held-out activations",
+    )
     loss_tokens = corpus.tokens("heldout", cfg.eval_loss_tokens)  # [n_seq, seq_len]
     clean = None
-    train_cfg = {"train": asdict(cfg), "corpus": asdict(corpus_cfg), "model": model_key, "config_hash": chash,
-                 "architecture": "batchtopk -> jumprelu_transcoder"}
+    train_cfg = {
+        "train": asdict(cfg),
+        "corpus": asdict(corpus_cfg),
+        "model": model_key,
+        "config_hash": chash,
+        "architecture": "batchtopk -> jumprelu_transcoder",
+    }
     from atlas.train_batched import train_layers
 
     ckpt = out_dir / "layers.checkpoint.pt"
@@ -359,7 +398,9 @@ def train_transcoders(model: "HookedTransformer", model_key: str, cfg: TrainConf
         metrics.update({"layer": layer, "config_hash": chash, "training": stats})
         save_layer(sae, layer_dir(out_dir, layer), train_cfg, metrics)
         results[layer] = metrics
-        log.info(f"layer {layer}: fve {metrics['fve']:.3f}, L0 {metrics['l0']:.1f}, dead {metrics['dead_share']:.1%}, "
-                 f"loss +{metrics['loss_increase']:.3f} nats (recovered {metrics['loss_recovered']:.1%})")
+        log.info(
+            f"layer {layer}: fve {metrics['fve']:.3f}, L0 {metrics['l0']:.1f}, dead {metrics['dead_share']:.1%}, "
+            f"loss +{metrics['loss_increase']:.3f} nats (recovered {metrics['loss_recovered']:.1%})"
+        )
     ckpt.unlink(missing_ok=True)
     return results

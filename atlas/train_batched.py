@@ -33,10 +33,11 @@ if TYPE_CHECKING:
 @dataclass
 class LayerWeights:
     """One layer's trained weights in normalized units: what ``atlas.train.to_saelens`` folds into model units."""
-    W_enc: "torch.Tensor"     # [d_in, d_sae]
-    b_enc: "torch.Tensor"     # [d_sae]
-    W_dec: "torch.Tensor"     # [d_sae, d_out]
-    b_dec: "torch.Tensor"     # [d_out]
+
+    W_enc: torch.Tensor  # [d_in, d_sae]
+    b_enc: torch.Tensor  # [d_sae]
+    W_dec: torch.Tensor  # [d_sae, d_out]
+    b_dec: torch.Tensor  # [d_out]
     threshold: float
 
 
@@ -44,19 +45,19 @@ class LayerWeights:
 class BatchedResult:
     layers: list[int]
     weights: dict[int, LayerWeights]
-    norms: dict[int, tuple]       # layer -> (mx, sx, sy)
-    stats: dict[int, dict]        # layer -> training statistics (as train_layer's)
+    norms: dict[int, tuple]  # layer -> (mx, sx, sy)
+    stats: dict[int, dict]  # layer -> training statistics (as train_layer's)
 
 
-def _batch_topk(z: "torch.Tensor", k: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+def _batch_topk(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per layer, keep the k * batch largest ReLU(z): z [L, batch, d_sae] -> (f, smallest kept > 0 [L])."""
     import torch
 
     acts = torch.relu(z)
     n_layers = z.shape[0]
-    flat = acts.reshape(n_layers, -1)                                   # [L, batch * d_sae]
+    flat = acts.reshape(n_layers, -1)  # [L, batch * d_sae]
     n_keep = min(k * z.shape[1], flat.shape[1])
-    values, idx = flat.topk(n_keep, dim=-1, sorted=False)               # [L, n_keep]
+    values, idx = flat.topk(n_keep, dim=-1, sorted=False)  # [L, n_keep]
     f = torch.zeros_like(flat).scatter_(1, idx, values).view_as(acts)
     big = torch.where(values > 0, values, torch.full_like(values, float("inf")))
     kept_min = big.min(-1).values
@@ -66,24 +67,23 @@ def _batch_topk(z: "torch.Tensor", k: int) -> tuple["torch.Tensor", "torch.Tenso
 class BatchedTrainer(CheckpointState):
     """The BatchTopK training state of L layers (normalized units), parameters stacked on dim 0."""
 
-    def __init__(self, cfg: TrainConfig, n_layers: int, d_in: int, d_out: int, y_means: "torch.Tensor"):
+    def __init__(self, cfg: TrainConfig, n_layers: int, d_in: int, d_out: int, y_means: torch.Tensor):
         import torch
 
         from atlas.train import _init_weights
 
         W_enc, W_dec = _init_weights(cfg, d_in, d_out)
-        self.W_enc = W_enc.expand(n_layers, -1, -1).clone().requires_grad_()   # [L, d_in, d_sae]
-        self.b_enc = torch.zeros(n_layers, 1, cfg.d_sae, requires_grad=True)   # [L, 1, d_sae]
-        self.W_dec = W_dec.expand(n_layers, -1, -1).clone().requires_grad_()   # [L, d_sae, d_out]
+        self.W_enc = W_enc.expand(n_layers, -1, -1).clone().requires_grad_()  # [L, d_in, d_sae]
+        self.b_enc = torch.zeros(n_layers, 1, cfg.d_sae, requires_grad=True)  # [L, 1, d_sae]
+        self.W_dec = W_dec.expand(n_layers, -1, -1).clone().requires_grad_()  # [L, d_sae, d_out]
         self.b_dec = y_means.reshape(n_layers, 1, d_out).clone().requires_grad_()  # [L, 1, d_out]
         self.params = [self.W_enc, self.b_enc, self.W_dec, self.b_dec]
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(0.9, 0.999))
-        self.since_fired = torch.zeros(n_layers, cfg.d_sae)                      # [L, d_sae]
-        self.threshold = torch.zeros(n_layers)                                   # [L]
+        self.since_fired = torch.zeros(n_layers, cfg.d_sae)  # [L, d_sae]
+        self.threshold = torch.zeros(n_layers)  # [L]
         self.step = 0
 
-
-    def train_step(self, cfg: TrainConfig, x: "torch.Tensor", y: "torch.Tensor", lr: float) -> "torch.Tensor":
+    def train_step(self, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         """One Adam step on x [L, batch, d_in], y [L, batch, d_out]; returns each layer's normalized MSE [L]."""
         import contextlib
 
@@ -93,20 +93,20 @@ class BatchedTrainer(CheckpointState):
             group["lr"] = lr
         cast = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
         with cast:
-            z = torch.baddbmm(self.b_enc, x, self.W_enc).float()                 # [L, batch, d_sae]
+            z = torch.baddbmm(self.b_enc, x, self.W_enc).float()  # [L, batch, d_sae]
         f, kept_min = _batch_topk(z, cfg.k)
         with cast:
-            y_hat = torch.baddbmm(self.b_dec, f, self.W_dec).float()             # [L, batch, d_out]
-        denom = (y - y.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1)          # [L]
-        mse = (y_hat - y).pow(2).sum(-1).mean(-1) / denom                      # [L]
+            y_hat = torch.baddbmm(self.b_dec, f, self.W_dec).float()  # [L, batch, d_out]
+        denom = (y - y.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1)  # [L]
+        mse = (y_hat - y).pow(2).sum(-1).mean(-1) / denom  # [L]
         loss = mse.sum()
-        fired = (f > 0).any(1)                                                  # [L, d_sae]
+        fired = (f > 0).any(1)  # [L, d_sae]
         self.since_fired = torch.where(fired, 0.0, self.since_fired + x.shape[1])
-        dead = self.since_fired >= cfg.dead_after_tokens                       # [L, d_sae]
+        dead = self.since_fired >= cfg.dead_after_tokens  # [L, d_sae]
         if dead.any():  # AuxK per layer; layers without dead features contribute no gradient
             k_aux = min(cfg.aux_k, int(dead.sum(-1).max()))
             z_dead = torch.where(dead[:, None, :], torch.relu(z), torch.zeros_like(z))
-            values, idx = z_dead.topk(k_aux, dim=-1)                            # [L, batch, k_aux]
+            values, idx = z_dead.topk(k_aux, dim=-1)  # [L, batch, k_aux]
             f_aux = torch.zeros_like(z).scatter_(-1, idx, values)
             residual = (y - y_hat).detach()
             with cast:
@@ -139,7 +139,7 @@ def train_layers(cfg: TrainConfig, data: dict[int, tuple], ckpt: Path, desc: str
         raise ValueError("every layer needs the same number of tokens")
     norms = {l: normalization(cfg, *data[l]) for l in layers}
     d_in, d_out = data[layers[0]][0].shape[1], data[layers[0]][1].shape[1]
-    y_means = torch.stack([(data[l][1] / norms[l][2]).mean(0) for l in layers])   # [L, d_out]
+    y_means = torch.stack([(data[l][1] / norms[l][2]).mean(0) for l in layers])  # [L, d_out]
     trainer = BatchedTrainer(cfg, len(layers), d_in, d_out, y_means)
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
@@ -149,8 +149,8 @@ def train_layers(cfg: TrainConfig, data: dict[int, tuple], ckpt: Path, desc: str
     total = steps_per_epoch * cfg.epochs
     g = torch.Generator().manual_seed(cfg.seed)
     orders = [torch.randperm(n, generator=g) for _ in range(cfg.epochs)]
-    mx = torch.stack([norms[l][0] for l in layers])[:, None, :]                   # [L, 1, d_in]
-    sx = torch.tensor([norms[l][1] for l in layers])[:, None, None]               # [L, 1, 1]
+    mx = torch.stack([norms[l][0] for l in layers])[:, None, :]  # [L, 1, d_in]
+    sx = torch.tensor([norms[l][1] for l in layers])[:, None, None]  # [L, 1, 1]
     sy = torch.stack([torch.as_tensor(norms[l][2]).float().expand(d_out) for l in layers])[:, None, :]  # [L, 1, d_out]
     losses: list[torch.Tensor] = []
     t0 = time.monotonic()
@@ -159,9 +159,9 @@ def train_layers(cfg: TrainConfig, data: dict[int, tuple], ckpt: Path, desc: str
         bar.advance(trainer.step)
         while trainer.step < total:
             epoch, i = divmod(trainer.step, steps_per_epoch)
-            idx = orders[epoch][i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            xb = (torch.stack([data[l][0][idx] for l in layers]) - mx) / sx          # [L, batch, d_in]
-            yb = torch.stack([data[l][1][idx] for l in layers]) / sy                 # [L, batch, d_out]
+            idx = orders[epoch][i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            xb = (torch.stack([data[l][0][idx] for l in layers]) - mx) / sx  # [L, batch, d_in]
+            yb = torch.stack([data[l][1][idx] for l in layers]) / sy  # [L, batch, d_out]
             losses.append(trainer.train_step(cfg, xb, yb, lr_at(cfg, trainer.step, total)))
             bar.advance()
             # 3. checkpoint
@@ -170,17 +170,30 @@ def train_layers(cfg: TrainConfig, data: dict[int, tuple], ckpt: Path, desc: str
                 torch.save({**trainer.state(), "layers": layers}, tmp)
                 tmp.replace(ckpt)
     seconds = time.monotonic() - t0
-    hist = torch.stack(losses) if losses else torch.full((1, len(layers)), float("nan"))   # [steps, L]
-    tail = hist[-max(hist.shape[0] // 10, 1):].mean(0)                                      # [L]
+    hist = torch.stack(losses) if losses else torch.full((1, len(layers)), float("nan"))  # [steps, L]
+    tail = hist[-max(hist.shape[0] // 10, 1) :].mean(0)  # [L]
     weights, stats = {}, {}
     for j, l in enumerate(layers):
-        weights[l] = LayerWeights(trainer.W_enc[j].detach(), trainer.b_enc[j, 0].detach(), trainer.W_dec[j].detach(),
-                                  trainer.b_dec[j, 0].detach(), float(trainer.threshold[j]))
+        weights[l] = LayerWeights(
+            trainer.W_enc[j].detach(),
+            trainer.b_enc[j, 0].detach(),
+            trainer.W_dec[j].detach(),
+            trainer.b_dec[j, 0].detach(),
+            float(trainer.threshold[j]),
+        )
         m, s_x, s_y = norms[l]
-        stats[l] = {"steps": total, "train_tokens": n, "epochs": cfg.epochs, "train_seconds": seconds,
-                    "train_fve_last10pct": float(1 - tail[j]), "threshold_normalized": float(trainer.threshold[j]),
-                    "train_dead_share": float((trainer.since_fired[j] >= cfg.dead_after_tokens).float().mean()),
-                    "scale_in": s_x,
-                    "scale_out": float(torch.as_tensor(s_y).norm() / (d_out ** 0.5 if cfg.standardize_out else 1)),
-                    "input_mean_norm": float(m.norm()), "trained_with_layers": len(layers), "bf16": cfg.bf16}
+        stats[l] = {
+            "steps": total,
+            "train_tokens": n,
+            "epochs": cfg.epochs,
+            "train_seconds": seconds,
+            "train_fve_last10pct": float(1 - tail[j]),
+            "threshold_normalized": float(trainer.threshold[j]),
+            "train_dead_share": float((trainer.since_fired[j] >= cfg.dead_after_tokens).float().mean()),
+            "scale_in": s_x,
+            "scale_out": float(torch.as_tensor(s_y).norm() / (d_out**0.5 if cfg.standardize_out else 1)),
+            "input_mean_norm": float(m.norm()),
+            "trained_with_layers": len(layers),
+            "bf16": cfg.bf16,
+        }
     return BatchedResult(layers, weights, norms, stats)

@@ -39,7 +39,7 @@ def available_memory() -> int | None:
 
 
 def plan(cfg: TrainConfig, n_layers: int, d_model: int, available: int | None = None) -> MemoryPlan:
-    acts = n_layers * (cfg.n_tokens + cfg.eval_tokens) * 2 * d_model * 4                    # 1.
+    acts = n_layers * (cfg.n_tokens + cfg.eval_tokens) * 2 * d_model * 4  # 1.
     train = n_layers * (4 * 2 * d_model * cfg.d_sae * 4 + 8 * cfg.batch_size * cfg.d_sae * 4)  # 2.
     return MemoryPlan(acts, train, available if available is not None else available_memory())
 
@@ -48,10 +48,11 @@ def check(cfg: TrainConfig, n_layers: int, d_model: int, available: int | None =
     """The plan, or TranscoderError when it needs more than 80 % of the available memory."""
     p = plan(cfg, n_layers, d_model, available)
     if p.available_bytes is not None and p.total_bytes > 0.8 * p.available_bytes:
-        gib = 2 ** 30
+        gib = 2**30
         raise TranscoderError(
             f"training {n_layers} layers at width {cfg.d_sae} on {cfg.n_tokens:,} tokens needs about "
             f"{p.total_bytes / gib:.1f} GiB ({p.activations_bytes / gib:.1f} GiB of activations, "
             f"{p.training_bytes / gib:.1f} GiB of training state); {p.available_bytes / gib:.1f} GiB is available. "
-            f"Use fewer --layers, a smaller --width or fewer --tokens")
+            f"Use fewer --layers, a smaller --width or fewer --tokens"
+        )
     return p

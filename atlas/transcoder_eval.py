@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 
-def reconstruction(sae, x: "torch.Tensor", y: "torch.Tensor", chunk: int = 4096) -> dict:
+def reconstruction(sae, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> dict:
     """fve, l0, dead_share (and zero-baseline fve = 0 by definition) of ``sae`` on (x, y)."""
     import torch
 
@@ -27,18 +27,24 @@ def reconstruction(sae, x: "torch.Tensor", y: "torch.Tensor", chunk: int = 4096)
     ever = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
     with torch.no_grad():
         for i in range(0, x.shape[0], chunk):
-            f = sae.encode(x[i:i + chunk])                    # [chunk, d_sae]
-            y_hat = sae.decode(f)                             # [chunk, d_out]
-            err += float((y_hat - y[i:i + chunk]).pow(2).sum())
+            f = sae.encode(x[i : i + chunk])  # [chunk, d_sae]
+            y_hat = sae.decode(f)  # [chunk, d_out]
+            err += float((y_hat - y[i : i + chunk]).pow(2).sum())
             active = f > 0
             active_tokens += float(active.sum())
             ever |= active.any(0)
         total = float((y - y.mean(0)).pow(2).sum())
-    return {"fve": 1 - err / total, "l0": active_tokens / x.shape[0], "dead_share": 1 - float(ever.float().mean()),
-            "eval_tokens": int(x.shape[0])}
+    return {
+        "fve": 1 - err / total,
+        "l0": active_tokens / x.shape[0],
+        "dead_share": 1 - float(ever.float().mean()),
+        "eval_tokens": int(x.shape[0]),
+    }
 
 
-def next_token_loss(model: "HookedTransformer", tokens: "torch.Tensor", layer: int, sae, clean: float | None = None) -> dict:
+def next_token_loss(
+    model: HookedTransformer, tokens: torch.Tensor, layer: int, sae, clean: float | None = None
+) -> dict:
     """Clean, transcoder-patched and zero-ablated next-token loss on ``tokens`` [batch, seq]."""
     import torch
 
@@ -61,8 +67,16 @@ def next_token_loss(model: "HookedTransformer", tokens: "torch.Tensor", layer: i
     with torch.no_grad():
         if clean is None:
             clean = float(model(tokens, return_type="loss"))
-        patched = float(model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(hook_in, keep_input), (hook_out, patch)]))
+        patched = float(
+            model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(hook_in, keep_input), (hook_out, patch)])
+        )
         zeroed = float(model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(hook_out, zero)]))
     recovered = (zeroed - patched) / (zeroed - clean) if zeroed != clean else float("nan")
-    return {"loss_clean": clean, "loss_patched": patched, "loss_zero_ablation": zeroed,
-            "loss_increase": patched - clean, "loss_recovered": recovered, "loss_tokens": int(tokens.numel())}
+    return {
+        "loss_clean": clean,
+        "loss_patched": patched,
+        "loss_zero_ablation": zeroed,
+        "loss_increase": patched - clean,
+        "loss_recovered": recovered,
+        "loss_tokens": int(tokens.numel()),
+    }

@@ -62,12 +62,17 @@ def ct_feature_index(layer: int, index: int, d_sae: int) -> int:
 
 
 def _sources(con) -> dict[int, Source]:
-    return {r[0]: Source(*r) for r in con.execute(
-        "SELECT sid, model_id, source_id, layer, d_sae, hook_in FROM sources ORDER BY sid").fetchall()}
+    return {
+        r[0]: Source(*r)
+        for r in con.execute(
+            "SELECT sid, model_id, source_id, layer, d_sae, hook_in FROM sources ORDER BY sid"
+        ).fetchall()
+    }
 
 
-def select_fids(con, sources: dict[int, Source], ids: list[str] | None, layers: list[int] | None,
-                limit: int | None) -> list[int]:
+def select_fids(
+    con, sources: dict[int, Source], ids: list[str] | None, layers: list[int] | None, limit: int | None
+) -> list[int]:
     by_name = {(s.model_id, s.source_id): s for s in sources.values()}
     if ids:
         fids = []
@@ -82,9 +87,13 @@ def select_fids(con, sources: dict[int, Source], ids: list[str] | None, layers: 
         sids = [s.sid for s in sources.values() if layers is None or s.layer in layers]
         if layers is not None and not sids:
             raise NotFoundError(f"no source of the atlas is in layers {layers}")
-        fids = [r[0] for r in con.execute(
-            "SELECT fid FROM features WHERE list_contains($sids, sid) ORDER BY fid LIMIT $n",
-            {"sids": sids, "n": limit if limit is not None else 2**62}).fetchall()]
+        fids = [
+            r[0]
+            for r in con.execute(
+                "SELECT fid FROM features WHERE list_contains($sids, sid) ORDER BY fid LIMIT $n",
+                {"sids": sids, "n": limit if limit is not None else 2**62},
+            ).fetchall()
+        ]
     return fids[:limit] if limit is not None else fids
 
 
@@ -106,17 +115,43 @@ IN_BATCH = "fid IN (SELECT unnest($fids::BIGINT[]))"
 
 def _batch(con, fids: list[int]) -> dict[str, dict[int, list[dict]]]:
     return {
-        "weightlens": _group(_rows(con, f"SELECT fid, description, validated FROM feature_weightlens WHERE {IN_BATCH}", fids)),
-        "tokens": _group(_rows(con, f"SELECT fid, side, rank, token, score FROM feature_tokens WHERE {IN_BATCH} "
-                                    "AND side IN ('promoted', 'suppressed') ORDER BY fid, side, rank", fids)),
+        "weightlens": _group(
+            _rows(con, f"SELECT fid, description, validated FROM feature_weightlens WHERE {IN_BATCH}", fids)
+        ),
+        "tokens": _group(
+            _rows(
+                con,
+                f"SELECT fid, side, rank, token, score FROM feature_tokens WHERE {IN_BATCH} "
+                "AND side IN ('promoted', 'suppressed') ORDER BY fid, side, rank",
+                fids,
+            )
+        ),
         "stats": _group(_rows(con, f"SELECT * FROM feature_stats WHERE {IN_BATCH}", fids)),
-        "examples": _group(_rows(con, f"SELECT fid, example_id, kind, bin, doc_id, pos, activation, window_start, "
-                                      f"token_strs, acts FROM examples WHERE {IN_BATCH} "
-                                      "ORDER BY fid, kind, activation DESC, example_id", fids)),
-        "explanations": _group(_rows(con, f"SELECT fid, explanation_id, cluster_label, method, text, params "
-                                          f"FROM explanations WHERE {IN_BATCH} ORDER BY fid, explanation_id", fids)),
-        "scores": _group(_rows(con, f"SELECT fid, explanation_id, method, metric, value FROM scores "
-                                    f"WHERE {IN_BATCH} ORDER BY fid, score_id", fids)),
+        "examples": _group(
+            _rows(
+                con,
+                f"SELECT fid, example_id, kind, bin, doc_id, pos, activation, window_start, "
+                f"token_strs, acts FROM examples WHERE {IN_BATCH} "
+                "ORDER BY fid, kind, activation DESC, example_id",
+                fids,
+            )
+        ),
+        "explanations": _group(
+            _rows(
+                con,
+                f"SELECT fid, explanation_id, cluster_label, method, text, params "
+                f"FROM explanations WHERE {IN_BATCH} ORDER BY fid, explanation_id",
+                fids,
+            )
+        ),
+        "scores": _group(
+            _rows(
+                con,
+                f"SELECT fid, explanation_id, method, metric, value FROM scores "
+                f"WHERE {IN_BATCH} ORDER BY fid, score_id",
+                fids,
+            )
+        ),
     }
 
 
@@ -137,10 +172,22 @@ def ct_feature(s: Source, index: int, b: dict, fid: int) -> dict:
     return {
         "transcoder_id": f"{s.model_id}/{s.source_id}",
         "index": ct_feature_index(s.layer, index, s.d_sae),
-        "examples_quantiles": [{"quantile_name": name, "examples": [
-            {"tokens": list(e["token_strs"]), "tokens_acts_list": [float(a) for a in e["acts"]],
-             "train_token_ind": _target(e), "is_repeated_datapoint": False} for e in group]}
-            for name, group in groups if group],
+        "examples_quantiles": [
+            {
+                "quantile_name": name,
+                "examples": [
+                    {
+                        "tokens": list(e["token_strs"]),
+                        "tokens_acts_list": [float(a) for a in e["acts"]],
+                        "train_token_ind": _target(e),
+                        "is_repeated_datapoint": False,
+                    }
+                    for e in group
+                ],
+            }
+            for name, group in groups
+            if group
+        ],
         "top_logits": [t["token"] for t in toks if t["side"] == "promoted"][:N_LOGITS],
         "bottom_logits": [t["token"] for t in toks if t["side"] == "suppressed"][:N_LOGITS],
         "act_min": min(acts, default=0.0),
@@ -161,42 +208,76 @@ def np_rows(s: Source, index: int, b: dict, fid: int) -> tuple[dict, list[dict],
     pos = [t for t in toks if t["side"] == "promoted"]
     neg = [t for t in toks if t["side"] == "suppressed"]
     edges, counts = (st["hist_edges"], st["hist_counts"]) if st else (None, None)
-    feature = {**key, "maxActApprox": float(st["max_act"]) if st and st["max_act"] is not None else 0.0,
-               "frac_nonzero": float(st["frequency"]) if st else 0.0,
-               "pos_str": [t["token"] for t in pos], "pos_values": [float(t["score"]) for t in pos],
-               "neg_str": [t["token"] for t in neg], "neg_values": [float(t["score"]) for t in neg],
-               "freq_hist_data_bar_heights": [float(c) for c in counts] if counts else [],
-               "freq_hist_data_bar_values": [float((a + z) / 2) for a, z in zip(edges, edges[1:])] if edges else [],
-               "hookName": s.hook_in}
+    feature = {
+        **key,
+        "maxActApprox": float(st["max_act"]) if st and st["max_act"] is not None else 0.0,
+        "frac_nonzero": float(st["frequency"]) if st else 0.0,
+        "pos_str": [t["token"] for t in pos],
+        "pos_values": [float(t["score"]) for t in pos],
+        "neg_str": [t["token"] for t in neg],
+        "neg_values": [float(t["score"]) for t in neg],
+        "freq_hist_data_bar_heights": [float(c) for c in counts] if counts else [],
+        "freq_hist_data_bar_values": [float((a + z) / 2) for a, z in zip(edges, edges[1:])] if edges else [],
+        "hookName": s.hook_in,
+    }
     activations = []
     for e in b["examples"].get(fid, []):
         values = [float(a) for a in e["acts"]]
-        row = {**key, "tokens": list(e["token_strs"]), "values": values, "maxValue": max(values, default=0.0),
-               "maxValueTokenIndex": max(range(len(values)), key=values.__getitem__) if values else 0,
-               "minValue": min(values, default=0.0), "dataIndex": str(e["doc_id"]),
-               "dataSource": "atlas examples", "atlas_kind": e["kind"], "atlas_example_id": e["example_id"]}
+        row = {
+            **key,
+            "tokens": list(e["token_strs"]),
+            "values": values,
+            "maxValue": max(values, default=0.0),
+            "maxValueTokenIndex": max(range(len(values)), key=values.__getitem__) if values else 0,
+            "minValue": min(values, default=0.0),
+            "dataIndex": str(e["doc_id"]),
+            "dataSource": "atlas examples",
+            "atlas_kind": e["kind"],
+            "atlas_example_id": e["example_id"],
+        }
         if e["kind"] == "quantile" and e["bin"] is not None:
             row["atlas_bin"] = e["bin"]
         activations.append(row)
     scores: dict = {}
     for sc in b["scores"].get(fid, []):
         scores.setdefault(sc["explanation_id"], []).append(
-            {"explanationScoreTypeName": f"{sc['method']}/{sc['metric']}", "value": sc["value"]})
+            {"explanationScoreTypeName": f"{sc['method']}/{sc['metric']}", "value": sc["value"]}
+        )
     explanations = []
     wl = (b["weightlens"].get(fid) or [None])[0]
     if wl and wl["description"]:
-        explanations.append({**key, "description": ", ".join(wl["description"]), "typeName": "atlas-weightlens",
-                             "explanationModelName": None, "scores": scores.get(None, [])})
+        explanations.append(
+            {
+                **key,
+                "description": ", ".join(wl["description"]),
+                "typeName": "atlas-weightlens",
+                "explanationModelName": None,
+                "scores": scores.get(None, []),
+            }
+        )
     for x in b["explanations"].get(fid, []):
         params = json.loads(x["params"]) if isinstance(x["params"], str) else (x["params"] or {})
-        explanations.append({**key, "description": x["text"], "typeName": f"atlas-{x['method']}",
-                             "explanationModelName": params.get("explainer_model") if isinstance(params, dict) else None,
-                             "scores": scores.get(x["explanation_id"], []), "atlas_cluster_label": x["cluster_label"]})
+        explanations.append(
+            {
+                **key,
+                "description": x["text"],
+                "typeName": f"atlas-{x['method']}",
+                "explanationModelName": params.get("explainer_model") if isinstance(params, dict) else None,
+                "scores": scores.get(x["explanation_id"], []),
+                "atlas_cluster_label": x["cluster_label"],
+            }
+        )
     return feature, activations, explanations
 
 
-def export(db_path: str | Path, out: str | Path, fmt: str, ids: list[str] | None = None,
-           layers: list[int] | None = None, limit: int | None = None) -> ExportReport:
+def export(
+    db_path: str | Path,
+    out: str | Path,
+    fmt: str,
+    ids: list[str] | None = None,
+    layers: list[int] | None = None,
+    limit: int | None = None,
+) -> ExportReport:
     if fmt not in ("circuit-tracer", "neuronpedia"):
         raise AtlasError(f"export format {fmt!r} is not one of circuit-tracer, neuronpedia")
     out = Path(out)
@@ -209,12 +290,13 @@ def export(db_path: str | Path, out: str | Path, fmt: str, ids: list[str] | None
         index_maps: dict[str, dict] = {}
         handles = {}
         if fmt == "neuronpedia":
-            handles = {k: open(out / f"{k}.jsonl", "w", encoding="utf-8")
-                       for k in ("features", "activations", "explanations")}
+            handles = {
+                k: open(out / f"{k}.jsonl", "w", encoding="utf-8") for k in ("features", "activations", "explanations")
+            }
             n_files = 3
         try:
             for i in range(0, len(fids), BATCH):
-                chunk = fids[i:i + BATCH]
+                chunk = fids[i : i + BATCH]
                 b = _batch(con, chunk)
                 for fid in chunk:
                     sid, index = split_fid(fid)

@@ -30,7 +30,7 @@ def random_transcoders(model, d_sae: int, seed: int = 0):
     """ReLU transcoders on every layer with ~1.5 % of features active per token (L0 ~ d_sae / 70)."""
     from tests.factories import RandomInit, random_transcoder_set
 
-    init = RandomInit(W_enc=model.cfg.d_model ** -0.5, b_enc=0.0, b_enc_shift=-2.2, W_dec=0.02, b_dec=0.0)
+    init = RandomInit(W_enc=model.cfg.d_model**-0.5, b_enc=0.0, b_enc_shift=-2.2, W_dec=0.02, b_dec=0.0)
     tset = random_transcoder_set(model, d_sae, seed=seed, set_name="bench", init=init)
     for tc in tset:
         tc.sae.requires_grad_(False)
@@ -76,14 +76,22 @@ def main() -> None:
     tokens = torch.randint(0, model.cfg.d_vocab, (a.n_seq, a.seq_len))
     n_tok = tokens.numel()
     warm = a.warmup_seqs if a.warmup_seqs is not None else max(1, a.n_seq // 10)
-    cfg = ActivationsConfig(batch_size=a.batch_size, seq_len=a.seq_len, bin_warmup_seqs=warm,
-                            per_bin_reservoir=a.per_bin_reservoir)
-    out = {"model": a.model, "d_sae": a.d_sae, "n_layers": len(layers), "tokens": n_tok, "batch_size": a.batch_size,
-           "threads": torch.get_num_threads(), "warmup_seqs": warm}
+    cfg = ActivationsConfig(
+        batch_size=a.batch_size, seq_len=a.seq_len, bin_warmup_seqs=warm, per_bin_reservoir=a.per_bin_reservoir
+    )
+    out = {
+        "model": a.model,
+        "d_sae": a.d_sae,
+        "n_layers": len(layers),
+        "tokens": n_tok,
+        "batch_size": a.batch_size,
+        "threads": torch.get_num_threads(),
+        "warmup_seqs": warm,
+    }
 
     x = torch.randn(1024, 1024)
     t = timed(lambda: [x @ x for _ in range(10)], 3)
-    out["matmul_gflops"] = 10 * 2 * 1024 ** 3 / t / 1e9
+    out["matmul_gflops"] = 10 * 2 * 1024**3 / t / 1e9
 
     def forward():
         with torch.no_grad():
@@ -135,7 +143,7 @@ def attribution_figures(out, model, tset, tokens, layers, a) -> None:
         order = torch.argsort(pos, stable=True) if by_pos else torch.arange(a.n_examples)
         gaps[name] = 0.0
         for s in range(0, a.n_examples, a.batch_size):
-            take = order[s:s + a.batch_size]
+            take = order[s : s + a.batch_size]
             T = int(pos[take].max()) + 4
             att = attribute(model, tset, tokens[docs[take], :T], layer, feat[take], pos[take], n_output=3, lean=lean)
             gaps[name] = max(gaps[name], float((completeness_gap(att).abs() / (att.z.abs() + 1)).max()))
@@ -156,17 +164,26 @@ def report(out, a, n_tok, layers) -> None:
     with open("/proc/loadavg") as f:
         out["loadavg"] = f.read().split()[:3]
 
-    print(f"machine: {out['threads']} torch threads, load average {' '.join(out['loadavg'])}, "
-          f"fp32 matmul {out['matmul_gflops']:.1f} GFLOP/s (reference)")
-    print(f"model {a.model}, {len(layers)} transcoder layers x {a.d_sae} features, {n_tok:,} tokens, batch {a.batch_size}")
+    print(
+        f"machine: {out['threads']} torch threads, load average {' '.join(out['loadavg'])}, "
+        f"fp32 matmul {out['matmul_gflops']:.1f} GFLOP/s (reference)"
+    )
+    print(
+        f"model {a.model}, {len(layers)} transcoder layers x {a.d_sae} features, {n_tok:,} tokens, batch {a.batch_size}"
+    )
     print(f"plain forward (stop_at_layer={max(layers) + 1}):  {out['forward_tok_s']:10,.0f} tokens/s (reference)")
     if "collect_s" in out:
         collect_lines(out)
     layer = out["attr_layer"]
-    for name, what in (("plain", "plain, given order (old)"), ("lean", "lean, given order"),
-                       ("lean_by_pos", "lean, batched by position")):
-        print(f"attribution (layer {layer}, 3 outputs, {what}): {out[f'attr_{name}_examples_s']:8,.2f} examples/s, "
-              f"max relative completeness gap {out[f'attr_{name}_max_rel_completeness_gap']:.1e}")
+    for name, what in (
+        ("plain", "plain, given order (old)"),
+        ("lean", "lean, given order"),
+        ("lean_by_pos", "lean, batched by position"),
+    ):
+        print(
+            f"attribution (layer {layer}, 3 outputs, {what}): {out[f'attr_{name}_examples_s']:8,.2f} examples/s, "
+            f"max relative completeness gap {out[f'attr_{name}_max_rel_completeness_gap']:.1e}"
+        )
     print(f"attribution speed-up (lean by position / plain): {out['attr_speedup']:.2f}x")
     print(f"memory: peak RSS {out['peak_rss_mb']:.0f} MiB")
     if a.json:
@@ -175,10 +192,15 @@ def report(out, a, n_tok, layers) -> None:
 
 def collect_lines(out) -> None:
     n_tok = out["tokens"]
-    print(f"forward + encode (nothing kept):   {n_tok / out['encode_s']:10,.0f} tokens/s  = "
-          f"{out['ratio_encode_vs_forward']:.2f}x forward time (the transcoders' own cost)")
-    print(f"collect (warm-up {out['warmup_seqs']} seqs + 1 pass): {out['collect_tok_s']:10,.0f} tokens/s  = "
-          f"{out['ratio_collect_vs_forward']:.2f}x forward time, {out['ratio_collect_vs_forward_encode']:.2f}x forward+encode")
+    print(
+        f"forward + encode (nothing kept):   {n_tok / out['encode_s']:10,.0f} tokens/s  = "
+        f"{out['ratio_encode_vs_forward']:.2f}x forward time (the transcoders' own cost)"
+    )
+    print(
+        f"collect (warm-up {out['warmup_seqs']} seqs + 1 pass): {out['collect_tok_s']:10,.0f} tokens/s  = "
+        f"{out['ratio_collect_vs_forward']:.2f}x forward time, "
+        f"{out['ratio_collect_vs_forward_encode']:.2f}x forward+encode"
+    )
     print(f"memory: one layer's activations per batch {out['act_bytes_per_batch_layer'] / 2**20:.1f} MiB")
 
 

@@ -85,18 +85,31 @@ def sample(con, n: int, seed: int = 0) -> list[dict]:
         x = make_fid(sid, rng.randrange(d_sae))
         chain = [x]
         for _ in range(3):  # walk up the strongest edge into the layer just below, 3 times
-            r = con.execute("SELECT src_fid FROM edges WHERE dst_fid = $f AND kind = 'virtual' "
-                            "ORDER BY abs(weight) DESC LIMIT 1", {"f": chain[-1]}).fetchone()
+            r = con.execute(
+                "SELECT src_fid FROM edges WHERE dst_fid = $f AND kind = 'virtual' ORDER BY abs(weight) DESC LIMIT 1",
+                {"f": chain[-1]},
+            ).fetchone()
             if r is None:
                 break
             chain.append(r[0])
         if len(chain) < 4:
             continue
-        pid = con.execute("SELECT public_id, layer FROM feature_ids WHERE fid IN ($a, $b, $c) ORDER BY fid",
-                          {"a": x, "b": chain[1], "c": chain[3]}).fetchall()
+        pid = con.execute(
+            "SELECT public_id, layer FROM feature_ids WHERE fid IN ($a, $b, $c) ORDER BY fid",
+            {"a": x, "b": chain[1], "c": chain[3]},
+        ).fetchall()
         ids = {f: p for f, p in zip(sorted([x, chain[1], chain[3]]), pid)}
-        out.append({"x": ids[x][0], "y": ids[chain[1]][0], "a": ids[chain[3]][0], "l": ids[chain[1]][1],
-                    "fx": x, "fy": chain[1], "fa": chain[3]})
+        out.append(
+            {
+                "x": ids[x][0],
+                "y": ids[chain[1]][0],
+                "a": ids[chain[3]][0],
+                "l": ids[chain[1]][1],
+                "fx": x,
+                "fy": chain[1],
+                "fa": chain[3],
+            }
+        )
     return out
 
 
@@ -105,9 +118,11 @@ def start_server(link: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(link), "--port", str(port),
-                             "--workers", str(workers)],
-                            env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--db", str(link), "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -132,16 +147,27 @@ def sql_runner(version: Version):
         elif question == "topk_upstream":
             ctx.rows(queries.neighbours("edges_in"), {"fid": s["fx"], "kind": "virtual", "limit": 10})
         elif question == "drivers_via":
-            ctx.rows(queries.drivers_via_feature(), {"target": s["fx"], "via": s["fy"], "kind": "virtual",
-                                                     "limit": 10})
+            ctx.rows(queries.drivers_via_feature(), {"target": s["fx"], "via": s["fy"], "kind": "virtual", "limit": 10})
         elif question == "drivers_via_layer":
-            ctx.rows(queries.drivers_via_layer(layer=True), {"target": s["fx"], "kind": "virtual", "limit": 10,
-                                                             "fanout": 20, "sids": ctx.catalog.sids(None, [s["l"]])})
+            ctx.rows(
+                queries.drivers_via_layer(layer=True),
+                {
+                    "target": s["fx"],
+                    "kind": "virtual",
+                    "limit": 10,
+                    "fanout": 20,
+                    "sids": ctx.catalog.sids(None, [s["l"]]),
+                },
+            )
         elif question == "paths_3hop":
             graph.paths(ctx, s["fa"], s["fx"], 3, "virtual", None, 0, 10, 200, 10)
         elif question == "naive_topk_edges":
-            ctx.rows("SELECT src_fid, weight FROM edges WHERE dst_fid = $f AND kind = 'virtual' "
-                     "ORDER BY abs(weight) DESC LIMIT 10", {"f": s["fx"]})
+            ctx.rows(
+                "SELECT src_fid, weight FROM edges WHERE dst_fid = $f AND kind = 'virtual' "
+                "ORDER BY abs(weight) DESC LIMIT 10",
+                {"f": s["fx"]},
+            )
+
     return ask
 
 
@@ -151,7 +177,7 @@ def sql_single(ask, question: str, samples: list[dict]) -> Load:
         t = time.perf_counter()
         ask(question, s)
         times.append(time.perf_counter() - t)
-    return Load(pct(times, .5), pct(times, .99), len(times) / sum(times), len(times), "in-process")
+    return Load(pct(times, 0.5), pct(times, 0.99), len(times) / sum(times), len(times), "in-process")
 
 
 def sql_concurrent(ask, question: str, samples: list[dict], clients: int, seconds: float) -> Load:
@@ -166,13 +192,14 @@ def sql_concurrent(ask, question: str, samples: list[dict], clients: int, second
             ask(question, samples[i % len(samples)])
             times.append(time.perf_counter() - t)
             i += 1
+
     threads = [threading.Thread(target=worker, args=(k * len(samples) // clients,)) for k in range(clients)]
     t0 = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    return Load(pct(times, .5), pct(times, .99), len(times) / (time.perf_counter() - t0), len(times), "in-process")
+    return Load(pct(times, 0.5), pct(times, 0.99), len(times) / (time.perf_counter() - t0), len(times), "in-process")
 
 
 def api_load(client: str, url: str, bodies: list[dict], connections: int, seconds: float) -> Load:
@@ -197,8 +224,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="requests per question and mode")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1, help="`atlas serve --workers`")
-    ap.add_argument("--client", choices=["wrk", "httpx"], default="wrk" if have_wrk() else "httpx",
-                    help="HTTP load generator (default: wrk when installed)")
+    ap.add_argument(
+        "--client",
+        choices=["wrk", "httpx"],
+        default="wrk" if have_wrk() else "httpx",
+        help="HTTP load generator (default: wrk when installed)",
+    )
     ap.add_argument("--seconds", type=float, default=4.0, help="wrk: seconds per question and mode")
     ap.add_argument("--republish", action="store_true", help="publish again even if current exists")
     ap.add_argument("--json", default=None, help="write the figures here too")
@@ -216,39 +247,53 @@ def main() -> None:
     samples = sample(con, args.n)
     ask = sql_runner(version)
     proc, url = start_server(link, args.workers)
-    results = {"atlas": {"layers": args.layers, "d_sae": args.d_sae, "edges": n_edges, **build_times},
-               "reference": {"duckdb_scan_rows_per_s": scan}, "questions": {}}
+    results = {
+        "atlas": {"layers": args.layers, "d_sae": args.d_sae, "edges": n_edges, **build_times},
+        "reference": {"duckdb_scan_rows_per_s": scan},
+        "questions": {},
+    }
     try:
         run_httpx(url, [{"query": Q_LOOKUP, "variables": {"x": s["x"]}} for s in samples[:40]], 1)  # warm up
         empty = [{"query": "{ __typename }"}] * args.n
         floor = {"wrk": run_wrk(url, empty, 1, args.seconds)} if have_wrk() else {}
         floor["httpx"] = run_httpx(url, empty, 1)
         results["reference"]["empty_request"] = {k: vars(v) for k, v in floor.items()}
-        print(f"atlas: {args.layers} x {args.d_sae} features, {n_edges:,} edges; "
-              + ", ".join(f"{k} {v:.1f} s" for k, v in build_times.items()))
-        print(f"server: atlas serve --workers {args.workers}; API client: {args.client}; "
-              "clients and server share this machine")
-        print("reference: empty GraphQL query " + ", ".join(f"{k} p50 {v.p50_ms:.2f} ms p99 {v.p99_ms:.2f} ms"
-                                                             for k, v in floor.items())
-              + f"; DuckDB full scan {scan / 1e6:.0f} M edges/s; cores {os.cpu_count()}, "
-                f"load {os.getloadavg()[0]:.2f}")
+        print(
+            f"atlas: {args.layers} x {args.d_sae} features, {n_edges:,} edges; "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in build_times.items())
+        )
+        print(
+            f"server: atlas serve --workers {args.workers}; API client: {args.client}; "
+            "clients and server share this machine"
+        )
+        print(
+            "reference: empty GraphQL query "
+            + ", ".join(f"{k} p50 {v.p50_ms:.2f} ms p99 {v.p99_ms:.2f} ms" for k, v in floor.items())
+            + f"; DuckDB full scan {scan / 1e6:.0f} M edges/s; cores {os.cpu_count()}, "
+            f"load {os.getloadavg()[0]:.2f}"
+        )
         print(f"{'question':<20}{'mode':<10}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'requests':>10}")
         for q, (text, make) in QUESTIONS.items():
             bodies = [{"query": text, "variables": make(s)} for s in samples]
             run_httpx(url, bodies, 1)  # one untimed pass each (checking every answer): both sides warm
             sql_single(ask, q, samples)
-            r = {"api_1": api_load(args.client, url, bodies, 1, args.seconds),
-                 "sql_1": sql_single(ask, q, samples),
-                 f"api_{args.clients}": api_load(args.client, url, bodies, args.clients, args.seconds),
-                 f"sql_{args.clients}": sql_concurrent(ask, q, samples, args.clients, args.seconds)}
+            r = {
+                "api_1": api_load(args.client, url, bodies, 1, args.seconds),
+                "sql_1": sql_single(ask, q, samples),
+                f"api_{args.clients}": api_load(args.client, url, bodies, args.clients, args.seconds),
+                f"sql_{args.clients}": sql_concurrent(ask, q, samples, args.clients, args.seconds),
+            }
             fig = {mode: vars(load) for mode, load in r.items()}
             for mode, load in r.items():
-                print(f"{q:<20}{mode:<10}{load.p50_ms:>9.2f}{load.p99_ms:>9.2f}{load.req_per_s:>9.0f}"
-                      f"{load.requests:>10}")
+                print(
+                    f"{q:<20}{mode:<10}{load.p50_ms:>9.2f}{load.p99_ms:>9.2f}{load.req_per_s:>9.0f}{load.requests:>10}"
+                )
             for n in (1, args.clients):
                 fig[f"api_over_sql_p50_{n}"] = r[f"api_{n}"].p50_ms / r[f"sql_{n}"].p50_ms
-            print(f"{q:<20}API/SQL p50: 1 client {fig['api_over_sql_p50_1']:.2f}x, "
-                  f"{args.clients} clients {fig[f'api_over_sql_p50_{args.clients}']:.2f}x")
+            print(
+                f"{q:<20}API/SQL p50: 1 client {fig['api_over_sql_p50_1']:.2f}x, "
+                f"{args.clients} clients {fig[f'api_over_sql_p50_{args.clients}']:.2f}x"
+            )
             results["questions"][q] = fig
         naive = sql_single(ask, "naive_topk_edges", samples)
         results["questions"]["naive_topk_on_edges_table"] = {"sql_1": vars(naive)}

@@ -76,23 +76,36 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     for l in range(n):  # one layer at a time, so writing does not hold the whole CLT either
-        write_clt("circuit-tracer-clt", root, {l: {
-            "W_enc": torch.randn(f, d, generator=gen) * 0.03, "b_enc": torch.randn(f, generator=gen) * 0.1 - 0.2,
-            "b_dec": torch.zeros(d), "W_dec": torch.randn(f, n - l, d, generator=gen) * 0.01}})
+        write_clt(
+            "circuit-tracer-clt",
+            root,
+            {
+                l: {
+                    "W_enc": torch.randn(f, d, generator=gen) * 0.03,
+                    "b_enc": torch.randn(f, generator=gen) * 0.1 - 0.2,
+                    "b_dec": torch.zeros(d),
+                    "W_dec": torch.randn(f, n - l, d, generator=gen) * 0.01,
+                }
+            },
+        )
     dec_bytes = sum((root / f"W_dec_{l}.safetensors").stat().st_size for l in range(n))
     enc_bytes = sum((root / f"W_enc_{l}.safetensors").stat().st_size for l in range(n))
-    print(f"CLT {n} layers x d {d} x F {f}: decoders {dec_bytes / 2**20:.0f} MiB in {n * (n + 1) // 2} slices, "
-          f"encoders {enc_bytes / 2**20:.0f} MiB; written in {time.perf_counter() - t0:.1f} s to {root}")
-    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}, "
-          f"{os.cpu_count()} cpus; process RSS before the phases {_rss_mb()[0]:.0f} MiB")
+    print(
+        f"CLT {n} layers x d {d} x F {f}: decoders {dec_bytes / 2**20:.0f} MiB in {n * (n + 1) // 2} slices, "
+        f"encoders {enc_bytes / 2**20:.0f} MiB; written in {time.perf_counter() - t0:.1f} s to {root}"
+    )
+    print(
+        f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}, "
+        f"{os.cpu_count()} cpus; process RSS before the phases {_rss_mb()[0]:.0f} MiB"
+    )
     rows: list = []
     clt = phase("1. load (headers, biases)", lambda: load_transcoders(f"circuit-tracer-clt:{root}"), rows)
 
     def virtual():
-        W_enc = clt.W_enc(n - 1)                                   # [d, F]
+        W_enc = clt.W_enc(n - 1)  # [d, F]
         total = 0.0
-        for src, D in clt.upstream_decoders(n - 1, range(n - 1)).items():
-            total += float((D @ W_enc).abs().sum())               # [F, F], dropped each step
+        for _src, D in clt.upstream_decoders(n - 1, range(n - 1)).items():
+            total += float((D @ W_enc).abs().sum())  # [F, F], dropped each step
         return total
 
     with torch.no_grad():
@@ -104,8 +117,11 @@ def main() -> None:
         model = load_model("random:gpt2-small")
         clt.check_against(model)
         tokens = torch.randint(0, 50000, (1, args.tokens), generator=gen)
-        phase(f"3. reconstruct every output layer ({args.tokens} tokens)",
-              lambda: measure_quality(model, clt, token_batches=[tokens]), rows)
+        phase(
+            f"3. reconstruct every output layer ({args.tokens} tokens)",
+            lambda: measure_quality(model, clt, token_batches=[tokens]),
+            rows,
+        )
         del model
     from safetensors.torch import load_file
 

@@ -57,22 +57,49 @@ def main() -> None:
     t0 = time.monotonic()
     ctx = demo.build(cfg, train, corpus)
     total = time.monotonic() - t0
-    _, metrics = __import__("ingest.transcoders", fromlist=["run"]).run(train, corpus, model_id=cfg.model_id,
-                                                                        model=ctx.model)
-    result = {"reference_matmul_gflops": peak, "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0],
-              "total_s": total, "steps_s": ctx.timings, "config": {"layers": train.layers, "d_sae": train.d_sae,
-              "k": train.k, "n_tokens": train.n_tokens, "epochs": train.epochs},
-              "layers": {l: {k: m[k] for k in ("fve", "l0", "dead_share", "loss_clean", "loss_patched",
-                                               "loss_increase", "loss_zero_ablation", "loss_recovered")}
-                         | {"train_s": m["training"]["train_seconds"], "steps": m["training"]["steps"]}
-                         for l, m in metrics.items()}}
+    _, metrics = __import__("ingest.transcoders", fromlist=["run"]).run(
+        train, corpus, model_id=cfg.model_id, model=ctx.model
+    )
+    result = {
+        "reference_matmul_gflops": peak,
+        "cpus": os.cpu_count(),
+        "load_avg_1min": os.getloadavg()[0],
+        "total_s": total,
+        "steps_s": ctx.timings,
+        "config": {
+            "layers": train.layers,
+            "d_sae": train.d_sae,
+            "k": train.k,
+            "n_tokens": train.n_tokens,
+            "epochs": train.epochs,
+        },
+        "layers": {
+            l: {
+                k: m[k]
+                for k in (
+                    "fve",
+                    "l0",
+                    "dead_share",
+                    "loss_clean",
+                    "loss_patched",
+                    "loss_increase",
+                    "loss_zero_ablation",
+                    "loss_recovered",
+                )
+            }
+            | {"train_s": m["training"]["train_seconds"], "steps": m["training"]["steps"]}
+            for l, m in metrics.items()
+        },
+    }
     print(f"reference: float32 matmul {peak:,.1f} GFLOP/s on {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f})")
     print(f"demo build: {total:,.1f} s  ({', '.join(f'{k} {v:,.1f} s' for k, v in ctx.timings.items())})")
     for l, m in result["layers"].items():
-        print(f"layer {l}: fve {m['fve']:.3f}  L0 {m['l0']:.1f}  dead {m['dead_share']:.1%}  "
-              f"loss {m['loss_clean']:.3f} -> {m['loss_patched']:.3f} (+{m['loss_increase']:.3f}; zero-ablation "
-              f"{m['loss_zero_ablation']:.3f}, recovered {m['loss_recovered']:.1%})  train {m['train_s']:.0f} s "
-              f"/ {m['steps']} steps")
+        print(
+            f"layer {l}: fve {m['fve']:.3f}  L0 {m['l0']:.1f}  dead {m['dead_share']:.1%}  "
+            f"loss {m['loss_clean']:.3f} -> {m['loss_patched']:.3f} (+{m['loss_increase']:.3f}; zero-ablation "
+            f"{m['loss_zero_ablation']:.3f}, recovered {m['loss_recovered']:.1%})  train {m['train_s']:.0f} s "
+            f"/ {m['steps']} steps"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1, default=str)

@@ -37,16 +37,41 @@ from bench.bench_api import Q_LOOKUP, build_atlas, pct, sample, start_server
 PAGES = {
     "index": (data.index, render.index, lambda s: {}, lambda s: {}, lambda s: "/"),
     "search_token": (data.index, render.index, lambda s: {}, lambda s: {"q": " Paris"}, lambda s: "/?q=+Paris"),
-    "search_text": (data.index, render.index, lambda s: {}, lambda s: {"q": "river", "by": "text"},
-                    lambda s: "/?q=river&by=text"),
-    "feature": (data.feature, render.feature, lambda s: dict(zip(("model", "source", "index"), s["x"].split("/"))),
-                lambda s: {}, lambda s: f"/feature/{s['x']}"),
-    "drivers_via": (data.drivers, render.drivers, lambda s: {}, lambda s: {"target": s["x"], "via": s["y"]},
-                    lambda s: f"/circuit/drivers?target={s['x']}&via={s['y']}"),
-    "drivers_layer": (data.drivers, render.drivers, lambda s: {}, lambda s: {"target": s["x"], "viaLayer": str(s["l"])},
-                      lambda s: f"/circuit/drivers?target={s['x']}&viaLayer={s['l']}"),
-    "paths": (data.paths, render.paths, lambda s: {}, lambda s: {"source": s["a"], "target": s["x"]},
-              lambda s: f"/circuit/paths?source={s['a']}&target={s['x']}"),
+    "search_text": (
+        data.index,
+        render.index,
+        lambda s: {},
+        lambda s: {"q": "river", "by": "text"},
+        lambda s: "/?q=river&by=text",
+    ),
+    "feature": (
+        data.feature,
+        render.feature,
+        lambda s: dict(zip(("model", "source", "index"), s["x"].split("/"))),
+        lambda s: {},
+        lambda s: f"/feature/{s['x']}",
+    ),
+    "drivers_via": (
+        data.drivers,
+        render.drivers,
+        lambda s: {},
+        lambda s: {"target": s["x"], "via": s["y"]},
+        lambda s: f"/circuit/drivers?target={s['x']}&via={s['y']}",
+    ),
+    "drivers_layer": (
+        data.drivers,
+        render.drivers,
+        lambda s: {},
+        lambda s: {"target": s["x"], "viaLayer": str(s["l"])},
+        lambda s: f"/circuit/drivers?target={s['x']}&viaLayer={s['l']}",
+    ),
+    "paths": (
+        data.paths,
+        render.paths,
+        lambda s: {},
+        lambda s: {"source": s["a"], "target": s["x"]},
+        lambda s: f"/circuit/paths?source={s['a']}&target={s['x']}",
+    ),
 }
 
 
@@ -102,10 +127,16 @@ def main() -> None:
     con.execute("SELECT sum(weight), count(*) FROM edges").fetchall()
     scan = n_edges / (time.perf_counter() - t)
     samples = sample(con, args.n)
-    results = {"atlas": {"layers": args.layers, "d_sae": args.d_sae, "edges": n_edges, **build_times},
-               "reference": {"duckdb_scan_rows_per_s": scan, "cores": os.cpu_count()}, "pages": {}, "api": {}}
-    print(f"atlas: {args.layers} x {args.d_sae} features, {n_edges:,} edges; "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in build_times.items()))
+    results = {
+        "atlas": {"layers": args.layers, "d_sae": args.d_sae, "edges": n_edges, **build_times},
+        "reference": {"duckdb_scan_rows_per_s": scan, "cores": os.cpu_count()},
+        "pages": {},
+        "api": {},
+    }
+    print(
+        f"atlas: {args.layers} x {args.d_sae} features, {n_edges:,} edges; "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in build_times.items())
+    )
     print(f"{'page':<16}{'mode':<14}{'p50 ms':>9}{'p99 ms':>9}{'n':>6}")
 
     def show(name: str, mode: str, xs: list[float]) -> dict:
@@ -125,15 +156,18 @@ def main() -> None:
         bodies = [{"query": Q_LOOKUP, "variables": {"x": s["x"]}} for s in samples]
         graphql(url, bodies)
         results["api"]["feature_lookup"] = show("api lookup", "http graphql", graphql(url, bodies))
-        results["api"]["empty_query"] = show("api empty", "http graphql",
-                                             graphql(url, [{"query": "{ __typename }"}] * len(samples)))
+        results["api"]["empty_query"] = show(
+            "api empty", "http graphql", graphql(url, [{"query": "{ __typename }"}] * len(samples))
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     load = os.getloadavg()
     results["reference"]["load_avg"] = load
-    print(f"reference: DuckDB full scan {scan / 1e6:.0f} M edges/s; cores {os.cpu_count()}; "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(
+        f"reference: DuckDB full scan {scan / 1e6:.0f} M edges/s; cores {os.cpu_count()}; "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
     version.close()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -41,7 +41,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
-    os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = (
+        str(Path(__file__).resolve().parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
 
     import torch
 
@@ -59,12 +61,24 @@ def main() -> None:
     tokens = torch.randint(0, model.cfg.d_vocab, (a.n_seq, a.seq_len), generator=torch.Generator().manual_seed(0))
     wcfg = WeightLensConfig(input_z=3.0, output_z=3.5, edge_z=3.0)
     acfg = ActivationsConfig(batch_size=16, n_samples=12, n_top=4, seq_len=a.seq_len)
-    ccfg = CircuitLensConfig(batch_size=16, min_samples=3, min_examples=4, features_per_unit=a.features_per_unit,
-                             max_features_per_layer=a.max_features)
+    ccfg = CircuitLensConfig(
+        batch_size=16,
+        min_samples=3,
+        min_examples=4,
+        features_per_unit=a.features_per_unit,
+        max_features_per_layer=a.max_features,
+    )
     x = torch.randn(1024, 1024)
-    out = {"model": a.model, "d_sae": a.d_sae, "layers": len(tset), "tokens": tokens.numel(), "threads": a.threads,
-           "matmul_gflops": 10 * 2 * 1024 ** 3 / timed(lambda: [x @ x for _ in range(10)], 3) / 1e9,
-           "loadavg_start": open("/proc/loadavg").read().split()[:3], "runs": {}}
+    out = {
+        "model": a.model,
+        "d_sae": a.d_sae,
+        "layers": len(tset),
+        "tokens": tokens.numel(),
+        "threads": a.threads,
+        "matmul_gflops": 10 * 2 * 1024**3 / timed(lambda: [x @ x for _ in range(10)], 3) / 1e9,
+        "loadavg_start": open("/proc/loadavg").read().split()[:3],
+        "runs": {},
+    }
 
     def jobs(path, ex, shards_root) -> dict:
         db.upgrade(path)
@@ -75,33 +89,49 @@ def main() -> None:
             ("activations", lambda e: activations.run(path, model, tset, tokens, acfg, executor=e, **kw)["shards"]),
             ("circuitlens", lambda e: circuitlens.run(path, model, tset, tokens, ccfg, executor=e, **kw)["shards"]),
         ):
-            e = ExecutorConfig(kind=ex.kind, workers=ex.workers, shard_dir=str(shards_root / name),
-                               keep_shards=True)
+            e = ExecutorConfig(kind=ex.kind, workers=ex.workers, shard_dir=str(shards_root / name), keep_shards=True)
             t0 = time.perf_counter()
             rep = fn(e)
             wall = time.perf_counter() - t0
             n = rep["computed"] + rep["reused"]
             load = rep["seconds"].get("load", 0.0)
-            figures[name] = {"wall_s": wall, "shards": n, **rep, "shards_s": n / wall, "rows_s": rep["rows"] / wall,
-                             "merge_rows_s": rep["rows"] / max(load, 1e-9)}
+            figures[name] = {
+                "wall_s": wall,
+                "shards": n,
+                **rep,
+                "shards_s": n / wall,
+                "rows_s": rep["rows"] / wall,
+                "merge_rows_s": rep["rows"] / max(load, 1e-9),
+            }
         return figures
 
     import duckdb
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False
+    )
     try:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            for label, ex in (("local", ExecutorConfig()), ("ray-1", ExecutorConfig(kind="ray", workers=1)),
-                              ("ray-2", ExecutorConfig(kind="ray", workers=2))):
+            for label, ex in (
+                ("local", ExecutorConfig()),
+                ("ray-1", ExecutorConfig(kind="ray", workers=1)),
+                ("ray-2", ExecutorConfig(kind="ray", workers=2)),
+            ):
                 out["runs"][label] = jobs(tmp / f"{label}.duckdb", ex, tmp / f"shards-{label}")
-                print(f"{label}: " + ", ".join(f"{j} {f['shards']} shards in {f['wall_s']:.1f} s"
-                                               for j, f in out["runs"][label].items()), flush=True)
+                print(
+                    f"{label}: "
+                    + ", ".join(
+                        f"{j} {f['shards']} shards in {f['wall_s']:.1f} s" for j, f in out["runs"][label].items()
+                    ),
+                    flush=True,
+                )
             out["runs"]["merge"] = jobs(tmp / "merge.duckdb", ExecutorConfig(), tmp / "shards-local")  # load only
             with duckdb.connect(str(tmp / "local.duckdb"), read_only=True) as con:
-                out["circuitlens_examples"] = con.execute("SELECT count(DISTINCT example_id) FROM attributions").fetchone()[0]
+                out["circuitlens_examples"] = con.execute(
+                    "SELECT count(DISTINCT example_id) FROM attributions"
+                ).fetchone()[0]
                 out["circuitlens_features"] = con.execute("SELECT count(DISTINCT fid) FROM attributions").fetchone()[0]
     finally:
         ray.shutdown()
@@ -111,21 +141,30 @@ def main() -> None:
     out["circuitlens_s_per_example"] = loc["circuitlens"]["seconds"]["compute"] / max(out["circuitlens_examples"], 1)
     out["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
 
-    print(f"machine: {a.threads} torch thread(s) per process, fp32 matmul {out['matmul_gflops']:.1f} GFLOP/s "
-          f"(reference), load average {' '.join(out['loadavg_start'])} -> {' '.join(out['loadavg_end'])}")
+    print(
+        f"machine: {a.threads} torch thread(s) per process, fp32 matmul {out['matmul_gflops']:.1f} GFLOP/s "
+        f"(reference), load average {' '.join(out['loadavg_start'])} -> {' '.join(out['loadavg_end'])}"
+    )
     print(f"model {a.model}, {len(tset)} layers x {a.d_sae} features, {tokens.numel():,} tokens")
     print(f"{'job':<12} {'executor':<8} {'shards':>6} {'wall s':>8} {'shards/s':>9} {'rows/s':>10} {'vs local':>9}")
     for job in ("weightlens", "activations", "circuitlens"):
         for label in ("local", "ray-1", "ray-2"):
             f = out["runs"][label][job]
             ratio = f["wall_s"] / loc[job]["wall_s"]
-            print(f"{job:<12} {label:<8} {f['shards']:>6} {f['wall_s']:>8.2f} {f['shards_s']:>9.2f} {f['rows_s']:>10,.0f} "
-                  f"{ratio:>8.2f}x")
+            print(
+                f"{job:<12} {label:<8} {f['shards']:>6} {f['wall_s']:>8.2f} "
+                f"{f['shards_s']:>9.2f} {f['rows_s']:>10,.0f} "
+                f"{ratio:>8.2f}x"
+            )
         m = out["runs"]["merge"][job]
-        print(f"{job:<12} {'merge':<8} {m['shards']:>6} {m['wall_s']:>8.2f}  load only: {m['merge_rows_s']:,.0f} rows/s")
-    print(f"per-feature costs (local, compute only): WeightLens {out['weightlens_s_per_feature'] * 1e3:.2f} ms/feature; "
-          f"CircuitLens {out['circuitlens_s_per_example'] * 1e3:.1f} ms/example "
-          f"({out['circuitlens_examples']} examples of {out['circuitlens_features']} features)")
+        print(
+            f"{job:<12} {'merge':<8} {m['shards']:>6} {m['wall_s']:>8.2f}  load only: {m['merge_rows_s']:,.0f} rows/s"
+        )
+    print(
+        f"per-feature costs (local, compute only): WeightLens {out['weightlens_s_per_feature'] * 1e3:.2f} ms/feature; "
+        f"CircuitLens {out['circuitlens_s_per_example'] * 1e3:.1f} ms/example "
+        f"({out['circuitlens_examples']} examples of {out['circuitlens_features']} features)"
+    )
     if a.json:
         a.json.write_text(json.dumps(out, indent=1, default=str))
 

@@ -38,7 +38,7 @@ def matmul_gflops(dtype_name: str = "float32", n: int = 2048, seconds: float = 1
     while time.perf_counter() - t0 < seconds:
         a @ b
         reps += 1
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
 def main() -> None:
@@ -56,28 +56,38 @@ def main() -> None:
 
     import torch
 
-    from cli.common import parse_layers
     from atlas.config import CorpusConfig, TrainConfig
     from atlas.corpus import Corpus
     from atlas.models import load_model
     from atlas.train import collect, train_layer
     from atlas.train_batched import train_layers
+    from cli.common import parse_layers
 
-    out: dict = {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "load_avg_1min_start": os.getloadavg()[0],
-                 "matmul_gflops_fp32": matmul_gflops("float32"), "matmul_gflops_bf16": matmul_gflops("bfloat16")}
+    out: dict = {
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "load_avg_1min_start": os.getloadavg()[0],
+        "matmul_gflops_fp32": matmul_gflops("float32"),
+        "matmul_gflops_bf16": matmul_gflops("bfloat16"),
+    }
     model = load_model(a.model)
     layers = list(range(model.cfg.n_layers)) if a.layers == "all" else parse_layers(a.layers)
-    cfg = TrainConfig(model=a.model, layers=tuple(layers), d_sae=a.width, n_tokens=a.train_tokens, epochs=a.epochs,
-                      bf16=a.bf16)
+    cfg = TrainConfig(
+        model=a.model, layers=tuple(layers), d_sae=a.width, n_tokens=a.train_tokens, epochs=a.epochs, bf16=a.bf16
+    )
     corpus = Corpus.for_model(model, CorpusConfig())
 
     # 1. harvest: all layers in one forward, then the shallowest alone
     collect(model, corpus.batches("train", cfg.collect_batch, 512), layers[:1], 512, "warm-up")  # tokenizer, caches
     t0 = time.perf_counter()
-    acts = collect(model, corpus.batches("train", cfg.collect_batch, a.harvest_tokens), layers, a.harvest_tokens, "harvest")
+    acts = collect(
+        model, corpus.batches("train", cfg.collect_batch, a.harvest_tokens), layers, a.harvest_tokens, "harvest"
+    )
     out["harvest_tokens_per_s_all"] = a.harvest_tokens / (time.perf_counter() - t0)
     t0 = time.perf_counter()
-    collect(model, corpus.batches("train", cfg.collect_batch, a.harvest_tokens), layers[:1], a.harvest_tokens, "harvest1")
+    collect(
+        model, corpus.batches("train", cfg.collect_batch, a.harvest_tokens), layers[:1], a.harvest_tokens, "harvest1"
+    )
     out["harvest_tokens_per_s_first_layer"] = a.harvest_tokens / (time.perf_counter() - t0)
 
     # 2. training on the same activations
@@ -93,8 +103,17 @@ def main() -> None:
             for l in layers:
                 train_layer(replace(cfg, n_tokens=n), *data[l], Path(tmp) / f"s{l}.pt", f"single {l}")
             out["single_tokens_per_s_per_layer"] = work / (time.perf_counter() - t0)
-    out.update({"layers": layers, "width": a.width, "train_tokens": n, "epochs": cfg.epochs, "bf16": a.bf16,
-                "batch_size": cfg.batch_size, "load_avg_1min_end": os.getloadavg()[0]})
+    out.update(
+        {
+            "layers": layers,
+            "width": a.width,
+            "train_tokens": n,
+            "epochs": cfg.epochs,
+            "bf16": a.bf16,
+            "batch_size": cfg.batch_size,
+            "load_avg_1min_end": os.getloadavg()[0],
+        }
+    )
     print(json.dumps(out, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))

@@ -7,7 +7,8 @@ One command prints every figure (and writes JSON with --json):
 For each format it writes `--layers` layers of random weights to a temporary directory, then times
 `load_transcoders` (best of `--repeats`, page cache warm) and reports MB of file per second next
 to the machine's reference for the same bytes, measured in the same run: reading the files into a
-preallocated buffer (`readinto`: one copy out of the page cache, what any non-mmap loader must do). The gap is what parsing, the checks (shapes, NaN scan)
+preallocated buffer (`readinto`: one copy out of the page cache, what any non-mmap loader must do).
+The gap is what parsing, the checks (shapes, NaN scan)
 and the format's normalization (Dunefsky's fold: one [d]·[d, F] product) cost.
 """
 
@@ -26,8 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def _tensors(fmt: str, d: int, f: int, gen):
     import torch
 
-    t = {"W_enc": torch.randn(d, f, generator=gen) * 0.02, "b_enc": torch.randn(f, generator=gen) * 0.01,
-         "W_dec": torch.randn(f, d, generator=gen) * 0.02, "b_dec": torch.randn(d, generator=gen) * 0.01}
+    t = {
+        "W_enc": torch.randn(d, f, generator=gen) * 0.02,
+        "b_enc": torch.randn(f, generator=gen) * 0.01,
+        "W_dec": torch.randn(f, d, generator=gen) * 0.02,
+        "b_dec": torch.randn(d, generator=gen) * 0.01,
+    }
     if fmt == "gemmascope":
         t["threshold"] = torch.rand(f, generator=gen) * 0.1
     if fmt == "dunefsky":
@@ -70,8 +75,10 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     gen = torch.Generator().manual_seed(0)
     results = []
-    print(f"transcoder loading: {args.layers} layer(s) of d {args.d_model} x F {args.d_sae} per format, "
-          f"best of {args.repeats}, {torch.get_num_threads()} torch threads")
+    print(
+        f"transcoder loading: {args.layers} layer(s) of d {args.d_model} x F {args.d_sae} per format, "
+        f"best of {args.repeats}, {torch.get_num_threads()} torch threads"
+    )
     print(f"{'format':<16}{'MB':>9}{'load s':>9}{'MB/s':>9}{'raw read MB/s':>15}{'of raw':>9}")
     with tempfile.TemporaryDirectory(prefix="atlas-bench-tc-") as tmp:
         for fmt in args.formats.split(","):
@@ -83,12 +90,22 @@ def main() -> None:
             buf = memoryview(bytearray(max(p.stat().st_size for p in files)))
             raw_s = _best(lambda: [_read_into(p, buf) for p in files], args.repeats)
             load_s = _best(lambda: load_transcoders(f"{fmt}:{root}"), args.repeats)
-            row = dict(format=fmt, layers=args.layers, d_model=args.d_model, d_sae=args.d_sae, mb=round(mb, 1),
-                       load_s=round(load_s, 4), mb_per_s=round(mb / load_s, 1), raw_read_mb_per_s=round(mb / raw_s, 1),
-                       fraction_of_raw=round(raw_s / load_s, 3))
+            row = dict(
+                format=fmt,
+                layers=args.layers,
+                d_model=args.d_model,
+                d_sae=args.d_sae,
+                mb=round(mb, 1),
+                load_s=round(load_s, 4),
+                mb_per_s=round(mb / load_s, 1),
+                raw_read_mb_per_s=round(mb / raw_s, 1),
+                fraction_of_raw=round(raw_s / load_s, 3),
+            )
             results.append(row)
-            print(f"{fmt:<16}{mb:>9.1f}{load_s:>9.3f}{row['mb_per_s']:>9.0f}{row['raw_read_mb_per_s']:>15.0f}"
-                  f"{row['fraction_of_raw']:>9.2f}")
+            print(
+                f"{fmt:<16}{mb:>9.1f}{load_s:>9.3f}{row['mb_per_s']:>9.0f}{row['raw_read_mb_per_s']:>15.0f}"
+                f"{row['fraction_of_raw']:>9.2f}"
+            )
             for p in files:
                 p.unlink()
     if args.json:

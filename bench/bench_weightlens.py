@@ -72,16 +72,17 @@ def naive_per_feature(model, tset, layer: int, feats: list[int], cfg) -> tuple[f
     with torch.inference_mode():
         for f in feats:
             enc, dec = tc.W_enc[:, f], tc.W_dec[f]
-            s = W_E @ enc                                                   # [V]
+            s = W_E @ enc  # [V]
             v, i = torch.topk(s, cfg.input_pool)
             cands = i[(v - v.mean()) / v.std() > cfg.input_z]
             t_fwd = time.perf_counter()
-            for tok in cands.tolist():                                      # isolation check, one run each
-                _, cache = model.run_with_cache(torch.tensor([[bos, tok]]), names_filter=tc.hook_in,
-                                                stop_at_layer=layer + 1)
+            for tok in cands.tolist():  # isolation check, one run each
+                _, cache = model.run_with_cache(
+                    torch.tensor([[bos, tok]]), names_filter=tc.hook_in, stop_at_layer=layer + 1
+                )
                 bool(tc.encode(cache[tc.hook_in][0, 1])[f] > 0)
             forward += time.perf_counter() - t_fwd
-            u = dec @ W_U                                                   # [V]
+            u = dec @ W_U  # [V]
             for side in (u, -u):
                 v, i = torch.topk(side, cfg.output_pool)
                 i[(v - v.mean()) / v.std() > cfg.output_z]
@@ -102,14 +103,28 @@ def db_load_rate(path: Path, n_rows: int) -> float:
     from atlas.ids import fid_range
 
     rng = np.random.default_rng(0)
-    table = pa.table({"src_fid": rng.integers(*fid_range(1), n_rows), "dst_fid": rng.integers(*fid_range(2), n_rows),
-                      "kind": pa.array(["virtual"] * n_rows), "variant": pa.array(["raw"] * n_rows),
-                      "weight": rng.random(n_rows), "rel_contribution": rng.random(n_rows) * 1e-3})
+    table = pa.table(
+        {
+            "src_fid": rng.integers(*fid_range(1), n_rows),
+            "dst_fid": rng.integers(*fid_range(2), n_rows),
+            "kind": pa.array(["virtual"] * n_rows),
+            "variant": pa.array(["raw"] * n_rows),
+            "weight": rng.random(n_rows),
+            "rel_contribution": rng.random(n_rows) * 1e-3,
+        }
+    )
     with AtlasWriter(path) as w:
         run = w.start_run("bench", None, {})
         t = time.perf_counter()
-        w.write_unit(job="bench", scope="bench", unit="edges", chash="x", run_id=run,
-                     deletes=[("DELETE FROM edges WHERE kind = 'virtual' AND variant = 'raw'", {})], inserts={"edges": table})
+        w.write_unit(
+            job="bench",
+            scope="bench",
+            unit="edges",
+            chash="x",
+            run_id=run,
+            deletes=[("DELETE FROM edges WHERE kind = 'virtual' AND variant = 'raw'", {})],
+            inserts={"edges": table},
+        )
         return n_rows / (time.perf_counter() - t)
 
 
@@ -131,12 +146,20 @@ def main() -> None:
     import torch
 
     from atlas.config import WeightLensConfig
-    from ingest.weightlens import run_weightlens
     from atlas.lens.weightlens import DTYPES
+    from ingest.weightlens import run_weightlens
 
     load_before = os.getloadavg()
-    out: dict = {"layers": args.layers, "d_sae": args.d_sae, "d_model": 768, "d_vocab": 50257, "dtype": args.dtype,
-                 "device": args.device, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    out: dict = {
+        "layers": args.layers,
+        "d_sae": args.d_sae,
+        "d_model": 768,
+        "d_vocab": 50257,
+        "dtype": args.dtype,
+        "device": args.device,
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+    }
     peak = matmul_peak(DTYPES[args.dtype], args.device)
     out["matmul_peak_gflops"] = peak
     print(f"matmul peak ({args.dtype}, [2048x768]@[768x50257], {args.device}): {peak:,.1f} GFLOP/s")
@@ -149,13 +172,23 @@ def main() -> None:
         out["db_load_rows_per_s_synthetic"] = db_load_rate(Path(tmp) / "load.duckdb", args.db_rows)
     V, d, F, L = 50257, 768, args.d_sae, args.layers
     pairs = L * (L - 1) // 2
-    flops = {"input_projections": 2 * V * d * F * L, "output_projections": 2 * V * d * F * L,
-             "virtual_weights": 2 * F * d * F * pairs}
+    flops = {
+        "input_projections": 2 * V * d * F * L,
+        "output_projections": 2 * V * d * F * L,
+        "virtual_weights": 2 * F * d * F * pairs,
+    }
     sec = report.seconds
     print(f"\n{'stage':<22}{'seconds':>10}{'TFLOP':>9}{'GFLOP/s':>10}{'% of peak':>11}")
     stages = {}
-    for stage in ("input_projections", "output_projections", "virtual_weights", "validation", "postprocess",
-                  "arrow_tables", "db_load"):
+    for stage in (
+        "input_projections",
+        "output_projections",
+        "virtual_weights",
+        "validation",
+        "postprocess",
+        "arrow_tables",
+        "db_load",
+    ):
         s, fl = sec.get(stage, 0.0), flops.get(stage)
         row = {"seconds": s}
         if fl:
@@ -165,45 +198,69 @@ def main() -> None:
             print(f"{stage:<22}{s:>10.2f}")
         stages[stage] = row
     mm_s, mm_f = sum(sec[k] for k in flops), sum(flops.values())
-    out["matmul_stages"] = {"seconds": mm_s, "tflop": mm_f / 1e12, "gflops": mm_f / mm_s / 1e9,
-                            "pct_peak": 100 * mm_f / mm_s / 1e9 / peak, "virtual_weight_layer_pairs": pairs}
-    print(f"{'matmul stages, e2e':<22}{mm_s:>10.2f}{mm_f / 1e12:>9.2f}{mm_f / mm_s / 1e9:>10.1f}"
-          f"{out['matmul_stages']['pct_peak']:>10.1f}%")
+    out["matmul_stages"] = {
+        "seconds": mm_s,
+        "tflop": mm_f / 1e12,
+        "gflops": mm_f / mm_s / 1e9,
+        "pct_peak": 100 * mm_f / mm_s / 1e9 / peak,
+        "virtual_weight_layer_pairs": pairs,
+    }
+    print(
+        f"{'matmul stages, e2e':<22}{mm_s:>10.2f}{mm_f / 1e12:>9.2f}{mm_f / mm_s / 1e9:>10.1f}"
+        f"{out['matmul_stages']['pct_peak']:>10.1f}%"
+    )
     rows = report.rows
     out["rows"] = rows
     out["db_load_rows_per_s"] = sum(rows.values()) / sec["db_load"]
-    print(f"\ndatabase load: {sum(rows.values()):,} rows ({rows.get('edges', 0):,} edges) in {sec['db_load']:.2f} s "
-          f"= {out['db_load_rows_per_s']:,.0f} rows/s; synthetic {args.db_rows:,} edge rows: "
-          f"{out['db_load_rows_per_s_synthetic']:,.0f} rows/s")
+    print(
+        f"\ndatabase load: {sum(rows.values()):,} rows ({rows.get('edges', 0):,} edges) in {sec['db_load']:.2f} s "
+        f"= {out['db_load_rows_per_s']:,.0f} rows/s; synthetic {args.db_rows:,} edge rows: "
+        f"{out['db_load_rows_per_s_synthetic']:,.0f} rows/s"
+    )
     # per-feature: the last layer (most upstream layers) in the blocked job vs the reference
     last = L - 1
     ls = report.layer_seconds[last]
     blocked = sum(ls.values()) / F
     blocked_mm = sum(ls[k] for k in flops) / F
-    feats = torch.randperm(F, generator=torch.Generator().manual_seed(0))[:args.sample_features].tolist()
+    feats = torch.randperm(F, generator=torch.Generator().manual_seed(0))[: args.sample_features].tolist()
     naive, naive_fwd = naive_per_feature(model, tset, last, feats, cfg)
     naive_mm = naive - naive_fwd
-    out["per_feature"] = {"layer": last, "blocked_ms": blocked * 1e3, "reference_ms": naive * 1e3,
-                          "speedup": naive / blocked, "sample": len(feats), "blocked_matrix_ms": blocked_mm * 1e3,
-                          "reference_matrix_ms": naive_mm * 1e3, "matrix_speedup": naive_mm / blocked_mm}
-    print(f"per feature, layer {last} ({len(feats)} sampled for the reference): all steps: blocked "
-          f"{blocked * 1e3:.3f} ms vs one-at-a-time {naive * 1e3:.2f} ms -> {naive / blocked:,.1f}x; "
-          f"weight products and selection only (no forward passes): {blocked_mm * 1e3:.3f} ms vs "
-          f"{naive_mm * 1e3:.2f} ms -> {naive_mm / blocked_mm:,.1f}x")
+    out["per_feature"] = {
+        "layer": last,
+        "blocked_ms": blocked * 1e3,
+        "reference_ms": naive * 1e3,
+        "speedup": naive / blocked,
+        "sample": len(feats),
+        "blocked_matrix_ms": blocked_mm * 1e3,
+        "reference_matrix_ms": naive_mm * 1e3,
+        "matrix_speedup": naive_mm / blocked_mm,
+    }
+    print(
+        f"per feature, layer {last} ({len(feats)} sampled for the reference): all steps: blocked "
+        f"{blocked * 1e3:.3f} ms vs one-at-a-time {naive * 1e3:.2f} ms -> {naive / blocked:,.1f}x; "
+        f"weight products and selection only (no forward passes): {blocked_mm * 1e3:.3f} ms vs "
+        f"{naive_mm * 1e3:.2f} ms -> {naive_mm / blocked_mm:,.1f}x"
+    )
     peak_end = matmul_peak(DTYPES[args.dtype], args.device)
     out["matmul_peak_gflops_end"] = peak_end
-    print(f"matmul peak measured again at the end: {peak_end:,.1f} GFLOP/s (start {peak:,.1f}); the percentages "
-          f"above use the start figure; against the higher of the two the matmul stages reach "
-          f"{100 * mm_f / mm_s / 1e9 / max(peak, peak_end):.1f}%")
+    print(
+        f"matmul peak measured again at the end: {peak_end:,.1f} GFLOP/s (start {peak:,.1f}); the percentages "
+        f"above use the start figure; against the higher of the two the matmul stages reach "
+        f"{100 * mm_f / mm_s / 1e9 / max(peak, peak_end):.1f}%"
+    )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     out["peak_rss_gib"] = rss
     out["full_products_gib"] = {"V_x_F_fp32": V * F * 4 / 2**30, "F_x_F_fp32_all_pairs": F * F * 4 * pairs / 2**30}
-    print(f"peak RSS {rss:.2f} GiB (one full V x F product would be {V * F * 4 / 2**30:.2f} GiB; all F x F "
-          f"products {F * F * 4 * pairs / 2**30:.1f} GiB)")
+    print(
+        f"peak RSS {rss:.2f} GiB (one full V x F product would be {V * F * 4 / 2**30:.2f} GiB; all F x F "
+        f"products {F * F * 4 * pairs / 2**30:.1f} GiB)"
+    )
     out["coverage"] = report.coverage
     out["loadavg_before"], out["loadavg_after"] = load_before, os.getloadavg()
-    print(f"load average before {load_before[0]:.2f}, after {out['loadavg_after'][0]:.2f} on {os.cpu_count()} CPUs; "
-          f"total {out['total_s']:.1f} s")
+    print(
+        f"load average before {load_before[0]:.2f}, after {out['loadavg_after'][0]:.2f} on {os.cpu_count()} CPUs; "
+        f"total {out['total_s']:.1f} s"
+    )
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=str))
 

@@ -19,17 +19,28 @@ SKIP_TABLES = {"ingest_runs", "alembic_version"}
 
 def table_hashes(path: str | Path) -> dict[str, tuple[int, int]]:
     with duckdb.connect(str(path), read_only=True) as con:
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
-            "ORDER BY table_name").fetchall()]
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' ORDER BY table_name"
+            ).fetchall()
+        ]
         out = {}
         for t in tables:
             if t in SKIP_TABLES:
                 continue
-            cols = [r[0] for r in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = $t ORDER BY ordinal_position",
-                {"t": t}).fetchall() if r[0] not in PER_RUN]
-            n, h = con.execute(f'SELECT count(*), coalesce(sum(hash({", ".join(chr(34) + c + chr(34) for c in cols)})'
-                               f'::HUGEINT), 0) FROM "{t}"').fetchone()
+            cols = [
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = $t ORDER BY ordinal_position",
+                    {"t": t},
+                ).fetchall()
+                if r[0] not in PER_RUN
+            ]
+            n, h = con.execute(
+                f"SELECT count(*), coalesce(sum(hash({', '.join(chr(34) + c + chr(34) for c in cols)})"
+                f'::HUGEINT), 0) FROM "{t}"'
+            ).fetchone()
             out[t] = (int(n), int(h))
         return out

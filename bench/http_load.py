@@ -4,7 +4,8 @@ Two clients, the same questions:
 - ``wrk`` (a native load generator, `apt install wrk`), the default when it is installed: its own
   cost per request is tens of microseconds, so the figures are the server's and loopback's.
   wrk runs for a fixed time over a connection pool, cycling through the request bodies; a
-  Lua ``response`` hook reports the first GraphQL error (which fails the run), and ``done`` prints the latency percentiles.
+  Lua ``response`` hook reports the first GraphQL error (which fails the run), and ``done`` prints
+  the latency percentiles.
 - ``httpx`` (Python), the fallback: what a Python user's client sees, about 0.2 ms more per
   request than wrk on the development machine, and much more CPU per request, which matters
   when 16 clients share the server's cores.
@@ -70,8 +71,21 @@ def run_wrk(url: str, bodies: list[dict], connections: int, seconds: float) -> L
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_SCRIPT % lua_bodies)
     try:
-        proc = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
-                               "-s", f.name, f"{url}/graphql"], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "30s",
+                "-s",
+                f.name,
+                f"{url}/graphql",
+            ],
+            capture_output=True,
+            text=True,
+        )
     finally:
         Path(f.name).unlink()
     if proc.returncode:
@@ -98,18 +112,20 @@ def run_httpx(url: str, bodies: list[dict], connections: int) -> Load:
             wall = time.perf_counter() - t0
     else:
         times, wall = asyncio.run(_httpx_concurrent(url, bodies, connections))
-    return Load(percentile(times, .5) * 1e3, percentile(times, .99) * 1e3, len(times) / wall, len(times), "httpx")
+    return Load(percentile(times, 0.5) * 1e3, percentile(times, 0.99) * 1e3, len(times) / wall, len(times), "httpx")
 
 
 async def _httpx_concurrent(url: str, bodies: list[dict], connections: int) -> tuple[list[float], float]:
     times, queue = [], list(bodies)
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=connections)) as http:
+
         async def worker():
             while queue:
                 b = queue.pop()
                 t = time.perf_counter()
                 check((await http.post(f"{url}/graphql", json=b)).json())
                 times.append(time.perf_counter() - t)
+
         t0 = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(connections)])
         return times, time.perf_counter() - t0

@@ -100,8 +100,10 @@ def hostile_classes() -> dict[str, tuple[dict, str]]:
 
     return {
         "depth": (q(f'{{ feature(id: "{M}/3-synth/1") {{ {deep} }} }}'), "exceeds maximum operation depth"),
-        "aliases": (q("{ " + " ".join(f'a{i}: feature(id: "{M}/2-synth/{i}") {{ id }}' for i in range(60)) + " }"),
-                    "aliases found"),
+        "aliases": (
+            q("{ " + " ".join(f'a{i}: feature(id: "{M}/2-synth/{i}") {{ id }}' for i in range(60)) + " }"),
+            "aliases found",
+        ),
         "fragment fan-out (2**30)": (q(fragment_bomb(30)), "fields (fragments spread in full)"),
         "tokens": (q(f'{{ feature(id: "{M}/2-synth/1") {{ {" ".join(["id"] * 5000)} }} }}'), "token"),
         "body 5 MB": (raw(b'{"query": "{ __typename }", "v": "' + b"a" * (5 << 20) + b'"}'), "over the limit of"),
@@ -112,10 +114,17 @@ def hostile_classes() -> dict[str, tuple[dict, str]]:
         "id leading zero": (q(f'{{ feature(id: "{M}/2-synth/05") {{ id }} }}'), "is not of the form"),
         "id 5,000 digits": (q(f'{{ feature(id: "{M}/2-synth/{"9" * 5000}") {{ id }} }}'), "is not of the form"),
         "argument out of range": (q("{ features(first: 100000) { nodes { id } } }"), "out of range"),
-        "expensive fields x20": (q("{ " + " ".join(f"s{i}: stats {{ nFeatures }}" for i in range(20)) + " }"),
-                                 "query cost"),
-        "cost": (q("{ features(first: 100) { nodes { upstream(topK: 100) { source { downstream(topK: 100) "
-                   "{ weight } } } } } }"), "query cost"),
+        "expensive fields x20": (
+            q("{ " + " ".join(f"s{i}: stats {{ nFeatures }}" for i in range(20)) + " }"),
+            "query cost",
+        ),
+        "cost": (
+            q(
+                "{ features(first: 100) { nodes { upstream(topK: 100) { source { downstream(topK: 100) "
+                "{ weight } } } } } }"
+            ),
+            "query cost",
+        ),
     }
 
 
@@ -146,8 +155,11 @@ def hostile(url: str, seconds: float, threads: int) -> tuple[dict, list[HostileR
     time.sleep(seconds)
     stop.set()
     t.join()
-    reference = {"typename_p50_ms": statistics.median(base), "typename_p99_ms": percentile(base, 0.99),
-                 "requests": len(base)}
+    reference = {
+        "typename_p50_ms": statistics.median(base),
+        "typename_p99_ms": percentile(base, 0.99),
+        "requests": len(base),
+    }
     results = []
     for name, (kwargs, expected) in hostile_classes().items():
         counts = {"n": 0, "ok": 0, "slowest": 0.0}
@@ -172,8 +184,11 @@ def hostile(url: str, seconds: float, threads: int) -> tuple[dict, list[HostileR
         stop.set()
         for w in workers + [probe]:
             w.join()
-        results.append(HostileResult(name, counts["n"], counts["ok"], counts["slowest"], statistics.median(lat),
-                                     percentile(lat, 0.99)))
+        results.append(
+            HostileResult(
+                name, counts["n"], counts["ok"], counts["slowest"], statistics.median(lat), percentile(lat, 0.99)
+            )
+        )
     return reference, results
 
 
@@ -226,7 +241,11 @@ def publish_under_load(root: Path, seconds: float, clients: int) -> PublishResul
                     s = max(j for j, (t, _) in enumerate(published_at) if t <= start)
                 try:
                     body = http.post(f"{url}/graphql", json={"query": QUERY}).json()
-                    got = version_of.get(body["data"]["feature"]["upstream"][0]["weight"]) if "errors" not in body else None
+                    got = (
+                        version_of.get(body["data"]["feature"]["upstream"][0]["weight"])
+                        if "errors" not in body
+                        else None
+                    )
                 except Exception:  # noqa: BLE001 - a dropped connection is an error
                     got = None
                 with lock:
@@ -272,8 +291,16 @@ def publish_under_load(root: Path, seconds: float, clients: int) -> PublishResul
     for t in threads:
         t.join()
     server.should_exit = True
-    return PublishResult(counts["req"], counts["err"], counts["stale"], counts["pub"], counts["refused"],
-                         counts["wrong"], counts["dangling"], time.monotonic() - t0)
+    return PublishResult(
+        counts["req"],
+        counts["err"],
+        counts["stale"],
+        counts["pub"],
+        counts["refused"],
+        counts["wrong"],
+        counts["dangling"],
+        time.monotonic() - t0,
+    )
 
 
 # ---- 3. kills ----------------------------------------------------------------------------------------
@@ -305,7 +332,7 @@ print("finished", flush=True)
 class KillResult:
     kills: int
     runs: int
-    cycles: int          # fresh atlases, each killed until a run finished, then compared
+    cycles: int  # fresh atlases, each killed until a run finished, then compared
     tables_differing: list
     rows_lost: int
     rows_extra: int
@@ -321,8 +348,13 @@ def kills(root: Path, n_kills: int, d_sae: int = 12, n_docs: int = 24) -> KillRe
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
     def start(path):
-        return subprocess.Popen([sys.executable, str(script), str(path)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
+        return subprocess.Popen(
+            [sys.executable, str(script), str(path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
 
     ref = root / "reference.duckdb"
     t = time.monotonic()
@@ -387,8 +419,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="atlas-reliability-"))
     try:
         if "hostile" in parts:
-            from bench.synthetic_atlas import SyntheticSpec, build
             from atlas.publish import publish
+            from bench.synthetic_atlas import SyntheticSpec, build
 
             work = build(root / "h.duckdb", SyntheticSpec(n_layers=4, d_sae=64, k_up=6, n_tokens=3, n_examples=2))
             publish(work, root / "h-current.duckdb")
@@ -396,32 +428,43 @@ def main() -> None:
             reference, results = hostile(url, args.hostile_s, args.hostile_threads)
             server.should_exit = True
             report["hostile"] = {"reference_no_attack": reference, "classes": [asdict(r) for r in results]}
-            print(f"reference: {{ __typename }} without attack p50 {reference['typename_p50_ms']:.1f} ms "
-                  f"p99 {reference['typename_p99_ms']:.1f} ms ({reference['requests']} requests)")
+            print(
+                f"reference: {{ __typename }} without attack p50 {reference['typename_p50_ms']:.1f} ms "
+                f"p99 {reference['typename_p99_ms']:.1f} ms ({reference['requests']} requests)"
+            )
             print(f"{'class':<26} {'requests':>8} {'clear':>6} {'slowest s':>9} {'typename p50':>12} {'p99 ms':>8}")
             for r in results:
-                print(f"{r.name:<26} {r.requests:>8} {r.clear_errors:>6} {r.slowest_s:>9.2f} "
-                      f"{r.typename_p50_ms:>12.1f} {r.typename_p99_ms:>8.1f}")
+                print(
+                    f"{r.name:<26} {r.requests:>8} {r.clear_errors:>6} {r.slowest_s:>9.2f} "
+                    f"{r.typename_p50_ms:>12.1f} {r.typename_p99_ms:>8.1f}"
+                )
         if "publish" in parts:
             (root / "pub").mkdir()
             res = publish_under_load(root / "pub", args.publish_s, args.clients)
             report["publish"] = asdict(res)
-            print(f"publish under load ({args.clients} clients, {res.seconds:.0f} s): {res.requests} requests, "
-                  f"{res.errors} errors, {res.stale_reads} stale reads; {res.published} publishes, "
-                  f"{res.refused} damaged files refused, {res.refused_wrongly_accepted} wrongly accepted, "
-                  f"dangling link seen {res.dangling_link_seen} times")
+            print(
+                f"publish under load ({args.clients} clients, {res.seconds:.0f} s): {res.requests} requests, "
+                f"{res.errors} errors, {res.stale_reads} stale reads; {res.published} publishes, "
+                f"{res.refused} damaged files refused, {res.refused_wrongly_accepted} wrongly accepted, "
+                f"dangling link seen {res.dangling_link_seen} times"
+            )
         if "kills" in parts:
             (root / "kills").mkdir()
             res = kills(root / "kills", args.kills)
             report["kills"] = asdict(res)
-            print(f"kills: {res.kills} SIGKILLs over {res.runs} runs in {res.cycles} cycles; tables differing from the uninterrupted run: "
-                  f"{res.tables_differing or 'none'}; rows lost {res.rows_lost}, extra {res.rows_extra}; "
-                  f"'running' rows left {res.stale_running_rows} (reference run {res.reference_run_s:.1f} s)")
+            print(
+                f"kills: {res.kills} SIGKILLs over {res.runs} runs in {res.cycles} cycles; "
+                f"tables differing from the uninterrupted run: "
+                f"{res.tables_differing or 'none'}; rows lost {res.rows_lost}, extra {res.rows_extra}; "
+                f"'running' rows left {res.stale_running_rows} (reference run {res.reference_run_s:.1f} s)"
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     report["load_avg_end"] = os.getloadavg()
-    print(f"load average at start {report['load_avg_start'][0]:.2f}, at end {report['load_avg_end'][0]:.2f} "
-          f"({report['cpus']} CPUs)")
+    print(
+        f"load average at start {report['load_avg_start'][0]:.2f}, at end {report['load_avg_end'][0]:.2f} "
+        f"({report['cpus']} CPUs)"
+    )
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
 

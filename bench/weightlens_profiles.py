@@ -35,8 +35,9 @@ VARIANTS = {
     "atlas, edge_scope=per_layer": dict(profile="atlas", edge_scope="per_layer"),
     "atlas, bos=2 (isolation prefix)": dict(profile="atlas", bos="2"),
     "reference": dict(profile="reference"),
-    "reference, edge_scope=all_layers, edge_sign=positive": dict(profile="reference", edge_scope="all_layers",
-                                                                 edge_sign="positive"),
+    "reference, edge_scope=all_layers, edge_sign=positive": dict(
+        profile="reference", edge_scope="all_layers", edge_sign="positive"
+    ),
     "reference, bos=model (isolation prefix)": dict(profile="reference", bos="model"),
 }
 
@@ -69,8 +70,9 @@ def _transcoders(model, d_sae: int, jumprelu: bool, seed: int):
     from tests.factories import RandomInit, random_transcoder_set
 
     init = RandomInit.fan_in(model.cfg.d_model, threshold=0.05)
-    return random_transcoder_set(model, d_sae, kind="jumprelu" if jumprelu else "relu", seed=seed, set_name="bench",
-                                 init=init)
+    return random_transcoder_set(
+        model, d_sae, kind="jumprelu" if jumprelu else "relu", seed=seed, set_name="bench", init=init
+    )
 
 
 def build(shape: str, d_sae: int):
@@ -80,20 +82,45 @@ def build(shape: str, d_sae: int):
         from atlas.models import gpt2_tokenizer
 
         tok = gpt2_tokenizer()
-        cfg = HookedTransformerConfig(n_layers=3, d_model=64, d_head=16, n_heads=4, d_mlp=256, d_vocab=50257,
-                                      n_ctx=2048, act_fn="gelu_new", normalization_type="LN", model_name="gpt2-shaped",
-                                      original_architecture="GPT2LMHeadModel", seed=0)
+        cfg = HookedTransformerConfig(
+            n_layers=3,
+            d_model=64,
+            d_head=16,
+            n_heads=4,
+            d_mlp=256,
+            d_vocab=50257,
+            n_ctx=2048,
+            act_fn="gelu_new",
+            normalization_type="LN",
+            model_name="gpt2-shaped",
+            original_architecture="GPT2LMHeadModel",
+            seed=0,
+        )
     else:
         from transformers import AutoTokenizer
 
         from atlas.models import converted_dir
 
         tok = AutoTokenizer.from_pretrained(str(converted_dir() / "tokenizer"))
-        cfg = HookedTransformerConfig(n_layers=3, d_model=64, d_head=16, n_heads=4, n_key_value_heads=2, d_mlp=128,
-                                      d_vocab=len(tok), n_ctx=2048, act_fn="gelu_pytorch_tanh", normalization_type="RMS",
-                                      positional_embedding_type="rotary", rotary_dim=16, gated_mlp=True,
-                                      use_normalization_before_and_after=True, model_name="gemma-shaped",
-                                      original_architecture="Gemma3ForCausalLM", seed=0)
+        cfg = HookedTransformerConfig(
+            n_layers=3,
+            d_model=64,
+            d_head=16,
+            n_heads=4,
+            n_key_value_heads=2,
+            d_mlp=128,
+            d_vocab=len(tok),
+            n_ctx=2048,
+            act_fn="gelu_pytorch_tanh",
+            normalization_type="RMS",
+            positional_embedding_type="rotary",
+            rotary_dim=16,
+            gated_mlp=True,
+            use_normalization_before_and_after=True,
+            model_name="gemma-shaped",
+            original_architecture="Gemma3ForCausalLM",
+            seed=0,
+        )
     model = HookedTransformer(cfg, tokenizer=tok).eval()
     _norms_and_biases(model, 1)
     return model, _transcoders(model, d_sae, jumprelu=shape == "gemma", seed=2)
@@ -112,14 +139,22 @@ def run_variant(model, tset, overrides: dict, shape: str) -> dict:
         run_weightlens(model, tset, path, cfg, model_id=shape)
         seconds = time.perf_counter() - t0
         with duckdb.connect(str(path), read_only=True) as con:
-            rows = con.execute("SELECT layer, n_features, n_described, n_validated, n_weightlens_explained "
-                               "FROM coverage_per_layer ORDER BY layer").fetchall()
+            rows = con.execute(
+                "SELECT layer, n_features, n_described, n_validated, n_weightlens_explained "
+                "FROM coverage_per_layer ORDER BY layer"
+            ).fetchall()
             soft = con.execute("SELECT avg(validation_soft) FROM feature_weightlens").fetchone()[0]
             links = con.execute("SELECT count(*) FROM edges").fetchone()[0]
     n = sum(r[1] for r in rows)
-    return dict(seconds=round(seconds, 1), described=sum(r[2] for r in rows) / n, validated=sum(r[3] for r in rows) / n,
-                explained=sum(r[4] for r in rows) / n, mean_soft=soft, edges=links,
-                per_layer={r[0]: dict(described=r[2], validated=r[3], explained=r[4]) for r in rows})
+    return dict(
+        seconds=round(seconds, 1),
+        described=sum(r[2] for r in rows) / n,
+        validated=sum(r[3] for r in rows) / n,
+        explained=sum(r[4] for r in rows) / n,
+        mean_soft=soft,
+        edges=links,
+        per_layer={r[0]: dict(described=r[2], validated=r[3], explained=r[4]) for r in rows},
+    )
 
 
 def main() -> None:
@@ -128,8 +163,16 @@ def main() -> None:
     ap.add_argument("--d-sae", type=int, default=256)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    out = {"machine": {"matmul_gflops_fp32": round(matmul_gflops(), 1), "load_average": os.getloadavg(),
-                       "cpus": os.cpu_count()}, "thresholds": THRESHOLDS, "d_sae": args.d_sae, "shapes": {}}
+    out = {
+        "machine": {
+            "matmul_gflops_fp32": round(matmul_gflops(), 1),
+            "load_average": os.getloadavg(),
+            "cpus": os.cpu_count(),
+        },
+        "thresholds": THRESHOLDS,
+        "d_sae": args.d_sae,
+        "shapes": {},
+    }
     print(f"machine: {out['machine']}  thresholds: {THRESHOLDS}  3 layers x {args.d_sae} features")
     for shape in args.shapes.split(","):
         model, tset = build(shape, args.d_sae)
@@ -139,8 +182,10 @@ def main() -> None:
             r = run_variant(model, tset, overrides, shape)
             out["shapes"][shape][name] = r
             soft = "  NULL" if r["mean_soft"] is None else f"{r['mean_soft']:.3f}"
-            print(f"{name:>54} | {r['described']:8.1%} {r['validated']:8.1%} {r['explained']:8.1%} | {soft:>9} "
-                  f"| {r['edges']:5d} | {r['seconds']}")
+            print(
+                f"{name:>54} | {r['described']:8.1%} {r['validated']:8.1%} {r['explained']:8.1%} | {soft:>9} "
+                f"| {r['edges']:5d} | {r['seconds']}"
+            )
     out["machine"]["load_average_end"] = os.getloadavg()
     print(f"\nload average at the end: {out['machine']['load_average_end']}")
     if args.json:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -28,20 +27,22 @@ def assets_cmd() -> None:
 
 
 def _layer_metrics(layer: int, m: dict) -> str:
-    return (f"  layer {layer}: fve {m['fve']:.3f}  L0 {m['l0']:.1f}  dead {m['dead_share']:.1%}  "
-            f"loss +{m['loss_increase']:.3f} nats")
+    return (
+        f"  layer {layer}: fve {m['fve']:.3f}  L0 {m['l0']:.1f}  dead {m['dead_share']:.1%}  "
+        f"loss +{m['loss_increase']:.3f} nats"
+    )
 
 
 @app.command("train-transcoders")
 def train_transcoders_cmd(
-    db: Optional[Path] = typer.Option(None, help="Register the transcoders and their metrics in this atlas."),
-    model: Optional[str] = typer.Option(None, help=DEFAULT_MODEL_HELP),
+    db: Path | None = typer.Option(None, help="Register the transcoders and their metrics in this atlas."),
+    model: str | None = typer.Option(None, help=DEFAULT_MODEL_HELP),
     model_id: str = typer.Option(DemoConfig.model_id, help="Model id in the atlas."),
-    layers: Optional[str] = typer.Option(None, help=LAYERS_HELP),
-    width: Optional[int] = typer.Option(None, help=WIDTH_HELP),
-    tokens: Optional[int] = typer.Option(None, help=TOKENS_HELP),
+    layers: str | None = typer.Option(None, help=LAYERS_HELP),
+    width: int | None = typer.Option(None, help=WIDTH_HELP),
+    tokens: int | None = typer.Option(None, help=TOKENS_HELP),
     corpus: str = typer.Option(CorpusConfig.source, help=CORPUS_HELP),
-    out: Optional[Path] = typer.Option(None, help="Output directory (default: in the cache, by config hash)."),
+    out: Path | None = typer.Option(None, help="Output directory (default: in the cache, by config hash)."),
     gpu: bool = typer.Option(False, help="Use the larger GPU configuration (TrainConfig.gpu)."),
     setting: SetOption = [],
     as_json: JsonOption = False,
@@ -52,8 +53,11 @@ def train_transcoders_cmd(
     train = overridden(train_config(layers, width, tokens, gpu, model), setting)
     out_dir, metrics = run(train, CorpusConfig(source=corpus), model_id=model_id, db_path=db, out_dir=out)
     report = {"out_dir": str(out_dir), "layers": metrics}
-    emit(report, as_json, lambda: "\n".join([f"transcoders in {out_dir}"]
-                                            + [_layer_metrics(l, m) for l, m in sorted(metrics.items())]))
+    emit(
+        report,
+        as_json,
+        lambda: "\n".join([f"transcoders in {out_dir}"] + [_layer_metrics(l, m) for l, m in sorted(metrics.items())]),
+    )
 
 
 def demo_report(ctx) -> dict:
@@ -65,19 +69,20 @@ def demo_summary(ctx) -> str:
     from ingest.transcoders import format_quality
 
     took = ", ".join(f"{k} {v:.0f} s" for k, v in ctx.timings.items())
-    return (f"demo: transcoder quality on held-out text\n{format_quality(ctx.quality)}\n"
-            f"demo: built {ctx.db_path} in {took}")
+    return (
+        f"demo: transcoder quality on held-out text\n{format_quality(ctx.quality)}\ndemo: built {ctx.db_path} in {took}"
+    )
 
 
 @app.command("demo")
 def demo_cmd(
-    data: Optional[Path] = typer.Option(None, help="Directory of the demo atlas (default: CACHE/demo)."),
+    data: Path | None = typer.Option(None, help="Directory of the demo atlas (default: CACHE/demo)."),
     serve: bool = typer.Option(DemoConfig.serve, "--serve/--no-serve", help="Serve the atlas after building it."),
     port: int = typer.Option(DemoConfig.port, help="Port to serve on."),
-    layers: Optional[str] = typer.Option(None, help=LAYERS_HELP),
-    width: Optional[int] = typer.Option(None, help=WIDTH_HELP),
-    tokens: Optional[int] = typer.Option(None, help=TOKENS_HELP),
-    model: Optional[str] = typer.Option(None, help=DEFAULT_MODEL_HELP),
+    layers: str | None = typer.Option(None, help=LAYERS_HELP),
+    width: int | None = typer.Option(None, help=WIDTH_HELP),
+    tokens: int | None = typer.Option(None, help=TOKENS_HELP),
+    model: str | None = typer.Option(None, help=DEFAULT_MODEL_HELP),
     corpus: str = typer.Option(CorpusConfig.source, help=CORPUS_HELP),
     setting: SetOption = [],
     as_json: JsonOption = False,

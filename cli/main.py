@@ -39,8 +39,8 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.add_typer(jobs.app, name="ingest")
-app.add_typer(demo.app)       # assets, train-transcoders, demo
-app.add_typer(read.app)       # inspect, serve, sql, export
+app.add_typer(demo.app)  # assets, train-transcoders, demo
+app.add_typer(read.app)  # inspect, serve, sql, export
 
 
 def main() -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,9 +16,10 @@ app = typer.Typer(rich_markup_mode=None)
 def inspect_cmd(
     model: ModelSpecOption,
     transcoders: TranscodersOption,
-    layers: Optional[str] = typer.Option(None, "--layers", help="Layers to load, e.g. '0,1' or '0-3' (default: all)."),
-    text: Optional[list[str]] = typer.Option(None, "--text", help="A sentence to measure on (repeatable; "
-                                             "default: five built-in sentences)."),
+    layers: str | None = typer.Option(None, "--layers", help="Layers to load, e.g. '0,1' or '0-3' (default: all)."),
+    text: list[str] | None = typer.Option(
+        None, "--text", help="A sentence to measure on (repeatable; default: five built-in sentences)."
+    ),
     dtype: str = typer.Option("float32", "--dtype", help="Transcoder dtype: float32, bfloat16, float16."),
     as_json: JsonOption = False,
 ) -> None:
@@ -49,8 +49,7 @@ def serve(
     if workers > 1:  # uvicorn starts each worker from an import string; the path travels in the environment
         build_app(db_path).database.close()  # fail here, once, on a bad path
         os.environ["ATLAS_SERVE_DB"] = str(db_path)
-        uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning")
+        uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
     else:
         uvicorn.run(build_app(db_path), host=host, port=port, log_level="warning")
 
@@ -59,8 +58,8 @@ def serve(
 def sql(
     query: str = typer.Argument(..., help="One read-only SQL statement (docs/sql.md lists the views)."),
     db_path: Path = typer.Option(..., "--db", help="The atlas database."),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="Write the result to this CSV file."),
-    parquet: Optional[Path] = typer.Option(None, "--parquet", help="Write the result to this Parquet file."),
+    csv: Path | None = typer.Option(None, "--csv", help="Write the result to this CSV file."),
+    parquet: Path | None = typer.Option(None, "--parquet", help="Write the result to this Parquet file."),
     max_rows: int = typer.Option(100, help="Rows printed (files get every row)."),
     timeout_ms: int = typer.Option(60000, help="Time limit of the statement."),
 ) -> None:
@@ -75,13 +74,15 @@ def export_cmd(
     fmt: str = typer.Argument(..., help="circuit-tracer (feature files for its local viewer) or neuronpedia (JSONL)."),
     db_path: Path = typer.Option(..., "--db", help="The atlas database."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
-    feature: Optional[list[str]] = typer.Option(None, "--feature", help="A public id model/source/index (repeat)."),
-    layers: Optional[str] = typer.Option(None, "--layers", help="Only these layers, e.g. '3,6' or '0-5'."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many features (fid order)."),
+    feature: list[str] | None = typer.Option(None, "--feature", help="A public id model/source/index (repeat)."),
+    layers: str | None = typer.Option(None, "--layers", help="Only these layers, e.g. '3,6' or '0-5'."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many features (fid order)."),
 ) -> None:
     """Write an atlas (or a selection) in the file formats of circuit-tracer's viewer or Neuronpedia."""
     from atlas.viewer_export import export
 
     r = export(db_path, out, fmt, ids=feature or None, layers=parse_layers(layers), limit=limit)
-    print(f"exported {r.features} features, {r.activations} activations, {r.explanations} explanations "
-          f"into {r.files} files under {out}")
+    print(
+        f"exported {r.features} features, {r.activations} activations, {r.explanations} explanations "
+        f"into {r.files} files under {out}"
+    )

@@ -44,15 +44,24 @@ def virtual_edges(writer, sids: dict[int, int], dst_layers: list[int], variant: 
         "SELECT src_fid, dst_fid, variant, weight FROM edges WHERE kind = 'virtual' "
         "AND ($variant IS NULL OR variant = $variant) AND list_contains($src, fid_source(src_fid)) "
         "AND list_contains($dst, fid_source(dst_fid)) ORDER BY src_fid, dst_fid, variant",
-        {"variant": variant, "src": list(sids.values()), "dst": [sids[l] for l in dst_layers]}).fetchnumpy()
+        {"variant": variant, "src": list(sids.values()), "dst": [sids[l] for l in dst_layers]},
+    ).fetchnumpy()
     if len(e["src_fid"]) == 0:
         return None
     layer_of = np.zeros(max(sids.values()) + 1, dtype=np.int64)
     layer_of[list(sids.values())] = list(sids.keys())
     src, dst = np.asarray(e["src_fid"]), np.asarray(e["dst_fid"])
     s, d = split_fids(src), split_fids(dst)
-    return dict(src_fid=src, dst_fid=dst, variant=np.asarray(e["variant"]), weight=np.asarray(e["weight"], dtype=float),
-                src_layer=layer_of[s.sid], dst_layer=layer_of[d.sid], src_idx=s.idx, dst_idx=d.idx)
+    return dict(
+        src_fid=src,
+        dst_fid=dst,
+        variant=np.asarray(e["variant"]),
+        weight=np.asarray(e["weight"], dtype=float),
+        src_layer=layer_of[s.sid],
+        dst_layer=layer_of[d.sid],
+        src_idx=s.idx,
+        dst_idx=d.idx,
+    )
 
 
 def stats_table(res, sid: int, cfg: ActivationsConfig, run_id: str) -> pa.Table:
@@ -61,19 +70,21 @@ def stats_table(res, sid: int, cfg: ActivationsConfig, run_id: str) -> pa.Table:
     active = n_act > 0
     q = res.quantiles.numpy()
     hist = s.hist.view(s.d_sae, cfg.hist_bins).numpy()
-    return pa.table({
-        "fid": make_fids(sid, np.arange(s.d_sae)),
-        "n_tokens": np.full(s.d_sae, s.n_tokens, dtype=np.int64),
-        "n_active": n_act,
-        "frequency": n_act / max(s.n_tokens, 1),
-        "max_act": pa.array(np.where(active, s.max.numpy(), np.nan), from_pandas=True),
-        "mean_act": pa.array(np.where(active, s.sum.numpy() / np.maximum(n_act, 1), np.nan), from_pandas=True),
-        "quantiles": [list(map(float, q[i])) if active[i] else None for i in range(s.d_sae)],
-        "quantile_levels": [list(cfg.quantile_levels)] * s.d_sae,
-        "hist_edges": [s.hist_edges().tolist()] * s.d_sae,
-        "hist_counts": list(hist),
-        "run_id": [run_id] * s.d_sae,
-    })
+    return pa.table(
+        {
+            "fid": make_fids(sid, np.arange(s.d_sae)),
+            "n_tokens": np.full(s.d_sae, s.n_tokens, dtype=np.int64),
+            "n_active": n_act,
+            "frequency": n_act / max(s.n_tokens, 1),
+            "max_act": pa.array(np.where(active, s.max.numpy(), np.nan), from_pandas=True),
+            "mean_act": pa.array(np.where(active, s.sum.numpy() / np.maximum(n_act, 1), np.nan), from_pandas=True),
+            "quantiles": [list(map(float, q[i])) if active[i] else None for i in range(s.d_sae)],
+            "quantile_levels": [list(cfg.quantile_levels)] * s.d_sae,
+            "hist_edges": [s.hist_edges().tolist()] * s.d_sae,
+            "hist_counts": list(hist),
+            "run_id": [run_id] * s.d_sae,
+        }
+    )
 
 
 def _lists(values: np.ndarray, valid: np.ndarray) -> pa.ListArray:
@@ -92,18 +103,28 @@ def examples_table(model, res, sid: int, cfg: ActivationsConfig, run_id: str) ->
         uniq, inv = np.unique(toks[valid], return_inverse=True)
         strs = np.array(token_strings(model, uniq), dtype=object)
         n = len(c)
-        parts.append(pa.table({
-            "fid": make_fids(sid, c.feature.numpy()),
-            "kind": [kind] * n,
-            "bin": pa.array(c.bin.numpy() if kind == "quantile" else np.full(n, None), type=pa.int32()),
-            "sample_weight": pa.array(weight.numpy() if weight is not None else np.full(n, None), type=pa.float64()),
-            "doc_id": c.doc.numpy(), "pos": c.pos.numpy().astype(np.int32), "activation": c.act.numpy().astype(float),
-            "window_start": start.astype(np.int32),
-            "tokens": _lists(toks.astype(np.int32), valid),
-            "token_strs": pa.ListArray.from_arrays(_lists(toks, valid).offsets, pa.array(strs[inv], type=pa.string())),
-            "acts": _lists(acts.astype(np.float32), valid),
-            "run_id": [run_id] * n,
-        }))
+        parts.append(
+            pa.table(
+                {
+                    "fid": make_fids(sid, c.feature.numpy()),
+                    "kind": [kind] * n,
+                    "bin": pa.array(c.bin.numpy() if kind == "quantile" else np.full(n, None), type=pa.int32()),
+                    "sample_weight": pa.array(
+                        weight.numpy() if weight is not None else np.full(n, None), type=pa.float64()
+                    ),
+                    "doc_id": c.doc.numpy(),
+                    "pos": c.pos.numpy().astype(np.int32),
+                    "activation": c.act.numpy().astype(float),
+                    "window_start": start.astype(np.int32),
+                    "tokens": _lists(toks.astype(np.int32), valid),
+                    "token_strs": pa.ListArray.from_arrays(
+                        _lists(toks, valid).offsets, pa.array(strs[inv], type=pa.string())
+                    ),
+                    "acts": _lists(acts.astype(np.float32), valid),
+                    "run_id": [run_id] * n,
+                }
+            )
+        )
     table = pa.concat_tables(parts)
     return table.append_column("example_id", pa.array(example_ids(table.column("fid").to_numpy()), type=pa.int64()))
 
@@ -122,38 +143,63 @@ def example_ids(fid: np.ndarray) -> np.ndarray:
     ordinal = np.empty(len(fid), dtype=np.int64)
     ordinal[order] = np.arange(len(fid)) - first
     if len(fid) and (ordinal.max() >= EXAMPLES_PER_FEATURE or int(fid.max()) >= (1 << 53)):
-        raise AtlasError(f"more than {EXAMPLES_PER_FEATURE} examples of one feature (n_top + n_samples), or a "
-                         f"source id over 2**21: example ids would collide")
+        raise AtlasError(
+            f"more than {EXAMPLES_PER_FEATURE} examples of one feature (n_top + n_samples), or a "
+            f"source id over 2**21: example ids would collide"
+        )
     return fid.astype(np.int64) * EXAMPLES_PER_FEATURE + ordinal
 
 
 def edges_table(edges: dict, mask: np.ndarray, era, run_id: str) -> pa.Table:
     n = int(mask.sum())
     cols = {k: edges[k][mask] for k in ("src_fid", "dst_fid", "variant")}
-    return pa.table({
-        "src_fid": np.concatenate([cols["src_fid"]] * 2), "dst_fid": np.concatenate([cols["dst_fid"]] * 2),
-        "kind": ["era"] * n + ["twera"] * n, "variant": np.concatenate([cols["variant"]] * 2),
-        "weight": np.concatenate([era.era.numpy()[mask], era.twera.numpy()[mask]]),
-        "run_id": [run_id] * (2 * n),
-    })
+    return pa.table(
+        {
+            "src_fid": np.concatenate([cols["src_fid"]] * 2),
+            "dst_fid": np.concatenate([cols["dst_fid"]] * 2),
+            "kind": ["era"] * n + ["twera"] * n,
+            "variant": np.concatenate([cols["variant"]] * 2),
+            "weight": np.concatenate([era.era.numpy()[mask], era.twera.numpy()[mask]]),
+            "run_id": [run_id] * (2 * n),
+        }
+    )
 
 
-def run(db_path, model, tset, tokens, cfg: ActivationsConfig = ActivationsConfig(), *, model_id: str,
-        model_spec: str, executor: ExecutorConfig = LOCAL) -> dict:
+def run(
+    db_path,
+    model,
+    tset,
+    tokens,
+    cfg: ActivationsConfig = ActivationsConfig(),
+    *,
+    model_id: str,
+    model_spec: str,
+    executor: ExecutorConfig = LOCAL,
+) -> dict:
     """Collect and store activation statistics, examples and ERA/TWERA; returns a small report."""
     from atlas.lens.activations import check_tokens
 
     tset.check_against(model)
     tokens = check_tokens(tokens, model)
-    config = {**{k: v for k, v in asdict(cfg).items() if k != "seqs_per_shard"},
-              "corpus": tokens_fingerprint(tokens), "n_docs": tokens.shape[0], "set_name": tset.set_name}
+    config = {
+        **{k: v for k, v in asdict(cfg).items() if k != "seqs_per_shard"},
+        "corpus": tokens_fingerprint(tokens),
+        "n_docs": tokens.shape[0],
+        "set_name": tset.set_name,
+    }
     with db.AtlasWriter(db_path) as w:
         sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
-        job = ActivationsJob(config, cfg, sids, {l: tset[l].d_sae for l in tset.layer_ids},
-                             f"{model_id}/{tset.set_name}")
+        job = ActivationsJob(
+            config, cfg, sids, {l: tset[l].d_sae for l in tset.layer_ids}, f"{model_id}/{tset.set_name}"
+        )
         run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
-    return {"layers_done_before": run.done_before, "layers_written": run.written, "era_edges": job.era_edges,
-            "inexact_sample_features": job.inexact, "shards": run.summary()}
+    return {
+        "layers_done_before": run.done_before,
+        "layers_written": run.written,
+        "era_edges": job.era_edges,
+        "inexact_sample_features": job.inexact,
+        "shards": run.summary(),
+    }
 
 
 def block_ranges(n_docs: int, cfg: ActivationsConfig) -> list[tuple[int, int]]:
@@ -165,14 +211,16 @@ def block_ranges(n_docs: int, cfg: ActivationsConfig) -> list[tuple[int, int]]:
 
 class BlockInputs(NamedTuple):
     """What a block shard computes with, besides the context."""
-    bin_edges: dict               # layer -> [d_sae, n_bins + 1] bin edges, from the loaded warm-up
-    vedges: dict | None           # the virtual edges (``virtual_edges``, every layer), None without ERA
+
+    bin_edges: dict  # layer -> [d_sae, n_bins + 1] bin edges, from the loaded warm-up
+    vedges: dict | None  # the virtual edges (``virtual_edges``, every layer), None without ERA
 
 
 class PartStats(NamedTuple):
     """One layer's row of a part's stats table."""
-    stats: Any                    # LayerStats of the part's sequences
-    bin_counts: Any               # [d_sae * n_bins] int64 (empty for the warm-up)
+
+    stats: Any  # LayerStats of the part's sequences
+    bin_counts: Any  # [d_sae * n_bins] int64 (empty for the warm-up)
 
 
 class ActivationsJob:
@@ -186,26 +234,37 @@ class ActivationsJob:
         self.chash = db.config_hash(config)
         self.era_edges = self.inexact = 0
         self.vedges = self.bin_edges = self.era = self._era_result = None
-        self.acc: dict = {}                                    # layer -> LayerPart, the parts folded in
+        self.acc: dict = {}  # layer -> LayerPart, the parts folded in
 
     def plan(self, w) -> list[Shard]:
         """The warm-up part, then the blocks (each waits for the warm-up's bin edges)."""
         n = self.params["n_docs"]
         self.vedges = virtual_edges(w, self.sids, self.layers, self.cfg.edge_variant) if self.cfg.era else None
-        warm = Shard(unit=f"warmup-0-{min(n, max(1, self.cfg.bin_warmup_seqs))}", key={"kind": "warmup"},
-                     chash=self.chash)
+        warm = Shard(
+            unit=f"warmup-0-{min(n, max(1, self.cfg.bin_warmup_seqs))}", key={"kind": "warmup"}, chash=self.chash
+        )
         bchash = db.config_hash({"config": self.chash, "edges": _edges_fingerprint(self.vedges)})
-        return [warm] + [Shard(unit=f"seqs-{lo}-{hi}", key={"kind": "block", "lo": lo, "hi": hi}, chash=bchash,
-                               deps=(warm.unit,)) for lo, hi in block_ranges(n, self.cfg)]
+        return [warm] + [
+            Shard(unit=f"seqs-{lo}-{hi}", key={"kind": "block", "lo": lo, "hi": hi}, chash=bchash, deps=(warm.unit,))
+            for lo, hi in block_ranges(n, self.cfg)
+        ]
 
     def outputs(self, w) -> list[Shard]:
         out = []
         for l in self.layers:
             rng = fid_range(self.sids[l])
-            out.append(Shard(unit=_unit(l), key={"layer": l}, chash=self.chash, deletes=(
-                (f"DELETE FROM feature_stats WHERE {rng.sql()}", rng.params()),
-                (f"DELETE FROM examples WHERE {rng.sql()}", rng.params()),
-                (f"DELETE FROM edges WHERE kind IN ('era', 'twera') AND {rng.sql('dst_fid')}", rng.params()))))
+            out.append(
+                Shard(
+                    unit=_unit(l),
+                    key={"layer": l},
+                    chash=self.chash,
+                    deletes=(
+                        (f"DELETE FROM feature_stats WHERE {rng.sql()}", rng.params()),
+                        (f"DELETE FROM examples WHERE {rng.sql()}", rng.params()),
+                        (f"DELETE FROM edges WHERE kind IN ('era', 'twera') AND {rng.sql('dst_fid')}", rng.params()),
+                    ),
+                )
+            )
         return out
 
     def inputs(self, w, shard: Shard) -> BlockInputs | None:
@@ -226,11 +285,23 @@ class ActivationsJob:
             return {"stats": stats_part_table(stats)}, {}
         era = _era_accumulator(inputs.vedges)
         lo, hi = shard.key["lo"], shard.key["hi"]
-        parts = collect_block(ctx.model, ctx.tset, ctx.tokens, self.cfg, inputs.bin_edges, torch.arange(lo, hi),
-                              self.layers, era, lambda desc, total: progress(f"{desc} sequences {lo}-{hi}", total, "seq"))
-        tables = {"stats": stats_part_table({l: p.stats for l, p in parts.items()},
-                                            {l: p.res.counts for l, p in parts.items()}),
-                  "candidates": candidates_table(parts)}
+        parts = collect_block(
+            ctx.model,
+            ctx.tset,
+            ctx.tokens,
+            self.cfg,
+            inputs.bin_edges,
+            torch.arange(lo, hi),
+            self.layers,
+            era,
+            lambda desc, total: progress(f"{desc} sequences {lo}-{hi}", total, "seq"),
+        )
+        tables = {
+            "stats": stats_part_table(
+                {l: p.stats for l, p in parts.items()}, {l: p.res.counts for l, p in parts.items()}
+            ),
+            "candidates": candidates_table(parts),
+        }
         if era is not None:
             tables["era"] = pa.table({"n_tokens": [era.n_tokens], "digits": _large_lists([era.digits.numpy().ravel()])})
         return tables, {"sequences": hi - lo}
@@ -266,8 +337,10 @@ class ActivationsJob:
         sid = self.sids[l]
         res = finish(self.acc.pop(l), ctx.tokens, self.cfg)
         self.inexact += int(res.n_inexact)
-        tables = {"feature_stats": stats_table(res, sid, self.cfg, ""),
-                  "examples": examples_table(ctx.model, res, sid, self.cfg, "")}
+        tables = {
+            "feature_stats": stats_table(res, sid, self.cfg, ""),
+            "examples": examples_table(ctx.model, res, sid, self.cfg, ""),
+        }
         mask = self.vedges["dst_layer"] == l if self.vedges is not None else None
         if mask is not None and mask.any():
             if self._era_result is None:
@@ -294,20 +367,27 @@ def _rows(col) -> list[np.ndarray]:
     """The rows of a list column as numpy arrays."""
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     off, values = col.offsets.to_numpy(), col.values.to_numpy(zero_copy_only=False)
-    return [values[off[i]:off[i + 1]] for i in range(len(col))]
+    return [values[off[i] : off[i + 1]] for i in range(len(col))]
 
 
 def stats_part_table(stats: dict, counts: dict | None = None) -> pa.Table:
     """One row per layer: its LayerStats (sums as integer digits) and, for a block, its bin counts."""
     layers = sorted(stats)
-    col = lambda f: _large_lists([f(stats[l]) for l in layers])
-    return pa.table({
-        "layer": pa.array(layers, pa.int32()),
-        "n_tokens": pa.array([stats[l].n_tokens for l in layers], pa.int64()),
-        "n_active": col(lambda s: s.n_active.numpy()), "sum_digits": col(lambda s: s.sum_digits.numpy().ravel()),
-        "max": col(lambda s: s.max.numpy()), "hist": col(lambda s: s.hist.numpy()),
-        "bin_counts": _large_lists([counts[l].numpy() if counts else np.zeros(0, np.int64) for l in layers]),
-    })
+
+    def col(f):
+        return _large_lists([f(stats[l]) for l in layers])
+
+    return pa.table(
+        {
+            "layer": pa.array(layers, pa.int32()),
+            "n_tokens": pa.array([stats[l].n_tokens for l in layers], pa.int64()),
+            "n_active": col(lambda s: s.n_active.numpy()),
+            "sum_digits": col(lambda s: s.sum_digits.numpy().ravel()),
+            "max": col(lambda s: s.max.numpy()),
+            "hist": col(lambda s: s.hist.numpy()),
+            "bin_counts": _large_lists([counts[l].numpy() if counts else np.zeros(0, np.int64) for l in layers]),
+        }
+    )
 
 
 def read_stats(table: pa.Table, cfg: ActivationsConfig) -> dict[int, PartStats]:
@@ -340,12 +420,14 @@ def candidates_table(parts: dict) -> pa.Table:
     c = Candidates.cat([c for _, _, c in chunks]) if chunks else None
     cols = {f: getattr(c, f).numpy() for f in _CAND}
     width = c.win.shape[1]
-    return pa.table({
-        "layer": pa.array(np.concatenate([np.full(len(x), l, np.int32) for l, _, x in chunks])),
-        "kind": pa.array(np.concatenate([np.full(len(x), k, np.int8) for _, k, x in chunks])),
-        **cols,
-        "win": pa.FixedSizeListArray.from_arrays(pa.array(c.win.numpy().ravel().astype(np.float32)), width),
-    })
+    return pa.table(
+        {
+            "layer": pa.array(np.concatenate([np.full(len(x), l, np.int32) for l, _, x in chunks])),
+            "kind": pa.array(np.concatenate([np.full(len(x), k, np.int8) for _, k, x in chunks])),
+            **cols,
+            "win": pa.FixedSizeListArray.from_arrays(pa.array(c.win.numpy().ravel().astype(np.float32)), width),
+        }
+    )
 
 
 def read_candidates(table: pa.Table) -> dict:
@@ -360,8 +442,9 @@ def read_candidates(table: pa.Table) -> dict:
     out = {}
     for l, k in sorted(set(zip(cols["layer"].tolist(), cols["kind"].tolist()))):
         m = (cols["layer"] == l) & (cols["kind"] == k)
-        out[(l, k)] = Candidates(*(torch.from_numpy(cols[f][m].copy()) for f in _CAND),
-                                 torch.from_numpy(wins[m].copy()))
+        out[(l, k)] = Candidates(
+            *(torch.from_numpy(cols[f][m].copy()) for f in _CAND), torch.from_numpy(wins[m].copy())
+        )
     return out
 
 

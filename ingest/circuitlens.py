@@ -41,12 +41,19 @@ def load_examples(w, sid: int, kinds) -> dict[str, np.ndarray]:
     rows = w.fetchall(
         "SELECT example_id, fid, doc_id, pos, window_start, tokens FROM examples "
         f"WHERE {fid_range(sid).sql()} AND list_contains($kinds, kind) ORDER BY fid, example_id",
-        {**fid_range(sid).params(), "kinds": list(kinds)})
+        {**fid_range(sid).params(), "kinds": list(kinds)},
+    )
     if not rows:
         return {}
     ex_id, fid, doc, pos, start, toks = zip(*rows)
-    return dict(example_id=np.array(ex_id), idx=split_fids(fid).idx, doc=np.array(doc), pos=np.array(pos),
-                start=np.array(start), window=list(toks))
+    return dict(
+        example_id=np.array(ex_id),
+        idx=split_fids(fid).idx,
+        doc=np.array(doc),
+        pos=np.array(pos),
+        start=np.array(start),
+        window=list(toks),
+    )
 
 
 def select(ex: dict, mask: np.ndarray) -> dict:
@@ -56,8 +63,10 @@ def select(ex: dict, mask: np.ndarray) -> dict:
 
 def most_active(w, sid: int, n: int) -> np.ndarray:
     """Indices of the layer's ``n`` most often active features (from the activations job)."""
-    rows = w.fetchall(f"SELECT fid_index(fid) FROM feature_stats WHERE {fid_range(sid).sql()} "
-                      "ORDER BY n_active DESC, fid LIMIT $n", {**fid_range(sid).params(), "n": n})
+    rows = w.fetchall(
+        f"SELECT fid_index(fid) FROM feature_stats WHERE {fid_range(sid).sql()} ORDER BY n_active DESC, fid LIMIT $n",
+        {**fid_range(sid).params(), "n": n},
+    )
     return np.array([r[0] for r in rows], dtype=np.int64)
 
 
@@ -65,22 +74,24 @@ def check_corpus(tokens: torch.Tensor, ex: dict) -> None:
     """The stored windows must equal the corpus at the same place: the corpus is the one sampled."""
     for i in range(len(ex["doc"])):  # one comparison per example, cheap next to an attribution
         d, s, win = int(ex["doc"][i]), int(ex["start"][i]), ex["window"][i]
-        if d >= tokens.shape[0] or tokens[d, s:s + len(win)].tolist() != list(win):
-            raise AtlasError(f"example {int(ex['example_id'][i])} (document {d}, position {int(ex['pos'][i])}) does "
-                             "not match the corpus given: run circuitlens on the corpus the activations came from")
+        if d >= tokens.shape[0] or tokens[d, s : s + len(win)].tolist() != list(win):
+            raise AtlasError(
+                f"example {int(ex['example_id'][i])} (document {d}, position {int(ex['pos'][i])}) does "
+                "not match the corpus given: run circuitlens on the corpus the activations came from"
+            )
 
 
 class Contributions(NamedTuple):
     """Flat contribution rows, one per (example, contributor); -1 where a column does not apply."""
 
-    row: torch.Tensor       # [n] example: a batch row inside a batch, the unit's example after attribute_examples
-    kind: torch.Tensor      # [n] AttributionKind
-    layer: torch.Tensor     # [n] source layer (feature, head, error)
-    idx: torch.Tensor       # [n] upstream feature index (feature)
-    head: torch.Tensor      # [n] head (head)
-    src_pos: torch.Tensor   # [n] source position; a logit's predicted position t + k
-    token: torch.Tensor     # [n] token id at src_pos (token, position); the predicted token (logit)
-    value: torch.Tensor     # [n] the contribution
+    row: torch.Tensor  # [n] example: a batch row inside a batch, the unit's example after attribute_examples
+    kind: torch.Tensor  # [n] AttributionKind
+    layer: torch.Tensor  # [n] source layer (feature, head, error)
+    idx: torch.Tensor  # [n] upstream feature index (feature)
+    head: torch.Tensor  # [n] head (head)
+    src_pos: torch.Tensor  # [n] source position; a logit's predicted position t + k
+    token: torch.Tensor  # [n] token id at src_pos (token, position); the predicted token (logit)
+    value: torch.Tensor  # [n] the contribution
 
     def take(self, index: torch.Tensor) -> Contributions:
         return Contributions(*(c[index] for c in self))
@@ -90,22 +101,26 @@ class Contributions(NamedTuple):
         return Contributions(*(torch.cat(cols) for cols in zip(*parts)))
 
 
-def _rows(row: torch.Tensor, kind: Kind, value: torch.Tensor, layer=-1, idx=-1, head=-1, src_pos=-1,
-          token=-1) -> Contributions:
+def _rows(
+    row: torch.Tensor, kind: Kind, value: torch.Tensor, layer=-1, idx=-1, head=-1, src_pos=-1, token=-1
+) -> Contributions:
     """Contributions of one kind; a number given for a column is repeated for every row."""
-    col = lambda v: torch.as_tensor(v).expand_as(row)
+
+    def col(v):
+        return torch.as_tensor(v).expand_as(row)
+
     return Contributions(row, col(int(kind)), col(layer), col(idx), col(head), col(src_pos), col(token), value)
 
 
 def _candidates(att, b0: int, tokens: torch.Tensor) -> Contributions:
     """Every nonzero feature / head / token / position contribution of a batch (the candidates to store)."""
     parts = []
-    for l, c in att.features.items():                       # [batch, pos, d_sae]
+    for l, c in att.features.items():  # [batch, pos, d_sae]
         b, s, j = c.nonzero(as_tuple=True)
         parts.append(_rows(b, Kind.FEATURE, c[b, s, j], layer=l, idx=j, src_pos=s))
-    b, l, h, s = att.heads.nonzero(as_tuple=True)            # [batch, layer + 1, n_heads, pos]
+    b, l, h, s = att.heads.nonzero(as_tuple=True)  # [batch, layer + 1, n_heads, pos]
     parts.append(_rows(b, Kind.HEAD, att.heads[b, l, h, s], layer=l, head=h, src_pos=s))
-    for kind, t in ((Kind.TOKEN, att.token), (Kind.POSITION, att.position)):   # [batch, pos]
+    for kind, t in ((Kind.TOKEN, att.token), (Kind.POSITION, att.position)):  # [batch, pos]
         b, s = t.nonzero(as_tuple=True)
         parts.append(_rows(b, kind, t[b, s], src_pos=s))
     out = Contributions.cat(parts)
@@ -115,24 +130,25 @@ def _candidates(att, b0: int, tokens: torch.Tensor) -> Contributions:
 class Evidence(NamedTuple):
     """What the descriptions need of one example."""
 
-    src: int                # the source position with the largest node-view input contribution
-    out: torch.Tensor       # [n_output] the tokens predicted at t + k (-1 past the end)
-    toks: torch.Tensor      # [seq] the example's tokens (its batch's length)
-    pos: int                # the target position t
+    src: int  # the source position with the largest node-view input contribution
+    out: torch.Tensor  # [n_output] the tokens predicted at t + k (-1 past the end)
+    toks: torch.Tensor  # [seq] the example's tokens (its batch's length)
+    pos: int  # the target position t
 
 
 class ExampleAttributions(NamedTuple):
     """What attribute_examples returns for a unit's examples."""
 
-    rows: Contributions     # the stored rows, grouped by example (example order)
-    sig_row: torch.Tensor   # [m] example of each significant contributor, ascending
-    sig_key: torch.Tensor   # [m, 4] its key [kind, layer, a, b] (lens.clustering.significant)
+    rows: Contributions  # the stored rows, grouped by example (example order)
+    sig_row: torch.Tensor  # [m] example of each significant contributor, ascending
+    sig_key: torch.Tensor  # [m, 4] its key [kind, layer, a, b] (lens.clustering.significant)
     evidence: list[Evidence]  # per example, in example order
-    max_gap: float          # the largest |completeness gap| of the unit's attributions
+    max_gap: float  # the largest |completeness gap| of the unit's attributions
 
 
-def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLensConfig,
-                       advance=lambda n: None) -> ExampleAttributions:
+def attribute_examples(
+    model, tset, tokens, layer: int, ex: dict, cfg: CircuitLensConfig, advance=lambda n: None
+) -> ExampleAttributions:
     """Attributions of a unit's examples: stored rows, contributor sets and per-example evidence."""
     from atlas.lens.attribution import attribute, completeness_gap
     from atlas.lens.clustering import significant
@@ -145,8 +161,8 @@ def attribute_examples(model, tset, tokens, layer: int, ex: dict, cfg: CircuitLe
     #    (+ the output positions), so short examples do not pay for long ones
     order = np.argsort(np.asarray(ex["pos"]), kind="stable")
     for b0 in range(0, n, cfg.batch_size):
-        take = order[b0:b0 + cfg.batch_size]
-        back = torch.as_tensor(take)                                            # batch row -> example
+        take = order[b0 : b0 + cfg.batch_size]
+        back = torch.as_tensor(take)  # batch row -> example
         doc = torch.as_tensor(ex["doc"][take])
         pos = torch.as_tensor(ex["pos"][take])
         T = min(tokens.shape[1], int(pos.max()) + cfg.n_output_positions + 1)
@@ -178,12 +194,22 @@ def _fixed_rows(att, back: torch.Tensor, pos: torch.Tensor) -> list[Contribution
     B, k = back.numel(), att.out_tokens.shape[1]
     out = []
     if att.errors.shape[1]:
-        e = att.errors.sum(2)                                                   # [batch, layer]
-        out.append(_rows(back.repeat_interleave(e.shape[1]), Kind.ERROR, e.reshape(-1),
-                         layer=torch.arange(e.shape[1]).repeat(B)))
+        e = att.errors.sum(2)  # [batch, layer]
+        out.append(
+            _rows(
+                back.repeat_interleave(e.shape[1]), Kind.ERROR, e.reshape(-1), layer=torch.arange(e.shape[1]).repeat(B)
+            )
+        )
     out.append(_rows(back, Kind.BIAS, att.bias))
-    out.append(_rows(back.repeat_interleave(k), Kind.LOGIT, att.out_values.reshape(-1),
-                     src_pos=(pos[:, None] + torch.arange(k)).reshape(-1), token=att.out_tokens.reshape(-1)))
+    out.append(
+        _rows(
+            back.repeat_interleave(k),
+            Kind.LOGIT,
+            att.out_values.reshape(-1),
+            src_pos=(pos[:, None] + torch.arange(k)).reshape(-1),
+            token=att.out_tokens.reshape(-1),
+        )
+    )
     return out
 
 
@@ -193,32 +219,56 @@ def attributions_table(cat: Contributions, ex, layer: int, sids: dict, sid: int,
     pos = ex["pos"][row]
     src_pos = cat.src_pos.numpy()
     lay = cat.layer.numpy()
-    sid_of = np.array([sids.get(l, 0) for l in range(max(sids) + 1)], dtype=np.int64)      # layer -> sid
-    is_feature = kind == Kind.FEATURE                                                   # the other kinds have idx -1
+    sid_of = np.array([sids.get(l, 0) for l in range(max(sids) + 1)], dtype=np.int64)  # layer -> sid
+    is_feature = kind == Kind.FEATURE  # the other kinds have idx -1
     src_fid = make_fids(sid_of[np.where(is_feature, lay, 0)], np.where(is_feature, cat.idx.numpy(), 0))
-    none_if = lambda a, cond: pa.array(np.where(cond, None, a).tolist(), type=pa.int64())
-    return pa.table({
-        "example_id": ex["example_id"][row], "fid": make_fids(sid, ex["idx"][row]),
-        "side": np.array(KIND_SIDES)[kind], "kind": np.array(KIND_LABELS)[kind],
-        "layer": none_if(lay, lay < 0), "src_fid": none_if(src_fid, ~is_feature),
-        "head": none_if(cat.head.numpy(), kind != Kind.HEAD),
-        "src_pos": none_if(src_pos, src_pos < 0),
-        "rel_pos": none_if(src_pos - pos, src_pos < 0),
-        "token_id": none_if(cat.token.numpy(), ~np.isin(kind, [Kind.TOKEN, Kind.LOGIT]) | (cat.token.numpy() < 0)),
-        "value": cat.value.numpy().astype(float), "run_id": [run_id] * len(row),
-    })
+
+    def none_if(a, cond):
+        return pa.array(np.where(cond, None, a).tolist(), type=pa.int64())
+
+    return pa.table(
+        {
+            "example_id": ex["example_id"][row],
+            "fid": make_fids(sid, ex["idx"][row]),
+            "side": np.array(KIND_SIDES)[kind],
+            "kind": np.array(KIND_LABELS)[kind],
+            "layer": none_if(lay, lay < 0),
+            "src_fid": none_if(src_fid, ~is_feature),
+            "head": none_if(cat.head.numpy(), kind != Kind.HEAD),
+            "src_pos": none_if(src_pos, src_pos < 0),
+            "rel_pos": none_if(src_pos - pos, src_pos < 0),
+            "token_id": none_if(cat.token.numpy(), ~np.isin(kind, [Kind.TOKEN, Kind.LOGIT]) | (cat.token.numpy() < 0)),
+            "value": cat.value.numpy().astype(float),
+            "run_id": [run_id] * len(row),
+        }
+    )
 
 
-def run(db_path, model, tset, tokens, cfg: CircuitLensConfig = CircuitLensConfig(), *, model_id: str,
-        model_spec: str, layers: list[int] | None = None, executor: ExecutorConfig = LOCAL) -> dict:
+def run(
+    db_path,
+    model,
+    tset,
+    tokens,
+    cfg: CircuitLensConfig = CircuitLensConfig(),
+    *,
+    model_id: str,
+    model_spec: str,
+    layers: list[int] | None = None,
+    executor: ExecutorConfig = LOCAL,
+) -> dict:
     """Attribute, cluster and describe every feature's stored examples; returns a small report."""
     tset.check_against(model)
     with db.AtlasWriter(db_path) as w:
         sids = register(w, model, tset, model_id=model_id, model_spec=model_spec)
-        job = CircuitLensJob({**asdict(cfg), "set_name": tset.set_name}, cfg, sids,
-                             sorted(layers if layers is not None else tset.layer_ids), f"{model_id}/{tset.set_name}",
-                             tokens)
-        with job.explainer or nullcontext():            # the client closes with the job
+        job = CircuitLensJob(
+            {**asdict(cfg), "set_name": tset.set_name},
+            cfg,
+            sids,
+            sorted(layers if layers is not None else tset.layer_ids),
+            f"{model_id}/{tset.set_name}",
+            tokens,
+        )
+        with job.explainer or nullcontext():  # the client closes with the job
             run = run_job(job, Context(model, tset, tokens), db_path, w, executor)
     job.report.update(units_written=run.loaded, units_done_before=run.done_before, shards=run.summary())
     return job.report
@@ -235,21 +285,37 @@ class CircuitLensJob:
 
     name = JOB
 
-    def __init__(self, config: dict, cfg: CircuitLensConfig, sids: dict[int, int], layers: list[int], scope: str,
-                 tokens):
-        self.params, self.cfg, self.sids, self.layers, self.scope, self.tokens = config, cfg, sids, layers, scope, tokens
+    def __init__(
+        self, config: dict, cfg: CircuitLensConfig, sids: dict[int, int], layers: list[int], scope: str, tokens
+    ):
+        self.params, self.cfg, self.sids, self.layers, self.scope, self.tokens = (
+            config,
+            cfg,
+            sids,
+            layers,
+            scope,
+            tokens,
+        )
         # the job's one explainer client (None: template descriptions)
-        self.explainer = (Explainer(cfg.explainer_url, cfg.explainer_model or "", cfg.explainer_timeout_s)
-                          if cfg.explainer_url else None)
+        self.explainer = (
+            Explainer(cfg.explainer_url, cfg.explainer_model or "", cfg.explainer_timeout_s)
+            if cfg.explainer_url
+            else None
+        )
         self.examples: dict[str, dict] = {}
-        self._descriptions: dict[int, dict] = {}           # layer -> upstream descriptions (read once per layer)
-        self.report = {"units_written": 0, "units_done_before": 0, "features": 0, "clusters": 0,
-                       "max_completeness_gap": 0.0}
+        self._descriptions: dict[int, dict] = {}  # layer -> upstream descriptions (read once per layer)
+        self.report = {
+            "units_written": 0,
+            "units_done_before": 0,
+            "features": 0,
+            "clusters": 0,
+            "max_completeness_gap": 0.0,
+        }
 
     def plan(self, w) -> list[Shard]:
         cfg, out = self.cfg, []
-        below: list[str] = []                               # planned units of the layers already planned
-        for layer in self.layers:                           # sorted: upstream layers first
+        below: list[str] = []  # planned units of the layers already planned
+        for layer in self.layers:  # sorted: upstream layers first
             sid = self.sids[layer]
             ex = load_examples(w, sid, cfg.example_kinds)
             if ex and cfg.max_features_per_layer is not None:
@@ -264,26 +330,47 @@ class CircuitLensJob:
                 unit = f"layer-{layer}-block-{int(block)}"
                 self.examples[unit] = sel
                 rng = fid_range(sid, int(block) * cfg.features_per_unit, (int(block) + 1) * cfg.features_per_unit)
-                deletes = [(f"DELETE FROM {t} WHERE {rng.sql()}", rng.params())
-                           for t in ("attributions", "clusters", "cluster_members")]
-                deletes.append((f"DELETE FROM explanations WHERE {rng.sql()} AND method LIKE 'circuitlens%'", rng.params()))
-                out.append(Shard(unit=unit, key={"layer": layer, "block": int(block)}, deletes=tuple(deletes),
-                                 deps=tuple(below),
-                                 chash=db.config_hash({**self.params, "examples": examples_fingerprint(sel)})))
+                deletes = [
+                    (f"DELETE FROM {t} WHERE {rng.sql()}", rng.params())
+                    for t in ("attributions", "clusters", "cluster_members")
+                ]
+                deletes.append(
+                    (f"DELETE FROM explanations WHERE {rng.sql()} AND method LIKE 'circuitlens%'", rng.params())
+                )
+                out.append(
+                    Shard(
+                        unit=unit,
+                        key={"layer": layer, "block": int(block)},
+                        deletes=tuple(deletes),
+                        deps=tuple(below),
+                        chash=db.config_hash({**self.params, "examples": examples_fingerprint(sel)}),
+                    )
+                )
                 units.append(unit)
             below += units
         return out
 
     def inputs(self, w, shard: Shard) -> dict:
         layer = shard.key["layer"]
-        if layer not in self._descriptions:                 # every dependency of this layer is loaded by now
+        if layer not in self._descriptions:  # every dependency of this layer is loaded by now
             self._descriptions = {layer: upstream_descriptions(w, self.sids, below=layer)}
         return {"ex": self.examples[shard.unit], "descriptions": self._descriptions[layer]}
 
     def compute(self, ctx, shard: Shard, inputs: dict) -> tuple[dict, dict]:
         layer = shard.key["layer"]
-        return block_tables(ctx.model, ctx.tset, ctx.tokens, layer, self.sids[layer], self.sids, inputs["ex"],
-                            self.cfg, inputs["descriptions"], shard.unit, self.explainer)
+        return block_tables(
+            ctx.model,
+            ctx.tset,
+            ctx.tokens,
+            layer,
+            self.sids[layer],
+            self.sids,
+            inputs["ex"],
+            self.cfg,
+            inputs["descriptions"],
+            shard.unit,
+            self.explainer,
+        )
 
     def account(self, shard: Shard, info: dict) -> None:
         self.report["features"] += info["features"]
@@ -294,8 +381,10 @@ class CircuitLensJob:
 def upstream_descriptions(w, sids: dict[int, int], below: int) -> dict:
     """(layer, idx) -> the description of a feature of a layer below ``below`` (WeightLens first, else CircuitLens)."""
     layer_of = {sid: l for l, sid in sids.items() if l < below}
-    rows = w.fetchall("SELECT fid, text FROM explanations WHERE cluster_label IS NULL "
-                      "ORDER BY (method = 'weightlens') ASC, created_at, explanation_id")
+    rows = w.fetchall(
+        "SELECT fid, text FROM explanations WHERE cluster_label IS NULL "
+        "ORDER BY (method = 'weightlens') ASC, created_at, explanation_id"
+    )
     parts = [(split_fid(f), t) for f, t in rows]
     return {(layer_of[p.sid], p.idx): t for p, t in parts if p.sid in layer_of}
 
@@ -323,8 +412,9 @@ def examples_fingerprint(ex: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit,
-                 explainer: Explainer | None = None) -> tuple[dict, dict]:
+def block_tables(
+    model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit, explainer: Explainer | None = None
+) -> tuple[dict, dict]:
     """The rows of one block of features (attributions, clusters, members, explanations) and a summary;
     cluster descriptions from ``explainer`` when given, else from the template."""
     from atlas.lens.clustering import cluster, contributor_matrix
@@ -335,22 +425,24 @@ def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, u
         res = attribute_examples(model, tset, tokens, layer, ex, cfg, bar.advance)
     srow, skey, evidence = res.sig_row, res.sig_key, res.evidence
     report = {"features": 0, "clusters": 0, "max_completeness_gap": res.max_gap}
-    run_id = ""                                         # set when the shard is loaded
+    run_id = ""  # set when the shard is loaded
     srow_np = srow.numpy()
     assert (np.diff(srow_np) >= 0).all() and (np.diff(ex["idx"]) >= 0).all()  # grouped by example, examples by feature
     src = torch.tensor([e.src for e in evidence])
     outs = torch.stack([e.out for e in evidence])
     tok_rows = [e.toks for e in evidence]
-    vocab_ids = sorted({int(x) for t in tok_rows for x in t.tolist()} | {int(x) for x in outs.flatten().tolist() if x >= 0})
+    vocab_ids = sorted(
+        {int(x) for t in tok_rows for x in t.tolist()} | {int(x) for x in outs.flatten().tolist() if x >= 0}
+    )
     strs = dict(zip(vocab_ids, token_strings(model, vocab_ids)))
     cl_rows, mem_rows, expl_rows = [], [], []
     method = "circuitlens-llm" if explainer is not None else "circuitlens-template"
-    for f in np.unique(ex["idx"]):                      # DBSCAN runs per feature
+    for f in np.unique(ex["idx"]):  # DBSCAN runs per feature
         members = np.nonzero(ex["idx"] == f)[0]
         fid = make_fid(sid, int(f))
         if len(members) < cfg.min_examples:
             continue
-        lo, hi = np.searchsorted(srow_np, [members[0], members[-1] + 1])      # srow is sorted; members contiguous
+        lo, hi = np.searchsorted(srow_np, [members[0], members[-1] + 1])  # srow is sorted; members contiguous
         rows_f = torch.as_tensor(srow_np[lo:hi] - members[0])
         M, keys = contributor_matrix(rows_f, skey[lo:hi], len(members), cfg.min_contributor_fraction)
         labels = cluster(M, cfg.eps, cfg.min_samples)
@@ -358,50 +450,103 @@ def block_tables(model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, u
         for label in np.unique(labels):
             idx = np.nonzero(labels == label)[0]
             shared = M[idx].sum(0)
-            contributors = [(tuple(int(x) for x in keys[j]), int(shared[j])) for j in torch.argsort(-shared).tolist()
-                            if shared[j] > 0][:10]
+            contributors = [
+                (tuple(int(x) for x in keys[j]), int(shared[j]))
+                for j in torch.argsort(-shared).tolist()
+                if shared[j] > 0
+            ][:10]
             mem = []
             for i in idx:
                 g = int(members[i])
                 t, s = int(ex["pos"][g]), int(src[g])
                 toks = [strs[int(x)] for x in tok_rows[g].tolist()]
-                mem.append({"target_token": toks[t], "source_token": toks[s], "offset": s - t,
-                            "snippet": snippet(toks, t, s),
-                            "outputs": [strs[int(y)] for y in outs[g].tolist() if y >= 0]})
+                mem.append(
+                    {
+                        "target_token": toks[t],
+                        "source_token": toks[s],
+                        "offset": s - t,
+                        "snippet": snippet(toks, t, s),
+                        "outputs": [strs[int(y)] for y in outs[g].tolist() if y >= 0],
+                    }
+                )
             summary = summarize(mem, contributors, descriptions)
-            params = {"eps": cfg.eps, "min_samples": cfg.min_samples, "min_contributor_fraction": cfg.min_contributor_fraction,
-                      "top_contributors": cfg.top_contributors, "min_rel_contribution": cfg.min_rel_contribution,
-                      "n_examples": len(idx), "example_kinds": list(cfg.example_kinds)}
+            params = {
+                "eps": cfg.eps,
+                "min_samples": cfg.min_samples,
+                "min_contributor_fraction": cfg.min_contributor_fraction,
+                "top_contributors": cfg.top_contributors,
+                "min_rel_contribution": cfg.min_rel_contribution,
+                "n_examples": len(idx),
+                "example_kinds": list(cfg.example_kinds),
+            }
             if explainer is not None and label >= 0:
                 text, prompt = explainer.describe(summary)
                 params.update(explainer_model=cfg.explainer_model, explainer_url=cfg.explainer_url, prompt=prompt)
             else:
                 text = template(summary)
             texts[int(label)] = text
-            cl_rows.append({"fid": fid, "label": int(label), "n_examples": len(idx),
-                            "contributors": json.dumps([{"key": list(k), "n": c} for k, c in contributors]),
-                            "summary": json.dumps(summary), "run_id": run_id})
-            mem_rows += [{"fid": fid, "label": int(label), "example_id": int(ex["example_id"][members[i]]),
-                          "run_id": run_id} for i in idx]
-            expl_rows.append({"explanation_id": explanation_id(fid, int(label)), "fid": fid,
-                              "cluster_label": int(label), "method": "circuitlens-template" if label < 0 else method,
-                              "text": text, "tokens": [t["token"] for t in summary["target_tokens"]],
-                              "params": json.dumps(params), "run_id": run_id})
+            cl_rows.append(
+                {
+                    "fid": fid,
+                    "label": int(label),
+                    "n_examples": len(idx),
+                    "contributors": json.dumps([{"key": list(k), "n": c} for k, c in contributors]),
+                    "summary": json.dumps(summary),
+                    "run_id": run_id,
+                }
+            )
+            mem_rows += [
+                {"fid": fid, "label": int(label), "example_id": int(ex["example_id"][members[i]]), "run_id": run_id}
+                for i in idx
+            ]
+            expl_rows.append(
+                {
+                    "explanation_id": explanation_id(fid, int(label)),
+                    "fid": fid,
+                    "cluster_label": int(label),
+                    "method": "circuitlens-template" if label < 0 else method,
+                    "text": text,
+                    "tokens": [t["token"] for t in summary["target_tokens"]],
+                    "params": json.dumps(params),
+                    "run_id": run_id,
+                }
+            )
         n_noise = int((labels == -1).sum())
-        expl_rows.append({"explanation_id": explanation_id(fid, None), "fid": fid, "cluster_label": None,
-                          "method": method, "text": merge(texts, n_noise),
-                          "tokens": None, "params": json.dumps({"n_clusters": int(labels.max()) + 1,
-                                                                "n_noise": n_noise, "n_examples": len(members)}),
-                          "run_id": run_id})
+        expl_rows.append(
+            {
+                "explanation_id": explanation_id(fid, None),
+                "fid": fid,
+                "cluster_label": None,
+                "method": method,
+                "text": merge(texts, n_noise),
+                "tokens": None,
+                "params": json.dumps(
+                    {"n_clusters": int(labels.max()) + 1, "n_noise": n_noise, "n_examples": len(members)}
+                ),
+                "run_id": run_id,
+            }
+        )
         report["features"] += 1
         report["clusters"] += int(labels.max()) + 1
     inserts = {"attributions": attributions_table(res.rows, ex, layer, sids, sid, run_id)}
     if cl_rows:
-        inserts.update(clusters=pa.Table.from_pylist(cl_rows), cluster_members=pa.Table.from_pylist(mem_rows),
-                       explanations=pa.Table.from_pylist(expl_rows, schema=_EXPL_SCHEMA))
+        inserts.update(
+            clusters=pa.Table.from_pylist(cl_rows),
+            cluster_members=pa.Table.from_pylist(mem_rows),
+            explanations=pa.Table.from_pylist(expl_rows, schema=_EXPL_SCHEMA),
+        )
     return inserts, report
 
 
-_EXPL_SCHEMA = pa.schema([("explanation_id", pa.int64()), ("fid", pa.int64()), ("cluster_label", pa.int32()),
-                          ("method", pa.string()), ("text", pa.string()), ("tokens", pa.list_(pa.string())), ("params", pa.string()),
-                          ("run_id", pa.string())])
+_EXPL_SCHEMA = pa.schema(
+    [
+        ("explanation_id", pa.int64()),
+        ("fid", pa.int64()),
+        ("cluster_label", pa.int32()),
+        ("method", pa.string()),
+        ("text", pa.string()),
+        ("tokens", pa.list_(pa.string())),
+        ("params", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)

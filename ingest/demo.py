@@ -17,26 +17,27 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from atlas.config import AssetsConfig, CorpusConfig, DemoConfig, TrainConfig, cache_dir
 
-log = logging.getLogger(__name__)   # one line as each step starts and ends, INFO (the CLI sends it to stderr)
+log = logging.getLogger(__name__)  # one line as each step starts and ends, INFO (the CLI sends it to stderr)
 
 
 @dataclass
 class DemoContext:
     db_path: Path
     model_id: str
-    model: Any                    # HookedTransformer
-    transcoders: Any              # atlas.transcoders.TranscoderSet
+    model: Any  # HookedTransformer
+    transcoders: Any  # atlas.transcoders.TranscoderSet
     corpus: CorpusConfig
     train: TrainConfig
     demo: DemoConfig
-    timings: dict[str, float] = field(default_factory=dict)    # step -> seconds (and 'total')
-    quality: list[dict] = field(default_factory=list)          # per layer: ingest.transcoders.quality's rows
+    timings: dict[str, float] = field(default_factory=dict)  # step -> seconds (and 'total')
+    quality: list[dict] = field(default_factory=list)  # per layer: ingest.transcoders.quality's rows
 
 
 # ---- 4. the analysis jobs ----------------------------------------------------------------------------
@@ -65,20 +66,31 @@ def _activations(ctx: DemoContext) -> None:
     from ingest import activations
 
     tokens = _corpus_tokens(ctx, "train", ctx.demo.activation_tokens)
-    activations.run(ctx.db_path, ctx.model, ctx.transcoders, tokens,
-                    ActivationsConfig(n_samples=ctx.demo.samples_per_feature,
-                                      per_bin_reservoir=ctx.demo.samples_per_feature),
-                    model_id=ctx.model_id, model_spec=ctx.train.model)
+    activations.run(
+        ctx.db_path,
+        ctx.model,
+        ctx.transcoders,
+        tokens,
+        ActivationsConfig(n_samples=ctx.demo.samples_per_feature, per_bin_reservoir=ctx.demo.samples_per_feature),
+        model_id=ctx.model_id,
+        model_spec=ctx.train.model,
+    )
 
 
 def _circuitlens(ctx: DemoContext) -> None:
     from atlas.config import CircuitLensConfig
     from ingest import circuitlens
 
-    tokens = _corpus_tokens(ctx, "train", ctx.demo.activation_tokens)   # the text the examples come from
-    circuitlens.run(ctx.db_path, ctx.model, ctx.transcoders, tokens,
-                    CircuitLensConfig(max_features_per_layer=ctx.demo.circuitlens_features),
-                    model_id=ctx.model_id, model_spec=ctx.train.model)
+    tokens = _corpus_tokens(ctx, "train", ctx.demo.activation_tokens)  # the text the examples come from
+    circuitlens.run(
+        ctx.db_path,
+        ctx.model,
+        ctx.transcoders,
+        tokens,
+        CircuitLensConfig(max_features_per_layer=ctx.demo.circuitlens_features),
+        model_id=ctx.model_id,
+        model_spec=ctx.train.model,
+    )
 
 
 def _scores(ctx: DemoContext) -> None:
@@ -112,8 +124,12 @@ def data_dir(cfg: DemoConfig) -> Path:
     return Path(cfg.data_dir) if cfg.data_dir is not None else cache_dir() / "demo"
 
 
-def build(cfg: DemoConfig = DemoConfig(), train: TrainConfig = TrainConfig(), corpus: CorpusConfig = CorpusConfig(),
-          assets_cfg: AssetsConfig = AssetsConfig()) -> DemoContext:
+def build(
+    cfg: DemoConfig = DemoConfig(),
+    train: TrainConfig = TrainConfig(),
+    corpus: CorpusConfig = CorpusConfig(),
+    assets_cfg: AssetsConfig = AssetsConfig(),
+) -> DemoContext:
     from atlas import assets
     from atlas.models import ModelSpec, load_model
     from ingest import transcoders
@@ -131,18 +147,19 @@ def build(cfg: DemoConfig = DemoConfig(), train: TrainConfig = TrainConfig(), co
 
     from atlas.models import DEFAULT_ALIASES
 
-    needed = {"model"} if train.model in DEFAULT_ALIASES else set()   # what this build needs from the cache
+    needed = {"model"} if train.model in DEFAULT_ALIASES else set()  # what this build needs from the cache
     needed |= {"corpus"} if corpus.source == "builtin" else set()
     if needed:
         timed("assets", assets.ensure_all, assets_cfg, only=needed)
     from atlas.train import resolve_layers, train_budget_check
 
     model = timed("load model", load_model, ModelSpec.parse(train.model, device=train.device))
-    train = resolve_layers(train, model.cfg.n_layers)          # 'all' -> every layer; bad layers refused
-    train_budget_check(train, model)                           # a build that cannot fit is refused now
+    train = resolve_layers(train, model.cfg.n_layers)  # 'all' -> every layer; bad layers refused
+    train_budget_check(train, model)  # a build that cannot fit is refused now
     db_path = data_dir(cfg) / "atlas.duckdb"
-    out_dir, _ = timed("transcoders", transcoders.run, train, corpus, model_id=cfg.model_id, db_path=db_path,
-                       model=model)
+    out_dir, _ = timed(
+        "transcoders", transcoders.run, train, corpus, model_id=cfg.model_id, db_path=db_path, model=model
+    )
     from atlas.train import load_trained
 
     tset = load_trained(out_dir, list(train.layers), train.set_name)
@@ -150,7 +167,7 @@ def build(cfg: DemoConfig = DemoConfig(), train: TrainConfig = TrainConfig(), co
     _analysis_steps(ctx)
     timings["total"] = time.monotonic() - t_start
     (data_dir(cfg) / "demo_timings.json").write_text(json.dumps(timings, indent=1))
-    ctx.quality = transcoders.quality(db_path, cfg.model_id, train.set_name)     # every layer's quality
+    ctx.quality = transcoders.quality(db_path, cfg.model_id, train.set_name)  # every layer's quality
     (data_dir(cfg) / "transcoder_quality.json").write_text(json.dumps(ctx.quality, indent=1))
     return ctx
 

@@ -27,16 +27,16 @@ import httpx
 from atlas.errors import AtlasError
 from atlas.lens.describe import chat_request, parse_chat_reply
 
-API_KEY_ENV = "ATLAS_EXPLAINER_API_KEY"   # sent as 'Authorization: Bearer ...' when set
-RETRIES = 3                               # further attempts after the first
-BACKOFF_S = 0.5                           # wait before further attempt k (0-based): BACKOFF_S * 2**k
+API_KEY_ENV = "ATLAS_EXPLAINER_API_KEY"  # sent as 'Authorization: Bearer ...' when set
+RETRIES = 3  # further attempts after the first
+BACKOFF_S = 0.5  # wait before further attempt k (0-based): BACKOFF_S * 2**k
 
 log = logging.getLogger(__name__)
 
 
 class Description(NamedTuple):
-    text: str     # the explainer's answer, stripped
-    prompt: str   # the exact prompt it was sent, stored with the explanation
+    text: str  # the explainer's answer, stripped
+    prompt: str  # the exact prompt it was sent, stored with the explanation
 
 
 class _Retry(Exception):
@@ -46,8 +46,16 @@ class _Retry(Exception):
 class Explainer:
     """One explainer model at one endpoint, for one job."""
 
-    def __init__(self, url: str, model: str, timeout_s: float = 60.0, *, retries: int = RETRIES,
-                 backoff_s: float = BACKOFF_S, api_key_env: str = API_KEY_ENV):
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        timeout_s: float = 60.0,
+        *,
+        retries: int = RETRIES,
+        backoff_s: float = BACKOFF_S,
+        api_key_env: str = API_KEY_ENV,
+    ):
         if retries < 0 or timeout_s <= 0:
             raise AtlasError(f"explainer: retries {retries} must be >= 0 and the time-out {timeout_s} s > 0")
         self.url, self.model, self.timeout_s = url.rstrip("/"), model, timeout_s
@@ -60,7 +68,7 @@ class Explainer:
         reply = self._post(request.body)
         try:
             return Description(parse_chat_reply(reply.json()), request.prompt)
-        except ValueError as exc:              # not JSON, or not the chat-completions shape
+        except ValueError as exc:  # not JSON, or not the chat-completions shape
             raise self._error(f"answered what is not a chat-completions reply: {exc}") from None
 
     def _post(self, body: dict) -> httpx.Response:
@@ -71,7 +79,7 @@ class Explainer:
             except _Retry as exc:
                 if attempt == self.retries:
                     raise self._error(f"failed {attempt + 1} times; the last: {exc}") from None
-                wait = self.backoff_s * 2 ** attempt
+                wait = self.backoff_s * 2**attempt
                 log.warning("explainer %s: %s; retrying in %.1f s", self.url, exc, wait)
                 time.sleep(wait)
         raise AssertionError("unreachable")
@@ -82,9 +90,11 @@ class Explainer:
         except httpx.TimeoutException as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 raise _Retry(f"could not connect within {self.timeout_s} s") from None
-            raise self._error(f"did not answer within {self.timeout_s} s (the time-out is explainer_timeout_s: "
-                              f"`--set explainer_timeout_s=SECONDS` to wait longer)") from None
-        except httpx.TransportError as exc:    # refused, reset, closed mid-answer
+            raise self._error(
+                f"did not answer within {self.timeout_s} s (the time-out is explainer_timeout_s: "
+                f"`--set explainer_timeout_s=SECONDS` to wait longer)"
+            ) from None
+        except httpx.TransportError as exc:  # refused, reset, closed mid-answer
             raise _Retry(f"{type(exc).__name__}: {exc}") from None
         if r.status_code == 429 or r.status_code >= 500:
             raise _Retry(f"HTTP {r.status_code}")
@@ -99,8 +109,9 @@ class Explainer:
     def client(self) -> httpx.Client:
         if self._client is None:
             key = os.environ.get(self.api_key_env)
-            self._client = httpx.Client(base_url=self.url, timeout=self.timeout_s,
-                                        headers={"Authorization": f"Bearer {key}"} if key else {})
+            self._client = httpx.Client(
+                base_url=self.url, timeout=self.timeout_s, headers={"Authorization": f"Bearer {key}"} if key else {}
+            )
         return self._client
 
     def close(self) -> None:
@@ -108,7 +119,7 @@ class Explainer:
             self._client.close()
             self._client = None
 
-    def __enter__(self) -> "Explainer":
+    def __enter__(self) -> Explainer:
         return self
 
     def __exit__(self, *exc) -> None:

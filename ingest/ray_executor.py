@@ -18,7 +18,7 @@ import socket
 
 from atlas.errors import AtlasError
 
-RAY_STALL_S = float(os.environ.get("ATLAS_RAY_STALL_S", 3600))   # no shard finished for this long: give up
+RAY_STALL_S = float(os.environ.get("ATLAS_RAY_STALL_S", 3600))  # no shard finished for this long: give up
 
 
 class RayClusterError(AtlasError):
@@ -58,13 +58,20 @@ def connect(address: str | None, workers: int | None) -> bool:
         try:
             socket.create_connection((host, int(port)), timeout=3).close()
         except (OSError, ValueError) as exc:
-            raise RayClusterError(f"no Ray cluster reachable at {address!r} ({exc}); start one with "
-                                  "`ray start --head` or use --executor local") from None
+            raise RayClusterError(
+                f"no Ray cluster reachable at {address!r} ({exc}); start one with "
+                "`ray start --head` or use --executor local"
+            ) from None
     if ray.is_initialized():
         return False
     if address is None:
-        ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1", configure_logging=False)
+        ray.init(
+            num_cpus=workers or os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+            configure_logging=False,
+        )
         return True
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -80,8 +87,10 @@ def check_cluster() -> str:
     try:
         return ray.get(ray.remote(_probe).options(runtime_env={"env_vars": _forwarded_env()}).remote(), timeout=300)
     except Exception as exc:  # RayTaskError wrapping ModuleNotFoundError, or a timeout
-        raise RayClusterError("the Ray cluster's workers cannot run atlas: install the project (`make setup`, "
-                              f"or pip install -e .) on every node ({type(exc).__name__}: {exc})") from None
+        raise RayClusterError(
+            "the Ray cluster's workers cannot run atlas: install the project (`make setup`, "
+            f"or pip install -e .) on every node ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def run_on_ray(job, ctx, w, todo, reuse, shard_dir: str, executor, load) -> None:
@@ -93,8 +102,10 @@ def run_on_ray(job, ctx, w, todo, reuse, shard_dir: str, executor, load) -> None
         from ingest.shards import code_version
 
         if check_cluster() != code_version():
-            raise RayClusterError("the Ray cluster's workers import another version of atlas than this driver "
-                                  f"({code_version()}); install the same code on every node")
+            raise RayClusterError(
+                "the Ray cluster's workers import another version of atlas than this driver "
+                f"({code_version()}); install the same code on every node"
+            )
         n_compute = sum(s.unit not in reuse for s in todo)
         n_cpu = int(ray.cluster_resources().get("CPU", 1))
         n = max(1, min(executor.workers or n_cpu, n_compute, n_cpu))
@@ -115,10 +126,10 @@ def _schedule(job, w, todo, reuse, shard_dir, free, load) -> None:
     waiting = list(todo)
     loaded: set[str] = set()
     finished: dict[str, tuple[dict, bool]] = {}
-    pending: dict = {}                                          # ObjectRef -> (shard, actor)
+    pending: dict = {}  # ObjectRef -> (shard, actor)
     next_load = 0
     while next_load < len(todo):
-        for s in list(waiting):                                 # 1. submit what is ready
+        for s in list(waiting):  # 1. submit what is ready
             if s.unit in reuse:
                 finished[s.unit] = (reuse[s.unit], False)
                 waiting.remove(s)
@@ -126,7 +137,7 @@ def _schedule(job, w, todo, reuse, shard_dir, free, load) -> None:
                 actor = free.pop()
                 pending[actor.run.remote(s, job.inputs(w, s), shard_dir)] = (s, actor)
                 waiting.remove(s)
-        progressed = False                                      # 2. load what is next in plan order
+        progressed = False  # 2. load what is next in plan order
         while next_load < len(todo) and todo[next_load].unit in finished:
             s = todo[next_load]
             entry, computed = finished.pop(s.unit)
@@ -138,7 +149,7 @@ def _schedule(job, w, todo, reuse, shard_dir, free, load) -> None:
             continue
         if not pending:
             raise AtlasError(f"shards {[s.unit for s in waiting]} wait on units that are not planned")
-        done, _ = ray.wait(list(pending), num_returns=1, timeout=RAY_STALL_S)   # 3. collect a result
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=RAY_STALL_S)  # 3. collect a result
         if not done:
             raise RayClusterError(f"no shard finished in {RAY_STALL_S:.0f} s on the Ray cluster")
         for ref in done:

@@ -13,10 +13,33 @@ def register(writer, model, tset, *, model_id: str, model_spec: str | None = Non
     from atlas.models import describe
 
     loader = model_spec.partition(":")[0] if model_spec else "random"
-    writer.upsert_model(dict(model_id=model_id, tl_name=getattr(model.cfg, "model_name", None), loader=loader,
-                             uri=model_spec, **describe(model)))
-    return {tc.layer: writer.upsert_source(dict(
-        model_id=model_id, source_id=source_id(tc.layer, tset.set_name), set_name=tset.set_name, layer=tc.layer,
-        d_in=tc.d_in, d_out=tc.d_out, d_sae=tc.d_sae, hook_in=tc.hook_in, hook_out=tc.hook_out,
-        activation=tc.activation, has_skip=tc.has_skip, dtype=tc.dtype, format=tc.format, uri=tc.uri))
-        for tc in tset}
+    writer.upsert_model(
+        dict(
+            model_id=model_id,
+            tl_name=getattr(model.cfg, "model_name", None),
+            loader=loader,
+            uri=model_spec,
+            **describe(model),
+        )
+    )
+    return {
+        tc.layer: writer.upsert_source(
+            dict(
+                model_id=model_id,
+                source_id=source_id(tc.layer, tset.set_name),
+                set_name=tset.set_name,
+                layer=tc.layer,
+                d_in=tc.d_in,
+                d_out=tc.d_out,
+                d_sae=tc.d_sae,
+                hook_in=tc.hook_in,
+                hook_out=tc.hook_out,
+                activation=tc.activation,
+                has_skip=tc.has_skip,
+                dtype=tc.dtype,
+                format=tc.format,
+                uri=tc.uri,
+            )
+        )
+        for tc in tset
+    }

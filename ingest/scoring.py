@@ -39,8 +39,18 @@ def vocab_strings(model) -> list[str]:
     return _VOCAB[id(model)]
 
 
-def run(db_path, model, tset, tokens, cfg: ScoringConfig = ScoringConfig(), *, model_id: str, model_spec: str,
-        data_name: str = "held-out", executor: ExecutorConfig = LOCAL) -> dict:
+def run(
+    db_path,
+    model,
+    tset,
+    tokens,
+    cfg: ScoringConfig = ScoringConfig(),
+    *,
+    model_id: str,
+    model_spec: str,
+    data_name: str = "held-out",
+    executor: ExecutorConfig = LOCAL,
+) -> dict:
     from atlas.lens.activations import check_tokens
 
     tset.check_against(model)
@@ -59,20 +69,37 @@ class ScoresJob:
 
     name = JOB
 
-    def __init__(self, config: dict, cfg: ScoringConfig, sids: dict[int, int], layers: list[int], scope: str, data: str):
+    def __init__(
+        self, config: dict, cfg: ScoringConfig, sids: dict[int, int], layers: list[int], scope: str, data: str
+    ):
         self.params, self.cfg, self.sids, self.layers, self.scope, self.data = config, cfg, sids, layers, scope, data
         self.chash = db.config_hash(config)
         self.scored = 0
 
     def plan(self, w) -> list[Shard]:
-        return [Shard(unit=f"layer-{l}", key={"layer": l}, chash=self.chash, deletes=((
-            f"DELETE FROM scores WHERE method = $method AND data = $data AND {fid_range(self.sids[l]).sql()}",
-            {**fid_range(self.sids[l]).params(), "method": self.cfg.method, "data": self.data}),)) for l in self.layers]
+        return [
+            Shard(
+                unit=f"layer-{l}",
+                key={"layer": l},
+                chash=self.chash,
+                deletes=(
+                    (
+                        "DELETE FROM scores WHERE method = $method AND data = $data "
+                        f"AND {fid_range(self.sids[l]).sql()}",
+                        {**fid_range(self.sids[l]).params(), "method": self.cfg.method, "data": self.data},
+                    ),
+                ),
+            )
+            for l in self.layers
+        ]
 
     def inputs(self, w, shard: Shard) -> list[tuple]:
         rng = fid_range(self.sids[shard.key["layer"]])
-        return w.fetchall("SELECT explanation_id, fid, tokens FROM explanations WHERE method = 'weightlens' "
-                          f"AND {rng.sql()} AND tokens IS NOT NULL AND len(tokens) > 0", rng.params())
+        return w.fetchall(
+            "SELECT explanation_id, fid, tokens FROM explanations WHERE method = 'weightlens' "
+            f"AND {rng.sql()} AND tokens IS NOT NULL AND len(tokens) > 0",
+            rng.params(),
+        )
 
     def compute(self, ctx, shard: Shard, rows: list[tuple]) -> tuple[dict, dict]:
         from atlas.lens.activations import batches, run_encoders
@@ -87,21 +114,38 @@ class ScoresJob:
         first = 1  # position 0 (BOS) is not scored, as it is not counted in statistics
         with progress(f"scores layer {layer}", tokens.shape[0], "seq") as bar:
             for _, batch in batches(tokens, self.cfg.batch_size):
-                run_encoders(ctx.model, ctx.tset, batch, [layer], lambda l, acts: scorer.update(
-                    batch[:, first:].reshape(-1), acts[:, first:].reshape(-1, acts.shape[-1])))
+                run_encoders(
+                    ctx.model,
+                    ctx.tset,
+                    batch,
+                    [layer],
+                    lambda l, acts: scorer.update(
+                        batch[:, first:].reshape(-1), acts[:, first:].reshape(-1, acts.shape[-1])
+                    ),
+                )
                 bar.advance(batch.shape[0])
         res = scorer.result()
         idx = split_fids(fids).idx
         vals = [getattr(res, m).double().numpy()[idx] for m in METRICS]
         n = len(rows)
-        params = json.dumps({"match": "stripped lower-case token string in the description terms",
-                             "skip_first": True, "layer": layer})
+        params = json.dumps(
+            {"match": "stripped lower-case token string in the description terms", "skip_first": True, "layer": layer}
+        )
         m = n * len(METRICS)
-        return {"scores": pa.table({
-            "explanation_id": np.tile(np.array(expl), len(METRICS)), "fid": np.tile(np.array(fids), len(METRICS)),
-            "method": [self.cfg.method] * m, "metric": np.repeat(METRICS, n),
-            "value": pa.array(np.concatenate(vals), from_pandas=True),
-            "data": [self.data] * m, "params": [params] * m, "run_id": [""] * m})}, {"scored": n}
+        return {
+            "scores": pa.table(
+                {
+                    "explanation_id": np.tile(np.array(expl), len(METRICS)),
+                    "fid": np.tile(np.array(fids), len(METRICS)),
+                    "method": [self.cfg.method] * m,
+                    "metric": np.repeat(METRICS, n),
+                    "value": pa.array(np.concatenate(vals), from_pandas=True),
+                    "data": [self.data] * m,
+                    "params": [params] * m,
+                    "run_id": [""] * m,
+                }
+            )
+        }, {"scored": n}
 
     def account(self, shard: Shard, info: dict) -> None:
         self.scored += info["scored"]

@@ -53,30 +53,32 @@ class ManifestMismatchError(AtlasError):
 
 @dataclass(frozen=True)
 class Shard:
-    unit: str                                 # its ingest_units name, e.g. 'layer-3' or 'layer-1-block-0'
-    key: dict                                 # what compute needs (layer, block, ...); JSON-able
-    chash: str                                # the unit's parameters hash (ingest_units.config_hash)
-    deps: tuple[str, ...] = ()                # units that must be loaded before this one's inputs are read
-    deletes: tuple = ()                       # (sql, params) removing the unit's old rows when it is loaded
+    unit: str  # its ingest_units name, e.g. 'layer-3' or 'layer-1-block-0'
+    key: dict  # what compute needs (layer, block, ...); JSON-able
+    chash: str  # the unit's parameters hash (ingest_units.config_hash)
+    deps: tuple[str, ...] = ()  # units that must be loaded before this one's inputs are read
+    deletes: tuple = ()  # (sql, params) removing the unit's old rows when it is loaded
 
 
 @dataclass(frozen=True)
 class Context:
     """What a worker computes with, loaded once per worker: the model, transcoders and corpus."""
+
     model: Any
     tset: Any
     tokens: Any = None
 
 
 class ShardJob(Protocol):
-    name: str                                 # ingest_units.job
-    scope: str                                # '{model_id}/{set_name}'
-    params: dict                              # the run's configuration (ingest_runs.config)
+    name: str  # ingest_units.job
+    scope: str  # '{model_id}/{set_name}'
+    params: dict  # the run's configuration (ingest_runs.config)
 
     def plan(self, w) -> list[Shard]: ...
-    def inputs(self, w, shard: Shard) -> Any: ...                 # driver side: may read the atlas
+    def inputs(self, w, shard: Shard) -> Any: ...  # driver side: may read the atlas
     def compute(self, ctx: Context, shard: Shard, inputs: Any) -> tuple[dict, dict]: ...  # tables, info
-    def account(self, shard: Shard, info: dict) -> None: ...      # driver side: job report
+    def account(self, shard: Shard, info: dict) -> None: ...  # driver side: job report
+
     # optional: def started(self, w, run_id) -> None, called once the run's ingest_runs row exists
     # optional, a job of parts (see the module's docstring): outputs(w) -> list[Shard],
     #   take(shard, tables) -> None, merge(ctx, out: Shard) -> dict of tables
@@ -85,13 +87,13 @@ class ShardJob(Protocol):
 @dataclass
 class RunReport:
     shards: int = 0
-    done_before: int = 0                      # already in the atlas
-    reused: int = 0                           # in the manifest, loaded without computing
+    done_before: int = 0  # already in the atlas
+    reused: int = 0  # in the manifest, loaded without computing
     computed: int = 0
-    rerun_bad_files: int = 0                  # manifest entry with a missing or corrupt file
-    written: int = 0                          # atlas units written by this run
+    rerun_bad_files: int = 0  # manifest entry with a missing or corrupt file
+    written: int = 0  # atlas units written by this run
     rows: dict[str, int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)     # compute, write (workers); load, wall (driver)
+    seconds: dict[str, float] = field(default_factory=dict)  # compute, write (workers); load, wall (driver)
     run_id: str | None = None
 
     @property
@@ -100,17 +102,22 @@ class RunReport:
 
     def summary(self) -> dict:
         """The figures a job's small report carries: shards computed / reused, rows, seconds."""
-        return {"computed": self.computed, "reused": self.reused, "rerun_bad_files": self.rerun_bad_files,
-                "rows": sum(self.rows.values()), "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+        return {
+            "computed": self.computed,
+            "reused": self.reused,
+            "rerun_bad_files": self.rerun_bad_files,
+            "rows": sum(self.rows.values()),
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
 
 
 @dataclass(frozen=True)
 class ExecutorConfig:
-    kind: str = "local"                       # 'local' or 'ray'
-    address: str | None = None                # Ray: HOST:PORT, 'auto', or None (start a local one)
-    workers: int | None = None                # Ray actors (default: the cluster's CPUs, at most the shards)
-    shard_dir: str | None = None              # default: '<db>.shards/<job>-<params hash>'
-    keep_shards: bool = False                 # keep the shard files once every unit is in the atlas
+    kind: str = "local"  # 'local' or 'ray'
+    address: str | None = None  # Ray: HOST:PORT, 'auto', or None (start a local one)
+    workers: int | None = None  # Ray actors (default: the cluster's CPUs, at most the shards)
+    shard_dir: str | None = None  # default: '<db>.shards/<job>-<params hash>'
+    keep_shards: bool = False  # keep the shard files once every unit is in the atlas
 
 
 LOCAL = ExecutorConfig()
@@ -165,11 +172,21 @@ def run_shard(job: ShardJob, ctx: Context, shard: Shard, inputs: Any, shard_dir:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         pq.write_table(table, tmp)
         os.replace(tmp, path)
-        files[name] = {"path": str(path.relative_to(shard_dir)), "rows": len(table),
-                       "bytes": path.stat().st_size, "sha256": file_sha256(path)}
-    return {"unit": shard.unit, "chash": shard.chash, "files": files, "info": info,
-            "seconds": {"compute": t1 - t0, "write": time.perf_counter() - t1},
-            "code_version": code_version(), "worker": f"{os.uname().nodename}:{os.getpid()}"}
+        files[name] = {
+            "path": str(path.relative_to(shard_dir)),
+            "rows": len(table),
+            "bytes": path.stat().st_size,
+            "sha256": file_sha256(path),
+        }
+    return {
+        "unit": shard.unit,
+        "chash": shard.chash,
+        "files": files,
+        "info": info,
+        "seconds": {"compute": t1 - t0, "write": time.perf_counter() - t1},
+        "code_version": code_version(),
+        "worker": f"{os.uname().nodename}:{os.getpid()}",
+    }
 
 
 def _maybe_kill(unit: str) -> None:
@@ -202,7 +219,8 @@ class Manifest:
                 raise ManifestMismatchError(
                     f"{self.path} is the manifest of job {got.get('job')!r}, scope {got.get('scope')!r}, parameters "
                     f"{got.get('params_hash')!r}; this run is {job.name!r}, {job.scope!r}, parameters {phash!r}: "
-                    "use another shard directory (--shards) or remove that one")
+                    "use another shard directory (--shards) or remove that one"
+                )
             for line in lines[1:]:
                 try:
                     e = json.loads(line)
@@ -251,8 +269,9 @@ def default_shard_dir(db_path, job: ShardJob, phash: str) -> Path:
     return Path(f"{db_path}.shards") / f"{job.name}-{job.scope.replace('/', '_')}-{phash}"
 
 
-def run_job(job: ShardJob, ctx: Context, db_path, w, executor: ExecutorConfig = LOCAL,
-            progress_label: str | None = None) -> RunReport:
+def run_job(
+    job: ShardJob, ctx: Context, db_path, w, executor: ExecutorConfig = LOCAL, progress_label: str | None = None
+) -> RunReport:
     """Run every shard of ``job`` not yet in the atlas, with the writer ``w`` open on ``db_path``."""
     from atlas.progress import progress
 
@@ -262,7 +281,7 @@ def run_job(job: ShardJob, ctx: Context, db_path, w, executor: ExecutorConfig = 
     shard_dir = Path(executor.shard_dir) if executor.shard_dir else default_shard_dir(db_path, job, phash)
     manifest = Manifest(shard_dir, job, phash)
     shards = job.plan(w)
-    parts = hasattr(job, "outputs")                       # a job of parts: its outputs are the atlas units
+    parts = hasattr(job, "outputs")  # a job of parts: its outputs are the atlas units
     units = job.outputs(w) if parts else shards
     report.shards = len(shards)
     todo_units = [s for s in units if not w.unit_done(job.name, job.scope, s.unit, s.chash)]
@@ -274,10 +293,11 @@ def run_job(job: ShardJob, ctx: Context, db_path, w, executor: ExecutorConfig = 
     reuse = _reusable(manifest, todo, report)
     with w.run(job.name, job.params.get("model_id"), job.params) as run_id:
         report.run_id = run_id
-        if hasattr(job, "started"):           # optional: a job's own columns of its ingest_runs row
+        if hasattr(job, "started"):  # optional: a job's own columns of its ingest_runs row
             job.started(w, run_id)
         label = progress_label or f"{job.name} {job.scope}"
         with progress(label, total=len(todo), unit="shards") as bar:
+
             def load(shard: Shard, entry: dict, computed: bool) -> None:
                 t0 = time.perf_counter()
                 if computed:
@@ -299,7 +319,7 @@ def run_job(job: ShardJob, ctx: Context, db_path, w, executor: ExecutorConfig = 
                 bar.advance(1)
 
             _execute(job, ctx, w, todo, reuse, shard_dir, executor, load)
-        for out in todo_units if parts else ():           # the outputs, in plan order, from every part
+        for out in todo_units if parts else ():  # the outputs, in plan order, from every part
             t0 = time.perf_counter()
             _write(w, job, out, run_id, job.merge(ctx, out), report)
             report.seconds["merge"] = report.seconds.get("merge", 0.0) + time.perf_counter() - t0
@@ -323,15 +343,23 @@ def _reusable(manifest: Manifest, todo: list[Shard], report: RunReport) -> dict[
 
 def _write(w, job: ShardJob, unit: Shard, run_id: str, tables: dict, report: RunReport) -> None:
     """One atlas unit, in one transaction: its old rows deleted, ``tables`` inserted, the unit marked done."""
-    w.write_unit(job=job.name, scope=job.scope, unit=unit.unit, chash=unit.chash, run_id=run_id,
-                 deletes=list(unit.deletes), inserts=tables)
+    w.write_unit(
+        job=job.name,
+        scope=job.scope,
+        unit=unit.unit,
+        chash=unit.chash,
+        run_id=run_id,
+        deletes=list(unit.deletes),
+        inserts=tables,
+    )
     report.written += 1
     for name, t in tables.items():
         report.rows[name] = report.rows.get(name, 0) + len(t)
 
 
-def _execute(job: ShardJob, ctx: Context, w, todo: list[Shard], reuse: dict, shard_dir: Path,
-             executor: ExecutorConfig, load) -> None:
+def _execute(
+    job: ShardJob, ctx: Context, w, todo: list[Shard], reuse: dict, shard_dir: Path, executor: ExecutorConfig, load
+) -> None:
     """Compute (or reuse) every shard of ``todo``, calling ``load`` for each in plan order."""
     if executor.kind == "local":
         for s in todo:

@@ -17,8 +17,16 @@ from pathlib import Path
 from atlas.config import CorpusConfig, TrainConfig, cache_dir
 
 JOB = "train-transcoders"
-RECON_KEYS = ("fve", "l0", "dead_share", "loss_clean", "loss_patched", "loss_zero_ablation", "loss_increase",
-              "loss_recovered")
+RECON_KEYS = (
+    "fve",
+    "l0",
+    "dead_share",
+    "loss_clean",
+    "loss_patched",
+    "loss_zero_ablation",
+    "loss_increase",
+    "loss_recovered",
+)
 TRAIN_KEYS = ("steps", "train_tokens", "epochs", "train_seconds", "train_fve_last10pct", "train_dead_share")
 
 
@@ -28,8 +36,15 @@ def default_out_dir(model_key: str, cfg: TrainConfig, corpus: CorpusConfig) -> P
     return cache_dir() / "transcoders" / model_key / f"{cfg.set_name}-{config_hash(cfg, corpus, model_key)}"
 
 
-def run(cfg: TrainConfig, corpus: CorpusConfig, *, model_id: str, db_path: Path | None = None,
-        out_dir: Path | None = None, model=None) -> tuple[Path, dict[int, dict]]:
+def run(
+    cfg: TrainConfig,
+    corpus: CorpusConfig,
+    *,
+    model_id: str,
+    db_path: Path | None = None,
+    out_dir: Path | None = None,
+    model=None,
+) -> tuple[Path, dict[int, dict]]:
     """Train (or reuse) the transcoders and register them; returns (out_dir, {layer: metrics})."""
     from atlas.models import ModelSpec, load_model
     from atlas.train import resolve_layers, train_transcoders
@@ -46,8 +61,16 @@ def run(cfg: TrainConfig, corpus: CorpusConfig, *, model_id: str, db_path: Path 
     return out_dir, metrics
 
 
-def register(db_path: Path, model, spec, model_id: str, cfg: TrainConfig, corpus: CorpusConfig, out_dir: Path,
-             metrics: dict[int, dict]) -> dict[int, int]:
+def register(
+    db_path: Path,
+    model,
+    spec,
+    model_id: str,
+    cfg: TrainConfig,
+    corpus: CorpusConfig,
+    out_dir: Path,
+    metrics: dict[int, dict],
+) -> dict[int, int]:
     """Model row, one source per layer, and its metrics; returns {layer: sid}."""
     import pyarrow as pa
 
@@ -66,41 +89,82 @@ def register(db_path: Path, model, spec, model_id: str, cfg: TrainConfig, corpus
             loader, uri = "gguf", str(gguf_path())
         else:
             loader, uri = spec.kind, spec.value
-        w.upsert_model({"model_id": model_id, "tl_name": model.cfg.model_name, "loader": loader, "uri": uri,
-                        **describe(model), "provenance": {"spec": str(spec)}})
+        w.upsert_model(
+            {
+                "model_id": model_id,
+                "tl_name": model.cfg.model_name,
+                "loader": loader,
+                "uri": uri,
+                **describe(model),
+                "provenance": {"spec": str(spec)},
+            }
+        )
         with w.run(JOB, model_id, config) as run_id:
             for layer in sorted(metrics):
                 m = metrics[layer]
                 path = layer_dir(out_dir, layer)
                 source_id = f"{layer}-{cfg.set_name}"
-                sid = w.upsert_source({
-                    "model_id": model_id, "source_id": source_id, "set_name": cfg.set_name, "layer": layer,
-                    "d_in": model.cfg.d_model, "d_out": model.cfg.d_model, "d_sae": cfg.d_sae,
-                    "hook_in": HOOK_IN.format(layer=layer), "hook_out": HOOK_OUT.format(layer=layer),
-                    "activation": "jumprelu", "has_skip": False, "dtype": "float32", "format": "saelens-dir",
-                    "uri": str(path), "sha256": file_sha256(path / "sae_weights.safetensors"),
-                    "provenance": {"trained_by": "atlas train-transcoders", "config_hash": m["config_hash"],
-                                   "architecture": "batchtopk -> jumprelu_transcoder"}})
+                sid = w.upsert_source(
+                    {
+                        "model_id": model_id,
+                        "source_id": source_id,
+                        "set_name": cfg.set_name,
+                        "layer": layer,
+                        "d_in": model.cfg.d_model,
+                        "d_out": model.cfg.d_model,
+                        "d_sae": cfg.d_sae,
+                        "hook_in": HOOK_IN.format(layer=layer),
+                        "hook_out": HOOK_OUT.format(layer=layer),
+                        "activation": "jumprelu",
+                        "has_skip": False,
+                        "dtype": "float32",
+                        "format": "saelens-dir",
+                        "uri": str(path),
+                        "sha256": file_sha256(path / "sae_weights.safetensors"),
+                        "provenance": {
+                            "trained_by": "atlas train-transcoders",
+                            "config_hash": m["config_hash"],
+                            "architecture": "batchtopk -> jumprelu_transcoder",
+                        },
+                    }
+                )
                 sids[layer] = sid
                 data = f"{corpus.source}:heldout"
-                rows = ([(sid, "reconstruction", k, float(m[k]), data) for k in RECON_KEYS]
-                        + [(sid, "training", k, float(m["training"][k]), f"{corpus.source}:train") for k in TRAIN_KEYS])
-                table = pa.table({"sid": [r[0] for r in rows], "method": [r[1] for r in rows],
-                                  "metric": [r[2] for r in rows], "value": [r[3] for r in rows],
-                                  "data": [r[4] for r in rows],
-                                  "params": [json.dumps({"eval_tokens": m["eval_tokens"],
-                                                         "loss_tokens": m["loss_tokens"]})] * len(rows),
-                                  "run_id": [run_id] * len(rows)})
-                w.write_unit(job=JOB, scope=model_id, unit=f"layer-{layer}", chash=chash, run_id=run_id,
-                             deletes=[("DELETE FROM source_metrics WHERE sid = $sid AND method IN "
-                                       "('reconstruction', 'training')", {"sid": sid})],
-                             inserts={"source_metrics": table})
+                rows = [(sid, "reconstruction", k, float(m[k]), data) for k in RECON_KEYS] + [
+                    (sid, "training", k, float(m["training"][k]), f"{corpus.source}:train") for k in TRAIN_KEYS
+                ]
+                table = pa.table(
+                    {
+                        "sid": [r[0] for r in rows],
+                        "method": [r[1] for r in rows],
+                        "metric": [r[2] for r in rows],
+                        "value": [r[3] for r in rows],
+                        "data": [r[4] for r in rows],
+                        "params": [json.dumps({"eval_tokens": m["eval_tokens"], "loss_tokens": m["loss_tokens"]})]
+                        * len(rows),
+                        "run_id": [run_id] * len(rows),
+                    }
+                )
+                w.write_unit(
+                    job=JOB,
+                    scope=model_id,
+                    unit=f"layer-{layer}",
+                    chash=chash,
+                    run_id=run_id,
+                    deletes=[
+                        (
+                            "DELETE FROM source_metrics WHERE sid = $sid AND method IN ('reconstruction', 'training')",
+                            {"sid": sid},
+                        )
+                    ],
+                    inserts={"source_metrics": table},
+                )
     return sids
 
 
 # ---- the per-layer quality report -------------------------------------------------------------------------
 
-FVE_TARGET, LOSS_RECOVERED_TARGET = 0.70, 0.85   # the embedded default's targets (issue #10)
+FVE_TARGET, LOSS_RECOVERED_TARGET = 0.70, 0.85  # the embedded default's targets (issue #10)
 
 
 def quality(db_path: Path, model_id: str, set_name: str | None = None) -> list[dict]:
@@ -113,7 +177,9 @@ def quality(db_path: Path, model_id: str, set_name: str | None = None) -> list[d
         rows = con.execute(
             "SELECT s.layer, s.source_id, m.metric, m.value FROM source_metrics m JOIN sources s USING (sid) "
             "WHERE s.model_id = $m AND m.method = 'reconstruction' AND ($set IS NULL OR s.set_name = $set) "
-            "ORDER BY s.layer", {"m": model_id, "set": set_name}).fetchall()
+            "ORDER BY s.layer",
+            {"m": model_id, "set": set_name},
+        ).fetchall()
     finally:
         con.close()
     by_layer: dict[int, dict] = {}
@@ -131,10 +197,13 @@ def format_quality(rows: list[dict]) -> str:
     """The report as a fixed-width table, with the layers below the targets named at the end."""
     lines = [f"{'layer':>5} {'fve':>6} {'L0':>6} {'dead':>6} {'loss+':>7} {'recov':>6}"]
     for r in rows:
-        lines.append(f"{r['layer']:>5} {r['fve']:>6.3f} {r['l0']:>6.1f} {r['dead_share']:>6.1%} "
-                     f"{r['loss_increase']:>7.3f} {r['loss_recovered']:>6.1%}" + ("" if r["meets_targets"] else "  *"))
+        lines.append(
+            f"{r['layer']:>5} {r['fve']:>6.3f} {r['l0']:>6.1f} {r['dead_share']:>6.1%} "
+            f"{r['loss_increase']:>7.3f} {r['loss_recovered']:>6.1%}" + ("" if r["meets_targets"] else "  *")
+        )
     below = [r["layer"] for r in rows if not r["meets_targets"]]
     if below:
-        lines.append(f"* below the targets (fve >= {FVE_TARGET}, loss recovered >= {LOSS_RECOVERED_TARGET:.0%}): "
-                     f"layers {below}")
+        lines.append(
+            f"* below the targets (fve >= {FVE_TARGET}, loss recovered >= {LOSS_RECOVERED_TARGET:.0%}): layers {below}"
+        )
     return "\n".join(lines)

@@ -13,8 +13,15 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.factories import (REPO, TRANSCODER_FILE_FORMATS, WrittenTranscoders, random_transcoder_set,  # noqa: F401
-                             tiny_train_config, write_text_corpus, write_transcoder_set)
+from tests.factories import (  # noqa: F401
+    REPO,
+    TRANSCODER_FILE_FORMATS,
+    WrittenTranscoders,
+    random_transcoder_set,
+    tiny_train_config,
+    write_text_corpus,
+    write_transcoder_set,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -24,17 +31,18 @@ os.environ.setdefault("ATLAS_CACHE", str(REPO / ".cache" / "atlas"))
 
 
 class CliResult(NamedTuple):
-    returncode: int   # the exit status, as the shell would see it
-    stdout: str       # what the command printed: its summary, or its report with --json
-    stderr: str       # progress lines, `error: ...`, and an unexpected exception's traceback
+    returncode: int  # the exit status, as the shell would see it
+    stdout: str  # what the command printed: its summary, or its report with --json
+    stderr: str  # progress lines, `error: ...`, and an unexpected exception's traceback
 
 
 def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: float = 600) -> CliResult:
     """Run `python -m cli ARGS` in a subprocess, as a user would run `atlas ARGS` (for tests of the
     real entry point: exit status, start-up imports, signals)."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
-                          env=full_env, cwd=REPO, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=full_env, cwd=REPO, timeout=timeout
+    )
     return _checked(args, check, CliResult(proc.returncode, proc.stdout, proc.stderr))
 
 
@@ -100,10 +108,13 @@ def atlas_db(tmp_path):
 def write_transcoder_files(tmp_path):
     """Factory: write_transcoder_files(fmt, layers=(0, 1), d_sae=96, jumprelu=None, skip=False, seed=0,
     root=None) -> WrittenTranscoders (files under tmp_path unless root is given)."""
+
     def make(fmt: str, root: Path | None = None, **kwargs) -> WrittenTranscoders:
         return write_transcoder_set(fmt, root or tmp_path / f"tc-{fmt}", **kwargs)
 
     return make
+
+
 # ---- api -----------------------------------------------------------------------------------------
 # A tiny synthetic atlas (bench/synthetic_atlas.py), published behind a `current` symlink, and a
 # real uvicorn server on a free loopback port serving it.
@@ -115,9 +126,8 @@ TINY_ATLAS = dict(n_layers=4, d_sae=64, k_up=6, n_tokens=3, n_examples=2)
 @pytest.fixture(scope="session")
 def synthetic_atlas(tmp_path_factory):
     """Factory: (name, **spec overrides) -> (working file, published `current` link); cached per name."""
-    from bench.synthetic_atlas import SyntheticSpec, build
-
     from atlas.publish import publish
+    from bench.synthetic_atlas import SyntheticSpec, build
 
     made = {}
 
@@ -169,6 +179,8 @@ def api_server():
     for server, thread in servers:
         server.should_exit = True
         thread.join(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def make_transcoders():
     """Factory: random_transcoder_set(model, d_sae=48, kind='relu', seed=0, layers=None, init=None)."""
@@ -207,12 +219,16 @@ def chat_server():
     _ChatHandler.seen = []
     yield f"http://127.0.0.1:{server.server_address[1]}/v1", _ChatHandler.seen
     server.shutdown()
+
+
 # ---- demo (tests/factories.py) ----------------------------------------------------------------------
 
 
 @pytest.fixture
 def text_corpus(tmp_path):
     """Factory: ``text_corpus(n_docs=..., words_per_doc=...)`` -> a directory of txt/jsonl/parquet text."""
+
     def make(**kwargs) -> Path:
         return write_text_corpus(tmp_path / f"corpus{len(list(tmp_path.glob('corpus*')))}", **kwargs)
+
     return make

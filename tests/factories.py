@@ -29,36 +29,55 @@ class RandomInit:
     """Scales of a random transcoder's tensors: each entry is N(0, 1) * std (+ shift); threshold U(0, 1) * max.
     A tensor whose std (or max) is 0 is not drawn: it is constant (its shift, or 0). The default is
     sparse-ish (b_enc centred at -0.8): a few features fire per token, as CircuitLens needs."""
-    W_enc: float = 0.4          # std of W_enc [d_in, d_sae]
-    b_enc: float = 0.3          # std of b_enc [d_sae] ...
-    b_enc_shift: float = -0.8   # ... around this mean
-    W_dec: float = 0.1          # std of W_dec [d_sae, d_out]
-    b_dec: float = 0.05         # std of b_dec [d_out]
-    threshold: float = 0.5      # JumpReLU threshold [d_sae] uniform in [0, this)
-    W_skip: float = 0.05        # std of W_skip [d_out, d_in]
+
+    W_enc: float = 0.4  # std of W_enc [d_in, d_sae]
+    b_enc: float = 0.3  # std of b_enc [d_sae] ...
+    b_enc_shift: float = -0.8  # ... around this mean
+    W_dec: float = 0.1  # std of W_dec [d_sae, d_out]
+    b_dec: float = 0.05  # std of b_dec [d_out]
+    threshold: float = 0.5  # JumpReLU threshold [d_sae] uniform in [0, this)
+    W_skip: float = 0.05  # std of W_skip [d_out, d_in]
     # the order in which the four dense tensors are drawn from the generator (threshold and W_skip
     # follow): part of the recipe, so that a seed names the same tensors as it did in the tests' history
     order: tuple[str, ...] = ("W_enc", "b_enc", "W_dec", "b_dec")
 
     @classmethod
-    def fan_in(cls, d_model: int, **overrides) -> "RandomInit":
+    def fan_in(cls, d_model: int, **overrides) -> RandomInit:
         """W_enc and W_dec with std 1/sqrt(d_model), b_enc N(0, 0.1), no output bias, threshold 0
         (about half the features fire): the scale of the WeightLens tests, whose lens reads weights only."""
-        unit = d_model ** -0.5
-        return replace(cls(W_enc=unit, b_enc=0.1, b_enc_shift=0.0, W_dec=unit, b_dec=0.0, threshold=0.0,
-                           order=("W_enc", "W_dec", "b_enc", "b_dec")), **overrides)
+        unit = d_model**-0.5
+        return replace(
+            cls(
+                W_enc=unit,
+                b_enc=0.1,
+                b_enc_shift=0.0,
+                W_dec=unit,
+                b_dec=0.0,
+                threshold=0.0,
+                order=("W_enc", "W_dec", "b_enc", "b_dec"),
+            ),
+            **overrides,
+        )
 
 
-FILE_INIT = RandomInit(W_enc=0.3, b_enc=0.2, b_enc_shift=0.0)   # the file-format tests: any finite values
+FILE_INIT = RandomInit(W_enc=0.3, b_enc=0.2, b_enc_shift=0.0)  # the file-format tests: any finite values
 
 
-def random_tensors(gen, d_in: int, d_sae: int, d_out: int, kind: Kind = "relu", init: RandomInit = RandomInit()) -> dict:
+def random_tensors(
+    gen, d_in: int, d_sae: int, d_out: int, kind: Kind = "relu", init: RandomInit = RandomInit()
+) -> dict:
     """A transcoder's tensors in SAELens layout, drawn from ``gen``: the four dense ones in ``init.order``,
     then threshold for JumpReLU, then W_skip for a skip kind."""
     import torch
 
-    shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_out), "b_dec": (d_out,),
-              "threshold": (d_sae,), "W_skip": (d_out, d_in)}
+    shapes = {
+        "W_enc": (d_in, d_sae),
+        "b_enc": (d_sae,),
+        "W_dec": (d_sae, d_out),
+        "b_dec": (d_out,),
+        "threshold": (d_sae,),
+        "W_skip": (d_out, d_in),
+    }
     shifts = {"b_enc": init.b_enc_shift}
     wanted = [*init.order, *(["threshold"] if "jumprelu" in kind else []), *(["W_skip"] if "skip" in kind else [])]
     t = {}
@@ -67,15 +86,22 @@ def random_tensors(gen, d_in: int, d_sae: int, d_out: int, kind: Kind = "relu", 
         if scale == 0:
             t[key] = torch.full(shapes[key], float(shift))
         else:
-            noise = torch.rand if key == "threshold" else torch.randn        # threshold >= 0
+            noise = torch.rand if key == "threshold" else torch.randn  # threshold >= 0
             t[key] = noise(shapes[key], generator=gen) * scale + shift
     # W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_out], b_dec [d_out], threshold [d_sae], W_skip [d_out, d_in]
     return {key: t[key] for key in shapes if key in t}
 
 
-def random_transcoder_set(model, d_sae: int = 48, kind: Kind = "relu", seed: int = 0, layers=None,
-                          set_name: str = "test", init: RandomInit | Literal["fan_in"] | None = None,
-                          device: str = "cpu"):
+def random_transcoder_set(
+    model,
+    d_sae: int = 48,
+    kind: Kind = "relu",
+    seed: int = 0,
+    layers=None,
+    set_name: str = "test",
+    init: RandomInit | Literal["fan_in"] | None = None,
+    device: str = "cpu",
+):
     """A TranscoderSet of random transcoders reading ln2.hook_normalized and writing hook_mlp_out of
     each layer of ``model`` (default: every layer), built by atlas.transcoders.build.build_layer.
     ``init``: a RandomInit, 'fan_in' (RandomInit.fan_in(d_model)) or None (RandomInit())."""
@@ -88,10 +114,16 @@ def random_transcoder_set(model, d_sae: int = 48, kind: Kind = "relu", seed: int
     init = RandomInit.fan_in(d) if init == "fan_in" else (init or RandomInit())
     gen = torch.Generator().manual_seed(seed)
     out = {}
-    for layer in (range(model.cfg.n_layers) if layers is None else layers):
+    for layer in range(model.cfg.n_layers) if layers is None else layers:
         tensors = random_tensors(gen, d, d_sae, d, kind, init)
-        out[layer] = build_layer(f"random transcoder {layer}", layer, format="test",
-                                 uri=f"memory:{set_name}/{layer}", device=device, **tensors)
+        out[layer] = build_layer(
+            f"random transcoder {layer}",
+            layer,
+            format="test",
+            uri=f"memory:{set_name}/{layer}",
+            device=device,
+            **tensors,
+        )
     return TranscoderSet(set_name, out)
 
 
@@ -133,13 +165,22 @@ def _fake_sae_training_config(layer: int, d_in: int):
     mod.LanguageModelSAERunnerConfig = LanguageModelSAERunnerConfig
     pkg.config = mod
     sys.modules.update({"sae_training": pkg, "sae_training.config": mod})
-    return LanguageModelSAERunnerConfig(f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out",
-                                        d_in, torch.float32)
+    return LanguageModelSAERunnerConfig(
+        f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out", d_in, torch.float32
+    )
 
 
-def write_transcoder_set(fmt: str, root: Path, layers=(0, 1), d_in: int = 64, d_sae: int = 96,
-                         d_out: int | None = None, jumprelu: bool | None = None, skip: bool = False,
-                         seed: int = 0) -> WrittenTranscoders:
+def write_transcoder_set(
+    fmt: str,
+    root: Path,
+    layers=(0, 1),
+    d_in: int = 64,
+    d_sae: int = 96,
+    d_out: int | None = None,
+    jumprelu: bool | None = None,
+    skip: bool = False,
+    seed: int = 0,
+) -> WrittenTranscoders:
     import torch
 
     from atlas.transcoders.writers import write_layer
@@ -169,9 +210,11 @@ def write_transcoder_set(fmt: str, root: Path, layers=(0, 1), d_in: int = 64, d_
 
 # ---- demo: text files and tiny training configurations ------------------------------------------------
 
-_WORDS = ("the a river city stone light king garden letter morning silver quiet old young north "
-          "window road horse bread winter summer sister brother friend house ship song bird field "
-          "walked saw found gave kept opened closed carried wrote read heard remembered").split()
+_WORDS = (
+    "the a river city stone light king garden letter morning silver quiet old young north "
+    "window road horse bread winter summer sister brother friend house ship song bird field "
+    "walked saw found gave kept opened closed carried wrote read heard remembered"
+).split()
 
 
 def write_text_corpus(directory: Path, n_docs: int = 60, words_per_doc: int = 120, seed: int = 0) -> Path:
@@ -190,8 +233,8 @@ def write_text_corpus(directory: Path, n_docs: int = 60, words_per_doc: int = 12
     directory.mkdir(parents=True, exist_ok=True)
     third = n_docs // 3
     (directory / "a.txt").write_text("\n\n".join(docs[:third]) + "\n")
-    (directory / "b.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs[third:2 * third]))
-    pq.write_table(pa.table({"text": docs[2 * third:]}), directory / "c.parquet")
+    (directory / "b.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs[third : 2 * third]))
+    pq.write_table(pa.table({"text": docs[2 * third :]}), directory / "c.parquet")
     return directory
 
 
@@ -199,7 +242,20 @@ def tiny_train_config(**overrides):
     """A TrainConfig for random:tiny that trains in seconds."""
     from atlas.config import TrainConfig
 
-    base = dict(model="random:tiny", set_name="tiny-tc", layers=(0, 1), d_sae=128, k=8, n_tokens=4096, epochs=3,
-                batch_size=128, lr=3e-3, aux_k=32, dead_after_tokens=1024, eval_tokens=1024, eval_loss_tokens=256,
-                collect_batch=16)
+    base = dict(
+        model="random:tiny",
+        set_name="tiny-tc",
+        layers=(0, 1),
+        d_sae=128,
+        k=8,
+        n_tokens=4096,
+        epochs=3,
+        batch_size=128,
+        lr=3e-3,
+        aux_k=32,
+        dead_after_tokens=1024,
+        eval_tokens=1024,
+        eval_loss_tokens=256,
+        collect_batch=16,
+    )
     return TrainConfig(**{**base, **overrides})

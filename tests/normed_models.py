@@ -9,12 +9,34 @@ from __future__ import annotations
 import torch
 
 SHAPES = {
-    "ln": dict(n_layers=3, d_model=32, d_head=8, n_heads=4, d_mlp=64, d_vocab=300, n_ctx=128, act_fn="gelu_new",
-               normalization_type="LN"),
-    "gemma3": dict(n_layers=3, d_model=32, d_head=8, n_heads=4, n_key_value_heads=2, d_mlp=64, d_vocab=300, n_ctx=32,
-                   act_fn="gelu_pytorch_tanh", normalization_type="RMS", positional_embedding_type="rotary",
-                   rotary_dim=8, gated_mlp=True, use_normalization_before_and_after=True,
-                   original_architecture="Gemma3ForCausalLM"),
+    "ln": dict(
+        n_layers=3,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        d_mlp=64,
+        d_vocab=300,
+        n_ctx=128,
+        act_fn="gelu_new",
+        normalization_type="LN",
+    ),
+    "gemma3": dict(
+        n_layers=3,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        n_key_value_heads=2,
+        d_mlp=64,
+        d_vocab=300,
+        n_ctx=32,
+        act_fn="gelu_pytorch_tanh",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        gated_mlp=True,
+        use_normalization_before_and_after=True,
+        original_architecture="Gemma3ForCausalLM",
+    ),
 }
 NORMS = ("ln1", "ln2", "ln1_post", "ln2_post", "ln_final")
 

@@ -22,39 +22,61 @@ def errors(url: str, query: str, **variables) -> list[str]:
     return [e["message"] for e in body["errors"]]
 
 
-@pytest.mark.parametrize("query, expected", [
-    ('{ feature(id: "gpt2-small/2-synth/999999") { id } }', "feature 'gpt2-small/2-synth/999999' is not in the atlas"),
-    ('{ feature(id: "no-such-model/2-synth/1") { id } }', "feature 'no-such-model/2-synth/1' is not in the atlas"),
-    ('{ feature(id: "gpt2-small/2-synth") { id } }', "is not of the form 'model/source/index'"),
-    ('{ drivers(target: "gpt2-small/3-synth/1", via: "gpt2-small/9-synth/1") { product } }',
-     "feature 'gpt2-small/9-synth/1' is not in the atlas"),
-    ('{ paths(source: "gpt2-small/3-synth/1", target: "gpt2-small/0-synth/1") { score } }',
-     "paths go downstream within one model"),
-])
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        (
+            '{ feature(id: "gpt2-small/2-synth/999999") { id } }',
+            "feature 'gpt2-small/2-synth/999999' is not in the atlas",
+        ),
+        ('{ feature(id: "no-such-model/2-synth/1") { id } }', "feature 'no-such-model/2-synth/1' is not in the atlas"),
+        ('{ feature(id: "gpt2-small/2-synth") { id } }', "is not of the form 'model/source/index'"),
+        (
+            '{ drivers(target: "gpt2-small/3-synth/1", via: "gpt2-small/9-synth/1") { product } }',
+            "feature 'gpt2-small/9-synth/1' is not in the atlas",
+        ),
+        (
+            '{ paths(source: "gpt2-small/3-synth/1", target: "gpt2-small/0-synth/1") { score } }',
+            "paths go downstream within one model",
+        ),
+    ],
+)
 def test_unknown_or_malformed_ids_name_the_id(url, query, expected):
     assert any(expected in m for m in errors(url, query))
 
 
-@pytest.mark.parametrize("query, expected", [
-    ('{ features(first: 0) { nodes { id } } }', "argument first = 0 is out of range [1, 100]"),
-    ('{ features(first: 100000) { nodes { id } } }', "argument first = 100000 is out of range [1, 100]"),
-    ('{ feature(id: "gpt2-small/2-synth/1") { upstream(topK: 5000) { weight } } }', "argument topK = 5000"),
-    ('{ paths(source: "gpt2-small/0-synth/1", target: "gpt2-small/3-synth/1", maxHops: 9) { score } }',
-     "argument maxHops = 9 is out of range [1, 4]"),
-    ('{ drivers(target: "gpt2-small/3-synth/1", via: "gpt2-small/2-synth/1", viaLayer: 2) { product } }',
-     "either via (a feature) or viaLayer, not both"),
-    ('{ features(after: "garbage") { nodes { id } } }', "cursor 'garbage' is not a cursor this API returned"),
-    ('{ feature(id: "gpt2-small/2-synth/1") { upstream(kind: SIDEWAYS) { weight } } }', "SIDEWAYS"),
-    ('{ feature(id: "gpt2-small/2-synth/1") { noSuchField } }', "Cannot query field 'noSuchField'"),
-    ('{ feature(id: 5', "Syntax Error"),
-])
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("{ features(first: 0) { nodes { id } } }", "argument first = 0 is out of range [1, 100]"),
+        ("{ features(first: 100000) { nodes { id } } }", "argument first = 100000 is out of range [1, 100]"),
+        ('{ feature(id: "gpt2-small/2-synth/1") { upstream(topK: 5000) { weight } } }', "argument topK = 5000"),
+        (
+            '{ paths(source: "gpt2-small/0-synth/1", target: "gpt2-small/3-synth/1", maxHops: 9) { score } }',
+            "argument maxHops = 9 is out of range [1, 4]",
+        ),
+        (
+            '{ drivers(target: "gpt2-small/3-synth/1", via: "gpt2-small/2-synth/1", viaLayer: 2) { product } }',
+            "either via (a feature) or viaLayer, not both",
+        ),
+        ('{ features(after: "garbage") { nodes { id } } }', "cursor 'garbage' is not a cursor this API returned"),
+        ('{ feature(id: "gpt2-small/2-synth/1") { upstream(kind: SIDEWAYS) { weight } } }', "SIDEWAYS"),
+        ('{ feature(id: "gpt2-small/2-synth/1") { noSuchField } }', "Cannot query field 'noSuchField'"),
+        ("{ feature(id: 5", "Syntax Error"),
+    ],
+)
 def test_bad_arguments_get_clear_errors(url, query, expected):
     assert any(expected in m for m in errors(url, query))
 
 
 def test_a_bad_field_does_not_hide_the_good_ones(url):
-    r = httpx.post(f"{url}/graphql", json={"query": """{ good: feature(id: "gpt2-small/2-synth/1") { id }
-        bad: feature(id: "gpt2-small/2-synth/99999") { id } }"""}).json()
+    r = httpx.post(
+        f"{url}/graphql",
+        json={
+            "query": """{ good: feature(id: "gpt2-small/2-synth/1") { id }
+        bad: feature(id: "gpt2-small/2-synth/99999") { id } }"""
+        },
+    ).json()
     assert r["data"]["good"]["id"] == "gpt2-small/2-synth/1" and r["data"]["bad"] is None
     assert "not in the atlas" in r["errors"][0]["message"]
 
@@ -82,8 +104,12 @@ def test_query_cost_multiplies_page_sizes(url):
     msgs = errors(url, q)
     assert any("query cost" in m and "exceeds the limit" in m for m in msgs)
     # a variable page size counts as the largest allowed
-    msgs = errors(url, "query($n: Int!) { features(first: $n) { nodes { upstream(topK: $n) { source { "
-                       "upstream(topK: $n) { weight } } } } } }", n=2)
+    msgs = errors(
+        url,
+        "query($n: Int!) { features(first: $n) { nodes { upstream(topK: $n) { source { "
+        "upstream(topK: $n) { weight } } } } } }",
+        n=2,
+    )
     assert any("query cost" in m for m in msgs)
 
 
@@ -136,6 +162,6 @@ def test_a_repeated_document_is_validated_once_and_a_refused_one_stays_refused(s
         after = validation_cache_info()
         assert after.misses - before.misses == 1  # one validation per distinct accepted document; the deep one
         # is refused by its measures (api/measure.py) before graphql's rules would walk it
-        assert after.hits - before.hits == 1      # the repeated accepted document reused the verdict
+        assert after.hits - before.hits == 1  # the repeated accepted document reused the verdict
     finally:
         version.close()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 import threading
 import time
+from pathlib import Path
 
 import duckdb
 import httpx
@@ -22,7 +22,8 @@ def strongest_weight(path) -> float:
     with duckdb.connect(str(path), read_only=True) as con:
         return con.execute(
             "SELECT e.weight FROM edges e JOIN features f ON f.fid = e.dst_fid WHERE f.layer = 3 AND f.idx = 5 "
-            "AND kind = 'virtual' ORDER BY abs(weight) DESC LIMIT 1").fetchone()[0]
+            "AND kind = 'virtual' ORDER BY abs(weight) DESC LIMIT 1"
+        ).fetchone()[0]
 
 
 def test_publish_flip_under_load(tmp_path, api_server):
@@ -120,22 +121,27 @@ def test_publish_materializes_adjacency_lists_with_the_same_answers(synthetic_at
     work, current = synthetic_atlas("tiny-views")  # a file no server of this process holds
     q = "SELECT * FROM {} ORDER BY fid, kind, variant, other"
     with duckdb.connect(str(work), read_only=True) as con:
-        assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'edges_in'"
-                           ).fetchone()[0] == "VIEW"
+        assert (
+            con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'edges_in'").fetchone()[0]
+            == "VIEW"
+        )
         as_views = [con.execute(q.format(t)).fetchall() for t in ("edges_in", "edges_out")]
     with duckdb.connect(str(current), read_only=True) as con:
-        assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'edges_in'"
-                           ).fetchone()[0] == "BASE TABLE"
+        assert (
+            con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'edges_in'").fetchone()[0]
+            == "BASE TABLE"
+        )
         assert [con.execute(q.format(t)).fetchall() for t in ("edges_in", "edges_out")] == as_views
-
 
 
 def _catalog(con) -> dict[str, tuple[str, str | None]]:
     """name -> (table type, view SQL or None) of every table and view of the file."""
-    views = dict(con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal "
-                             "AND schema_name = 'main'").fetchall())
-    kinds = con.execute("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'"
-                        ).fetchall()
+    views = dict(
+        con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND schema_name = 'main'").fetchall()
+    )
+    kinds = con.execute(
+        "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'"
+    ).fetchall()
     return {name: (kind, views.get(name)) for name, kind in kinds}
 
 
@@ -145,7 +151,7 @@ def test_published_copy_has_the_same_views_and_answers_the_same_queries(syntheti
         before, after = _catalog(src), _catalog(pub)
         assert set(before) == set(after) and {"feature_summary", "edges_in", "coverage_per_layer"} <= set(before)
         for name, (kind, sql) in before.items():
-            if name in ("edges_in", "edges_out"):           # the adjacency lists: materialized
+            if name in ("edges_in", "edges_out"):  # the adjacency lists: materialized
                 assert kind == "VIEW" and after[name] == ("BASE TABLE", None)
             else:
                 assert after[name] == (kind, sql), name
@@ -171,18 +177,26 @@ def test_publish_builds_from_the_files_views_and_imports_no_migration(synthetic_
     work = tmp_path / "redefined.duckdb"
     shutil.copyfile(synthetic_atlas("tiny-views")[0], work)
     with duckdb.connect(str(work)) as con:
-        con.execute("CREATE OR REPLACE VIEW edges_in AS SELECT dst_fid AS fid, kind, variant, src_fid AS other, "
-                    "weight, rel_contribution FROM edges WHERE weight > 0")
+        con.execute(
+            "CREATE OR REPLACE VIEW edges_in AS SELECT dst_fid AS fid, kind, variant, src_fid AS other, "
+            "weight, rel_contribution FROM edges WHERE weight > 0"
+        )
         n_edges, n_positive = con.execute("SELECT count(*), count(*) FILTER (weight > 0) FROM edges").fetchone()
     assert 0 < n_positive < n_edges
     link = tmp_path / "current.duckdb"
-    proc = subprocess.run([sys.executable, "-c", PUBLISH_AND_LIST_MODULES, str(work), str(link)],
-                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    proc = subprocess.run(
+        [sys.executable, "-c", PUBLISH_AND_LIST_MODULES, str(work), str(link)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
     assert proc.stdout.strip() == "[]"
     with duckdb.connect(str(link), read_only=True) as con:
         assert con.execute("SELECT count(*), min(weight) > 0 FROM edges_in").fetchone() == (n_positive, True)
         assert con.execute("SELECT count(*) FROM edges_out").fetchone()[0] == n_edges
+
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_cli_publish_and_serve(tmp_path, synthetic_atlas, cli, workers):
@@ -196,14 +210,18 @@ def test_cli_publish_and_serve(tmp_path, synthetic_atlas, cli, workers):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(link), "--port", str(port),
-                             "--workers", workers], cwd=Path(__file__).resolve().parent.parent,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--db", str(link), "--port", str(port), "--workers", workers],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         for _ in range(400):
             try:
-                body = httpx.post(f"http://127.0.0.1:{port}/graphql",
-                                  json={"query": "{ stats { nFeatures } }"}, timeout=2).json()
+                body = httpx.post(
+                    f"http://127.0.0.1:{port}/graphql", json={"query": "{ stats { nFeatures } }"}, timeout=2
+                ).json()
                 break
             except httpx.HTTPError:
                 time.sleep(0.05)

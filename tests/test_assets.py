@@ -47,8 +47,17 @@ def test_unfetchable_debian_package_is_a_clear_error(tmp_path):
 
 
 def test_cli_prints_asset_errors_as_one_line(cli, tmp_path):
-    proc = cli("train-transcoders", "--corpus", str(tmp_path / "missing.txt"), "--model", "random:tiny", "--layers", "1",
-               env={"ATLAS_CACHE": str(tmp_path)}, check=False)
+    proc = cli(
+        "train-transcoders",
+        "--corpus",
+        str(tmp_path / "missing.txt"),
+        "--model",
+        "random:tiny",
+        "--layers",
+        "1",
+        env={"ATLAS_CACHE": str(tmp_path)},
+        check=False,
+    )
     assert proc.returncode == 2
     assert "no corpus file or directory" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -72,14 +81,24 @@ def _write_ztext(module, verses_by_chapter):
 def test_sword_ztext_reader(tmp_path):
     from atlas.textsources import read_sword_ztext
 
-    _write_ztext(tmp_path / "usr/share/sword/modules/texts/ztext/test", [
-        ("John.1", ['<w lemma="x">In</w> the beginning<note placement="foot">a note</note> was the Word.',
-                    "<title>Heading</title>And the Word was with God."]),
-        ("John.2", ["On the third day there was a wedding."]),
-    ])
+    _write_ztext(
+        tmp_path / "usr/share/sword/modules/texts/ztext/test",
+        [
+            (
+                "John.1",
+                [
+                    '<w lemma="x">In</w> the beginning<note placement="foot">a note</note> was the Word.',
+                    "<title>Heading</title>And the Word was with God.",
+                ],
+            ),
+            ("John.2", ["On the third day there was a wedding."]),
+        ],
+    )
     docs = read_sword_ztext(tmp_path, "Bible")
-    assert docs == [("Bible", "John.1", "In the beginning was the Word. And the Word was with God."),
-                    ("Bible", "John.2", "On the third day there was a wedding.")]
+    assert docs == [
+        ("Bible", "John.1", "In the beginning was the Word. And the Word was with God."),
+        ("Bible", "John.2", "On the third day there was a wedding."),
+    ]
 
 
 def test_fortunes_reader_and_empty_package(tmp_path):
@@ -89,7 +108,9 @@ def test_fortunes_reader_and_empty_package(tmp_path):
     directory.mkdir(parents=True)
     (directory / "wisdom").write_text("A first one.\n%\nA second\n  on two lines.\n%\n")
     (directory / "wisdom.dat").write_bytes(b"\x00\x01binary index")
-    assert read_fortunes(tmp_path) == [("fortunes", "wisdom", "A first one."),
-                                       ("fortunes", "wisdom", "A second\n  on two lines.")]
+    assert read_fortunes(tmp_path) == [
+        ("fortunes", "wisdom", "A first one."),
+        ("fortunes", "wisdom", "A second\n  on two lines."),
+    ]
     with pytest.raises(AssetError, match="no fortune files"):
         read_fortunes(tmp_path / "elsewhere")

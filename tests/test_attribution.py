@@ -50,7 +50,7 @@ def test_completeness_holds_at_jumprelu_thresholds(tiny_model, make_transcoders)
     tset = make_transcoders(tiny_model, d_sae=32, kind="jumprelu", seed=3)
     tokens = torch.randint(0, 50000, (8, 12), generator=torch.Generator().manual_seed(1))
     _, cache = tiny_model.run_with_cache(tokens, names_filter=tset[0].hook_in)
-    z0 = tset[0].pre_activation(cache[tset[0].hook_in]).detach()          # [b, pos, d_sae]
+    z0 = tset[0].pre_activation(cache[tset[0].hook_in]).detach()  # [b, pos, d_sae]
     with torch.no_grad():  # put layer-0 thresholds on observed pre-activations
         tset[0].sae.threshold.copy_(z0[0, 5].clamp(min=1e-3))
     acts = tset[0].encode(cache[tset[0].hook_in]).detach()
@@ -63,7 +63,7 @@ def test_completeness_holds_at_jumprelu_thresholds(tiny_model, make_transcoders)
 
 
 def test_completeness_with_a_layer_without_transcoder(tiny_model, make_transcoders):
-    tset = make_transcoders(tiny_model, kind="relu", layers=[1])   # layer 0's MLP is one error term
+    tset = make_transcoders(tiny_model, kind="relu", layers=[1])  # layer 0's MLP is one error term
     tokens = torch.randint(0, 50000, (6, 10), generator=torch.Generator().manual_seed(2))
     att = attribute(tiny_model, tset, tokens, 1, torch.arange(6), torch.arange(6) + 3)
     assert att.features == {}
@@ -78,7 +78,7 @@ def test_head_view_sums_to_each_layers_attention_effect(tiny_model, make_transco
     att = attribute(tiny_model, tset, tokens, 1, torch.arange(5), pos)
     torch.testing.assert_close(att.heads.sum((2, 3)), att.head_totals, atol=1e-5, rtol=1e-4)
     later = torch.arange(9)[None, None, None, :] > pos[:, None, None, None]
-    assert att.heads.masked_select(later).abs().max() == 0     # causal: no source after the target
+    assert att.heads.masked_select(later).abs().max() == 0  # causal: no source after the target
 
 
 def test_output_side_matches_an_intervention(tiny_model, make_transcoders):
@@ -115,11 +115,24 @@ def test_completeness_on_a_gemma3_shaped_model(make_transcoders):
     the linearized forward covers them with no architecture-specific code."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    cfg = HookedTransformerConfig(n_layers=3, d_model=64, d_head=16, n_heads=4, n_key_value_heads=2, d_mlp=128,
-                                  d_vocab=500, n_ctx=64, act_fn="gelu_pytorch_tanh", normalization_type="RMS",
-                                  positional_embedding_type="rotary", rotary_dim=16, gated_mlp=True,
-                                  use_normalization_before_and_after=True, original_architecture="Gemma3ForCausalLM",
-                                  seed=0)
+    cfg = HookedTransformerConfig(
+        n_layers=3,
+        d_model=64,
+        d_head=16,
+        n_heads=4,
+        n_key_value_heads=2,
+        d_mlp=128,
+        d_vocab=500,
+        n_ctx=64,
+        act_fn="gelu_pytorch_tanh",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=16,
+        gated_mlp=True,
+        use_normalization_before_and_after=True,
+        original_architecture="Gemma3ForCausalLM",
+        seed=0,
+    )
     model = HookedTransformer(cfg).eval()
     tset = make_transcoders(model, d_sae=32, kind="jumprelu-skip", seed=1)
     tokens = torch.randint(0, 500, (6, 12), generator=torch.Generator().manual_seed(0))
@@ -128,17 +141,30 @@ def test_completeness_on_a_gemma3_shaped_model(make_transcoders):
     torch.testing.assert_close(att.z, _reference_z(model, tset, tokens, 2, torch.arange(6), pos), atol=1e-5, rtol=1e-5)
     assert completeness_gap(att).abs().max().item() < 1e-4 * (att.z.abs().max().item() + 1)
     torch.testing.assert_close(att.heads.sum((2, 3)), att.head_totals, atol=1e-5, rtol=1e-4)
-    assert att.position.abs().max() == 0     # rotary: no position embedding leaf
+    assert att.position.abs().max() == 0  # rotary: no position embedding leaf
 
 
 def _gemma3_shaped():
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    cfg = HookedTransformerConfig(n_layers=3, d_model=64, d_head=16, n_heads=4, n_key_value_heads=2, d_mlp=128,
-                                  d_vocab=500, n_ctx=64, act_fn="gelu_pytorch_tanh", normalization_type="RMS",
-                                  positional_embedding_type="rotary", rotary_dim=16, gated_mlp=True,
-                                  use_normalization_before_and_after=True, original_architecture="Gemma3ForCausalLM",
-                                  seed=0)
+    cfg = HookedTransformerConfig(
+        n_layers=3,
+        d_model=64,
+        d_head=16,
+        n_heads=4,
+        n_key_value_heads=2,
+        d_mlp=128,
+        d_vocab=500,
+        n_ctx=64,
+        act_fn="gelu_pytorch_tanh",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=16,
+        gated_mlp=True,
+        use_normalization_before_and_after=True,
+        original_architecture="Gemma3ForCausalLM",
+        seed=0,
+    )
     return HookedTransformer(cfg).eval()
 
 

@@ -32,9 +32,9 @@ def test_gguf_files_are_checked_step_by_step(tmp_path):
     cases = {
         "short.gguf": (data[:20], "shorter than a GGUF header"),
         "version.gguf": (data[:4] + (9).to_bytes(4, "little") + data[8:], "GGUF version 9"),
-        "counts.gguf": (data[:8] + (10 ** 12).to_bytes(8, "little") + data[16:], "its header claims"),
+        "counts.gguf": (data[:8] + (10**12).to_bytes(8, "little") + data[16:], "its header claims"),
         "metadata.gguf": (data[:60], "its GGUF metadata cannot be read"),
-        "tensor.gguf": (data[:len(data) - 8000], "truncated"),
+        "tensor.gguf": (data[: len(data) - 8000], "truncated"),
         "magic.gguf": (b"GGML" + data[4:], "not a GGUF file"),
     }
     for name, (content, expected) in cases.items():
@@ -46,7 +46,7 @@ def test_gguf_files_are_checked_step_by_step(tmp_path):
 def test_cli_bad_gguf_is_one_line(cli, tmp_path, write_transcoder_files):
     good = write_gguf(tmp_path / "good.gguf").read_bytes()
     bad = tmp_path / "bad.gguf"
-    bad.write_bytes(good[:len(good) - 8000])
+    bad.write_bytes(good[: len(good) - 8000])
     tc = write_transcoder_files("saelens", layers=(0,))
     proc = cli("inspect", "--model", f"gguf:{bad}", "--transcoders", tc.spec, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
@@ -55,7 +55,16 @@ def test_cli_bad_gguf_is_one_line(cli, tmp_path, write_transcoder_files):
 
 def test_cli_zero_width_transcoder_is_a_named_error(cli, tmp_path, write_transcoder_files):
     tc = write_transcoder_files("saelens", layers=(0,), d_sae=0)
-    proc = cli("ingest", "weightlens", "--model", "random:tiny", "--transcoders", tc.spec,
-               "--db", str(tmp_path / "a.duckdb"), check=False)
+    proc = cli(
+        "ingest",
+        "weightlens",
+        "--model",
+        "random:tiny",
+        "--transcoders",
+        tc.spec,
+        "--db",
+        str(tmp_path / "a.duckdb"),
+        check=False,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "has d_sae = 0 features" in proc.stderr

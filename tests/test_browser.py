@@ -14,9 +14,8 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
-import pytest
-
 import pages_atlas as pa
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("ATLAS_TEST_ARTIFACTS", REPO / "test-artifacts")) / "browser"
@@ -27,8 +26,10 @@ def chromium_path() -> str:
     if path is None:
         if os.environ.get("ATLAS_BROWSERLESS") == "1":
             pytest.skip("ATLAS_BROWSERLESS=1: browser tests skipped on a machine without Chromium (LOUD: not run)")
-        pytest.fail("Chromium is not installed: the browser tests need Debian's `chromium` "
-                    "(`make setup` installs it as root: apt-get install chromium); set ATLAS_BROWSERLESS=1 to skip")
+        pytest.fail(
+            "Chromium is not installed: the browser tests need Debian's `chromium` "
+            "(`make setup` installs it as root: apt-get install chromium); set ATLAS_BROWSERLESS=1 to skip"
+        )
     return path
 
 
@@ -41,8 +42,9 @@ def url(tmp_path_factory, api_server):
 def hostile_id(url, api_server):
     import httpx
 
-    return httpx.get(url + "/", params={"q": pa.SCRIPT, "by": "text", "format": "json"}).json()[
-        "search"]["sections"][0]["features"][0]["id"]
+    return httpx.get(url + "/", params={"q": pa.SCRIPT, "by": "text", "format": "json"}).json()["search"]["sections"][
+        0
+    ]["features"][0]["id"]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +53,11 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, headless=True,
-                              args=["--no-sandbox", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"])
+        b = p.chromium.launch(
+            executable_path=exe,
+            headless=True,
+            args=["--no-sandbox", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"],
+        )
         yield b
         b.close()
 
@@ -106,8 +111,11 @@ def test_feature_page(page, url, hostile_id):
     toks = first.locator("span.tok")
     assert toks.count() == 8
     assert [float(toks.nth(i).get_attribute("title")) for i in range(8)] == pa.TOP_ACTS
+
     # shading is rendered: the max token's background differs from a zero token's
-    bg = lambda i: toks.nth(i).evaluate("e => getComputedStyle(e).backgroundColor")
+    def bg(i):
+        return toks.nth(i).evaluate("e => getComputedStyle(e).backgroundColor")
+
     assert bg(3) != bg(0) and bg(0) in ("rgba(0, 0, 0, 0)", "transparent")
     # hostile text shown as text, no element made from it
     assert first.locator("span.tok").nth(1).inner_text() == pa.SCRIPT
@@ -157,10 +165,21 @@ def test_missing_chromium_fails_loudly_unless_browserless(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k not in ("ATLAS_CHROMIUM", "ATLAS_BROWSERLESS")}
     env.update(PATH=str(Path(sys.executable).parent), PYTHONPATH=str(REPO), ATLAS_TEST_ARTIFACTS=str(tmp_path))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-           str(REPO / "tests" / "test_browser.py"), "-k", "test_index"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+        str(REPO / "tests" / "test_browser.py"),
+        "-k",
+        "test_index",
+    ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 1 and "Chromium is not installed" in r.stdout and "passed" not in r.stdout, r.stdout[-2000:]
-    r = subprocess.run(cmd, env={**env, "ATLAS_BROWSERLESS": "1"}, capture_output=True, text=True, cwd=REPO,
-                       timeout=300)
+    r = subprocess.run(
+        cmd, env={**env, "ATLAS_BROWSERLESS": "1"}, capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert r.returncode == 0 and "1 skipped" in r.stdout and "ATLAS_BROWSERLESS=1" in r.stdout, r.stdout[-2000:]

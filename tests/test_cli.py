@@ -15,10 +15,12 @@ HEAVY = ("torch", "transformer_lens", "sae_lens", "transformers", "ray")
 
 
 def test_help_does_not_import_heavy_libraries():
-    code = ("import sys\nfrom typer.testing import CliRunner\nfrom cli.main import app\n"
-            "for args in (['--help'], ['ingest', 'activations', '--help'], ['demo', '--help']):\n"
-            "    r = CliRunner().invoke(app, args)\n    assert r.exit_code == 0, r.output\n"
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom cli.main import app\n"
+        "for args in (['--help'], ['ingest', 'activations', '--help'], ['demo', '--help']):\n"
+        "    r = CliRunner().invoke(app, args)\n    assert r.exit_code == 0, r.output\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -51,8 +53,12 @@ def test_errors_are_one_line_with_exit_code_2(cli_process, tmp_path):
 
 def test_in_process_errors_read_as_from_the_entry_point(cli, tmp_path):
     proc = cli("db", "upgrade", str(tmp_path / "missing.duckdb"), check=False)
-    assert proc.returncode == 2 and proc.stderr == f"error: no atlas database at {tmp_path / 'missing.duckdb'}; " \
-                                                   f"create one with `atlas db init {tmp_path / 'missing.duckdb'}`\n"
+    assert (
+        proc.returncode == 2
+        and proc.stderr
+        == f"error: no atlas database at {tmp_path / 'missing.duckdb'}; "
+        f"create one with `atlas db init {tmp_path / 'missing.duckdb'}`\n"
+    )
 
 
 def test_option_defaults_are_the_config_defaults(cli):
@@ -67,11 +73,24 @@ def test_option_defaults_are_the_config_defaults(cli):
     root = typer.main.get_command(app)
     defaults = lambda *path: {p.name: p.default for p in _command(root, path).params}  # noqa: E731
     acts = defaults("ingest", "activations")
-    assert replace(ActivationsConfig(), seq_len=acts["seq_len"], batch_size=acts["batch_size"],
-                   n_samples=acts["n_samples"], n_top=acts["n_top"], era=not acts["no_era"]) == ActivationsConfig()
+    assert (
+        replace(
+            ActivationsConfig(),
+            seq_len=acts["seq_len"],
+            batch_size=acts["batch_size"],
+            n_samples=acts["n_samples"],
+            n_top=acts["n_top"],
+            era=not acts["no_era"],
+        )
+        == ActivationsConfig()
+    )
     circuits = defaults("ingest", "circuitlens")
     assert (circuits["batch_size"], circuits["eps"], circuits["min_samples"], circuits["seq_len"]) == (
-        CircuitLensConfig.batch_size, CircuitLensConfig.eps, CircuitLensConfig.min_samples, ActivationsConfig.seq_len)
+        CircuitLensConfig.batch_size,
+        CircuitLensConfig.eps,
+        CircuitLensConfig.min_samples,
+        ActivationsConfig.seq_len,
+    )
     assert defaults("ingest", "scores")["seq_len"] == ScoringConfig.seq_len
     demo = defaults("demo")
     assert (demo["port"], demo["serve"], demo["corpus"]) == (DemoConfig.port, DemoConfig.serve, CorpusConfig.source)

@@ -13,9 +13,9 @@ import torch
 from atlas.errors import AssetError, TranscoderError
 from atlas.lens.attribution import attribute, completeness_gap
 from atlas.transcoders import load_transcoders
+from atlas.transcoders.build import build_layer
 from atlas.transcoders.clt import CrossLayerTranscoder, write_clt
 from atlas.transcoders.transcoder_set import TranscoderSet
-from atlas.transcoders.build import build_layer
 from tests.normed_models import normed_model
 
 N, D, F = 3, 32, 24
@@ -30,8 +30,13 @@ def dense_clt(seed=0, skip=False, cross=True):
         for k in range(N):
             if k < s or (not cross and k != s):
                 W_dec[s, k] = 0
-    t = {"W_enc": torch.randn(N, D, F, generator=g) * 0.4, "b_enc": torch.randn(N, F, generator=g) * 0.3,
-         "W_dec": W_dec, "b_dec": torch.randn(N, D, generator=g) * 0.05, "threshold": torch.rand(N, F, generator=g) * 0.3}
+    t = {
+        "W_enc": torch.randn(N, D, F, generator=g) * 0.4,
+        "b_enc": torch.randn(N, F, generator=g) * 0.3,
+        "W_dec": W_dec,
+        "b_dec": torch.randn(N, D, generator=g) * 0.05,
+        "threshold": torch.rand(N, F, generator=g) * 0.3,
+    }
     if skip:
         t["S"] = torch.randn(N, D, D, generator=g) * 0.2
     return t
@@ -41,15 +46,29 @@ def write_both(root, t):
     """The same CLT in circuit-tracer's layout and in Gemma Scope 2's."""
     ct, gs = {}, {}
     for l in range(N):
-        ct[l] = {"W_enc": t["W_enc"][l].T, "b_enc": t["b_enc"][l], "b_dec": t["b_dec"][l], "threshold": t["threshold"][l],
-                 "W_dec": t["W_dec"][l, l:].permute(1, 0, 2)}                          # [F, N - l, D]
-        gs[l] = {"w_enc": t["W_enc"][l], "b_enc": t["b_enc"][l], "b_dec": t["b_dec"][l], "threshold": t["threshold"][l],
-                 "w_dec": t["W_dec"][l].permute(1, 0, 2)}                               # [F, N, D]
+        ct[l] = {
+            "W_enc": t["W_enc"][l].T,
+            "b_enc": t["b_enc"][l],
+            "b_dec": t["b_dec"][l],
+            "threshold": t["threshold"][l],
+            "W_dec": t["W_dec"][l, l:].permute(1, 0, 2),
+        }  # [F, N - l, D]
+        gs[l] = {
+            "w_enc": t["W_enc"][l],
+            "b_enc": t["b_enc"][l],
+            "b_dec": t["b_dec"][l],
+            "threshold": t["threshold"][l],
+            "w_dec": t["W_dec"][l].permute(1, 0, 2),
+        }  # [F, N, D]
         if "S" in t:
             ct[l]["W_skip"] = t["S"][l]
             gs[l]["affine_skip_connection"] = t["S"][l]
-    write_clt("circuit-tracer-clt", root / "ct", ct, config={"feature_input_hook": "mlp.hook_in",
-                                                             "feature_output_hook": "hook_mlp_out"})
+    write_clt(
+        "circuit-tracer-clt",
+        root / "ct",
+        ct,
+        config={"feature_input_hook": "mlp.hook_in", "feature_output_hook": "hook_mlp_out"},
+    )
     write_clt("gemmascope2-clt", root / "gs", gs)
     return f"circuit-tracer-clt:{root / 'ct'}", f"gemmascope2-clt:{root / 'gs'}"
 
@@ -91,7 +110,7 @@ def test_virtual_weights_and_output_decoder_against_a_dense_computation(tmp_path
         assert sorted(ups) == list(range(layer))
         for src, D_eff in ups.items():
             mask = torch.tensor([src <= k < layer for k in range(N)], dtype=torch.float32)
-            dense = torch.einsum("k,kfd,dg->fg", mask, t["W_dec"][src], t["W_enc"][layer])      # [F_src, F]
+            dense = torch.einsum("k,kfd,dg->fg", mask, t["W_dec"][src], t["W_enc"][layer])  # [F_src, F]
             torch.testing.assert_close(D_eff @ clt.W_enc(layer), dense, atol=1e-5, rtol=1e-5)
     for src in range(N):
         torch.testing.assert_close(clt[src].W_dec, t["W_dec"][src].sum(0), atol=1e-6, rtol=1e-6)
@@ -121,15 +140,32 @@ def test_a_clt_without_cross_layer_slices_attributes_like_per_layer_transcoders(
     model = normed_model("ln", seed=4)
     t = dense_clt(seed=4, skip=False, cross=False)
     clt = load_transcoders(write_both(tmp_path, t)[0], model)
-    tset = TranscoderSet("per-layer", {l: build_layer("d", l, format="test", uri="d", W_enc=t["W_enc"][l],
-                                                      b_enc=t["b_enc"][l], W_dec=t["W_dec"][l, l], b_dec=t["b_dec"][l],
-                                                      threshold=t["threshold"][l], hook_in=f"blocks.{l}.mlp.hook_in",
-                                                      hook_out=f"blocks.{l}.hook_mlp_out") for l in range(N)})
+    tset = TranscoderSet(
+        "per-layer",
+        {
+            l: build_layer(
+                "d",
+                l,
+                format="test",
+                uri="d",
+                W_enc=t["W_enc"][l],
+                b_enc=t["b_enc"][l],
+                W_dec=t["W_dec"][l, l],
+                b_dec=t["b_dec"][l],
+                threshold=t["threshold"][l],
+                hook_in=f"blocks.{l}.mlp.hook_in",
+                hook_out=f"blocks.{l}.hook_mlp_out",
+            )
+            for l in range(N)
+        },
+    )
     tokens = torch.randint(0, 300, (4, 8), generator=torch.Generator().manual_seed(5))
     pos, feature = torch.tensor([7, 3, 5, 6]), torch.tensor([0, 5, 9, 13])
     for layer in (1, 2):
-        a, b = attribute(model, clt, tokens, layer, feature, pos, n_output=2), \
-            attribute(model, tset, tokens, layer, feature, pos, n_output=2)
+        a, b = (
+            attribute(model, clt, tokens, layer, feature, pos, n_output=2),
+            attribute(model, tset, tokens, layer, feature, pos, n_output=2),
+        )
         for name in ("z", "act", "bias", "errors", "token", "position", "heads", "out_values"):
             torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-5, rtol=1e-5, msg=name)
         for l in a.features:
@@ -164,8 +200,11 @@ def test_clt_output_side_matches_an_intervention(tmp_path):
             add[ar, pos] = delta * t["W_dec"][layer, k][feature]
             return cache[hook.name] + (live[k] - cache[ins[k]]) @ t["S"][k] + add
 
-        hooks = [(n, lambda x, hook: cache[hook.name]) for n in names] + [(n, keep_in) for n in ins] + \
-                [(n, held) for n in outs]
+        hooks = (
+            [(n, lambda x, hook: cache[hook.name]) for n in names]
+            + [(n, keep_in) for n in ins]
+            + [(n, held) for n in outs]
+        )
         pushed = model.run_with_hooks(tokens, fwd_hooks=hooks)
     y = att.out_tokens[:, 0]
     measured = (pushed[ar, pos, y] - base[ar, pos, y]) / delta
@@ -200,7 +239,9 @@ def test_missing_layer_files_and_bad_shapes(tmp_path):
     t = dense_clt(seed=10, skip=True)
     ct, gs = write_both(tmp_path, t)
     (tmp_path / "ct" / "W_dec_1.safetensors").unlink()
-    with pytest.raises(TranscoderError, match=r"missing the decoder file\(s\) \['W_dec_1.safetensors'\] of layer\(s\) \[1\]"):
+    with pytest.raises(
+        TranscoderError, match=r"missing the decoder file\(s\) \['W_dec_1.safetensors'\] of layer\(s\) \[1\]"
+    ):
         load_transcoders(ct)
     (tmp_path / "gs" / "layer_1.safetensors").rename(tmp_path / "gs" / "elsewhere.bin")
     with pytest.raises(TranscoderError, match=r"missing the file of layer\(s\) \[1\]"):
@@ -209,10 +250,18 @@ def test_missing_layer_files_and_bad_shapes(tmp_path):
         load_transcoders(f"gemmascope2-clt:{tmp_path / 'ct'}")
     from safetensors.torch import save_file
 
-    bad = {"w_enc": t["W_enc"][1], "b_enc": t["b_enc"][1], "b_dec": t["b_dec"][1], "threshold": t["threshold"][1],
-           "w_dec": t["W_dec"][1].permute(1, 0, 2)[:, :1], "affine_skip_connection": t["S"][1]}
+    bad = {
+        "w_enc": t["W_enc"][1],
+        "b_enc": t["b_enc"][1],
+        "b_dec": t["b_dec"][1],
+        "threshold": t["threshold"][1],
+        "w_dec": t["W_dec"][1].permute(1, 0, 2)[:, :1],
+        "affine_skip_connection": t["S"][1],
+    }
     save_file({k: v.contiguous() for k, v in bad.items()}, tmp_path / "gs" / "layer_1.safetensors")
-    with pytest.raises(TranscoderError, match=r"w_dec has shape \(24, 1, 32\), expected \(24, 3, 32\) \(or \(24, 2, 32\)\)"):
+    with pytest.raises(
+        TranscoderError, match=r"w_dec has shape \(24, 1, 32\), expected \(24, 3, 32\) \(or \(24, 2, 32\)\)"
+    ):
         load_transcoders(gs)
     bad["w_dec"] = t["W_dec"][1].permute(1, 0, 2).contiguous()
     bad["affine_skip_connection"] = torch.zeros(D, D + 1)
@@ -238,17 +287,44 @@ def test_clt_that_does_not_fit_the_model(tmp_path):
 
 def test_inspect_cli_on_a_clt(cli, tmp_path):
     g = torch.Generator().manual_seed(12)
-    d, f = 64, 16      # random:tiny: 2 layers, d_model 64
-    write_clt("circuit-tracer-clt", tmp_path / "clt", {
-        l: {"W_enc": torch.randn(f, d, generator=g), "b_enc": torch.zeros(f), "b_dec": torch.zeros(d),
-            "W_dec": torch.randn(f, 2 - l, d, generator=g) * 0.1} for l in range(2)})
-    out = cli("inspect", "--model", "random:tiny", "--transcoders", f"circuit-tracer-clt:{tmp_path / 'clt'}",
-              "--text", "Hello world, this is a test.").stdout
+    d, f = 64, 16  # random:tiny: 2 layers, d_model 64
+    write_clt(
+        "circuit-tracer-clt",
+        tmp_path / "clt",
+        {
+            l: {
+                "W_enc": torch.randn(f, d, generator=g),
+                "b_enc": torch.zeros(f),
+                "b_dec": torch.zeros(d),
+                "W_dec": torch.randn(f, 2 - l, d, generator=g) * 0.1,
+            }
+            for l in range(2)
+        },
+    )
+    out = cli(
+        "inspect",
+        "--model",
+        "random:tiny",
+        "--transcoders",
+        f"circuit-tracer-clt:{tmp_path / 'clt'}",
+        "--text",
+        "Hello world, this is a test.",
+    ).stdout
     assert "set 'circuit-tracer-clt', 2 layer(s)" in out and "cross-layer" in out
     for layer in (0, 1):
         cells = next(line for line in out.splitlines() if line.startswith(f"{layer} ")).split()
-        assert cells[:10] == [str(layer), f"blocks.{layer}.hook_resid_mid", f"blocks.{layer}.hook_mlp_out",
-                              "64", "16", "64", "relu", "no", "float32", "circuit-tracer-clt"]
+        assert cells[:10] == [
+            str(layer),
+            f"blocks.{layer}.hook_resid_mid",
+            f"blocks.{layer}.hook_mlp_out",
+            "64",
+            "16",
+            "64",
+            "relu",
+            "no",
+            "float32",
+            "circuit-tracer-clt",
+        ]
         assert re.fullmatch(r"-?\d+\.\d{4}", cells[10]) and 0 < float(cells[11]) <= 16
 
 
@@ -263,10 +339,25 @@ def test_weightlens_on_a_clt_uses_the_summed_slices(tmp_path):
     model = normed_model("ln", seed=13)
     t = dense_clt(seed=13)
     clt = load_transcoders(write_both(tmp_path, t)[0], model)
-    summed = TranscoderSet("summed", {l: build_layer("d", l, format="test", uri="d", W_enc=t["W_enc"][l],
-                                                     b_enc=t["b_enc"][l], W_dec=t["W_dec"][l].sum(0), b_dec=t["b_dec"][l],
-                                                     threshold=t["threshold"][l], hook_in=f"blocks.{l}.mlp.hook_in",
-                                                     hook_out=f"blocks.{l}.hook_mlp_out") for l in range(N)})
+    summed = TranscoderSet(
+        "summed",
+        {
+            l: build_layer(
+                "d",
+                l,
+                format="test",
+                uri="d",
+                W_enc=t["W_enc"][l],
+                b_enc=t["b_enc"][l],
+                W_dec=t["W_dec"][l].sum(0),
+                b_dec=t["b_dec"][l],
+                threshold=t["threshold"][l],
+                hook_in=f"blocks.{l}.mlp.hook_in",
+                hook_out=f"blocks.{l}.hook_mlp_out",
+            )
+            for l in range(N)
+        },
+    )
     cfg = WeightLensConfig(edge_z=1.0, bos="0", input_pool=50, output_pool=50, output_z=2.0, input_z=2.0)
     descs, n_edges, n_tokens = {}, 0, 0
     for layer in range(N):
@@ -306,7 +397,9 @@ def test_weightlens_ingest_stores_a_clts_edges(tmp_path, atlas_db):
     r2 = weightlens_layer(model, clt, 2, cfg, {0: r0.description, 1: r1.description})
     con = duckdb.connect(str(atlas_db), read_only=True)
     sources = con.execute("SELECT layer, format, hook_in, hook_out FROM sources ORDER BY layer").fetchall()
-    assert sources == [(l, "circuit-tracer-clt", f"blocks.{l}.mlp.hook_in", f"blocks.{l}.hook_mlp_out") for l in range(N)]
+    assert sources == [
+        (l, "circuit-tracer-clt", f"blocks.{l}.mlp.hook_in", f"blocks.{l}.hook_mlp_out") for l in range(N)
+    ]
     stored = con.execute("SELECT count(*) FROM edges WHERE kind = 'virtual'").fetchone()[0]
     assert stored == len(r1.edges["dst"]) + len(r2.edges["dst"]) > 0
 
@@ -321,13 +414,25 @@ def test_activations_and_circuitlens_jobs_on_a_clt(tmp_path, atlas_db):
     t = dense_clt(seed=15, skip=True)
     clt = load_transcoders(write_both(tmp_path, t)[0], model)
     tokens = torch.randint(1, 300, (20, 12), generator=torch.Generator().manual_seed(16))
-    rep = activations.run(atlas_db, model, clt, tokens, ActivationsConfig(batch_size=8, n_samples=8, n_top=3,
-                                                                         window_before=4, window_after=2),
-                          model_id="normed", model_spec=None)
+    rep = activations.run(
+        atlas_db,
+        model,
+        clt,
+        tokens,
+        ActivationsConfig(batch_size=8, n_samples=8, n_top=3, window_before=4, window_after=2),
+        model_id="normed",
+        model_spec=None,
+    )
     assert rep["layers_written"] == N
-    rep = circuitlens.run(atlas_db, model, clt, tokens, CircuitLensConfig(batch_size=32, min_samples=3, min_examples=4,
-                                                                          n_output_positions=2), model_id="normed",
-                          model_spec=None)
+    rep = circuitlens.run(
+        atlas_db,
+        model,
+        clt,
+        tokens,
+        CircuitLensConfig(batch_size=32, min_samples=3, min_examples=4, n_output_positions=2),
+        model_id="normed",
+        model_spec=None,
+    )
     assert rep["features"] > 0 and rep["max_completeness_gap"] < 1e-4
     with duckdb.connect(str(atlas_db), read_only=True) as con:
         kinds = dict(con.execute("SELECT kind, count(*) FROM attributions GROUP BY 1").fetchall())
@@ -354,7 +459,7 @@ def test_lean_attribution_equals_the_plain_one_on_a_clt(tmp_path, skip):
     tokens = torch.randint(0, 300, (4, 10), generator=torch.Generator().manual_seed(22))
     pos = torch.tensor([9, 4, 6, 2])
     for layer in range(N):
-        feature = _most_active(model, clt, tokens, layer, pos)                  # active: out_values not all 0
+        feature = _most_active(model, clt, tokens, layer, pos)  # active: out_values not all 0
         lean = attribute(model, clt, tokens, layer, feature, pos, n_output=2)
         plain = attribute(model, clt, tokens, layer, feature, pos, n_output=2, lean=False)
         for name in ("z", "act", "bias", "errors", "token", "position", "heads", "head_totals", "out_values"):
@@ -363,7 +468,9 @@ def test_lean_attribution_equals_the_plain_one_on_a_clt(tmp_path, skip):
         for l in plain.features:
             torch.testing.assert_close(lean.features[l], plain.features[l], atol=1e-5, rtol=1e-4)
         assert completeness_gap(lean).abs().max().item() < 1e-4 * (lean.z.abs().max().item() + 1)
-        assert plain.out_values.abs().max() > 0                                   # the output side is exercised
+        assert plain.out_values.abs().max() > 0  # the output side is exercised
+
+
 def test_a_clt_loads_from_a_hub_repo_one_layer_file_at_a_time(tmp_path, monkeypatch):
     """The hub path is real code down to huggingface_hub's two calls, which are pointed at a local
     directory laid out like the repo (no network here), to check which files atlas asks for."""
@@ -373,9 +480,13 @@ def test_a_clt_loads_from_a_hub_repo_one_layer_file_at_a_time(tmp_path, monkeypa
     _, gs = write_both(tmp_path, t)
     repo = tmp_path / "gs"
     fetched = []
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files",
-                        lambda self, repo_id, revision=None, **kw: sorted(p.relative_to(repo).as_posix()
-                                                                          for p in repo.rglob("*") if p.is_file()))
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "list_repo_files",
+        lambda self, repo_id, revision=None, **kw: sorted(
+            p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()
+        ),
+    )
 
     def hf_hub_download(repo_id, filename, revision=None, **kw):
         assert repo_id == "owner/clt"

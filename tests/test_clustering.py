@@ -15,7 +15,7 @@ def test_jaccard_distance_by_hand():
     M = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 0, 0]], dtype=torch.bool)
     d = jaccard_distance(M)
     assert d[0, 1].item() == 1 - 1 / 3 and d[0, 3].item() == 0
-    assert d[2, 0].item() == 1 and d[2, 2].item() == 0     # an empty set is far from everything else
+    assert d[2, 0].item() == 1 and d[2, 2].item() == 0  # an empty set is far from everything else
 
 
 def test_rare_contributors_are_dropped():
@@ -29,11 +29,11 @@ def test_planted_sets_are_recovered():
     gen = torch.Generator().manual_seed(0)
     rows, keys = [], []
     truth = []
-    for ex in range(60):   # mechanism A: feature (0, 3) + head (1, 2, -1); B: feature (0, 7) + head (0, 1, -4)
-        mech = ex % 3       # 0: A, 1: B, 2: noise of one-off contributors
+    for ex in range(60):  # mechanism A: feature (0, 3) + head (1, 2, -1); B: feature (0, 7) + head (0, 1, -4)
+        mech = ex % 3  # 0: A, 1: B, 2: noise of one-off contributors
         truth.append(mech if mech < 2 else -1)
         base = {0: [[0, 0, 3, 0], [1, 1, 2, -1]], 1: [[0, 0, 7, 0], [1, 0, 1, -4]], 2: []}[mech]
-        extra = [[0, 1, int(torch.randint(100, 10_000, (1,), generator=gen)), 0]]   # unique, dropped as rare
+        extra = [[0, 1, int(torch.randint(100, 10_000, (1,), generator=gen)), 0]]  # unique, dropped as rare
         for k in base + extra:
             rows.append(ex)
             keys.append(k)
@@ -55,8 +55,8 @@ def _planted_model(tiny_model, make_transcoders):
     tset = make_transcoders(model, d_sae=16, kind="relu", seed=7)
     d = model.cfg.d_model
     gen = torch.Generator().manual_seed(11)
-    u = torch.linalg.qr(torch.randn(d, 4, generator=gen)).Q.T        # 4 orthonormal directions
-    u = u - u.mean(1, keepdim=True)                                     # LayerNorm centres: stay centred
+    u = torch.linalg.qr(torch.randn(d, 4, generator=gen)).Q.T  # 4 orthonormal directions
+    u = u - u.mean(1, keepdim=True)  # LayerNorm centres: stay centred
     A, B = 1000, 2000
     with torch.no_grad():
         model.embed.W_E[A] = 30 * u[0]
@@ -91,7 +91,7 @@ def test_planted_mechanisms_are_recovered_from_attributions(tiny_model, make_tra
     labels = cluster(M, eps=0.5, min_samples=5)
     assert len(set(labels[which == 0])) == 1 and len(set(labels[which == 1])) == 1
     assert labels[which == 0][0] != labels[which == 1][0] and (labels >= 0).all()
-    for mech, upstream in ((0, 0), (1, 1)):   # each cluster is driven by its own upstream feature
+    for mech, upstream in ((0, 0), (1, 1)):  # each cluster is driven by its own upstream feature
         shared = M[labels == labels[which == mech][0]].all(0)
         feats = {tuple(k) for k in kept[shared].tolist() if k[0] == AttributionKind.FEATURE}
         assert feats == {(AttributionKind.FEATURE, 0, upstream, 0)}

@@ -10,8 +10,18 @@ from typing import Literal
 
 import pytest
 
-from atlas.config import (ActivationsConfig, AssetsConfig, CircuitLensConfig, ComputeConfig, CorpusConfig, DemoConfig,
-                          ScoringConfig, TrainConfig, WeightLensConfig, with_overrides)
+from atlas.config import (
+    ActivationsConfig,
+    AssetsConfig,
+    CircuitLensConfig,
+    ComputeConfig,
+    CorpusConfig,
+    DemoConfig,
+    ScoringConfig,
+    TrainConfig,
+    WeightLensConfig,
+    with_overrides,
+)
 from atlas.errors import AtlasError
 
 
@@ -52,12 +62,15 @@ def test_literal_and_union_errors_name_field_value_and_type():
         with_overrides(_Choice(), ["k=x"])
 
 
-@pytest.mark.parametrize("config, text, expected", [
-    (ActivationsConfig(), "skip_first=maybe", "bool"),
-    (WeightLensConfig(), "edge_pool=1.5", "int"),
-    (ScoringConfig(), "batch_size=", "int"),
-    (TrainConfig(), "lr=fast", "float"),
-])
+@pytest.mark.parametrize(
+    "config, text, expected",
+    [
+        (ActivationsConfig(), "skip_first=maybe", "bool"),
+        (WeightLensConfig(), "edge_pool=1.5", "int"),
+        (ScoringConfig(), "batch_size=", "int"),
+        (TrainConfig(), "lr=fast", "float"),
+    ],
+)
 def test_bad_values_are_refused_with_the_expected_type(config, text, expected):
     name, _, value = text.partition("=")
     with pytest.raises(AtlasError, match=rf"field '{name}' expects {expected}, got '{value}'"):
@@ -73,8 +86,14 @@ def test_unknown_field_and_missing_equals_are_refused():
 
 def test_every_field_of_every_job_config_round_trips_its_default():
     """Each default, written as text, parses back to itself: every field has a parseable hint."""
-    for config in (WeightLensConfig(), ActivationsConfig(), CircuitLensConfig(), ScoringConfig(), TrainConfig(),
-                   DemoConfig()):
+    for config in (
+        WeightLensConfig(),
+        ActivationsConfig(),
+        CircuitLensConfig(),
+        ScoringConfig(),
+        TrainConfig(),
+        DemoConfig(),
+    ):
         for f in fields(config):
             value = getattr(config, f.name)
             text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
@@ -84,8 +103,20 @@ def test_every_field_of_every_job_config_round_trips_its_default():
 @pytest.mark.parametrize("job", ["activations", "circuitlens", "scores"])
 def test_cli_refuses_a_bad_setting_before_loading_anything(cli, tmp_path, job):
     field = {"activations": "skip_first", "circuitlens": "eps", "scores": "batch_size"}[job]
-    proc = cli("ingest", job, str(tmp_path / "a.duckdb"), "--model", "random:tiny", "--transcoders",
-               f"saelens:{tmp_path / 'missing'}", "--text", "builtin", "--set", f"{field}=nope", check=False)
+    proc = cli(
+        "ingest",
+        job,
+        str(tmp_path / "a.duckdb"),
+        "--model",
+        "random:tiny",
+        "--transcoders",
+        f"saelens:{tmp_path / 'missing'}",
+        "--text",
+        "builtin",
+        "--set",
+        f"{field}=nope",
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     assert f"field '{field}' expects" in proc.stderr and "'nope'" in proc.stderr
     assert not (tmp_path / "a.duckdb").exists()
@@ -93,8 +124,17 @@ def test_cli_refuses_a_bad_setting_before_loading_anything(cli, tmp_path, job):
 
 # ---- validation when a config is built -------------------------------------------------------------
 
-JOB_CONFIGS = (ComputeConfig, WeightLensConfig, ActivationsConfig, CircuitLensConfig, ScoringConfig, AssetsConfig,
-               CorpusConfig, TrainConfig, DemoConfig)
+JOB_CONFIGS = (
+    ComputeConfig,
+    WeightLensConfig,
+    ActivationsConfig,
+    CircuitLensConfig,
+    ScoringConfig,
+    AssetsConfig,
+    CorpusConfig,
+    TrainConfig,
+    DemoConfig,
+)
 
 
 def test_every_default_configuration_is_valid():
@@ -127,29 +167,40 @@ def test_a_choice_outside_its_literal_is_refused_naming_field_value_and_choices(
 
 def test_the_choices_are_typed_as_literals():
     typed = {(cls.__name__, name) for cls, name, _ in _choice_fields()}
-    assert {("WeightLensConfig", "edge_sign"), ("WeightLensConfig", "token_zmode"), ("ActivationsConfig", "bin_mode"),
-            ("ActivationsConfig", "edge_variant"), ("CircuitLensConfig", "example_kinds"), ("ScoringConfig", "method"),
-            ("AssetsConfig", "converted_dtype"), ("ComputeConfig", "dtype")} <= typed
+    assert {
+        ("WeightLensConfig", "edge_sign"),
+        ("WeightLensConfig", "token_zmode"),
+        ("ActivationsConfig", "bin_mode"),
+        ("ActivationsConfig", "edge_variant"),
+        ("CircuitLensConfig", "example_kinds"),
+        ("ScoringConfig", "method"),
+        ("AssetsConfig", "converted_dtype"),
+        ("ComputeConfig", "dtype"),
+    } <= typed
 
 
-@pytest.mark.parametrize("cls, name, value, interval", [
-    (TrainConfig, "lr", 0.0, "(0, inf)"),
-    (TrainConfig, "d_sae", 0, "[1, inf)"),
-    (TrainConfig, "layers", (3, -1), "[0, inf)"),
-    (WeightLensConfig, "edge_pool", 1, "[2, inf)"),
-    (WeightLensConfig, "dedup_word_ratio", 1.5, "[0, 1]"),
-    (ActivationsConfig, "quantile_levels", (0.5, 2.0), "[0, 1]"),
-    (ActivationsConfig, "batch_size", -3, "[1, inf)"),
-    (CircuitLensConfig, "eps", 0.0, "(0, inf)"),
-    (CircuitLensConfig, "max_features_per_layer", 0, "[1, inf)"),
-    (CorpusConfig, "heldout_fraction", 1.0, "[0, 1)"),
-    (DemoConfig, "port", 70000, "[0, 65535]"),
-    (ScoringConfig, "seq_len", 0, "[1, inf)"),
-])
+@pytest.mark.parametrize(
+    "cls, name, value, interval",
+    [
+        (TrainConfig, "lr", 0.0, "(0, inf)"),
+        (TrainConfig, "d_sae", 0, "[1, inf)"),
+        (TrainConfig, "layers", (3, -1), "[0, inf)"),
+        (WeightLensConfig, "edge_pool", 1, "[2, inf)"),
+        (WeightLensConfig, "dedup_word_ratio", 1.5, "[0, 1]"),
+        (ActivationsConfig, "quantile_levels", (0.5, 2.0), "[0, 1]"),
+        (ActivationsConfig, "batch_size", -3, "[1, inf)"),
+        (CircuitLensConfig, "eps", 0.0, "(0, inf)"),
+        (CircuitLensConfig, "max_features_per_layer", 0, "[1, inf)"),
+        (CorpusConfig, "heldout_fraction", 1.0, "[0, 1)"),
+        (DemoConfig, "port", 70000, "[0, 65535]"),
+        (ScoringConfig, "seq_len", 0, "[1, inf)"),
+    ],
+)
 def test_a_number_out_of_its_bounds_is_refused(cls, name, value, interval):
     shown = value[-1] if isinstance(value, tuple) else value
-    with pytest.raises(AtlasError, match=re.escape(f"{cls.__name__}.{name}={shown!r} is out of range: it must lie in "
-                                                   f"{interval}")):
+    with pytest.raises(
+        AtlasError, match=re.escape(f"{cls.__name__}.{name}={shown!r} is out of range: it must lie in {interval}")
+    ):
         cls(**{name: value})
 
 

@@ -17,10 +17,15 @@ from api.limits import ApiLimits
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 # class -> (docs file, the heading of the section that holds its table); default: docs/config.md, '## Name'
-PLACES = {"WeightLensConfig": ("weightlens.md", "## Configuration (`atlas.config.WeightLensConfig`)"),
-          "ApiLimits": ("api.md", "## Limits and errors")}
-CONFIGS = [cls for _, cls in inspect.getmembers(atlas.config, inspect.isclass)
-           if dataclasses.is_dataclass(cls) and cls.__module__ == atlas.config.__name__]
+PLACES = {
+    "WeightLensConfig": ("weightlens.md", "## Configuration (`atlas.config.WeightLensConfig`)"),
+    "ApiLimits": ("api.md", "## Limits and errors"),
+}
+CONFIGS = [
+    cls
+    for _, cls in inspect.getmembers(atlas.config, inspect.isclass)
+    if dataclasses.is_dataclass(cls) and cls.__module__ == atlas.config.__name__
+]
 
 
 def section(text: str, heading: str) -> str:
@@ -48,8 +53,9 @@ def documented_fields(text: str) -> set[str]:
 
 
 def test_the_config_module_has_its_classes():
-    assert {"WeightLensConfig", "ActivationsConfig", "CircuitLensConfig", "TrainConfig", "DemoConfig"} <= \
-        {cls.__name__ for cls in CONFIGS}
+    assert {"WeightLensConfig", "ActivationsConfig", "CircuitLensConfig", "TrainConfig", "DemoConfig"} <= {
+        cls.__name__ for cls in CONFIGS
+    }
 
 
 @pytest.mark.parametrize("cls", [*CONFIGS, ApiLimits], ids=lambda cls: cls.__name__)
@@ -59,8 +65,12 @@ def test_every_field_is_documented_and_every_documented_field_exists(cls):
     assert heading in text.splitlines(), f"docs/{name} has no section {heading!r} for {cls.__name__}"
     documented = documented_fields(section(text, heading))
     fields = {f.name for f in dataclasses.fields(cls)}
-    assert not fields - documented, f"{cls.__name__} fields missing from docs/{name} {heading!r}: {sorted(fields - documented)}"
-    assert not documented - fields, f"docs/{name} {heading!r} lists fields {cls.__name__} lacks: {sorted(documented - fields)}"
+    assert not fields - documented, (
+        f"{cls.__name__} fields missing from docs/{name} {heading!r}: {sorted(fields - documented)}"
+    )
+    assert not documented - fields, (
+        f"docs/{name} {heading!r} lists fields {cls.__name__} lacks: {sorted(documented - fields)}"
+    )
 
 
 def test_the_parser_finds_a_missing_row():

@@ -20,8 +20,8 @@ def test_sequences_start_with_bos_and_have_fixed_length(tiny_model, text_corpus)
     batches = list(corpus.batches("train", batch_size=8, n_tokens=32 * 20))
     tokens = __import__("torch").cat(batches)
     assert tokens.shape == (20, 32)
-    assert (tokens[:, 0] == 50256).all()          # GPT-2's BOS
-    assert (tokens[:, 1:] != 50256).all()         # no BOS inside the text
+    assert (tokens[:, 0] == 50256).all()  # GPT-2's BOS
+    assert (tokens[:, 1:] != 50256).all()  # no BOS inside the text
     text = tiny_model.tokenizer.decode(tokens[0, 1:])
     assert "Document" in text or "." in text
 
@@ -42,7 +42,7 @@ def test_heldout_split_is_disjoint_deterministic_and_order_free(tiny_model, text
     train, held = set(corpus.documents("train")), set(corpus.documents("heldout"))
     assert train and held and not train & held
     assert len(train) + len(held) == 90
-    assert 10 <= len(held) <= 45                  # ~30 % of 90, by hash
+    assert 10 <= len(held) <= 45  # ~30 % of 90, by hash
     # the same document text lands on the same side in a differently ordered source
     docs = list(corpus.documents("all"))
     shuffled = directory.parent / "shuffled.jsonl"

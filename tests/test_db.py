@@ -11,16 +11,33 @@ from atlas.errors import NotFoundError, SchemaError
 from atlas.ids import FeatureRef, make_fid, split_fid
 
 EXPECTED_TABLES = {
-    "models", "sources", "features", "source_metrics", "feature_weightlens", "feature_tokens", "edges",
-    "feature_stats", "examples", "attributions", "clusters", "cluster_members", "explanations", "scores",
-    "ingest_runs", "ingest_units",
+    "models",
+    "sources",
+    "features",
+    "source_metrics",
+    "feature_weightlens",
+    "feature_tokens",
+    "edges",
+    "feature_stats",
+    "examples",
+    "attributions",
+    "clusters",
+    "cluster_members",
+    "explanations",
+    "scores",
+    "ingest_runs",
+    "ingest_units",
 }
 
 
 def _tables(path):
     with duckdb.connect(str(path), read_only=True) as con:
-        return {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall()}
+        return {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+            ).fetchall()
+        }
 
 
 def test_migrations_create_every_table_at_head(atlas_db):
@@ -57,9 +74,15 @@ def test_a_file_without_schema_is_not_an_atlas(tmp_path):
 
 def test_readonly_connection_refuses_writes_files_and_settings(atlas_db):
     con = db.connect_readonly(atlas_db)
-    for sql in ["DELETE FROM models", "CREATE TABLE x (a INT)", "SET threads = 1",
-                "SELECT * FROM read_csv('/etc/passwd')", "COPY models TO '/tmp/atlas-leak.csv'",
-                "ATTACH '/tmp/other.duckdb'", "INSTALL httpfs"]:
+    for sql in [
+        "DELETE FROM models",
+        "CREATE TABLE x (a INT)",
+        "SET threads = 1",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "COPY models TO '/tmp/atlas-leak.csv'",
+        "ATTACH '/tmp/other.duckdb'",
+        "INSTALL httpfs",
+    ]:
         with pytest.raises(duckdb.Error):
             con.execute(sql)
 
@@ -77,9 +100,20 @@ def test_the_server_turns_late_materialization_off_and_atlas_sql_keeps_it(atlas_
 
 
 def _source_row(**over):
-    row = dict(model_id="m", source_id="0-t", set_name="t", layer=0, d_in=4, d_out=4, d_sae=16,
-               hook_in="blocks.0.ln2.hook_normalized", hook_out="blocks.0.hook_mlp_out",
-               activation="relu", has_skip=False, format="saelens-dir")
+    row = dict(
+        model_id="m",
+        source_id="0-t",
+        set_name="t",
+        layer=0,
+        d_in=4,
+        d_out=4,
+        d_sae=16,
+        hook_in="blocks.0.ln2.hook_normalized",
+        hook_out="blocks.0.hook_mlp_out",
+        activation="relu",
+        has_skip=False,
+        format="saelens-dir",
+    )
     row.update(over)
     return row
 
@@ -104,8 +138,15 @@ def test_feature_ref_parsing():
 
 
 def _edges(n, value):
-    return pa.table({"src_fid": list(range(n)), "dst_fid": [1] * n, "kind": ["virtual"] * n,
-                     "variant": ["raw"] * n, "weight": [float(value)] * n})
+    return pa.table(
+        {
+            "src_fid": list(range(n)),
+            "dst_fid": [1] * n,
+            "kind": ["virtual"] * n,
+            "variant": ["raw"] * n,
+            "weight": [float(value)] * n,
+        }
+    )
 
 
 def test_write_unit_replaces_rows_and_marks_done(atlas_db):
@@ -114,8 +155,15 @@ def test_write_unit_replaces_rows_and_marks_done(atlas_db):
         h = db.config_hash({"a": 1})
         assert not w.unit_done("test", "m", "u0", h)
         for value in (1.0, 2.0):  # re-running a unit replaces, never duplicates
-            w.write_unit(job="test", scope="m", unit="u0", chash=h, run_id=run,
-                         deletes=[("DELETE FROM edges WHERE dst_fid = $d", {"d": 1})], inserts={"edges": _edges(5, value)})
+            w.write_unit(
+                job="test",
+                scope="m",
+                unit="u0",
+                chash=h,
+                run_id=run,
+                deletes=[("DELETE FROM edges WHERE dst_fid = $d", {"d": 1})],
+                inserts={"edges": _edges(5, value)},
+            )
         assert w.unit_done("test", "m", "u0", h)
         assert not w.unit_done("test", "m", "u0", db.config_hash({"a": 2}))
         assert w.fetchall("SELECT count(*), min(weight) FROM edges") == [(5, 2.0)]
@@ -126,8 +174,14 @@ def test_a_failing_unit_leaves_nothing(atlas_db):
         run = w.start_run("test", "m", {})
         bad_tokens = pa.table({"fid": [1], "side": ["sideways"], "rank": [0], "token": ["x"]})  # violates CHECK
         with pytest.raises(duckdb.ConstraintException):
-            w.write_unit(job="test", scope="m", unit="u0", chash="h", run_id=run,
-                         inserts={"edges": _edges(3, 1.0), "feature_tokens": bad_tokens})
+            w.write_unit(
+                job="test",
+                scope="m",
+                unit="u0",
+                chash="h",
+                run_id=run,
+                inserts={"edges": _edges(3, 1.0), "feature_tokens": bad_tokens},
+            )
         assert w.fetchall("SELECT count(*) FROM edges") == [(0,)]
         assert not w.unit_done("test", "m", "u0", "h")
 
@@ -161,13 +215,17 @@ def test_a_job_killed_mid_unit_leaves_no_partial_unit_and_resumes(atlas_db, tmp_
     assert killed.returncode == 137, killed.stderr
     with duckdb.connect(str(atlas_db), read_only=True) as con:
         # two whole units committed; the third was inside its transaction when the process died
-        assert con.execute("SELECT dst_fid, count(*) FROM edges GROUP BY 1 ORDER BY 1").fetchall() == [(0, 1000), (1, 1000)]
+        assert con.execute("SELECT dst_fid, count(*) FROM edges GROUP BY 1 ORDER BY 1").fetchall() == [
+            (0, 1000),
+            (1, 1000),
+        ]
         assert con.execute("SELECT count(*) FROM ingest_units").fetchone()[0] == 2
     env.pop(db.FAULT_ENV)
     subprocess.run([sys.executable, str(script), str(atlas_db)], env=env, check=True, capture_output=True)
     with duckdb.connect(str(atlas_db), read_only=True) as con:
         assert con.execute("SELECT dst_fid, count(*) FROM edges GROUP BY 1 ORDER BY 1").fetchall() == [
-            (u, 1000) for u in range(4)]
+            (u, 1000) for u in range(4)
+        ]
         statuses = con.execute("SELECT status FROM ingest_runs ORDER BY started_at").fetchall()
         assert statuses[-1] == ("done",)
 

@@ -15,7 +15,7 @@ def test_demo_builds_an_atlas_and_a_rerun_reuses_it(tmp_path, text_corpus, caplo
 
     corpus = CorpusConfig(source=str(text_corpus(n_docs=150, words_per_doc=200)), seq_len=32, heldout_fraction=0.2)
     cfg = DemoConfig(data_dir=tmp_path / "demo", model_id="tiny", serve=False)
-    caplog.set_level(logging.INFO)                  # the steps' progress lines are INFO records
+    caplog.set_level(logging.INFO)  # the steps' progress lines are INFO records
     ctx = demo.build(cfg, tiny_train_config(), corpus)
     out = caplog.text
     caplog.clear()
@@ -31,22 +31,22 @@ def test_demo_builds_an_atlas_and_a_rerun_reuses_it(tmp_path, text_corpus, caplo
         assert f"demo: {name} done" in out and name in ctx.timings
     counts = _counts(ctx.db_path)
     d_sae = tiny_train_config().d_sae
-    assert counts["feature_weightlens"] == 2 * d_sae                   # WeightLens: every feature
-    assert counts["feature_stats"] > 0 and counts["examples"] > 0       # activations
+    assert counts["feature_weightlens"] == 2 * d_sae  # WeightLens: every feature
+    assert counts["feature_stats"] > 0 and counts["examples"] > 0  # activations
     assert counts["era_edges"] == counts["twera_edges"] == counts["virtual_edges"]  # ERA/TWERA per edge
     assert {"weightlens", "activations", "circuitlens"} <= counts["done_jobs"]
     timings = json.loads((tmp_path / "demo" / "demo_timings.json").read_text())
     assert timings["transcoders"] > 0
 
     trained, units = _trained_files(ctx), _units(ctx.db_path)
-    ctx2 = demo.build(cfg, tiny_train_config(), corpus)     # everything cached: no retraining
+    ctx2 = demo.build(cfg, tiny_train_config(), corpus)  # everything cached: no retraining
     assert "train layer" not in caplog.text
-    assert _trained_files(ctx2) == trained                  # the same transcoder files, none rewritten
-    assert _units(ctx.db_path) == units                     # no unit of any job was run again
+    assert _trained_files(ctx2) == trained  # the same transcoder files, none rewritten
+    assert _units(ctx.db_path) == units  # no unit of any job was run again
     con = connect_readonly(ctx.db_path)
     assert con.execute("SELECT count(*) FROM source_metrics").fetchone()[0] == n_metrics
     con.close()
-    again = _counts(ctx.db_path)                                        # nothing duplicated by the re-run
+    again = _counts(ctx.db_path)  # nothing duplicated by the re-run
     assert {k: v for k, v in again.items() if k != "done_jobs"} == {k: v for k, v in counts.items() if k != "done_jobs"}
 
 
@@ -65,8 +65,10 @@ def _units(path) -> list:
     from atlas.db import connect_readonly
 
     con = connect_readonly(path)
-    rows = con.execute("SELECT job, scope, unit, config_hash, run_id, completed_at FROM ingest_units "
-                       "WHERE job <> 'train-transcoders' ORDER BY ALL").fetchall()
+    rows = con.execute(
+        "SELECT job, scope, unit, config_hash, run_id, completed_at FROM ingest_units "
+        "WHERE job <> 'train-transcoders' ORDER BY ALL"
+    ).fetchall()
     con.close()
     assert rows
     return rows

@@ -25,15 +25,21 @@ def _per_layer(path) -> dict:
     q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
     out = {
         "sources": q("SELECT layer, source_id FROM sources ORDER BY layer"),
-        "weightlens": q("SELECT f.layer, count(*) FROM feature_weightlens w JOIN features f USING (fid) "
-                        "GROUP BY 1 ORDER BY 1"),
+        "weightlens": q(
+            "SELECT f.layer, count(*) FROM feature_weightlens w JOIN features f USING (fid) GROUP BY 1 ORDER BY 1"
+        ),
         "stats": q("SELECT f.layer, count(*) FROM feature_stats s JOIN features f USING (fid) GROUP BY 1 ORDER BY 1"),
-        "virtual_pairs": q("SELECT a.layer, b.layer, count(*) FROM edges e JOIN features a ON a.fid = e.src_fid "
-                           "JOIN features b ON b.fid = e.dst_fid WHERE e.kind = 'virtual' GROUP BY 1, 2 ORDER BY 1, 2"),
-        "metrics": q("SELECT s.layer, count(*) FROM source_metrics m JOIN sources s USING (sid) "
-                     "WHERE m.method = 'reconstruction' GROUP BY 1 ORDER BY 1"),
-        "edge_dupes": q("SELECT count(*) FROM (SELECT src_fid, dst_fid, kind, variant FROM edges "
-                        "GROUP BY ALL HAVING count(*) > 1)")[0][0],
+        "virtual_pairs": q(
+            "SELECT a.layer, b.layer, count(*) FROM edges e JOIN features a ON a.fid = e.src_fid "
+            "JOIN features b ON b.fid = e.dst_fid WHERE e.kind = 'virtual' GROUP BY 1, 2 ORDER BY 1, 2"
+        ),
+        "metrics": q(
+            "SELECT s.layer, count(*) FROM source_metrics m JOIN sources s USING (sid) "
+            "WHERE m.method = 'reconstruction' GROUP BY 1 ORDER BY 1"
+        ),
+        "edge_dupes": q(
+            "SELECT count(*) FROM (SELECT src_fid, dst_fid, kind, variant FROM edges GROUP BY ALL HAVING count(*) > 1)"
+        )[0][0],
     }
     con.close()
     return out
@@ -45,20 +51,20 @@ def test_demo_over_every_layer_and_rerun(tmp_path, corpus):
     from ingest.transcoders import RECON_KEYS
 
     cfg = DemoConfig(data_dir=tmp_path / "demo", model_id="tiny4", serve=False, circuitlens_features=1)
-    train = tiny_train_config(model="random:tiny4", layers=(), n_tokens=2048, epochs=2)   # () = 'all'
+    train = tiny_train_config(model="random:tiny4", layers=(), n_tokens=2048, epochs=2)  # () = 'all'
     ctx = demo.build(cfg, train, corpus)
     assert sorted(ctx.transcoders.layer_ids) == [0, 1, 2, 3]
     first = _per_layer(ctx.db_path)
     d_sae = train.d_sae
     assert first["sources"] == [(l, f"{l}-tiny-tc") for l in range(4)]
-    assert first["weightlens"] == [(l, d_sae) for l in range(4)]                  # every feature of every layer
+    assert first["weightlens"] == [(l, d_sae) for l in range(4)]  # every feature of every layer
     assert [r[0] for r in first["stats"]] == [0, 1, 2, 3]
     pairs = [(a, b) for a, b, n in first["virtual_pairs"] if n > 0]
     # WeightLens (atlas profile) ran on every pair: one pool per downstream feature over ALL earlier layers'
     # features, so a pair keeps edges only where it holds outliers; every downstream layer gets some.
     assert set(pairs) <= {(a, b) for a in range(4) for b in range(a + 1, 4)}
     assert {b for _, b in pairs} == {1, 2, 3} and {a for a, _ in pairs} >= {0, 2}
-    assert first["metrics"] == [(l, len(RECON_KEYS)) for l in range(4)]          # quality stored for every layer
+    assert first["metrics"] == [(l, len(RECON_KEYS)) for l in range(4)]  # quality stored for every layer
     assert first["edge_dupes"] == 0
     quality = json.loads((tmp_path / "demo" / "transcoder_quality.json").read_text())
     assert [r["layer"] for r in quality] == [0, 1, 2, 3]
@@ -72,7 +78,7 @@ def test_demo_over_every_layer_and_rerun(tmp_path, corpus):
     assert report["db_path"] == str(ctx.db_path) and report["quality"] == quality
     assert set(report["timings"]) >= {"transcoders", "weightlens", "activations", "total"}
 
-    demo.build(cfg, train, corpus)                                                  # the re-run duplicates nothing
+    demo.build(cfg, train, corpus)  # the re-run duplicates nothing
     assert _per_layer(ctx.db_path) == first
 
 
@@ -83,7 +89,7 @@ def test_layers_outside_the_model_refused(tmp_path, corpus):
     cfg = DemoConfig(data_dir=tmp_path / "demo", model_id="tiny4", serve=False)
     with pytest.raises(AtlasError, match=r"layers \[4, 7\] do not exist: the model has layers 0..3"):
         demo.build(cfg, tiny_train_config(model="random:tiny4", layers=(1, 4, 7)), corpus)
-    assert not (tmp_path / "demo" / "atlas.duckdb").exists()                     # nothing half-written
+    assert not (tmp_path / "demo" / "atlas.duckdb").exists()  # nothing half-written
 
 
 def test_build_too_big_for_memory_refused_before_training(tmp_path, corpus):
@@ -91,7 +97,7 @@ def test_build_too_big_for_memory_refused_before_training(tmp_path, corpus):
     from ingest import demo
 
     cfg = DemoConfig(data_dir=tmp_path / "demo", model_id="tiny4", serve=False)
-    huge = tiny_train_config(model="random:tiny4", layers=(), d_sae=2 ** 26)     # 4 layers x 64 x 64M features
+    huge = tiny_train_config(model="random:tiny4", layers=(), d_sae=2**26)  # 4 layers x 64 x 64M features
     with pytest.raises(AtlasError, match=r"needs about .* GiB"):
         demo.build(cfg, huge, corpus)
     assert not (tmp_path / "demo" / "atlas.duckdb").exists()
@@ -102,10 +108,28 @@ def test_cli_layers_all_ranges_and_errors(cli, tmp_path, corpus):
 
     assert train_config("all", None, None, False, None).layers == ()
     assert train_config("0-2,5,5", None, None, False, None).layers == (0, 1, 2, 5)
-    bad = cli("train-transcoders", "--model", "random:tiny4", "--layers", "2-x", env={"ATLAS_CACHE": str(tmp_path)},
-              check=False)
+    bad = cli(
+        "train-transcoders",
+        "--model",
+        "random:tiny4",
+        "--layers",
+        "2-x",
+        env={"ATLAS_CACHE": str(tmp_path)},
+        check=False,
+    )
     assert bad.returncode == 2 and "--layers '2-x'" in bad.stderr and "Traceback" not in bad.stderr
-    out = cli("train-transcoders", "--model", "random:tiny4", "--layers", "9", "--corpus", corpus.source,
-              "--out", str(tmp_path / "tc"), env={"ATLAS_CACHE": str(tmp_path / "c")}, check=False)
+    out = cli(
+        "train-transcoders",
+        "--model",
+        "random:tiny4",
+        "--layers",
+        "9",
+        "--corpus",
+        corpus.source,
+        "--out",
+        str(tmp_path / "tc"),
+        env={"ATLAS_CACHE": str(tmp_path / "c")},
+        check=False,
+    )
     assert out.returncode != 0 and "layers [9] do not exist" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "tc").exists()

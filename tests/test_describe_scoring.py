@@ -13,9 +13,10 @@ from atlas.lens.describe import merge, snippet, summarize, template
 from atlas.lens.scoring import TokenScorer, member_entries, membership_pairs
 from ingest.explainer import Explainer
 
-MEMBERS = [{"target_token": " bank", "source_token": " river", "offset": -2, "snippet": "x",
-            "outputs": [" shore", " water"]} for _ in range(4)] + [
-    {"target_token": " banks", "source_token": " river", "offset": -2, "snippet": "y", "outputs": [" shore"]}]
+MEMBERS = [
+    {"target_token": " bank", "source_token": " river", "offset": -2, "snippet": "x", "outputs": [" shore", " water"]}
+    for _ in range(4)
+] + [{"target_token": " banks", "source_token": " river", "offset": -2, "snippet": "y", "outputs": [" shore"]}]
 CONTRIB = [((0, 0, 17, 0), 5), ((1, 1, 2, -2), 4)]
 
 
@@ -25,7 +26,13 @@ def test_template_description_from_evidence():
     assert s["source_tokens"][0] == {"token": " river", "offset": -2, "count": 5}
     assert s["upstream"][0]["description"] == "water words" and s["heads"][0]["offset"] == -2
     text = template(s)
-    for part in ("' bank'", "' river' 2 tokens earlier", "L0/17 (water words)", "L1.H2 (offset -2)", "promotes ' shore'"):
+    for part in (
+        "' bank'",
+        "' river' 2 tokens earlier",
+        "L0/17 (water words)",
+        "L1.H2 (offset -2)",
+        "promotes ' shore'",
+    ):
         assert part in text
     assert merge({0: "a", 1: "b", -1: "noise"}, 3) == "2 mechanisms: (1) a | (2) b"
     assert merge({-1: "noise"}, 3).startswith("no shared mechanism")
@@ -42,7 +49,7 @@ def test_explainer_endpoint_on_loopback(chat_server, monkeypatch):
     assert body["model"] == "tiny-explainer" and body["temperature"] == 0
     assert body["messages"][1]["content"] in prompt and '"token": " river"' in body["messages"][1]["content"]
     with pytest.raises(AtlasError, match="broken"):
-        Explainer(url, "broken", backoff_s=0.01).describe(s)   # HTTP 500, retried, then an error
+        Explainer(url, "broken", backoff_s=0.01).describe(s)  # HTTP 500, retried, then an error
 
 
 def test_token_membership_scores_equal_sklearn():
@@ -50,11 +57,11 @@ def test_token_membership_scores_equal_sklearn():
     N, F = 300, 6
     tokens = torch.randint(0, 12, (N,), generator=gen)
     acts = torch.relu(torch.randn(N, F, generator=gen))
-    acts = torch.where(acts < 0.4, torch.zeros(()), torch.round(acts * 4) / 4)   # many ties and zeros
+    acts = torch.where(acts < 0.4, torch.zeros(()), torch.round(acts * 4) / 4)  # many ties and zeros
     terms = {0: ["a", "B "], 1: ["c"], 3: ["d", "e", "f"], 4: ["zz"]}
     vocab = ["a", "b", "c", "d", "e", "f", " A", "g", "h", "i", "j", "k"]
     pf, pt = membership_pairs(terms, vocab)
-    assert sorted(pt[pf == 0].tolist()) == [0, 1, 6]                  # ' A' and 'b' match after normalizing
+    assert sorted(pt[pf == 0].tolist()) == [0, 1, 6]  # ' A' and 'b' match after normalizing
     scorer = TokenScorer(F, pf, pt)
     for chunk in torch.arange(N).split(70):
         scorer.update(tokens[chunk], acts[chunk])

@@ -17,8 +17,11 @@ from atlas.errors import AtlasError
 from atlas.lens.describe import chat_request, parse_chat_reply, summarize
 from ingest.explainer import Explainer
 
-SUMMARY = summarize([{"target_token": " bank", "source_token": " river", "offset": -2, "snippet": "x",
-                      "outputs": [" shore"]}] * 3, [((0, 0, 17, 0), 3)], {(0, 17): "water words"})
+SUMMARY = summarize(
+    [{"target_token": " bank", "source_token": " river", "offset": -2, "snippet": "x", "outputs": [" shore"]}] * 3,
+    [((0, 0, 17, 0), 3)],
+    {(0, 17): "water words"},
+)
 REPLY = {"choices": [{"message": {"role": "assistant", "content": " river banks\n"}}]}
 HANG = None  # an answer that never comes
 
@@ -73,9 +76,10 @@ def test_describes_over_one_reused_connection(chat, monkeypatch):
         got = [explainer.describe(SUMMARY) for _ in range(3)]
     assert [g.text for g in got] == ["river banks"] * 3
     assert got[0].prompt == chat_request(SUMMARY, "tiny-explainer").prompt
-    assert [(path, body) for path, body, _ in seen] == [("/v1/chat/completions",
-                                                        chat_request(SUMMARY, "tiny-explainer").body)] * 3
-    assert len({address for _, _, address in seen}) == 1     # one client, one kept-alive connection
+    assert [(path, body) for path, body, _ in seen] == [
+        ("/v1/chat/completions", chat_request(SUMMARY, "tiny-explainer").body)
+    ] * 3
+    assert len({address for _, _, address in seen}) == 1  # one client, one kept-alive connection
 
 
 @pytest.mark.parametrize("status", [503, 429])
@@ -84,7 +88,7 @@ def test_retries_503_and_429_with_backoff(chat, status):
     t0 = time.monotonic()
     text = Explainer(url, "m", retries=3, backoff_s=0.1).describe(SUMMARY).text
     assert text == "river banks" and len(seen) == 3
-    assert time.monotonic() - t0 >= 0.1 + 0.2                # waited 0.1 s, then 0.2 s
+    assert time.monotonic() - t0 >= 0.1 + 0.2  # waited 0.1 s, then 0.2 s
 
 
 def test_gives_up_after_the_bounded_retries(chat):
@@ -95,7 +99,7 @@ def test_gives_up_after_the_bounded_retries(chat):
 
 
 def test_retries_a_refused_connection_then_names_it():
-    with socket.socket() as s:                               # a port no one listens on
+    with socket.socket() as s:  # a port no one listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(AtlasError, match="failed 2 times; the last: ConnectError"):
@@ -117,7 +121,7 @@ def test_a_hanging_server_is_a_clear_time_out_error(chat):
     t0 = time.monotonic()
     with pytest.raises(AtlasError, match=r"did not answer within 0.3 s .*explainer_timeout_s"):
         Explainer(url, "m", timeout_s=0.3, backoff_s=0.01).describe(SUMMARY)
-    assert len(seen) == 1 and time.monotonic() - t0 < 5       # not retried: a hang is not waited out again
+    assert len(seen) == 1 and time.monotonic() - t0 < 5  # not retried: a hang is not waited out again
 
 
 def test_pickled_without_its_client(chat):

@@ -19,18 +19,26 @@ D, F = 32, 40
 
 
 def _tensors(gen, affine: bool, d_in=D, d_out=D, f=F):
-    t = {"w_enc": torch.randn(d_in, f, generator=gen) * 0.4, "w_dec": torch.randn(f, d_out, generator=gen) * 0.2,
-         "b_enc": torch.randn(f, generator=gen) * 0.3, "b_dec": torch.randn(d_out, generator=gen) * 0.05,
-         "threshold": torch.rand(f, generator=gen) * 0.3}
+    t = {
+        "w_enc": torch.randn(d_in, f, generator=gen) * 0.4,
+        "w_dec": torch.randn(f, d_out, generator=gen) * 0.2,
+        "b_enc": torch.randn(f, generator=gen) * 0.3,
+        "b_dec": torch.randn(d_out, generator=gen) * 0.05,
+        "threshold": torch.rand(f, generator=gen) * 0.3,
+    }
     if affine:
-        t["affine_skip_connection"] = torch.randn(d_in, d_out, generator=gen) * 0.2    # [d_in, d_out]
+        t["affine_skip_connection"] = torch.randn(d_in, d_out, generator=gen) * 0.2  # [d_in, d_out]
     return t
 
 
 def _config(layer: int, affine: bool) -> dict:
-    return {"architecture": "jump_relu", "model_name": "gemma-v3-270m-pt", "affine_connection": affine,
-            "hf_hook_point_in": f"model.layers.{layer}.pre_feedforward_layernorm.output",
-            "hf_hook_point_out": f"model.layers.{layer}.post_feedforward_layernorm.output"}
+    return {
+        "architecture": "jump_relu",
+        "model_name": "gemma-v3-270m-pt",
+        "affine_connection": affine,
+        "hf_hook_point_in": f"model.layers.{layer}.pre_feedforward_layernorm.output",
+        "hf_hook_point_out": f"model.layers.{layer}.post_feedforward_layernorm.output",
+    }
 
 
 def write_set(root, layers=(0, 1, 2), affine=False, seed=0, config=True):
@@ -72,8 +80,13 @@ def test_forward_rule_and_hook_points_on_a_gemma3_shaped_model(tmp_path, affine)
 def test_one_file_per_layer_chosen_and_one_folder_as_location(tmp_path):
     gen = torch.Generator().manual_seed(3)
     root = tmp_path / "transcoder_all"
-    names = ["layer_0_width_262k_l0_small", "layer_0_width_16k_l0_big", "layer_0_width_16k_l0_small_affine",
-             "layer_0_width_16k_l0_small", "layer_0_width_16k_l0_medium"]
+    names = [
+        "layer_0_width_262k_l0_small",
+        "layer_0_width_16k_l0_big",
+        "layer_0_width_16k_l0_small_affine",
+        "layer_0_width_16k_l0_small",
+        "layer_0_width_16k_l0_medium",
+    ]
     from safetensors.torch import save_file
 
     for name in names:
@@ -84,7 +97,7 @@ def test_one_file_per_layer_chosen_and_one_folder_as_location(tmp_path):
     assert tc.uri.endswith("transcoder_all/layer_0_width_16k_l0_small/params.safetensors")
     one = load_transcoders(f"gemmascope2:{root / 'layer_0_width_16k_l0_big'}")[0]
     assert one.uri.endswith("layer_0_width_16k_l0_big/params.safetensors") and not one.has_skip
-    auto = load_transcoders(str(root / "layer_0_width_16k_l0_small_affine"))[0]   # auto-detected
+    auto = load_transcoders(str(root / "layer_0_width_16k_l0_small_affine"))[0]  # auto-detected
     assert auto.format == "gemmascope2" and auto.has_skip
 
 
@@ -102,12 +115,23 @@ def test_release_config_hooks_are_read_from_the_hf_names():
 
     gen = torch.Generator().manual_seed(4)
     t = _tensors(gen, True)
-    sae = build_sae("release", W_enc=t["w_enc"], b_enc=t["b_enc"], W_dec=t["w_dec"], b_dec=t["b_dec"],
-                    threshold=t["threshold"], W_skip=t["affine_skip_connection"].T,
-                    hook_in="blocks.5.hook_mlp_in", hook_out="blocks.5.hook_mlp_out")
-    cfg = {"hook_name": "blocks.5.hook_mlp_in", "hook_name_out": "blocks.5.hook_mlp_out",
-           "hf_hook_name": "model.layers.5.pre_feedforward_layernorm.output",
-           "hf_hook_name_out": "model.layers.5.post_feedforward_layernorm.output"}
+    sae = build_sae(
+        "release",
+        W_enc=t["w_enc"],
+        b_enc=t["b_enc"],
+        W_dec=t["w_dec"],
+        b_dec=t["b_dec"],
+        threshold=t["threshold"],
+        W_skip=t["affine_skip_connection"].T,
+        hook_in="blocks.5.hook_mlp_in",
+        hook_out="blocks.5.hook_mlp_out",
+    )
+    cfg = {
+        "hook_name": "blocks.5.hook_mlp_in",
+        "hook_name_out": "blocks.5.hook_mlp_out",
+        "hf_hook_name": "model.layers.5.pre_feedforward_layernorm.output",
+        "hf_hook_name_out": "model.layers.5.post_feedforward_layernorm.output",
+    }
     tc = _as_layer(sae, 5, cfg, "release", "r/id", "saelens-release")
     assert (tc.hook_in, tc.hook_out) == ("blocks.5.mlp.hook_in", "blocks.5.hook_mlp_out")
     tc = _as_layer(sae, 5, {"metadata": {k: v for k, v in cfg.items()}}, "release", "r/id", "saelens-release")
@@ -119,7 +143,7 @@ def test_gemma_3_270m_preset_names_real_release_ids():
 
     spec = TranscoderSpec.parse("preset:gemma-3-270m")
     assert spec.format == "saelens-release" and spec.set_name == "gemmascope-2-transcoder-16k"
-    release, ids = release_ids(spec.location)          # checked against SAELens's own directory, offline
+    release, ids = release_ids(spec.location)  # checked against SAELens's own directory, offline
     assert release == "gemma-scope-2-270m-pt-transcoders-all" and len(ids) == 18
     assert [l for l, _ in discover_release(spec.location)] == list(range(18))
     assert all("width_16k" in i and "affine" not in i for i in ids)
@@ -131,12 +155,14 @@ def test_gemma_3_270m_preset_names_real_release_ids():
 def test_config_hook_point_the_model_lacks(tmp_path):
     write_set(tmp_path, layers=(0,))
     with pytest.raises(TranscoderError, match=r"post_feedforward_layernorm.*needs the model's 'blocks.0.ln2_post'"):
-        load_transcoders(f"gemmascope2:{tmp_path}", normed_model("ln"))   # LayerNorm model: no post-MLP norm
+        load_transcoders(f"gemmascope2:{tmp_path}", normed_model("ln"))  # LayerNorm model: no post-MLP norm
     cfg = tmp_path / "layer_0_width_40_l0_small" / "config.json"
     cfg.write_text(json.dumps({**_config(0, False), "hf_hook_point_in": "model.layers.0.self_attn.q_norm.output"}))
     with pytest.raises(TranscoderError, match=r"q_norm.output.*not one atlas can place"):
         load_transcoders(f"gemmascope2:{tmp_path}")
-    cfg.write_text(json.dumps({**_config(0, False), "hf_hook_point_in": "model.layers.7.pre_feedforward_layernorm.output"}))
+    cfg.write_text(
+        json.dumps({**_config(0, False), "hf_hook_point_in": "model.layers.7.pre_feedforward_layernorm.output"})
+    )
     with pytest.raises(TranscoderError, match=r"not in layer 0"):
         load_transcoders(f"gemmascope2:{tmp_path}")
     write_set(tmp_path / "deep", layers=(5,))
@@ -150,11 +176,14 @@ def test_mismatched_shapes_and_wrong_affine_skip(tmp_path):
     write_layer("gemmascope2", tmp_path / "a", 0, {**t, "b_enc": torch.zeros(F + 1)}, cfg=_config(0, True))
     with pytest.raises(TranscoderError, match=r"b_enc has shape \(41,\), expected \(40,\)"):
         load_transcoders(f"gemmascope2:{tmp_path / 'a'}")
-    write_layer("gemmascope2", tmp_path / "b", 0, {**t, "affine_skip_connection": torch.zeros(D, D + 2)},
-                cfg=_config(0, True))
+    write_layer(
+        "gemmascope2", tmp_path / "b", 0, {**t, "affine_skip_connection": torch.zeros(D, D + 2)}, cfg=_config(0, True)
+    )
     with pytest.raises(TranscoderError, match=r"affine_skip_connection has shape \(32, 34\), expected \[d_in, d_out\]"):
         load_transcoders(f"gemmascope2:{tmp_path / 'b'}")
-    write_layer("gemmascope2", tmp_path / "c", 0, {k: v for k, v in t.items() if k != "threshold"}, cfg=_config(0, True))
+    write_layer(
+        "gemmascope2", tmp_path / "c", 0, {k: v for k, v in t.items() if k != "threshold"}, cfg=_config(0, True)
+    )
     with pytest.raises(TranscoderError, match=r"missing key\(s\) \['threshold'\]"):
         load_transcoders(f"gemmascope2:{tmp_path / 'c'}")
     write_layer("gemmascope2", tmp_path / "d", 0, {**t, "w_dec": torch.zeros(F, 3, D)}, cfg=_config(0, True))

@@ -24,8 +24,12 @@ def _circuit_tracer_files(root, n_layers=3, skip=False, seed=0, hooks=("mlp.hook
     gen = torch.Generator().manual_seed(seed)
     written = {}
     for l in range(n_layers):
-        t = {"W_enc": torch.randn(F, D, generator=gen) * 0.4, "b_enc": torch.randn(F, generator=gen) * 0.3,
-             "W_dec": torch.randn(F, D, generator=gen) * 0.2, "b_dec": torch.randn(D, generator=gen) * 0.05}
+        t = {
+            "W_enc": torch.randn(F, D, generator=gen) * 0.4,
+            "b_enc": torch.randn(F, generator=gen) * 0.3,
+            "W_dec": torch.randn(F, D, generator=gen) * 0.2,
+            "b_dec": torch.randn(D, generator=gen) * 0.05,
+        }
         if skip:
             t["W_skip"] = torch.randn(D, D, generator=gen) * 0.3
         write_layer("circuit-tracer", root, l, t)
@@ -59,15 +63,20 @@ def test_adding_mlp_hook_points_changes_nothing_else():
     from atlas.transcoders.hook_points import add_mlp_hook_points
 
     add_mlp_hook_points(model)
-    add_mlp_hook_points(model)   # idempotent: one pair of hook points per block
+    add_mlp_hook_points(model)  # idempotent: one pair of hook points per block
     assert [n for n, _ in model.named_parameters()] == names
     assert sum(n.endswith("mlp.hook_in") for n in model.hook_dict) == model.cfg.n_layers
     torch.testing.assert_close(model(tokens), before)
     # editing the new point edits the MLP's input: zeroing it leaves only the MLP's biases' effect
     _, x_ref, _ = reference_mlp_points(model, tokens, 1)
     out = {}
-    model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.mlp.hook_in", lambda x, hook: x * 0),
-                                            ("blocks.1.mlp.hook_out", lambda y, hook: out.setdefault("y", y))])
+    model.run_with_hooks(
+        tokens,
+        fwd_hooks=[
+            ("blocks.1.mlp.hook_in", lambda x, hook: x * 0),
+            ("blocks.1.mlp.hook_out", lambda y, hook: out.setdefault("y", y)),
+        ],
+    )
     zero_in = model.blocks[1].mlp(torch.zeros_like(x_ref))
     torch.testing.assert_close(out["y"], zero_in)
 
@@ -101,13 +110,16 @@ def test_output_side_keeps_later_skip_paths_live(tmp_path, kind):
     tokens = torch.randint(0, 300, (B, T), generator=torch.Generator().manual_seed(6))
     pos, ar = torch.tensor([8, 3, 5, 2]), torch.arange(B)
     _, x_ref, _ = reference_mlp_points(model, tokens, layer)
-    feature = tset[layer].encode(x_ref[ar, pos]).detach().argmax(-1)          # the most active feature
+    feature = tset[layer].encode(x_ref[ar, pos]).detach().argmax(-1)  # the most active feature
     att = attribute(model, tset, tokens, layer, feature, pos, n_output=1)
 
     observed = {}
-    handles = [model.blocks[l].mlp.register_forward_hook(
-        lambda m, args, out, l=l: observed.__setitem__(l, (args[0].detach(), out.detach())))
-        for l in range(3)]
+    handles = [
+        model.blocks[l].mlp.register_forward_hook(
+            lambda m, args, out, l=l: observed.__setitem__(l, (args[0].detach(), out.detach()))
+        )
+        for l in range(3)
+    ]
     with torch.no_grad():
         frozen_names = [n for n in model.hook_dict if n.endswith("hook_scale") or n.endswith("hook_pattern")]
         base, cache = model.run_with_cache(tokens, names_filter=frozen_names)
@@ -123,10 +135,14 @@ def test_output_side_keeps_later_skip_paths_live(tmp_path, kind):
         W = written[l]["W_skip"]
         return y_obs - x_obs @ W.T + args[0] @ W.T
 
-    handles = [model.blocks[l].mlp.register_forward_hook(lambda m, a, o, l=l: held(m, a, o, l)) for l in range(layer, 3)]
+    handles = [
+        model.blocks[l].mlp.register_forward_hook(lambda m, a, o, l=l: held(m, a, o, l)) for l in range(layer, 3)
+    ]
     try:
         with torch.no_grad():
-            pushed = model.run_with_hooks(tokens, fwd_hooks=[(n, lambda x, hook: cache[hook.name]) for n in frozen_names])
+            pushed = model.run_with_hooks(
+                tokens, fwd_hooks=[(n, lambda x, hook: cache[hook.name]) for n in frozen_names]
+            )
     finally:
         for h in handles:
             h.remove()
@@ -171,7 +187,7 @@ def test_lean_equals_plain_with_live_skip_paths_at_the_mlp_hook_points(tmp_path,
     tokens = torch.randint(0, 300, (4, 9), generator=torch.Generator().manual_seed(8))
     pos = torch.tensor([8, 3, 5, 2])
     for layer in range(3):
-        feature = _most_active(model, tset, tokens, layer, pos)                  # active: out_values not all 0
+        feature = _most_active(model, tset, tokens, layer, pos)  # active: out_values not all 0
         lean = attribute(model, tset, tokens, layer, feature, pos, n_output=2)
         plain = attribute(model, tset, tokens, layer, feature, pos, n_output=2, lean=False)
         for name in ("z", "act", "bias", "errors", "token", "position", "heads", "head_totals", "out_values"):
@@ -179,4 +195,4 @@ def test_lean_equals_plain_with_live_skip_paths_at_the_mlp_hook_points(tmp_path,
         assert torch.equal(lean.out_tokens, plain.out_tokens)
         for l in plain.features:
             torch.testing.assert_close(lean.features[l], plain.features[l], atol=1e-5, rtol=1e-4)
-        assert plain.out_values.abs().max() > 0                                   # the output side is exercised
+        assert plain.out_values.abs().max() > 0  # the output side is exercised

@@ -57,47 +57,58 @@ def test_fragment_fan_out_is_refused_at_once_and_typename_stays_answered(url):
         t.join(timeout=30)
     assert len(answers) == 8
     for msgs in answers:
-        assert any(f"expands to {2 ** 30 + 1} fields" in m for m in msgs), msgs
+        assert any(f"expands to {2**30 + 1} fields" in m for m in msgs), msgs
 
 
 def test_fan_out_measures_count_every_expansion(url):
     """Depth, aliases and cost are counted over the full expansion, computed once per fragment."""
     frags = " ".join(f"fragment F{i} on Feature {{ ...F{i + 1} ...F{i + 1} }}" for i in range(6))
     aliased = f'{{ feature(id: "{M}/2-synth/1") {{ ...F0 }} }} {frags} fragment F6 on Feature {{ a: id }}'
-    assert any("64 aliases found. Allowed: 20" in m for m in messages(httpx.post(f"{url}/graphql",
-                                                                                 json={"query": aliased})))
-    costly = f'{{ feature(id: "{M}/2-synth/1") {{ ...F0 }} }} {frags} fragment F6 on Feature {{ upstream(topK: 5) {{ weight }} }}'
+    assert any(
+        "64 aliases found. Allowed: 20" in m for m in messages(httpx.post(f"{url}/graphql", json={"query": aliased}))
+    )
+    costly = (
+        f'{{ feature(id: "{M}/2-synth/1") {{ ...F0 }} }} {frags} '
+        "fragment F6 on Feature { upstream(topK: 5) { weight } }"
+    )
     # 64 expansions of a page of 5 edges with one field each: 64 * 5 * 2 = 640, plus the feature: 641
     cheap_enough = httpx.post(f"{url}/graphql", json={"query": costly}).json()
     assert "errors" not in cheap_enough, cheap_enough
     over = costly.replace("topK: 5", "topK: 100")  # 64 * (100 + 100 * 1) + 1 = 12801
     assert "errors" not in httpx.post(f"{url}/graphql", json={"query": over}).json()
     over = over.replace("{ weight }", "{ weight source { id } }")  # 64 * (100 + 100 * 3) + 1 = 25601
-    assert any("query cost 25601 exceeds the limit of 20000" in m
-               for m in messages(httpx.post(f"{url}/graphql", json={"query": over})))
+    assert any(
+        "query cost 25601 exceeds the limit of 20000" in m
+        for m in messages(httpx.post(f"{url}/graphql", json={"query": over}))
+    )
     ok = f'{{ feature(id: "{M}/2-synth/1") {{ ...F0 }} }} {frags} fragment F6 on Feature {{ id }}'
     assert httpx.post(f"{url}/graphql", json={"query": ok}).json()["data"]["feature"]["id"] == f"{M}/2-synth/1"
 
 
 def test_expensive_fields_count_in_the_cost(url):
     many = " ".join(f"s{i}: stats {{ nFeatures }}" for i in range(8))
-    assert any("query cost" in m and "stats/paths/pathGraph" in m
-               for m in messages(httpx.post(f"{url}/graphql", json={"query": "{ " + many + " }"})))
+    assert any(
+        "query cost" in m and "stats/paths/pathGraph" in m
+        for m in messages(httpx.post(f"{url}/graphql", json={"query": "{ " + many + " }"}))
+    )
     paths = " ".join(f'p{i}: paths(source: "{M}/0-synth/1", target: "{M}/3-synth/1") {{ score }}' for i in range(8))
     assert any("query cost" in m for m in messages(httpx.post(f"{url}/graphql", json={"query": "{ " + paths + " }"})))
     few = " ".join(f"s{i}: stats {{ nFeatures }}" for i in range(3))
     assert httpx.post(f"{url}/graphql", json={"query": "{ " + few + " }"}).json()["data"]["s2"]["nFeatures"] == 256
 
 
-@pytest.mark.parametrize("body, expected", [
-    (b'"a JSON string"', "must be a JSON object"),
-    (b"42", "not a JSON int"),
-    (b'{"query": "{ __typename }"} trailing', "not valid JSON"),
-    (b'{"query": "\xff\xfe"}', "not valid UTF-8"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-    (b'{"query": 5}', "no 'query' string"),
-    (b'{"query": "{ __typename }", "variables": [1]}', "'variables' must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (b'"a JSON string"', "must be a JSON object"),
+        (b"42", "not a JSON int"),
+        (b'{"query": "{ __typename }"} trailing', "not valid JSON"),
+        (b'{"query": "\xff\xfe"}', "not valid UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"query": 5}', "no 'query' string"),
+        (b'{"query": "{ __typename }", "variables": [1]}', "'variables' must be a JSON object"),
+    ],
+)
 def test_malformed_bodies_are_400_with_a_clear_message(url, body, expected):
     r = httpx.post(f"{url}/graphql", content=body, headers={"content-type": "application/json"}, timeout=20)
     assert r.status_code == 400, r.text
@@ -115,6 +126,7 @@ def test_bodies_and_query_text_over_the_limits_are_413_naming_the_limit(url):
         for _ in range(limit // 65536 + 2):
             yield b"a" * 65536
         yield b'"}}'
+
     r = httpx.post(f"{url}/graphql", content=chunks(), headers={"content-type": "application/json"}, timeout=20)
     assert r.status_code == 413 and f"over the limit of {limit} bytes" in r.text
     q_limit = ApiLimits().max_query_bytes
@@ -158,8 +170,12 @@ def test_client_disconnects_log_one_line_each_and_no_traceback(synthetic_atlas, 
         port = s.getsockname()[1]
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(current), "--port", str(port)],
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "serve", "--db", str(current), "--port", str(port)],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         for _ in range(400):
             try:
@@ -169,8 +185,10 @@ def test_client_disconnects_log_one_line_each_and_no_traceback(synthetic_atlas, 
                 time.sleep(0.05)
         for _ in range(5):  # slowloris: a body promised, half sent, then the connection dropped
             with socket.create_connection(("127.0.0.1", port)) as c:
-                c.sendall(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: 1000\r\n\r\n{\"query\": \"{ __type")
+                c.sendall(
+                    b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b'Content-Length: 1000\r\n\r\n{"query": "{ __type'
+                )
                 time.sleep(0.1)
         time.sleep(0.5)
         r = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ __typename }"}, timeout=5)

@@ -29,8 +29,18 @@ def test_transcoder_equal_to_a_relu_mlp_explains_all_variance():
     from atlas.models import gpt2_tokenizer
 
     torch.manual_seed(0)
-    cfg = HookedTransformerConfig(n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=48, d_vocab=50257, n_ctx=64,
-                                  act_fn="relu", normalization_type="LN", default_prepend_bos=True)
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        d_mlp=48,
+        d_vocab=50257,
+        n_ctx=64,
+        act_fn="relu",
+        normalization_type="LN",
+        default_prepend_bos=True,
+    )
     model = HookedTransformer(cfg, tokenizer=gpt2_tokenizer())
     for p in model.parameters():  # TransformerLens leaves biases at zero: make them matter
         torch.nn.init.normal_(p, std=0.3)
@@ -39,10 +49,18 @@ def test_transcoder_equal_to_a_relu_mlp_explains_all_variance():
         # TransformerLens' ln2.hook_normalized is (x - mean) / scale, *before* the gain w and bias b:
         # the MLP of that input is relu((x̂ w + b) W_in + b_in) W_out + b_out.
         mlp, ln = model.blocks[layer].mlp, model.blocks[layer].ln2
-        W_enc = ln.w.detach()[:, None] * mlp.W_in.detach()                 # [d_model, d_mlp]
-        b_enc = mlp.b_in.detach() + ln.b.detach() @ mlp.W_in.detach()       # [d_mlp]
-        tset.layers[layer] = build_layer("exact", layer, format="test", uri="exact", W_enc=W_enc, b_enc=b_enc,
-                                         W_dec=mlp.W_out.detach(), b_dec=mlp.b_out.detach())
+        W_enc = ln.w.detach()[:, None] * mlp.W_in.detach()  # [d_model, d_mlp]
+        b_enc = mlp.b_in.detach() + ln.b.detach() @ mlp.W_in.detach()  # [d_mlp]
+        tset.layers[layer] = build_layer(
+            "exact",
+            layer,
+            format="test",
+            uri="exact",
+            W_enc=W_enc,
+            b_enc=b_enc,
+            W_dec=mlp.W_out.detach(),
+            b_dec=mlp.b_out.detach(),
+        )
     quality = measure_quality(model, tset, SENTENCES[:2])
     caches = [model.run_with_cache(model.to_tokens(t))[1] for t in SENTENCES[:2]]
     for layer in (0, 1):
@@ -52,25 +70,71 @@ def test_transcoder_equal_to_a_relu_mlp_explains_all_variance():
         assert quality[layer].l0 == pytest.approx((pre > 0).sum(-1).float().mean().item(), abs=1e-4)  # active neurons
         assert 0 < quality[layer].l0 < 48
     # a transcoder for the *other* layer explains (much) less: the hooks are really read per layer
-    swapped = TranscoderSet("swapped", {0: build_layer("s", 0, format="test", uri="s", W_enc=tset[1].W_enc,
-                                                       b_enc=tset[1].b_enc, W_dec=tset[1].W_dec, b_dec=tset[1].b_dec)})
+    swapped = TranscoderSet(
+        "swapped",
+        {
+            0: build_layer(
+                "s",
+                0,
+                format="test",
+                uri="s",
+                W_enc=tset[1].W_enc,
+                b_enc=tset[1].b_enc,
+                W_dec=tset[1].W_dec,
+                b_dec=tset[1].b_dec,
+            )
+        },
+    )
     assert measure_quality(model, swapped, SENTENCES[:2])[0].fve < 0.9
 
 
 def test_inspect_cli_prints_the_set_and_its_quality(cli, write_transcoder_files):
     w = write_transcoder_files("saelens", layers=(0, 1), d_sae=80)
-    out = cli("inspect", "--model", "random:tiny", "--transcoders", w.spec, "--layers", "0-1",
-              "--text", "Hello world, this is a test.", "--text", "A second sentence.").stdout
+    out = cli(
+        "inspect",
+        "--model",
+        "random:tiny",
+        "--transcoders",
+        w.spec,
+        "--layers",
+        "0-1",
+        "--text",
+        "Hello world, this is a test.",
+        "--text",
+        "A second sentence.",
+    ).stdout
     assert "set 'saelens-transcoder', 2 layer(s)" in out
     assert "on 2 sentences" in out
     for layer in (0, 1):
         row = next(line for line in out.splitlines() if line.startswith(f"{layer} "))
         cells = row.split()
-        assert cells[:10] == [str(layer), f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out",
-                              "64", "80", "64", "relu", "no", "float32", "saelens"]
+        assert cells[:10] == [
+            str(layer),
+            f"blocks.{layer}.ln2.hook_normalized",
+            f"blocks.{layer}.hook_mlp_out",
+            "64",
+            "80",
+            "64",
+            "relu",
+            "no",
+            "float32",
+            "saelens",
+        ]
         assert re.fullmatch(r"-?\d+\.\d{4}", cells[10]) and 0 <= float(cells[11]) <= 80
-    report = json.loads(cli("inspect", "--model", "random:tiny", "--transcoders", w.spec, "--layers", "0-1",
-                            "--text", "Hello world, this is a test.", "--json").stdout)
+    report = json.loads(
+        cli(
+            "inspect",
+            "--model",
+            "random:tiny",
+            "--transcoders",
+            w.spec,
+            "--layers",
+            "0-1",
+            "--text",
+            "Hello world, this is a test.",
+            "--json",
+        ).stdout
+    )
     assert report["set_name"] == "saelens-transcoder" and report["n_texts"] == 1
     for layer, row in zip((0, 1), report["layers"]):
         assert (row["layer"], row["d_in"], row["d_sae"], row["format"]) == (layer, 64, 80, "saelens")
@@ -82,8 +146,10 @@ def test_inspect_cli_mismatch_and_bad_input_exit_2_with_one_line(cli, tmp_path, 
     proc = cli("inspect", "--model", "random:tiny", "--transcoders", w.spec, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: transcoder 'gemmascope-transcoder' layer 0 ({w.tensors and next(w.path.rglob('params.npz'))}): "
-                      "input width 48 does not match the model's d_model 64"]
+    assert errors == [
+        f"error: transcoder 'gemmascope-transcoder' layer 0 ({w.tensors and next(w.path.rglob('params.npz'))}): "
+        "input width 48 does not match the model's d_model 64"
+    ]
     proc = cli("inspect", "--model", "random:tiny", "--transcoders", f"dunefsky:{tmp_path / 'none'}", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"error: no such file or directory: {tmp_path / 'none'}" in proc.stderr

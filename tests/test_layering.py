@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Modules of the core allowed to break the core's contract, each with the change that removes it.
-CORE_ALLOWED: set[str] = set()   # none: the command table lives in cli/, outside the core
+CORE_ALLOWED: set[str] = set()  # none: the command table lives in cli/, outside the core
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -34,14 +34,19 @@ def imported_modules(path: Path, root: Path = ROOT) -> set[str]:
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level:                                   # relative: resolved against the package
-                anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+            if node.level:  # relative: resolved against the package
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join(anchor + ([base] if base else []))
             out.add(base)
             out.update(f"{base}.{a.name}" for a in node.names)
-        elif (isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name))
-              and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, (ast.Attribute, ast.Name))
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             out.add(node.args[0].value)
     return out
 
@@ -64,12 +69,22 @@ def test_the_reader_sees_function_local_relative_and_dynamic_imports(tmp_path):
     pkg = tmp_path / "atlas" / "lens"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    (pkg / "m.py").write_text("import importlib\nfrom typing import TYPE_CHECKING\n"
-                              "if TYPE_CHECKING:\n    from api import schema\n"
-                              "def f():\n    from ..db import AtlasWriter\n    import ingest.shards\n"
-                              "    return importlib.import_module('httpx')\n")
-    assert imported_modules(pkg / "m.py", tmp_path) >= {"api.schema", "atlas.db", "atlas.db.AtlasWriter", "ingest.shards", "httpx"}
-    assert violations("atlas", "ingest", "api", root=tmp_path) == {"atlas/lens/m.py": ["api", "api.schema", "ingest.shards"]}
+    (pkg / "m.py").write_text(
+        "import importlib\nfrom typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from api import schema\n"
+        "def f():\n    from ..db import AtlasWriter\n    import ingest.shards\n"
+        "    return importlib.import_module('httpx')\n"
+    )
+    assert imported_modules(pkg / "m.py", tmp_path) >= {
+        "api.schema",
+        "atlas.db",
+        "atlas.db.AtlasWriter",
+        "ingest.shards",
+        "httpx",
+    }
+    assert violations("atlas", "ingest", "api", root=tmp_path) == {
+        "atlas/lens/m.py": ["api", "api.schema", "ingest.shards"]
+    }
 
 
 def test_the_core_imports_neither_ingest_nor_api():

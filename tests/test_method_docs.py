@@ -31,12 +31,11 @@ def test_every_cited_section_exists():
         for m in CITED.finditer(path.read_text(errors="replace")):
             for s in SECTION.findall(m.group(1)):
                 cited.setdefault(s, []).append(path.relative_to(REPO).as_posix())
-    assert len(cited) >= 15, cited                        # the code does cite it, widely
+    assert len(cited) >= 15, cited  # the code does cite it, widely
     missing = {s: where for s, where in cited.items() if s not in headings}
     assert not missing, f"cited sections not in docs/method.md: {missing}"
 
 
 def test_nothing_cites_a_file_that_is_not_in_the_repository():
-    stale = [p.relative_to(REPO).as_posix() for p in _sources()
-             if "science" + ".md" in p.read_text(errors="replace")]
+    stale = [p.relative_to(REPO).as_posix() for p in _sources() if "science" + ".md" in p.read_text(errors="replace")]
     assert stale == []

@@ -28,12 +28,13 @@ def test_converted_directory_round_trip(tiny_model, tmp_path):
 
     save_converted(tiny_model, tmp_path, "float32")
     with pytest.raises(ModelLoadError, match="no converted model .*make assets"):
-        load_converted(tmp_path)                          # not marked complete (atlas assets marks it last)
+        load_converted(tmp_path)  # not marked complete (atlas assets marks it last)
     (tmp_path / "complete").write_text("{}")
     back = load_converted(tmp_path)
     tokens = tiny_model.to_tokens("The river bank")
     assert torch.equal(back.W_E, tiny_model.W_E) and back.to_tokens("The river bank").tolist() == tokens.tolist()
     assert torch.allclose(back(tokens), tiny_model(tokens), atol=1e-5)
+
 
 def test_hf_directory_loads_offline_and_matches_transformers(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -49,15 +50,18 @@ def test_hf_directory_loads_offline_and_matches_transformers(tmp_path):
     tokens = model.to_tokens("The capital of France is")
     with torch.no_grad():
         assert torch.allclose(model(tokens), hf(tokens).logits, atol=1e-4)
-    assert model.cfg.n_ctx == 64                                   # from n_positions
-    assert (tmp_path / "config.json").read_text() == saved         # the directory is not touched
+    assert model.cfg.n_ctx == 64  # from n_positions
+    assert (tmp_path / "config.json").read_text() == saved  # the directory is not touched
 
 
-@pytest.mark.parametrize("text, match", [
-    ("gpt2", "not KIND:VALUE"),
-    ("onnx:/x", "not KIND:VALUE"),
-    ("random:huge", "unknown random model shape"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("gpt2", "not KIND:VALUE"),
+        ("onnx:/x", "not KIND:VALUE"),
+        ("random:huge", "unknown random model shape"),
+    ],
+)
 def test_bad_specs_are_named(text, match):
     with pytest.raises(ModelLoadError, match=match):
         load_model(text)

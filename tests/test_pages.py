@@ -12,9 +12,9 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import pages_atlas as pa
 import pytest
 
-import pages_atlas as pa
 from api.pages import assets
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,6 +84,7 @@ def assert_safe(r: httpx.Response) -> Tree:
 
 # ---- GraphiQL from local assets ----------------------------------------------------------------
 
+
 def test_graphiql_page_references_no_external_url(url):
     r = get(url, "/graphql")
     assert r.status_code == 200
@@ -91,14 +92,20 @@ def test_graphiql_page_references_no_external_url(url):
     refs = [attrs[a] for _, attrs in t.tags for a in ("href", "src") if a in attrs]
     assert not [x for x in refs if re.match(r"^(https?:)?//", x)], refs
     assert not re.search(r"https?://|unpkg|jsdelivr|cdnjs", r.text)
-    for src in ("/assets/vendor/react.production.min.js", "/assets/vendor/graphiql.min.js",
-                "/assets/vendor/graphiql.min.css", "/assets/graphiql-init.js"):
+    for src in (
+        "/assets/vendor/react.production.min.js",
+        "/assets/vendor/graphiql.min.js",
+        "/assets/vendor/graphiql.min.css",
+        "/assets/graphiql-init.js",
+    ):
         assert src in refs
         asset = httpx.get(url + src)
         assert asset.status_code == 200 and len(asset.content) > 100, src
     # the served files are the installed, pinned ones
-    assert httpx.get(url + "/assets/vendor/graphiql.min.js").content == \
-        (assets.node_modules() / "graphiql" / "graphiql.min.js").read_bytes()
+    assert (
+        httpx.get(url + "/assets/vendor/graphiql.min.js").content
+        == (assets.node_modules() / "graphiql" / "graphiql.min.js").read_bytes()
+    )
 
 
 def test_graphiql_examples_are_one_click_away(url):
@@ -124,6 +131,7 @@ def test_get_graphql_without_html_is_not_a_query(url):
 
 # ---- index ------------------------------------------------------------------------------------------
 
+
 def test_index_lists_layers_with_quality_and_coverage(url, sql):
     r = get(url, "/")
     assert r.status_code == 200
@@ -131,8 +139,11 @@ def test_index_lists_layers_with_quality_and_coverage(url, sql):
     d = get(url, "/", format="json").json()
     assert [m["model_id"] for m in d["models"]] == ["gpt2-small"]
     for row in d["layers"]:
-        n_desc = sql("SELECT count(*) FROM feature_weightlens w JOIN features f USING (fid) JOIN sources s USING (sid) "
-                     "WHERE s.source_id = $s AND len(w.description) > 0", {"s": row["source_id"]})[0][0]
+        n_desc = sql(
+            "SELECT count(*) FROM feature_weightlens w JOIN features f USING (fid) JOIN sources s USING (sid) "
+            "WHERE s.source_id = $s AND len(w.description) > 0",
+            {"s": row["source_id"]},
+        )[0][0]
         assert row["coverage"] == pytest.approx(n_desc / 64)
         assert row["fve"] == pytest.approx(pa.QUALITY["fve"] + row["layer"])
         assert row["dead_share"] == pytest.approx(pa.QUALITY["dead_share"] + row["layer"])
@@ -146,8 +157,9 @@ def test_search_by_token_text_and_id(url, sql, hostile):
     readers = {r[0] for r in sql("SELECT public_id FROM token_readers WHERE token = ' Paris' OR trim(token) = 'Paris'")}
     d = get(url, "/", q=" Paris", by="readers", first="100", format="json").json()
     got = [f["id"] for f in d["search"]["sections"][0]["features"]]
-    assert set(got) == readers and got == sorted(got, key=lambda x: sql(
-        "SELECT fid FROM feature_ids WHERE public_id = $p", {"p": x})[0][0])
+    assert set(got) == readers and got == sorted(
+        got, key=lambda x: sql("SELECT fid FROM feature_ids WHERE public_id = $p", {"p": x})[0][0]
+    )
     # paging: first=2 pages through the same set
     seen, after = [], None
     while True:
@@ -169,6 +181,7 @@ def test_search_by_token_text_and_id(url, sql, hostile):
 
 # ---- feature page ------------------------------------------------------------------------------
 
+
 def test_feature_page_escapes_untrusted_text(url, hostile):
     r = get(url, f"/feature/{hostile[2]}")
     assert r.status_code == 200
@@ -185,11 +198,14 @@ def test_feature_page_content(url, hostile, sql):
     d = get(url, f"/feature/{public}", format="json").json()
     fid = sql("SELECT fid FROM feature_ids WHERE public_id = $p", {"p": public})[0][0]
     assert d["description"] == [pa.IMG, pa.JSURL]
-    assert [x["token"] for x in d["input_tokens"]] == [r[0] for r in sql(
-        "SELECT token FROM feature_tokens WHERE fid = $f AND side = 'input' ORDER BY rank", {"f": fid})]
+    assert [x["token"] for x in d["input_tokens"]] == [
+        r[0]
+        for r in sql("SELECT token FROM feature_tokens WHERE fid = $f AND side = 'input' ORDER BY rank", {"f": fid})
+    ]
     for side in ("promoted", "suppressed"):
         assert [(x["rank"], x["token"]) for x in d["output_tokens"] if x["side"] == side] == sql(
-            "SELECT rank, token FROM feature_tokens WHERE fid = $f AND side = $s ORDER BY rank", {"f": fid, "s": side})
+            "SELECT rank, token FROM feature_tokens WHERE fid = $f AND side = $s ORDER BY rank", {"f": fid, "s": side}
+        )
     assert len(get(url, f"/feature/{public}", tokens="2", format="json").json()["output_tokens"]) == 4
     assert [e["acts"] for e in d["examples"]["top"]["items"]] == [pa.TOP_ACTS, [a * 0.75 for a in pa.TOP_ACTS]]
     assert len(d["examples"]["quantile"]["items"]) == 2
@@ -197,8 +213,11 @@ def test_feature_page_content(url, hostile, sql):
     (c,) = d["clusters"]
     assert len(c["members"]) == 2 and c["summary"]["upstream"][0]["id"]
     assert d["explanations"][0]["scores"][0]["value"] == 0.875
-    up = sql("SELECT p.public_id, e.weight FROM edges e JOIN feature_ids p ON p.fid = e.src_fid WHERE e.dst_fid = $f "
-             "AND e.kind = 'virtual' ORDER BY abs(e.weight) DESC, e.src_fid LIMIT 10", {"f": fid})
+    up = sql(
+        "SELECT p.public_id, e.weight FROM edges e JOIN feature_ids p ON p.fid = e.src_fid WHERE e.dst_fid = $f "
+        "AND e.kind = 'virtual' ORDER BY abs(e.weight) DESC, e.src_fid LIMIT 10",
+        {"f": fid},
+    )
     assert [(x["id"], x["weight"]) for x in d["edges"]["upstream"]] == [(a, pytest.approx(w)) for a, w in up]
     r = get(url, f"/feature/{public}")
     t = Tree(r.text)
@@ -227,13 +246,16 @@ def test_feature_page_paging_and_limits(url, hostile):
     assert r.status_code == 400 and "top_page" in r.text
 
 
-@pytest.mark.parametrize("path, named", [
-    ("/feature/gpt2-small/2-synth/999999", "gpt2-small/2-synth/999999"),
-    ("/feature/gpt2-small/9-nope/1", "gpt2-small/9-nope/1"),
-    ("/feature/nomodel/2-synth/1", "nomodel/2-synth/1"),
-    ("/feature/gpt2-small/2-synth/%C2%B2", "gpt2-small/2-synth/²"),
-    ("/feature/gpt2-small/2-synth/-1", "gpt2-small/2-synth/-1"),
-])
+@pytest.mark.parametrize(
+    "path, named",
+    [
+        ("/feature/gpt2-small/2-synth/999999", "gpt2-small/2-synth/999999"),
+        ("/feature/gpt2-small/9-nope/1", "gpt2-small/9-nope/1"),
+        ("/feature/nomodel/2-synth/1", "nomodel/2-synth/1"),
+        ("/feature/gpt2-small/2-synth/%C2%B2", "gpt2-small/2-synth/²"),
+        ("/feature/gpt2-small/2-synth/-1", "gpt2-small/2-synth/-1"),
+    ],
+)
 def test_unknown_or_malformed_feature_is_a_404_naming_it(url, path, named):
     r = httpx.get(url + path, headers={"accept": "text/html"})
     assert r.status_code == 404
@@ -248,6 +270,7 @@ def test_404_page_escapes_the_id(url):
 
 
 # ---- circuit views ------------------------------------------------------------------------------
+
 
 def test_drivers_view(url, hostile, sql):
     public = hostile[2]
@@ -279,16 +302,23 @@ def test_paths_view(url, hostile, sql):
     public = hostile[2]
     fid = sql("SELECT fid FROM feature_ids WHERE public_id = $p", {"p": public})[0][0]
     # a two-hop path A -> B -> target, with A in layer 0 and B in layer 1
-    a, b = sql("SELECT a.src_fid, a.dst_fid FROM edges a JOIN edges b ON b.src_fid = a.dst_fid WHERE b.dst_fid = $f "
-               "AND a.kind = 'virtual' AND b.kind = 'virtual' AND fid_source(a.src_fid) = (SELECT sid FROM sources WHERE layer = 0) "
-               "AND fid_source(a.dst_fid) = (SELECT sid FROM sources WHERE layer = 1) LIMIT 1", {"f": fid})[0]
+    a, b = sql(
+        "SELECT a.src_fid, a.dst_fid FROM edges a JOIN edges b ON b.src_fid = a.dst_fid WHERE b.dst_fid = $f "
+        "AND a.kind = 'virtual' AND b.kind = 'virtual' "
+        "AND fid_source(a.src_fid) = (SELECT sid FROM sources WHERE layer = 0) "
+        "AND fid_source(a.dst_fid) = (SELECT sid FROM sources WHERE layer = 1) LIMIT 1",
+        {"f": fid},
+    )[0]
     src = sql("SELECT public_id FROM feature_ids WHERE fid = $f", {"f": a})[0][0]
     mid = sql("SELECT public_id FROM feature_ids WHERE fid = $f", {"f": b})[0][0]
     d = get(url, "/circuit/paths", source=src, target=public, fanout="50", format="json").json()
     assert [src, mid, public] in [p["nodes"] for p in d["paths"]]
     t = assert_safe(get(url, "/circuit/paths", source=src, target=public, fanout="50"))
-    layer_rows = [x for x in Tree(get(url, "/circuit/paths", source=src, target=public, fanout="50").text).text
-                  if x.startswith("layer ")]
+    layer_rows = [
+        x
+        for x in Tree(get(url, "/circuit/paths", source=src, target=public, fanout="50").text).text
+        if x.startswith("layer ")
+    ]
     assert layer_rows[:1] == ["layer 2"] and layer_rows[-1] == "layer 0"  # highest layer on top
     assert {f"/feature/{x}" for x in (src, mid, public)} <= {a["href"] for tag, a in t.tags if tag == "a"}
     r = get(url, "/circuit/paths", source=public, target=src)
@@ -327,8 +357,10 @@ def _api_pages(url: str, field: str, args: str) -> list[tuple]:
         body = httpx.post(url + "/graphql", json={"query": q, "variables": {"after": after}}).json()
         assert "errors" not in body, body
         conn = body["data"][field]
-        out += [(n["node"]["feature"]["id"], n["node"]["token"]["side"]) if field != "features" else (n["node"]["id"], None)
-                for n in conn["edges"]]
+        out += [
+            (n["node"]["feature"]["id"], n["node"]["token"]["side"]) if field != "features" else (n["node"]["id"], None)
+            for n in conn["edges"]
+        ]
         if not conn["pageInfo"]["hasNextPage"]:
             return out
         after = conn["pageInfo"]["endCursor"]
@@ -337,9 +369,11 @@ def _api_pages(url: str, field: str, args: str) -> list[tuple]:
 @pytest.mark.parametrize("q", [" the", "Paris", "river", "nothing-matches-this"])
 @pytest.mark.parametrize("first", ["3", "100"])
 def test_search_pages_agree_with_the_api(url, q, first):
-    for by, field, args, with_side in [("readers", "tokenReaders", f"token: {q!r}".replace("'", '"'), True),
-                                       ("writers", "tokenWriters", f"token: {q!r}".replace("'", '"'), True),
-                                       ("text", "features", f"descriptionContains: {q!r}".replace("'", '"'), False)]:
+    for by, field, args, with_side in [
+        ("readers", "tokenReaders", f"token: {q!r}".replace("'", '"'), True),
+        ("writers", "tokenWriters", f"token: {q!r}".replace("'", '"'), True),
+        ("text", "features", f"descriptionContains: {q!r}".replace("'", '"'), False),
+    ]:
         want = _api_pages(url, field, args)
         got, after = [], None
         while True:

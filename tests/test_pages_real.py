@@ -8,14 +8,14 @@ import json
 import duckdb
 import httpx
 import pytest
+from test_circuitlens_jobs import ACFG, CCFG, SETUP, _with_virtual_edges
+from test_pages import Tree, assert_safe, get
+from test_viewer_export import CTFeature, NPActivation
 
 from atlas import db
 from atlas.publish import publish
 from atlas.viewer_export import export
 from tests.factories import REPO
-from test_circuitlens_jobs import ACFG, CCFG, SETUP, _with_virtual_edges
-from test_pages import Tree, assert_safe, get
-from test_viewer_export import CTFeature, NPActivation
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +33,14 @@ def real(tiny_model, tmp_path_factory):
     circuitlens.run(work, tiny_model, tset, tokens, CCFG, model_id="tiny", model_spec="random:tiny")
     publish(work, root / "current.duckdb")
     with duckdb.connect(str(work), read_only=True) as con:
-        clustered = con.execute("SELECT i.public_id, count(*) FROM clusters c JOIN feature_ids i USING (fid) "
-                                "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1").fetchone()
-        hist = con.execute("SELECT i.public_id FROM feature_stats s JOIN feature_ids i USING (fid) "
-                           "WHERE s.hist_counts IS NOT NULL AND list_sum(s.hist_counts) > 0 LIMIT 1").fetchone()
+        clustered = con.execute(
+            "SELECT i.public_id, count(*) FROM clusters c JOIN feature_ids i USING (fid) "
+            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"
+        ).fetchone()
+        hist = con.execute(
+            "SELECT i.public_id FROM feature_stats s JOIN feature_ids i USING (fid) "
+            "WHERE s.hist_counts IS NOT NULL AND list_sum(s.hist_counts) > 0 LIMIT 1"
+        ).fetchone()
     return root / "current.duckdb", clustered, hist
 
 

@@ -19,14 +19,16 @@ from atlas import db
 from atlas.errors import CorruptDatabaseError
 from atlas.publish import publish, version_files
 
-BLOCK = 262144      # DuckDB's block size
-HEADER = 3 * 4096   # file header + two database headers before block 0
+BLOCK = 262144  # DuckDB's block size
+HEADER = 3 * 4096  # file header + two database headers before block 0
 
 
 def data_block_offset(path: Path, table: str = "edges") -> int:
     """The file offset of a block that holds rows of ``table`` (so damage there is read by a query)."""
     with duckdb.connect(str(path), read_only=True) as con:
-        block = con.execute(f"SELECT min(block_id) FROM pragma_storage_info('{table}') WHERE block_id >= 0").fetchone()[0]
+        block = con.execute(f"SELECT min(block_id) FROM pragma_storage_info('{table}') WHERE block_id >= 0").fetchone()[
+            0
+        ]
     return HEADER + block * BLOCK
 
 
@@ -63,7 +65,9 @@ def test_publish_refuses_a_damaged_file_and_the_link_stays(served, cli, damage):
     proc = cli("db", "publish", str(bad), str(link), check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
-    assert any(s in proc.stderr for s in ("is damaged", "is not a DuckDB database file", "cannot be opened")), proc.stderr
+    assert any(s in proc.stderr for s in ("is damaged", "is not a DuckDB database file", "cannot be opened")), (
+        proc.stderr
+    )
     assert os.readlink(link) == before
     assert not list(link.parent.glob("*.tmp")), "the refused copy is removed"
     status = cli("db", "status", str(bad), check=False)
@@ -128,16 +132,25 @@ def test_locked_foreign_and_unreadable_files_are_clear_errors(tmp_path, atlas_db
             assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     script = tmp_path / "hold.py"
     script.write_text(LOCK_HOLDER)
-    holder = subprocess.Popen([sys.executable, str(script), str(atlas_db)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(db.MIGRATIONS_DIR.parent)})
+    holder = subprocess.Popen(
+        [sys.executable, str(script), str(atlas_db)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(db.MIGRATIONS_DIR.parent)},
+    )
     try:
         assert holder.stdout.readline().strip() == "holding"
         tc = write_transcoder_files("saelens", layers=(0,))
-        for args in (["sql", "SELECT 1", "--db", str(atlas_db)], ["db", "status", str(atlas_db)],
-                     ["ingest", "weightlens", "--model", "random:tiny", "--transcoders", tc.spec, "--db", str(atlas_db)]):
+        for args in (
+            ["sql", "SELECT 1", "--db", str(atlas_db)],
+            ["db", "status", str(atlas_db)],
+            ["ingest", "weightlens", "--model", "random:tiny", "--transcoders", tc.spec, "--db", str(atlas_db)],
+        ):
             proc = cli(*args, check=False)
             assert proc.returncode == 2, proc.stderr
-            assert "is open for writing by another process" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+            assert "is open for writing by another process" in proc.stderr and "Traceback" not in proc.stderr, (
+                proc.stderr
+            )
     finally:
         holder.kill()
         holder.wait()

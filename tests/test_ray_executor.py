@@ -26,16 +26,29 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.timeout(900)
 
 WCFG = WeightLensConfig(input_z=3.0, output_z=3.5, edge_z=2.0, inherit_layers="all")
-TABLES = ["feature_tokens", "feature_weightlens", "edges", "explanations", "source_metrics", "feature_stats",
-          "examples", "attributions", "clusters", "cluster_members", "scores", "ingest_units"]
+TABLES = [
+    "feature_tokens",
+    "feature_weightlens",
+    "edges",
+    "explanations",
+    "source_metrics",
+    "feature_stats",
+    "examples",
+    "attributions",
+    "clusters",
+    "cluster_members",
+    "scores",
+    "ingest_units",
+]
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """One Ray head for the module: 2 CPUs, loopback, no dashboard; its GCS address for other drivers."""
     os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    info = ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                    configure_logging=False)
+    info = ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False
+    )
     yield info["gcs_address"]
     ray.shutdown()
 
@@ -66,7 +79,7 @@ def local_hashes(parts, tmp_path_factory):
     path = tmp_path_factory.mktemp("local") / "atlas.duckdb"
     rep = _all_jobs(path, parts, ExecutorConfig())
     assert rep["features"] > 0
-    with duckdb.connect(str(path), read_only=True) as con:                # every table has rows to compare
+    with duckdb.connect(str(path), read_only=True) as con:  # every table has rows to compare
         assert all(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] > 0 for t in TABLES)
     return table_hashes(path, TABLES)
 
@@ -74,24 +87,33 @@ def local_hashes(parts, tmp_path_factory):
 def test_an_unreachable_address_is_a_clear_error(parts, tmp_path):
     model, tset, _ = parts
     with pytest.raises(RayClusterError, match="no Ray cluster reachable at '127.0.0.1:9'"):
-        run_weightlens(model, tset, tmp_path / "a.duckdb", WCFG, model_id="tiny",
-                       executor=ExecutorConfig(kind="ray", address="127.0.0.1:9"))
+        run_weightlens(
+            model,
+            tset,
+            tmp_path / "a.duckdb",
+            WCFG,
+            model_id="tiny",
+            executor=ExecutorConfig(kind="ray", address="127.0.0.1:9"),
+        )
 
 
 def test_every_job_on_ray_equals_local(cluster, parts, local_hashes, tmp_path):
     rep = _all_jobs(tmp_path / "atlas.duckdb", parts, ExecutorConfig(kind="ray", workers=2, keep_shards=True))
     assert rep["max_completeness_gap"] < 1e-4
-    workers = {json.loads(l)["worker"] for m in (tmp_path / "atlas.duckdb.shards").glob("*/manifest.jsonl")
-               for l in m.read_text().splitlines()[1:]}
-    assert len(workers) >= 2 and not any(w.endswith(f":{os.getpid()}") for w in workers)   # computed by Ray actors
+    workers = {
+        json.loads(l)["worker"]
+        for m in (tmp_path / "atlas.duckdb.shards").glob("*/manifest.jsonl")
+        for l in m.read_text().splitlines()[1:]
+    }
+    assert len(workers) >= 2 and not any(w.endswith(f":{os.getpid()}") for w in workers)  # computed by Ray actors
     assert table_hashes(tmp_path / "atlas.duckdb", TABLES) == local_hashes
 
 
 def test_a_worker_killed_mid_shard_loses_and_duplicates_nothing(cluster, parts, local_hashes, tmp_path, monkeypatch):
     marker = tmp_path / "killed"
-    monkeypatch.setenv(KILL_ENV, f"layer-1:{marker}")                    # the worker computing layer-1 dies once
+    monkeypatch.setenv(KILL_ENV, f"layer-1:{marker}")  # the worker computing layer-1 dies once
     _all_jobs(tmp_path / "atlas.duckdb", parts, ExecutorConfig(kind="ray", workers=2))
-    assert marker.exists()                                               # it did die (SIGKILL), and Ray retried
+    assert marker.exists()  # it did die (SIGKILL), and Ray retried
     assert table_hashes(tmp_path / "atlas.duckdb", TABLES) == local_hashes
 
 
@@ -113,11 +135,17 @@ print("finished")
 """)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     path = tmp_path / "atlas.duckdb"
-    killed = subprocess.run([sys.executable, str(script), str(path)], env={**env, db.FAULT_ENV: "1"},
-                            capture_output=True, text=True, timeout=600)
-    assert killed.returncode == 137, killed.stderr[-3000:]                # died loading weightlens layer-1
-    done = subprocess.run([sys.executable, str(script), str(path)], env=env, capture_output=True, text=True,
-                          timeout=600)
+    killed = subprocess.run(
+        [sys.executable, str(script), str(path)],
+        env={**env, db.FAULT_ENV: "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == 137, killed.stderr[-3000:]  # died loading weightlens layer-1
+    done = subprocess.run(
+        [sys.executable, str(script), str(path)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0 and "finished" in done.stdout, done.stderr[-3000:]
     assert table_hashes(path, TABLES) == local_hashes
 
@@ -129,8 +157,14 @@ def test_a_cluster_running_other_code_is_refused(cluster, parts, tmp_path, monke
     model, tset, _ = parts
     monkeypatch.setattr(ingest.shards, "code_version", lambda: "0.0.0+other")
     with pytest.raises(RayClusterError, match="another version of atlas"):
-        run_weightlens(model, tset, tmp_path / "a.duckdb", WCFG, model_id="tiny",
-                       executor=ExecutorConfig(kind="ray", address=cluster))
+        run_weightlens(
+            model,
+            tset,
+            tmp_path / "a.duckdb",
+            WCFG,
+            model_id="tiny",
+            executor=ExecutorConfig(kind="ray", address=cluster),
+        )
 
 
 def test_a_cluster_without_atlas_is_refused(cluster, tmp_path):
@@ -140,8 +174,10 @@ def test_a_cluster_without_atlas_is_refused(cluster, tmp_path):
     by name, before any shard is planned."""
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text("import sys\nsys.meta_path[:] = [f for f in sys.meta_path "
-                                           "if '__editable__' not in getattr(f, '__module__', '')]\n")
+    (site / "sitecustomize.py").write_text(
+        "import sys\nsys.meta_path[:] = [f for f in sys.meta_path "
+        "if '__editable__' not in getattr(f, '__module__', '')]\n"
+    )
     script = tmp_path / "probe.py"
     script.write_text(f"""
 import sys
@@ -154,8 +190,9 @@ except RayClusterError as exc:
     print("refused:", exc)
 """)
     env = {**os.environ, "PYTHONPATH": str(site)}
-    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "refused: the Ray cluster's workers cannot run atlas" in out.stdout, out.stdout[-3000:]
     assert "No module named 'ingest'" in out.stdout, out.stdout[-3000:]

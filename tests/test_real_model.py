@@ -47,7 +47,7 @@ def test_builtin_corpus_mixes_the_three_sources():
     sources = set(table.column("source").to_pylist())
     assert "World English Bible" in sources and "fortunes" in sources
     assert any(s.startswith("Jane Austen") for s in sources)
-    first = table.column("source").to_pylist()[:200]           # mixed, not one source after another
+    first = table.column("source").to_pylist()[:200]  # mixed, not one source after another
     assert len({s.split(":")[0] for s in first}) == 3
 
 
@@ -55,10 +55,19 @@ def test_trained_transcoder_beats_the_zero_baseline(gemma, tmp_path):
     from atlas.config import CorpusConfig, TrainConfig
     from atlas.train import train_transcoders
 
-    cfg = TrainConfig(layers=(2,), d_sae=512, k=16, n_tokens=8192, epochs=4, batch_size=128,
-                      dead_after_tokens=2048, eval_tokens=2048, eval_loss_tokens=256)
+    cfg = TrainConfig(
+        layers=(2,),
+        d_sae=512,
+        k=16,
+        n_tokens=8192,
+        epochs=4,
+        batch_size=128,
+        dead_after_tokens=2048,
+        eval_tokens=2048,
+        eval_loss_tokens=256,
+    )
     metrics = train_transcoders(gemma, "gemma-3-270m", cfg, CorpusConfig(), tmp_path)[2]
     assert metrics["training"]["steps"] >= 200
-    assert metrics["fve"] > 0.2, metrics          # the zero (and mean) baseline: 0
+    assert metrics["fve"] > 0.2, metrics  # the zero (and mean) baseline: 0
     assert 1 <= metrics["l0"] <= 64
     assert all(map(math.isfinite, (metrics["loss_clean"], metrics["loss_patched"], metrics["loss_zero_ablation"])))

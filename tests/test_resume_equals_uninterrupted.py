@@ -14,12 +14,11 @@ import sys
 import pytest
 
 from atlas import db
+from atlas.config import CircuitLensConfig
 from bench.content_hash import table_hashes
+from ingest import activations, circuitlens
 from tests.factories import REPO
 from tests.test_circuitlens_jobs import ACFG, D_SAE, KILL, SETUP, _with_virtual_edges
-
-from atlas.config import CircuitLensConfig
-from ingest import activations, circuitlens
 
 CCFG = CircuitLensConfig(batch_size=32, min_samples=3, min_examples=4, n_output_positions=1, features_per_unit=4)
 
@@ -38,7 +37,7 @@ def fresh(parts, tmp_path_factory):
     base = tmp_path_factory.mktemp("resume") / "base.duckdb"
     db.upgrade(base)
     _with_virtual_edges(base, model, tset)
-    counter = iter(range(10 ** 6))
+    counter = iter(range(10**6))
 
     def copy():
         path = base.with_name(f"run{next(counter)}.duckdb")
@@ -51,10 +50,16 @@ def fresh(parts, tmp_path_factory):
 def run_jobs(path, parts, faults: dict[str, str | None]) -> bool:
     """Activations then circuitlens, with the fault given per job; True if a fault fired."""
     model, tset, tokens = parts
-    for job, fn in (("activations", lambda: activations.run(path, model, tset, tokens, ACFG, model_id="tiny",
-                                                            model_spec="random:tiny")),
-                    ("circuitlens", lambda: circuitlens.run(path, model, tset, tokens, CCFG, model_id="tiny",
-                                                            model_spec="random:tiny"))):
+    for job, fn in (
+        (
+            "activations",
+            lambda: activations.run(path, model, tset, tokens, ACFG, model_id="tiny", model_spec="random:tiny"),
+        ),
+        (
+            "circuitlens",
+            lambda: circuitlens.run(path, model, tset, tokens, CCFG, model_id="tiny", model_spec="random:tiny"),
+        ),
+    ):
         fault = faults.get(job)
         if fault is not None:
             os.environ[db.FAULT_ENV], os.environ[db.FAULT_MODE_ENV] = fault, "raise"
@@ -77,14 +82,22 @@ def reference(parts, fresh):
     return hashes
 
 
-LONG = [pytest.mark.long, pytest.mark.skipif(not os.environ.get("ATLAS_LONG_TESTS"), reason="ATLAS_LONG_TESTS=1 runs it")]
+LONG = [
+    pytest.mark.long,
+    pytest.mark.skipif(not os.environ.get("ATLAS_LONG_TESTS"), reason="ATLAS_LONG_TESTS=1 runs it"),
+]
 
 # activations has 2 units (layers 0, 1); circuitlens blocks of 4 features. The fast ones: inside the
 # layer-1 unit (where the shared generator made 18,710 of 20,478 rows differ), at the unit boundary,
 # and inside a circuitlens unit; the others are long.
-POINTS = [("activations", "1"), ("activations", "1:after-commit"), ("circuitlens", "2"),
-          pytest.param("activations", "0", marks=LONG), pytest.param("circuitlens", "0", marks=LONG),
-          pytest.param("circuitlens", "1:after-commit", marks=LONG)]
+POINTS = [
+    ("activations", "1"),
+    ("activations", "1:after-commit"),
+    ("circuitlens", "2"),
+    pytest.param("activations", "0", marks=LONG),
+    pytest.param("circuitlens", "0", marks=LONG),
+    pytest.param("circuitlens", "1:after-commit", marks=LONG),
+]
 
 
 @pytest.mark.parametrize("job, point", POINTS)
@@ -116,12 +129,17 @@ def test_a_process_killed_inside_a_unit_resumes_to_the_same_hashes(fresh, refere
     script = tmp_path / "job.py"
     script.write_text(KILL.format(repo=str(REPO), d_sae=D_SAE))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    killed = subprocess.run([sys.executable, str(script), str(path), "activations-only"],
-                            env={**env, db.FAULT_ENV: "1"}, capture_output=True, text=True)
+    killed = subprocess.run(
+        [sys.executable, str(script), str(path), "activations-only"],
+        env={**env, db.FAULT_ENV: "1"},
+        capture_output=True,
+        text=True,
+    )
     assert killed.returncode == 137, killed.stderr[-2000:]
     assert db_rows(path, "SELECT status FROM ingest_runs") == [("running",)]
-    done = subprocess.run([sys.executable, str(script), str(path), "circuitlens"], env=env, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, str(script), str(path), "circuitlens"], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert table_hashes(path) == reference
     runs = db_rows(path, "SELECT job, status, error FROM ingest_runs ORDER BY started_at")

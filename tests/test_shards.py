@@ -50,7 +50,7 @@ def test_manifest_of_other_parameters_is_refused(tiny_model, tset, tmp_path):
     other = WeightLensConfig(input_z=3.5, output_z=3.5, edge_z=2.0, inherit_layers="all")
     with pytest.raises(ManifestMismatchError, match="parameters"):
         run_weightlens(tiny_model, tset, tmp_path / "c.duckdb", other, model_id="tiny", executor=ex)
-    assert (tmp_path / "shards" / "manifest.jsonl").read_text() == before       # nothing lost or changed
+    assert (tmp_path / "shards" / "manifest.jsonl").read_text() == before  # nothing lost or changed
 
 
 def test_corrupt_or_missing_shard_files_are_rerun_never_merged(tiny_model, tset, tmp_path):
@@ -59,7 +59,7 @@ def test_corrupt_or_missing_shard_files_are_rerun_never_merged(tiny_model, tset,
     _, entries = _manifest(tmp_path / "shards")
     files = {e["unit"]: e["files"] for e in entries}
     bad = tmp_path / "shards" / files["layer-0"]["edges"]["path"]
-    bad.write_bytes(bad.read_bytes()[:-40] + b"\0" * 40)                         # same size, other bytes
+    bad.write_bytes(bad.read_bytes()[:-40] + b"\0" * 40)  # same size, other bytes
     (tmp_path / "shards" / files["layer-1"]["explanations"]["path"]).unlink()
     r = run_weightlens(tiny_model, tset, tmp_path / "b.duckdb", CFG, model_id="tiny", executor=ex)
     assert r.run.rerun_bad_files == 2 and r.run.computed == 2 and r.run.reused == 0
@@ -68,17 +68,19 @@ def test_corrupt_or_missing_shard_files_are_rerun_never_merged(tiny_model, tset,
 
 def test_shard_files_are_deleted_once_every_unit_is_in_unless_kept(tiny_model, tset, tmp_path):
     run_weightlens(tiny_model, tset, tmp_path / "a.duckdb", CFG, model_id="tiny")
-    assert not (tmp_path / "a.duckdb.shards").exists()                       # files, manifest and folders
-    run_weightlens(tiny_model, tset, tmp_path / "b.duckdb", CFG, model_id="tiny",
-                   executor=ExecutorConfig(keep_shards=True))
+    assert not (tmp_path / "a.duckdb.shards").exists()  # files, manifest and folders
+    run_weightlens(
+        tiny_model, tset, tmp_path / "b.duckdb", CFG, model_id="tiny", executor=ExecutorConfig(keep_shards=True)
+    )
     (kept,) = (tmp_path / "b.duckdb.shards").iterdir()
     assert (kept / "manifest.jsonl").exists()
     assert sorted(p.name for p in kept.glob("layer-*")) == ["layer-0", "layer-1"]
-    own = tmp_path / "mine"                                                   # a directory of the user's: only ours goes
+    own = tmp_path / "mine"  # a directory of the user's: only ours goes
     own.mkdir()
     (own / "notes.txt").write_text("keep me")
-    run_weightlens(tiny_model, tset, tmp_path / "c.duckdb", CFG, model_id="tiny",
-                   executor=ExecutorConfig(shard_dir=str(own)))
+    run_weightlens(
+        tiny_model, tset, tmp_path / "c.duckdb", CFG, model_id="tiny", executor=ExecutorConfig(shard_dir=str(own))
+    )
     assert [p.name for p in own.iterdir()] == ["notes.txt"]
 
 
@@ -98,17 +100,20 @@ def test_an_interrupted_activations_run_resumes_from_its_parts_then_cleans_up(ti
 
     tokens = torch.randint(0, 50000, (20, 12), generator=torch.Generator().manual_seed(0))
     cfg = ActivationsConfig(batch_size=8, n_samples=8, n_top=3, window_before=4, window_after=2)
-    run = lambda path, c: activations.run(path, tiny_model, tset, tokens, c, model_id="tiny", model_spec="random:tiny")
-    run(tmp_path / "whole.duckdb", cfg)                                      # one block of 20 sequences
+
+    def run(path, c):
+        return activations.run(path, tiny_model, tset, tokens, c, model_id="tiny", model_spec="random:tiny")
+
+    run(tmp_path / "whole.duckdb", cfg)  # one block of 20 sequences
     forwards = []
     tiny_model.add_hook("hook_embed", lambda x, hook: forwards.append(x.shape[0]), is_permanent=True)
-    path, blocks = tmp_path / "b.duckdb", replace(cfg, seqs_per_shard=5)      # rounded up to 8: 3 blocks
+    path, blocks = tmp_path / "b.duckdb", replace(cfg, seqs_per_shard=5)  # rounded up to 8: 3 blocks
     try:
         os.environ[db.FAULT_ENV], os.environ[db.FAULT_MODE_ENV] = "1", "raise"
         with pytest.raises(db.InjectedFault):
             run(path, blocks)
         os.environ.pop(db.FAULT_ENV), os.environ.pop(db.FAULT_MODE_ENV)
-        assert forwards == [8, 8, 4] + [8, 8, 4]          # the warm-up's batches, then each block's: both layers
+        assert forwards == [8, 8, 4] + [8, 8, 4]  # the warm-up's batches, then each block's: both layers
         (shard_dir,) = (tmp_path / "b.duckdb.shards").iterdir()
         _, entries = _manifest(shard_dir)
         assert [e["unit"] for e in entries] == ["warmup-0-20", "seqs-0-8", "seqs-8-16", "seqs-16-20"]

@@ -30,12 +30,13 @@ def built(tmp_path_factory):
     from ingest import demo
 
     tmp = tmp_path_factory.mktemp("tour")
-    corpus = CorpusConfig(source=str(write_text_corpus(tmp / "corpus", n_docs=150, words_per_doc=200)), seq_len=32,
-                          heldout_fraction=0.2)
+    corpus = CorpusConfig(
+        source=str(write_text_corpus(tmp / "corpus", n_docs=150, words_per_doc=200)), seq_len=32, heldout_fraction=0.2
+    )
     cfg = DemoConfig(data_dir=tmp / "demo", model_id="tiny4", serve=False, circuitlens_features=4)
-    train = tiny_train_config(model="random:tiny4", layers=(), n_tokens=2048, epochs=2)   # () = every layer
+    train = tiny_train_config(model="random:tiny4", layers=(), n_tokens=2048, epochs=2)  # () = every layer
     db_path = demo.build(cfg, train, corpus).db_path
-    picks = {title: _sql(db_path, picker) for title, picker, _ in _steps()}   # before the server opens the file
+    picks = {title: _sql(db_path, picker) for title, picker, _ in _steps()}  # before the server opens the file
     return db_path, picks
 
 
@@ -63,14 +64,17 @@ def test_the_tour_has_every_question():
         assert any(word in t for t in titles), (word, titles)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10: 2 of the 7 steps do not answer yet on the tiny all-layer "
-                   "atlas (found at the end of the session, not yet diagnosed)")
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 10: 2 of the 7 steps do not answer yet on the tiny all-layer "
+    "atlas (found at the end of the session, not yet diagnosed)",
+)
 @pytest.mark.parametrize("step", _steps(), ids=lambda s: s[0].split(".")[0])
 def test_each_step_answers(built, url, step):
     title, picker, query = step
     rows = built[1][title]
     assert rows, f"step {title!r}: its SQL picks nothing on this atlas"
-    if query is None:                       # the SQL analytic: every layer pair with edges, all layers seen
+    if query is None:  # the SQL analytic: every layer pair with edges, all layers seen
         layers = {r["dst_layer"] for r in rows} | {r["src_layer"] for r in rows}
         assert layers == {0, 1, 2, 3} and all(r["edges"] > 0 for r in rows)
         return

@@ -30,10 +30,10 @@ def test_train_register_and_reuse(tmp_path, corpus_cfg, atlas_db):
     out_dir, metrics = run(cfg, corpus_cfg, model_id="tiny", db_path=atlas_db, out_dir=out)
     assert sorted(metrics) == [0, 1]
     for layer, m in metrics.items():
-        assert m["fve"] > 0.2, m                  # the zero / mean baseline has fve 0
+        assert m["fve"] > 0.2, m  # the zero / mean baseline has fve 0
         assert 1 <= m["l0"] <= 4 * cfg.k, m
         assert 0 <= m["dead_share"] <= 1
-        assert m["loss_recovered"] > 0, m         # better than zeroing the MLP output
+        assert m["loss_recovered"] > 0, m  # better than zeroing the MLP output
         saved = out / f"layer_{layer}"
         sae = SAE.load_from_disk(saved)
         assert isinstance(sae, JumpReLUTranscoder)
@@ -44,9 +44,12 @@ def test_train_register_and_reuse(tmp_path, corpus_cfg, atlas_db):
 
     # the stored metrics are the ones measured
     con = connect_readonly(atlas_db)
-    rows = dict(con.execute(
-        "SELECT s.layer, m.value FROM source_metrics m JOIN sources s USING (sid) "
-        "WHERE m.method = 'reconstruction' AND m.metric = 'fve'").fetchall())
+    rows = dict(
+        con.execute(
+            "SELECT s.layer, m.value FROM source_metrics m JOIN sources s USING (sid) "
+            "WHERE m.method = 'reconstruction' AND m.metric = 'fve'"
+        ).fetchall()
+    )
     assert rows == pytest.approx({0: metrics[0]["fve"], 1: metrics[1]["fve"]})
     assert con.execute("SELECT count(*) FROM features").fetchone()[0] == 2 * cfg.d_sae
     assert con.execute("SELECT activation, format FROM sources").fetchall() == [("jumprelu", "saelens-dir")] * 2
@@ -95,7 +98,7 @@ def test_resume_from_checkpoint_gives_the_same_transcoder(tmp_path):
     ckpt = tmp_path / "layer.checkpoint.pt"
     full, norm, _ = train.train_layer(cfg, x, y, ckpt, "train")
     assert ckpt.is_file() and torch.load(ckpt, weights_only=False)["step"] == 50
-    resumed, _, stats = train.train_layer(cfg, x, y, ckpt, "resume")   # as if killed after step 50
+    resumed, _, stats = train.train_layer(cfg, x, y, ckpt, "resume")  # as if killed after step 50
     for a, b in zip(full.params, resumed.params):
         torch.testing.assert_close(a, b)
     assert stats["steps"] == 64
@@ -106,7 +109,7 @@ def test_saved_transcoder_reads_raw_activations(tmp_path):
     from atlas import train
 
     torch.manual_seed(1)
-    x = 5 + 3 * torch.randn(1024, 16)                  # a large constant offset, as in Gemma's ln2 input
+    x = 5 + 3 * torch.randn(1024, 16)  # a large constant offset, as in Gemma's ln2 input
     y = 40 * torch.tanh(x @ torch.randn(16, 16) / 10)
     cfg = tiny_train_config(d_sae=32, k=4, batch_size=64, epochs=1)
     trainer, (mx, sx, sy), _ = train.train_layer(cfg, x, y, tmp_path / "c.pt", "train")
@@ -126,20 +129,52 @@ def test_layer_out_of_range_is_a_clear_error(tmp_path, corpus_cfg, tiny_model):
 
 
 def test_cli_train_transcoders(cli, tmp_path, corpus_cfg):
-    proc = cli("train-transcoders", "--model", "random:tiny", "--layers", "1", "--width", "64", "--tokens", "2048",
-               "--corpus", corpus_cfg.source, "--out", str(tmp_path / "tc"), "--db", str(tmp_path / "a.duckdb"),
-               env={"ATLAS_CACHE": str(tmp_path / "cache")}, check=False)
+    proc = cli(
+        "train-transcoders",
+        "--model",
+        "random:tiny",
+        "--layers",
+        "1",
+        "--width",
+        "64",
+        "--tokens",
+        "2048",
+        "--corpus",
+        corpus_cfg.source,
+        "--out",
+        str(tmp_path / "tc"),
+        "--db",
+        str(tmp_path / "a.duckdb"),
+        env={"ATLAS_CACHE": str(tmp_path / "cache")},
+        check=False,
+    )
     # the CLI's defaults use seq_len 128; the tiny corpus has enough text for it
     assert proc.returncode == 0, proc.stderr
     assert "layer 1: fve" in proc.stdout
     assert (tmp_path / "tc" / "layer_1" / "cfg.json").is_file()
-    again = cli("train-transcoders", "--model", "random:tiny", "--layers", "1", "--width", "64", "--tokens", "2048",
-                "--corpus", corpus_cfg.source, "--out", str(tmp_path / "tc"), "--json",
-                env={"ATLAS_CACHE": str(tmp_path / "cache")})              # trained already: reused
+    again = cli(
+        "train-transcoders",
+        "--model",
+        "random:tiny",
+        "--layers",
+        "1",
+        "--width",
+        "64",
+        "--tokens",
+        "2048",
+        "--corpus",
+        corpus_cfg.source,
+        "--out",
+        str(tmp_path / "tc"),
+        "--json",
+        env={"ATLAS_CACHE": str(tmp_path / "cache")},
+    )  # trained already: reused
     report = json.loads(again.stdout)
     assert report["out_dir"] == str(tmp_path / "tc") and list(report["layers"]) == ["1"]
-    assert report["layers"]["1"]["fve"] == pytest.approx(json.loads(
-        (tmp_path / "tc" / "layer_1" / "metrics.json").read_text())["fve"])
-    bad = cli("train-transcoders", "--model", "random:tiny", "--layers", "x", env={"ATLAS_CACHE": str(tmp_path)},
-              check=False)
+    assert report["layers"]["1"]["fve"] == pytest.approx(
+        json.loads((tmp_path / "tc" / "layer_1" / "metrics.json").read_text())["fve"]
+    )
+    bad = cli(
+        "train-transcoders", "--model", "random:tiny", "--layers", "x", env={"ATLAS_CACHE": str(tmp_path)}, check=False
+    )
     assert bad.returncode == 2 and "--layers 'x'" in bad.stderr and "Traceback" not in bad.stderr

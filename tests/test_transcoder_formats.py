@@ -64,8 +64,10 @@ def test_dunefsky_pickle_folds_input_bias_without_importing_its_module(write_tra
 def test_dunefsky_config_without_input_centering_is_not_folded(write_transcoder_files, x):
     w = write_transcoder_files("dunefsky", layers=(0,))
     t = w.tensors[0]
-    torch.save({"cfg": {"apply_b_dec_to_input": False, "hook_point": "blocks.0.ln2.hook_normalized"},
-                "state_dict": t}, next(w.path.glob("*.pt")))
+    torch.save(
+        {"cfg": {"apply_b_dec_to_input": False, "hook_point": "blocks.0.ln2.hook_normalized"}, "state_dict": t},
+        next(w.path.glob("*.pt")),
+    )
     tc = load_transcoders(w.spec)[0]
     torch.testing.assert_close(tc.encode(x), torch.relu(x @ t["W_enc"] + t["b_enc"]))
 
@@ -161,7 +163,10 @@ def test_single_files_as_locations(write_transcoder_files):
     w = write_transcoder_files("circuit-tracer", layers=(0, 1))
     (w.path / "config.yaml").write_text("feature_input_hook: mlp.hook_in\nfeature_output_hook: hook_mlp_out\n")
     tset = load_transcoders(f"circuit-tracer:{w.path / 'layer_1.safetensors'}")
-    assert tset.layer_ids == [1] and (tset[1].hook_in, tset[1].hook_out) == ("blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out")
+    assert tset.layer_ids == [1] and (tset[1].hook_in, tset[1].hook_out) == (
+        "blocks.1.mlp.hook_in",
+        "blocks.1.hook_mlp_out",
+    )
 
 
 def test_layers_select_and_auto_detects_format(write_transcoder_files):
@@ -175,7 +180,11 @@ def test_presets_parse():
     assert (spec.format, spec.location, spec.set_name) == ("dunefsky", "hf://pchlenski/gpt2-transcoders", "tres-dc")
     spec = TranscoderSpec.parse("preset:gemma-2-2b", layers=[3])
     assert (spec.format, spec.location, spec.set_name, spec.layers) == (
-        "saelens-release", "gemma-scope-2b-pt-transcoders", "gemmascope-transcoder-16k", (3,))
+        "saelens-release",
+        "gemma-scope-2b-pt-transcoders",
+        "gemmascope-transcoder-16k",
+        (3,),
+    )
     assert set(PRESETS) == {"gpt2-small", "gemma-2-2b", "gemma-3-270m"}
 
 
@@ -185,7 +194,9 @@ def test_presets_parse():
 def test_missing_path_and_unknown_format(tmp_path):
     with pytest.raises(AssetError, match="no such file or directory: .*nowhere"):
         load_transcoders(f"dunefsky:{tmp_path / 'nowhere'}")
-    with pytest.raises(AssetError, match="unknown format .onnx.; use FORMAT:LOCATION with FORMAT one of saelens, dunefsky"):
+    with pytest.raises(
+        AssetError, match="unknown format .onnx.; use FORMAT:LOCATION with FORMAT one of saelens, dunefsky"
+    ):
         TranscoderSpec.parse(f"onnx:{tmp_path}")
     with pytest.raises(AssetError, match="unknown transcoder preset 'gpt5'"):
         TranscoderSpec.parse("preset:gpt5")
@@ -315,13 +326,16 @@ def test_release_ids_map_to_layers():
     found = discover_release("gemma-scope-2b-pt-transcoders")
     assert [l for l, _ in found] == list(range(26)) and found[3] == (3, "layer_3/width_16k/average_l0_54")
     assert discover_release("gemma-scope-2b-pt-transcoders/layer_5/width_16k/average_l0_87") == [
-        (5, "layer_5/width_16k/average_l0_87")]
+        (5, "layer_5/width_16k/average_l0_87")
+    ]
 
 
 def test_hub_locations_offline_fail_clearly(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(AssetError, match="could not list hub repo 'pchlenski/gpt2-transcoders'"):
-        load_transcoders("gpt2-small", )
+        load_transcoders(
+            "gpt2-small",
+        )
     with pytest.raises(AssetError, match="unknown SAELens release 'no-such-release'"):
         load_transcoders("saelens-release:no-such-release")
     with pytest.raises(AssetError, match=r"release 'gemma-scope-2b-pt-transcoders' has no id\(s\) \['layer_3/x'\]"):

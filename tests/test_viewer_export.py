@@ -9,10 +9,10 @@ import json
 import math
 
 import duckdb
+import pages_atlas as pa
 import pytest
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
-import pages_atlas as pa
 from atlas.errors import NotFoundError
 from atlas.viewer_export import ct_feature_index, export
 
@@ -116,19 +116,27 @@ def test_circuit_tracer_feature_files(hostile, sql, tmp_path):
     assert all(e.train_token_ind == 3 and e.tokens[1] == pa.SCRIPT for e in top.examples)  # text kept as data
     assert sum(len(q.examples) for q in f.examples_quantiles) == 4
     fid = sql("SELECT fid FROM feature_ids WHERE public_id = $p", {"p": public})[0][0]
-    promoted = [t for (t,) in sql("SELECT token FROM feature_tokens WHERE fid = $f AND side = 'promoted' ORDER BY rank",
-                                  {"f": fid})]
+    promoted = [
+        t
+        for (t,) in sql(
+            "SELECT token FROM feature_tokens WHERE fid = $f AND side = 'promoted' ORDER BY rank", {"f": fid}
+        )
+    ]
     assert f.top_logits == promoted and f.top_logits[0] == pa.JSURL
     assert f.histogram == [float(c) for c in pa.HIST_COUNTS] and f.act_max == 2.0 and f.act_min == 0.0
     assert json.loads((tmp_path / "features" / "gpt2-small" / "index.json").read_text()) == {
-        str(200 + idx): public, "301": "gpt2-small/3-synth/1"}
+        str(200 + idx): public,
+        "301": "gpt2-small/3-synth/1",
+    }
     CTFeature.model_validate_json((tmp_path / "features" / "gpt2-small" / "301.json").read_text())
 
 
 def test_neuronpedia_jsonl_whole_atlas(hostile, sql, tmp_path):
     r = export(hostile[1], tmp_path, "neuronpedia")
-    lines = {k: [json.loads(x) for x in (tmp_path / f"{k}.jsonl").read_text().splitlines()]
-             for k in ("features", "activations", "explanations")}
+    lines = {
+        k: [json.loads(x) for x in (tmp_path / f"{k}.jsonl").read_text().splitlines()]
+        for k in ("features", "activations", "explanations")
+    }
     n_described = sql("SELECT count(*) FROM feature_weightlens WHERE len(description) > 0")[0][0]
     assert len(lines["features"]) == r.features == sql("SELECT count(*) FROM features")[0][0] == 256
     assert len(lines["activations"]) == r.activations == sql("SELECT count(*) FROM examples")[0][0]
@@ -154,8 +162,17 @@ def test_export_cli_selection_and_errors(hostile, cli, tmp_path):
     assert "exported 5 features" in p.stdout
     rows = [json.loads(x) for x in (tmp_path / "features.jsonl").read_text().splitlines()]
     assert [x["index"] for x in rows] == ["0", "1", "2", "3", "4"] and {x["layer"] for x in rows} == {"2-synth"}
-    bad = cli("export", "circuit-tracer", "--db", str(hostile[1]), "--out", str(tmp_path / "x"),
-              "--feature", "gpt2-small/2-synth/9999", check=False)
+    bad = cli(
+        "export",
+        "circuit-tracer",
+        "--db",
+        str(hostile[1]),
+        "--out",
+        str(tmp_path / "x"),
+        "--feature",
+        "gpt2-small/2-synth/9999",
+        check=False,
+    )
     assert bad.returncode != 0 and "gpt2-small/2-synth/9999" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stderr
     with pytest.raises(NotFoundError, match="layers"):

@@ -81,7 +81,7 @@ def test_planted_tokens_edges_isolation_and_inheritance(planted):
     # input tokens: exactly the planted ones, strongest first; isolation keeps T_A, rejects T_R
     assert sorted(_rows(r0.inputs, 0, ("token", "validated"))) == [(T_A, 1), (T_R, 0)]
     assert _rows(r0.inputs, 1, ("token", "validated")) == [(T_C, 1)]
-    assert _rows(r0.inputs, 2, ("token", "validated")) == [(T_A, 0)]          # never fires: rejected
+    assert _rows(r0.inputs, 2, ("token", "validated")) == [(T_A, 0)]  # never fires: rejected
     # output tokens: exactly the planted promoted / suppressed ones
     for f in (0, 1):
         assert _rows(r0.promoted, f) == [(T_P,)]
@@ -100,10 +100,10 @@ def test_planted_tokens_edges_isolation_and_inheritance(planted):
     assert r1.description.lists()[0] == [T_A]
     fires_on_r = tset[1].encode(_hook_in(model, tset, 1, [[bos_token_id(model), T_R]])[0, 1])[0] > 0
     assert fires_on_r, "premise: (1, 0) fires on T_R, so its absence is the validated-only rule"
-    assert r1.validation_soft[0] == pytest.approx(0.5)                         # T_A fired, T_C did not
+    assert r1.validation_soft[0] == pytest.approx(0.5)  # T_A fired, T_C did not
     assert r0.validated[0] and r0.validated[1] and r1.validated[0]
     assert not r0.validated[2] and r0.description.lists()[2] == []
-    assert np.isnan(r0.validation_soft[0])                                     # layer 0 inherits nothing
+    assert np.isnan(r0.validation_soft[0])  # layer 0 inherits nothing
     # relative contribution = |c| / (Σ|s| + Σ|c|), checked by hand for one edge
     W_E = model.W_E.double()
     s_abs = (W_E @ tset[1].W_enc[:, 0].double()).abs().sum()
@@ -114,8 +114,13 @@ def test_planted_tokens_edges_isolation_and_inheritance(planted):
 def test_blocking_and_dtype_do_not_change_the_planted_answer(planted):
     model, tset = planted
     a = _run_all(model, tset, WeightLensConfig())
-    b = _run_all(model, tset, WeightLensConfig(feature_block=7, vocab_block=4096, upstream_block=50,
-                                               forward_batch_tokens=64, dtype="bfloat16"))
+    b = _run_all(
+        model,
+        tset,
+        WeightLensConfig(
+            feature_block=7, vocab_block=4096, upstream_block=50, forward_batch_tokens=64, dtype="bfloat16"
+        ),
+    )
     for layer in (0, 1):
         assert a[layer].description.lists()[:3] == b[layer].description.lists()[:3]
         assert (a[layer].edges["dst"] == 0).sum() == (b[layer].edges["dst"] == 0).sum()
@@ -130,15 +135,16 @@ def test_edge_variants_scopes_and_full_zscores(planted):
     model = copy.deepcopy(model)
     with torch.no_grad():
         model.blocks[1].ln2.w.copy_(torch.linspace(0.5, 1.5, 64))
-    cfg = WeightLensConfig(edge_variant="ln_centered", edge_scope="per_layer", edge_sign="absolute",
-                           token_zmode="full", edge_zmode="full")
+    cfg = WeightLensConfig(
+        edge_variant="ln_centered", edge_scope="per_layer", edge_sign="absolute", token_zmode="full", edge_zmode="full"
+    )
     r0 = weightlens_layer(model, tset, 0, cfg, {})
     r1 = weightlens_layer(model, tset, 1, cfg, {0: r0.description})
     assert sorted(_rows(r0.inputs, 0)) == sorted([(T_A,), (T_R,)])
     e = r1.edges
     into = sorted((int(e["src_layer"][i]), int(e["src_idx"][i])) for i in np.nonzero(e["dst"] == 0)[0])
     assert into == [(0, 0), (0, 1)]
-    want = (10 - 10 / 64) * float(model.blocks[1].ln2.w[5])              # (W_dec − mean) · (w ⊙ e5)
+    want = (10 - 10 / 64) * float(model.blocks[1].ln2.w[5])  # (W_dec − mean) · (w ⊙ e5)
     assert np.allclose(e["weight"][e["dst"] == 0], want, rtol=1e-5)
     raw = weightlens_layer(model, tset, 1, WeightLensConfig(), {0: r0.description}).edges
     assert np.allclose(raw["weight"][raw["dst"] == 0], 10.0, rtol=1e-5)
@@ -158,7 +164,7 @@ def _naive_outliers(scores: torch.Tensor, k: int, thr: float, positive: bool = F
 
 def _fires(model, tc, layer, seq, feat):
     _, cache = model.run_with_cache(torch.tensor([seq]), names_filter=tc.hook_in, stop_at_layer=layer + 1)
-    return (tc.encode(cache[tc.hook_in][0])[:, feat] > 0).tolist()               # per position
+    return (tc.encode(cache[tc.hook_in][0])[:, feat] > 0).tolist()  # per position
 
 
 def naive_weightlens(model, tset, cfg):
@@ -182,8 +188,10 @@ def naive_weightlens(model, tset, cfg):
                 c = torch.cat([tset[l].W_dec.double() @ enc for l in ups])
                 ids = [(l, j) for l in ups for j in range(tset[l].d_sae)]
                 total = s.abs().sum() + c.abs().sum()
-                edges = [(ids[j], float(c[j]), float(c[j].abs() / total))
-                         for j in _naive_outliers(c, cfg.edge_pool, cfg.edge_z, positive=True)]
+                edges = [
+                    (ids[j], float(c[j]), float(c[j].abs() / total))
+                    for j in _naive_outliers(c, cfg.edge_pool, cfg.edge_z, positive=True)
+                ]
             desc = list(valid)
             offered, fired = [], []
             for (l, j), _, _ in edges:
@@ -200,16 +208,32 @@ def naive_weightlens(model, tset, cfg):
             D[(layer, f)] = desc
             validated = bool(desc) and any(_fires(model, tc, layer, [bos, *desc], f)[1:])
             soft = len(fired) / len(offered) if offered else float("nan")
-            out[(layer, f)] = dict(cands=cands, valid=valid, promoted=promoted, suppressed=suppressed,
-                                   edges=edges, desc=desc, validated=validated, soft=soft)
+            out[(layer, f)] = dict(
+                cands=cands,
+                valid=valid,
+                promoted=promoted,
+                suppressed=suppressed,
+                edges=edges,
+                desc=desc,
+                validated=validated,
+                soft=soft,
+            )
     return out
 
 
 def test_agrees_with_a_plain_per_feature_computation_to_the_last_token_and_edge(tiny_model):
     tset = random_transcoder_set(tiny_model, d_sae=24, seed=3, init="fan_in")
     # low thresholds, so that many tokens, edges and inheritances are selected and compared
-    cfg = WeightLensConfig(input_z=3.5, output_z=3.5, edge_z=1.5, edge_pool=30, dtype="float64", feature_block=16,
-                           vocab_block=10000, inherit_layers="all")
+    cfg = WeightLensConfig(
+        input_z=3.5,
+        output_z=3.5,
+        edge_z=1.5,
+        edge_pool=30,
+        dtype="float64",
+        feature_block=16,
+        vocab_block=10000,
+        inherit_layers="all",
+    )
     fast = _run_all(tiny_model, tset, cfg)
     slow = naive_weightlens(tiny_model, tset, cfg)
     n_edges = n_inherited = 0
@@ -243,7 +267,7 @@ def test_streaming_pool_equals_one_shot_topk_and_full_mode_z():
     S = torch.randn(5, 1000, generator=gen, dtype=torch.float64)
     pool = StreamingTopK(5, 50, moments=True)
     for c0 in range(0, 1000, 128):
-        pool.update(S[:, c0:c0 + 128], torch.arange(c0, min(c0 + 128, 1000)))
+        pool.update(S[:, c0 : c0 + 128], torch.arange(c0, min(c0 + 128, 1000)))
     v, i = torch.topk(S, 50, dim=1)
     assert torch.equal(pool.ids, i) and torch.equal(pool.values, v)
     assert torch.allclose(pool.abs_sum, S.abs().sum(1))
@@ -257,8 +281,14 @@ def test_streaming_pool_equals_one_shot_topk_and_full_mode_z():
 
 def test_postprocessing_normalizes_lemmatizes_and_groups():
     assert postprocess([" Dogs", " dog", "Running", " ran", "...", "..", " ", "cats,", " Cat", "!"]) == [
-        "dog", "running", "run", "...", "cat", "!"]
-    assert group_terms(["color", "colour", "colors"]) == ["color"]        # ratio > 0.85 joins the group
+        "dog",
+        "running",
+        "run",
+        "...",
+        "cat",
+        "!",
+    ]
+    assert group_terms(["color", "colour", "colors"]) == ["color"]  # ratio > 0.85 joins the group
     assert group_terms(["!!", "?"]) == ["!!", "?"]
 
 
@@ -274,12 +304,14 @@ def test_bad_settings_are_named(tiny_model):
 def test_inheritance_layers_follow_the_model_family(tiny_model):
     from atlas.lens.weightlens import inherit_from, resolve_bos
 
-    assert inherit_from(WeightLensConfig(), tiny_model, [0, 1, 2]) == {0, 1, 2}          # not GPT-2: all
+    assert inherit_from(WeightLensConfig(), tiny_model, [0, 1, 2]) == {0, 1, 2}  # not GPT-2: all
     gpt2 = tiny_model.cfg.__class__(**{**tiny_model.cfg.to_dict(), "original_architecture": "GPT2LMHeadModel"})
     assert inherit_from(WeightLensConfig(), type("M", (), {"cfg": gpt2})(), [0, 1, 2]) == {0}
     assert inherit_from(WeightLensConfig(inherit_layers="all"), type("M", (), {"cfg": gpt2})(), [3, 4]) == {3, 4}
     assert inherit_from(WeightLensConfig(inherit_layers="layer0"), tiny_model, [3, 4]) == {3}
-    assert resolve_bos(WeightLensConfig(), tiny_model) == 50256 and resolve_bos(WeightLensConfig(bos="2"), tiny_model) == 2
+    assert (
+        resolve_bos(WeightLensConfig(), tiny_model) == 50256 and resolve_bos(WeightLensConfig(bos="2"), tiny_model) == 2
+    )
 
 
 def test_a_description_longer_than_the_context_is_validated_on_its_first_n_ctx_tokens(tiny_model):
@@ -289,9 +321,9 @@ def test_a_description_longer_than_the_context_is_validated_on_its_first_n_ctx_t
     tset = random_transcoder_set(tiny_model, d_sae=8, seed=3)
     n_ctx, bos = tiny_model.cfg.n_ctx, bos_token_id(tiny_model)
     rng = np.random.default_rng(0)
-    long = rng.integers(1, tiny_model.cfg.d_vocab, size=n_ctx + 7)            # feature 0: too long
-    short = long[: n_ctx - 1]                                                # feature 1: the part that fits
+    long = rng.integers(1, tiny_model.cfg.d_vocab, size=n_ctx + 7)  # feature 0: too long
+    short = long[: n_ctx - 1]  # feature 1: the part that fits
     desc = Ragged(feat=np.repeat([0, 1], [len(long), len(short)]), token=np.concatenate([long, short]), d_sae=8)
     got = validate(tiny_model, tset[0], 0, bos, desc, batch_tokens=4 * n_ctx)
-    assert got[0] == got[1]                       # the cut description reads exactly as its first n_ctx tokens
-    assert not got[2:].any()                      # features without a description are never validated
+    assert got[0] == got[1]  # the cut description reads exactly as its first n_ctx tokens
+    assert not got[2:].any()  # features without a description are never validated

@@ -21,8 +21,17 @@ from atlas.ids import split_fid
 from tests.factories import random_transcoder_set
 
 # low thresholds, so that many tokens, links and inherited tokens are compared
-CFG = dict(input_pool=1000, input_z=3.0, output_pool=1000, output_z=3.5, edge_pool=16, edge_z=1.6,
-           dtype="float64", feature_block=20, vocab_block=40000)
+CFG = dict(
+    input_pool=1000,
+    input_z=3.0,
+    output_pool=1000,
+    output_z=3.5,
+    edge_pool=16,
+    edge_z=1.6,
+    dtype="float64",
+    feature_block=20,
+    vocab_block=40000,
+)
 
 
 # ---- the two models ------------------------------------------------------------------------------
@@ -52,9 +61,21 @@ def gpt2_shaped():
 
     from atlas.models import gpt2_tokenizer
 
-    cfg = HookedTransformerConfig(n_layers=3, d_model=64, d_head=16, n_heads=4, d_mlp=256, d_vocab=50257, n_ctx=1024,
-                                  act_fn="gelu_new", normalization_type="LN", model_name="gpt2-shaped",
-                                  original_architecture="GPT2LMHeadModel", seed=0, default_prepend_bos=True)
+    cfg = HookedTransformerConfig(
+        n_layers=3,
+        d_model=64,
+        d_head=16,
+        n_heads=4,
+        d_mlp=256,
+        d_vocab=50257,
+        n_ctx=1024,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        model_name="gpt2-shaped",
+        original_architecture="GPT2LMHeadModel",
+        seed=0,
+        default_prepend_bos=True,
+    )
     model = HookedTransformer(cfg, tokenizer=gpt2_tokenizer()).eval()
     _perturb_norms_and_biases(model, 1)
     return model, _silence(random_transcoder_set(model, d_sae=32, seed=2, init="fan_in"))
@@ -70,11 +91,25 @@ def gemma_shaped():
     if not path.is_dir():
         pytest.skip(f"the Gemma 3 tokenizer is built by `atlas assets` ({path} is missing)")
     tok = AutoTokenizer.from_pretrained(str(path))
-    cfg = HookedTransformerConfig(n_layers=3, d_model=64, d_head=16, n_heads=4, n_key_value_heads=2, d_mlp=128,
-                                  d_vocab=len(tok), n_ctx=1024, act_fn="gelu_pytorch_tanh", normalization_type="RMS",
-                                  positional_embedding_type="rotary", rotary_dim=16, gated_mlp=True,
-                                  use_normalization_before_and_after=True, model_name="gemma-shaped",
-                                  original_architecture="Gemma3ForCausalLM", seed=0)
+    cfg = HookedTransformerConfig(
+        n_layers=3,
+        d_model=64,
+        d_head=16,
+        n_heads=4,
+        n_key_value_heads=2,
+        d_mlp=128,
+        d_vocab=len(tok),
+        n_ctx=1024,
+        act_fn="gelu_pytorch_tanh",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=16,
+        gated_mlp=True,
+        use_normalization_before_and_after=True,
+        model_name="gemma-shaped",
+        original_architecture="Gemma3ForCausalLM",
+        seed=0,
+    )
     model = HookedTransformer(cfg, tokenizer=tok).eval()
     _perturb_norms_and_biases(model, 3)
     tset = _silence(random_transcoder_set(model, d_sae=32, seed=4, kind="jumprelu", init="fan_in"))
@@ -117,7 +152,7 @@ def authors_weightlens(model, tset, family):
             r["inputs"] = top
             r["input_scores"] = tv[_outliers(tv, CFG["input_z"])[0]].tolist()
             r["negative"] = bi[_outliers(bv, CFG["input_z"])[1]].tolist()
-            r["act"] = [float(_acts(model, tc, layer, [2, t])[-1, f]) for t in top]       # prefix 2, always
+            r["act"] = [float(_acts(model, tc, layer, [2, t])[-1, f]) for t in top]  # prefix 2, always
             # output logits
             u = dec @ W_U
             uv, ui = torch.topk(u, CFG["output_pool"], sorted=True)
@@ -150,7 +185,7 @@ def authors_weightlens(model, tset, family):
                 soft.extend(up)
                 ids = [tok(x).input_ids[-1] for x in up]
                 a = _acts(model, tc, layer, ([bos] if bos is not None else []) + ids)
-                a = a[1 if bos is not None else 0:, f]
+                a = a[1 if bos is not None else 0 :, f]
                 added = np.array(up)[a.numpy() > 0].tolist()
                 desc.extend(added)
                 n_inherited += len(added)
@@ -159,13 +194,13 @@ def authors_weightlens(model, tset, family):
                 soft = np.unique(soft).tolist()
                 ids = [tok(x).input_ids[-1] for x in desc]
                 a = _acts(model, tc, layer, ([bos] if bos is not None else []) + ids)
-                r["validation"] = float(a[1 if bos is not None else 0:, f].sum()) > 0
+                r["validation"] = float(a[1 if bos is not None else 0 :, f].sum()) > 0
             else:
                 desc = None
                 r["validation"] = False
             if soft:
                 ids = [tok(x).input_ids[-1] for x in soft]
-                a = _acts(model, tc, layer, ([bos] if bos is not None else []) + ids)[1 if bos is not None else 0:, f]
+                a = _acts(model, tc, layer, ([bos] if bos is not None else []) + ids)[1 if bos is not None else 0 :, f]
                 r["validation_soft"] = float((a > 0).sum()) / len(a) if len(a) else 0.0
             else:
                 r["validation_soft"] = 0.0
@@ -182,13 +217,18 @@ def _stored(path, tset):
     with duckdb.connect(str(path), read_only=True) as con:
         sid = dict(con.execute("SELECT layer, sid FROM sources").fetchall())
         layer_of = {s: l for l, s in sid.items()}
-        toks = con.execute("SELECT fid, side, token_id, token, score, validated FROM feature_tokens "
-                           "ORDER BY fid, side, rank").fetchall()
-        feats = con.execute("SELECT fid, validated, validation_soft, n_description_tokens, n_upstream "
-                            "FROM feature_weightlens").fetchall()
+        toks = con.execute(
+            "SELECT fid, side, token_id, token, score, validated FROM feature_tokens ORDER BY fid, side, rank"
+        ).fetchall()
+        feats = con.execute(
+            "SELECT fid, validated, validation_soft, n_description_tokens, n_upstream FROM feature_weightlens"
+        ).fetchall()
         edges = con.execute("SELECT src_fid, dst_fid, weight, rel_contribution FROM edges").fetchall()
         profile = con.execute("SELECT DISTINCT profile FROM ingest_runs").fetchall()
-    key = lambda fid: (layer_of[split_fid(fid).sid], split_fid(fid).idx)
+
+    def key(fid):
+        return (layer_of[split_fid(fid).sid], split_fid(fid).idx)
+
     for layer in tset.layer_ids:
         for f in range(tset[layer].d_sae):
             out[(layer, f)] = {"tokens": {}, "edges": {}}
@@ -208,7 +248,7 @@ def test_reference_profile_agrees_with_the_authors_steps_on_every_field(shape, f
     from ingest.weightlens import run_weightlens
 
     model, tset = shape()
-    assert infer_family(model) == family                              # 'auto' picks the family
+    assert infer_family(model) == family  # 'auto' picks the family
     cfg = WeightLensConfig(profile="reference", **CFG)
     run_weightlens(model, tset, tmp_path / "a.duckdb", cfg, model_id=family)
     got, profile = _stored(tmp_path / "a.duckdb", tset)
@@ -279,9 +319,12 @@ def test_reference_resume_reads_upstream_description_strings_back(tiny_model, tm
 
     def rows():
         with duckdb.connect(str(path), read_only=True) as con:
-            return (con.execute("SELECT fid, side, rank, token_id, token FROM feature_tokens ORDER BY ALL").fetchall(),
-                    con.execute("SELECT fid, validated, validation_soft, description FROM feature_weightlens "
-                                "ORDER BY fid").fetchall())
+            return (
+                con.execute("SELECT fid, side, rank, token_id, token FROM feature_tokens ORDER BY ALL").fetchall(),
+                con.execute(
+                    "SELECT fid, validated, validation_soft, description FROM feature_weightlens ORDER BY fid"
+                ).fetchall(),
+            )
 
     first = rows()
     with db.AtlasWriter(path) as w:

@@ -55,8 +55,8 @@ def missing_vendor() -> list[str]:
 
 @dataclass(frozen=True)
 class ExampleQuery:
-    name: str      # file stem, e.g. 'drivers_via'
-    title: str     # the file's first comment line
+    name: str  # file stem, e.g. 'drivers_via'
+    title: str  # the file's first comment line
     query: str
 
 

@@ -31,6 +31,7 @@ SEARCH_PAGE = 20
 
 # ---- arguments -------------------------------------------------------------------------------
 
+
 def _int(params: dict, name: str, default: int, lo: int, hi: int) -> int:
     raw = params.get(name)
     if raw is None or raw == "":
@@ -81,7 +82,7 @@ def _json(text):
 
 # ---- index -------------------------------------------------------------------------------------
 
-_LAYERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # Version -> (models, layers)
+_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Version -> (models, layers)
 _LAYERS_LOCK = threading.Lock()
 
 
@@ -110,8 +111,16 @@ def _layers(ctx: Context) -> tuple[list, list]:
     for r in ctx.rows(queries.COVERAGE, {"model": None}):
         q = quality.get((r["model_id"], r["source_id"]), {})
         n = r["n_features"] or 1
-        layers.append({**r, "fve": q.get("fve"), "l0": q.get("l0"), "dead_share": q.get("dead_share"),
-                       "coverage": r["n_described"] / n, "validated_share": r["n_validated"] / n})
+        layers.append(
+            {
+                **r,
+                "fve": q.get("fve"),
+                "l0": q.get("l0"),
+                "dead_share": q.get("dead_share"),
+                "coverage": r["n_described"] / n,
+                "validated_share": r["n_validated"] / n,
+            }
+        )
     return ctx.rows(sql.MODELS), layers
 
 
@@ -127,21 +136,34 @@ def search(ctx: Context, q: str, params: dict) -> dict:
             result["id"] = ctx.catalog.public_id(ctx.catalog.fid(q.strip()))
         except NotFoundError as exc:
             result["id_error"] = str(exc)
-    titles = {"readers": "features that read the token",
-              "writers": "features that write (promote or suppress) the token",
-              "text": "features whose description or explanation contains the text"}
+    titles = {
+        "readers": "features that read the token",
+        "writers": "features that write (promote or suppress) the token",
+        "text": "features whose description or explanation contains the text",
+    }
     sections = []
     for name in ("readers", "writers", "text"):
         if by in ("all", name):
-            rows = (ctx.rows(sql.TEXT_MATCHES, {"after": after, "text": q, "limit": first + 1}) if name == "text"
-                    else token_search(ctx, name, q, after, first + 1))
+            rows = (
+                ctx.rows(sql.TEXT_MATCHES, {"after": after, "text": q, "limit": first + 1})
+                if name == "text"
+                else token_search(ctx, name, q, after, first + 1)
+            )
             sections.append((name, titles[name], rows))
     labels = _labels(ctx, [r["fid"] for _, _, rows in sections for r in rows[:first]])
     for name, title, rows in sections:
-        items = [{**_node(ctx, r["fid"], labels), **({"side": r["side"], "score": r["score"]} if "side" in r else {})}
-                 for r in rows[:first]]
-        result["sections"].append({"by": name, "title": title, "features": items,
-                                   "next_after": rows[first - 1]["fid"] if len(rows) > first else None})
+        items = [
+            {**_node(ctx, r["fid"], labels), **({"side": r["side"], "score": r["score"]} if "side" in r else {})}
+            for r in rows[:first]
+        ]
+        result["sections"].append(
+            {
+                "by": name,
+                "title": title,
+                "features": items,
+                "next_after": rows[first - 1]["fid"] if len(rows) > first else None,
+            }
+        )
     return result
 
 
@@ -163,6 +185,7 @@ def token_search(ctx: Context, by: str, token: str, after: int, n: int) -> list[
 
 # ---- feature page --------------------------------------------------------------------------------
 
+
 def feature(ctx: Context, path: dict, params: dict) -> dict:
     fid = _path_fid(ctx, path)
     lim = ctx.limits
@@ -177,29 +200,56 @@ def feature(ctx: Context, path: dict, params: dict) -> dict:
     token_rows = ctx.rows(sql.FEATURE_TOKENS, {"fid": fid, "limit": tokens_n})
     toks = [r for r in token_rows if r["side"] == "input"]
     outs = [r for r in token_rows if r["side"] != "input"]
-    example_rows = ctx.rows(sql.EXAMPLES_PAGES, {"fid": fid, "limit": EXAMPLES_PER_PAGE + 1,
-                                                "top_offset": top_page * EXAMPLES_PER_PAGE,
-                                                "quantile_offset": q_page * EXAMPLES_PER_PAGE})
+    example_rows = ctx.rows(
+        sql.EXAMPLES_PAGES,
+        {
+            "fid": fid,
+            "limit": EXAMPLES_PER_PAGE + 1,
+            "top_offset": top_page * EXAMPLES_PER_PAGE,
+            "quantile_offset": q_page * EXAMPLES_PER_PAGE,
+        },
+    )
 
     def examples(kind_: str, page_no: int) -> dict:
         rows = [r for r in example_rows if r["kind"] == kind_]
-        return {"page": page_no, "per_page": EXAMPLES_PER_PAGE, "has_next": len(rows) > EXAMPLES_PER_PAGE,
-                "items": [_example(r) for r in rows[:EXAMPLES_PER_PAGE]]}
+        return {
+            "page": page_no,
+            "per_page": EXAMPLES_PER_PAGE,
+            "has_next": len(rows) > EXAMPLES_PER_PAGE,
+            "items": [_example(r) for r in rows[:EXAMPLES_PER_PAGE]],
+        }
 
     cluster_rows = ctx.rows(queries.FEATURE_CLUSTERS, {"fid": fid})
     members: dict[int, list] = {}
     for r in ctx.rows(sql.CLUSTER_MEMBERS, {"fid": fid, "per_cluster": MEMBERS_PER_CLUSTER}) if cluster_rows else []:
         members.setdefault(r["label"], []).append(_example(r))
-    clusters = [{"label": r["label"], "n_examples": r["n_examples"], "contributors": _json(r["contributors"]),
-                 "summary": _json(r["summary"]), "members": members.get(r["label"], [])} for r in cluster_rows]
+    clusters = [
+        {
+            "label": r["label"],
+            "n_examples": r["n_examples"],
+            "contributors": _json(r["contributors"]),
+            "summary": _json(r["summary"]),
+            "members": members.get(r["label"], []),
+        }
+        for r in cluster_rows
+    ]
     explanation_rows = ctx.rows(queries.FEATURE_EXPLANATIONS, {"fid": fid})
     scores: dict[Any, list] = {}  # the page shows the scores of explanations only
     for r in ctx.rows(queries.FEATURE_SCORES, {"fid": fid, "explanation_id": None}) if explanation_rows else []:
         scores.setdefault(r["explanation_id"], []).append(
-            {"method": r["method"], "metric": r["metric"], "value": r["value"], "data": r["data"]})
-    explanations = [{"id": r["explanation_id"], "cluster_label": r["cluster_label"], "method": r["method"],
-                     "text": r["text"], "tokens": r["tokens"], "scores": scores.get(r["explanation_id"], [])}
-                    for r in explanation_rows]
+            {"method": r["method"], "metric": r["metric"], "value": r["value"], "data": r["data"]}
+        )
+    explanations = [
+        {
+            "id": r["explanation_id"],
+            "cluster_label": r["cluster_label"],
+            "method": r["method"],
+            "text": r["text"],
+            "tokens": r["tokens"],
+            "scores": scores.get(r["explanation_id"], []),
+        }
+        for r in explanation_rows
+    ]
     up = graph.neighbours(ctx, fid, True, kind, None, 0, 0.0, None, top)
     down = graph.neighbours(ctx, fid, False, kind, None, 0, 0.0, None, top)
     labels = _labels(ctx, [e.src for e in up] + [e.dst for e in down])
@@ -210,20 +260,48 @@ def feature(ctx: Context, path: dict, params: dict) -> dict:
             u["id"] = f"{src.model_id}/{src.source_id}/{u.get('index')}" if src is not None else None
     stats = None
     if core["n_tokens"] is not None:
-        stats = {k: core[k] for k in ("n_tokens", "n_active", "frequency", "max_act", "mean_act", "quantiles",
-                                      "quantile_levels", "hist_edges", "hist_counts")}
+        stats = {
+            k: core[k]
+            for k in (
+                "n_tokens",
+                "n_active",
+                "frequency",
+                "max_act",
+                "mean_act",
+                "quantiles",
+                "quantile_levels",
+                "hist_edges",
+                "hist_counts",
+            )
+        }
     return {
-        "page": "feature", "id": cat.public_id(fid), "model": s.model_id, "source": s.source_id, "layer": s.layer,
-        "index": split_fid(fid).idx, "description": core["description"] or [], "validated": core["validated"],
-        "validation_soft": core["validation_soft"], "n_input_tokens": core["n_input_tokens"], "stats": stats,
-        "input_tokens": [_token(r) for r in toks], "output_tokens": [_token(r) for r in outs],
+        "page": "feature",
+        "id": cat.public_id(fid),
+        "model": s.model_id,
+        "source": s.source_id,
+        "layer": s.layer,
+        "index": split_fid(fid).idx,
+        "description": core["description"] or [],
+        "validated": core["validated"],
+        "validation_soft": core["validation_soft"],
+        "n_input_tokens": core["n_input_tokens"],
+        "stats": stats,
+        "input_tokens": [_token(r) for r in toks],
+        "output_tokens": [_token(r) for r in outs],
         "examples": {"top": examples("top", top_page), "quantile": examples("quantile", q_page)},
-        "clusters": clusters, "explanations": explanations,
-        "edges": {"kind": kind, "top": top, "max_top": lim.max_page,
-                  "upstream": [{**_node(ctx, e.src, labels), "weight": e.weight, "rel": e.rel, "variant": e.variant}
-                               for e in up],
-                  "downstream": [{**_node(ctx, e.dst, labels), "weight": e.weight, "rel": e.rel, "variant": e.variant}
-                                 for e in down]},
+        "clusters": clusters,
+        "explanations": explanations,
+        "edges": {
+            "kind": kind,
+            "top": top,
+            "max_top": lim.max_page,
+            "upstream": [
+                {**_node(ctx, e.src, labels), "weight": e.weight, "rel": e.rel, "variant": e.variant} for e in up
+            ],
+            "downstream": [
+                {**_node(ctx, e.dst, labels), "weight": e.weight, "rel": e.rel, "variant": e.variant} for e in down
+            ],
+        },
         "graphql": FEATURE_QUERY.replace("$ID", json.dumps(cat.public_id(fid))),
     }
 
@@ -232,7 +310,8 @@ FEATURE_QUERY = """{ feature(id: $ID) { id description validated stats { frequen
   inputTokens { token score validated } outputTokens { side token score }
   examples(first: 10) { activation tokenStrs acts } clusters { label nExamples contributors summary }
   explanations { method text scores { metric value } }
-  upstream(topK: 10) { weight source { id description } } downstream(topK: 10) { weight target { id description } } } }"""
+  upstream(topK: 10) { weight source { id description } }
+  downstream(topK: 10) { weight target { id description } } } }"""
 
 
 def _token(r: dict) -> dict:
@@ -241,20 +320,36 @@ def _token(r: dict) -> dict:
 
 def _example(r: dict) -> dict:
     acts = [float(a) for a in r["acts"]]
-    return {"id": r["example_id"], "activation": r["activation"], "pos": r["pos"], "window_start": r["window_start"],
-            "token_strs": list(r["token_strs"]), "acts": acts,
-            **({"kind": r["kind"], "bin": r["bin"], "doc_id": r["doc_id"]} if "kind" in r else {})}
+    return {
+        "id": r["example_id"],
+        "activation": r["activation"],
+        "pos": r["pos"],
+        "window_start": r["window_start"],
+        "token_strs": list(r["token_strs"]),
+        "acts": acts,
+        **({"kind": r["kind"], "bin": r["bin"], "doc_id": r["doc_id"]} if "kind" in r else {}),
+    }
 
 
 # ---- circuit views -------------------------------------------------------------------------------
+
 
 def _graph(ctx: Context, edges: list[graph.EdgeRow], focus: list[int]) -> dict:
     fids = sorted(set(focus) | {e.src for e in edges} | {e.dst for e in edges})
     labels = _labels(ctx, fids)
     uniq = {(e.src, e.dst, e.variant): e for e in edges}
-    return {"nodes": [{**_node(ctx, f, labels), "focus": f in focus} for f in fids],
-            "edges": [{"source": ctx.catalog.public_id(e.src), "target": ctx.catalog.public_id(e.dst),
-                       "weight": e.weight, "variant": e.variant} for e in uniq.values()]}
+    return {
+        "nodes": [{**_node(ctx, f, labels), "focus": f in focus} for f in fids],
+        "edges": [
+            {
+                "source": ctx.catalog.public_id(e.src),
+                "target": ctx.catalog.public_id(e.dst),
+                "weight": e.weight,
+                "variant": e.variant,
+            }
+            for e in uniq.values()
+        ],
+    }
 
 
 def drivers(ctx: Context, _path: dict, params: dict) -> dict:
@@ -269,11 +364,27 @@ def drivers(ctx: Context, _path: dict, params: dict) -> dict:
     rows = graph.drivers(ctx, target, via, via_layer, kind, None, SIGNS[sign], top_k, fanout)
     g = _graph(ctx, [e for d in rows for e in (d.first, d.second)], [target] + ([via] if via else []))
     cat = ctx.catalog
-    return {"page": "drivers", "target": cat.public_id(target), "via": cat.public_id(via) if via else None,
-            "viaLayer": via_layer, "kind": kind, "sign": sign, "topK": top_k, "fanout": fanout,
-            "drivers": [{"driver": cat.public_id(d.first.src), "via": cat.public_id(d.first.dst),
-                         "w1": d.first.weight, "w2": d.second.weight, "product": d.product} for d in rows],
-            "graph": g}
+    return {
+        "page": "drivers",
+        "target": cat.public_id(target),
+        "via": cat.public_id(via) if via else None,
+        "viaLayer": via_layer,
+        "kind": kind,
+        "sign": sign,
+        "topK": top_k,
+        "fanout": fanout,
+        "drivers": [
+            {
+                "driver": cat.public_id(d.first.src),
+                "via": cat.public_id(d.first.dst),
+                "w1": d.first.weight,
+                "w2": d.second.weight,
+                "product": d.product,
+            }
+            for d in rows
+        ],
+        "graph": g,
+    }
 
 
 def paths(ctx: Context, _path: dict, params: dict) -> dict:
@@ -288,8 +399,23 @@ def paths(ctx: Context, _path: dict, params: dict) -> dict:
     top_k = _int(params, "topK", 10, 1, lim.max_page)
     found = graph.paths(ctx, source, target, max_hops, kind, None, SIGNS[sign], fanout, beam, top_k)
     cat = ctx.catalog
-    return {"page": "paths", "source": cat.public_id(source), "target": cat.public_id(target), "kind": kind,
-            "sign": sign, "maxHops": max_hops, "fanout": fanout, "beam": beam, "topK": top_k,
-            "paths": [{"score": p.score, "nodes": [cat.public_id(source)] + [cat.public_id(e.dst) for e in p.edges],
-                       "weights": [e.weight for e in p.edges]} for p in found],
-            "graph": _graph(ctx, [e for p in found for e in p.edges], [source, target])}
+    return {
+        "page": "paths",
+        "source": cat.public_id(source),
+        "target": cat.public_id(target),
+        "kind": kind,
+        "sign": sign,
+        "maxHops": max_hops,
+        "fanout": fanout,
+        "beam": beam,
+        "topK": top_k,
+        "paths": [
+            {
+                "score": p.score,
+                "nodes": [cat.public_id(source)] + [cat.public_id(e.dst) for e in p.edges],
+                "weights": [e.weight for e in p.edges],
+            }
+            for p in found
+        ],
+        "graph": _graph(ctx, [e for p in found for e in p.edges], [source, target]),
+    }

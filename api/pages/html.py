@@ -12,8 +12,10 @@ from __future__ import annotations
 import html
 from urllib.parse import quote, urlencode
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 class Html(str):
@@ -33,8 +35,9 @@ VOID = {"br", "input", "meta", "link", "img"}
 
 def tag(name: str, /, *children, **attrs) -> Html:
     """<name attrs>children</name>; attribute names end in '_' to dodge keywords (class_, for_)."""
-    a = "".join(f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items()
-                if v is not None and v is not False)
+    a = "".join(
+        f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items() if v is not None and v is not False
+    )
     if name in VOID:
         return Html(f"<{name}{a}>")
     return Html(f"<{name}{a}>{join(_flatten(children))}</{name}>")
@@ -60,15 +63,30 @@ def feature_href(public_id: str) -> str:
     return href("feature", model, source, index)
 
 
-def page(title: str, *body, json_href: str | None = None, scripts: tuple[str, ...] = (),
-         styles: tuple[str, ...] = ()) -> Html:
-    head = [tag("meta", charset="utf-8"), tag("title", title + " · atlas"),
-            tag("link", rel="stylesheet", href="/assets/atlas.css"),
-            *[tag("link", rel="stylesheet", href=s) for s in styles]]
-    nav = tag("header", tag("a", tag("b", "atlas"), href="/"), tag("a", "GraphiQL", href="/graphql"),
-              tag("a", "JSON of this page", href=json_href, class_="json") if json_href else None,
-              tag("form", tag("input", name="q", placeholder="token, description or feature id", size="36"),
-                  tag("button", "search", type="submit"), action="/", method="get"),
-              class_="top")
-    return Html("<!doctype html>" + tag("html", tag("head", *head),
-                                        tag("body", nav, *body, *[tag("script", src=s) for s in scripts]), lang="en"))
+def page(
+    title: str, *body, json_href: str | None = None, scripts: tuple[str, ...] = (), styles: tuple[str, ...] = ()
+) -> Html:
+    head = [
+        tag("meta", charset="utf-8"),
+        tag("title", title + " · atlas"),
+        tag("link", rel="stylesheet", href="/assets/atlas.css"),
+        *[tag("link", rel="stylesheet", href=s) for s in styles],
+    ]
+    nav = tag(
+        "header",
+        tag("a", tag("b", "atlas"), href="/"),
+        tag("a", "GraphiQL", href="/graphql"),
+        tag("a", "JSON of this page", href=json_href, class_="json") if json_href else None,
+        tag(
+            "form",
+            tag("input", name="q", placeholder="token, description or feature id", size="36"),
+            tag("button", "search", type="submit"),
+            action="/",
+            method="get",
+        ),
+        class_="top",
+    )
+    return Html(
+        "<!doctype html>"
+        + tag("html", tag("head", *head), tag("body", nav, *body, *[tag("script", src=s) for s in scripts]), lang="en")
+    )

@@ -36,8 +36,18 @@ def _error(exc: Exception, as_json: bool) -> Response:
         status, title = 400, "Bad request"
     if as_json:
         return JSONResponse({"error": str(exc)}, status_code=status, headers=SECURITY)
-    return _html(page(title, tag("main", tag("h1", title), tag("p", str(exc), class_="error"),
-                                 tag("p", tag("a", "back to the index", href="/")))), status)
+    return _html(
+        page(
+            title,
+            tag(
+                "main",
+                tag("h1", title),
+                tag("p", str(exc), class_="error"),
+                tag("p", tag("a", "back to the index", href="/")),
+            ),
+        ),
+        status,
+    )
 
 
 def _view(builder, renderer, limits: ApiLimits):
@@ -45,8 +55,7 @@ def _view(builder, renderer, limits: ApiLimits):
         as_json = request.query_params.get("format") == "json"
         ctx = Context(request.scope["atlas_version"], limits)
         try:
-            result = await anyio.to_thread.run_sync(builder, ctx, dict(request.path_params),
-                                                    dict(request.query_params))
+            result = await anyio.to_thread.run_sync(builder, ctx, dict(request.path_params), dict(request.query_params))
         except AtlasError as exc:
             return _error(exc, as_json)
         if as_json:
@@ -58,8 +67,11 @@ def _view(builder, renderer, limits: ApiLimits):
 
 async def graphiql(request: Request) -> Response:
     if "text/html" not in request.headers.get("accept", ""):  # a client, not a browser: queries are POST only
-        return JSONResponse({"error": "GET /graphql serves GraphiQL to browsers; send queries by POST"},
-                            status_code=405, headers=SECURITY)
+        return JSONResponse(
+            {"error": "GET /graphql serves GraphiQL to browsers; send queries by POST"},
+            status_code=405,
+            headers=SECURITY,
+        )
     body, status = graphiql_page(request.query_params.get("example"))
     return _html(body, status)  # GraphiQL 3 runs under the same CSP: no inline script or style
 
@@ -76,9 +88,14 @@ async def vendor(request: Request) -> Response:
     name = request.path_params["name"]
     path = assets.vendor_path(name)
     if path is None:
-        return _error(NotFoundError(f"front-end file {name!r} is not installed (run `make setup`)"
-                                    if name in assets.VENDOR else f"front-end file {name!r} is not one atlas serves"),
-                      False)
+        return _error(
+            NotFoundError(
+                f"front-end file {name!r} is not installed (run `make setup`)"
+                if name in assets.VENDOR
+                else f"front-end file {name!r} is not one atlas serves"
+            ),
+            False,
+        )
     return FileResponse(path, headers={"Cache-Control": "public, max-age=86400", **SECURITY})
 
 

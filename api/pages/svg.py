@@ -25,18 +25,31 @@ def histogram(stats: dict | None) -> Html | None:
     if edges and counts and len(edges) == len(counts) + 1 and max(counts) > 0:
         lo, hi = edges[0], edges[-1]
         span = (hi - lo) or 1.0
-        x = lambda v: pad + (v - lo) / span * (W - 2 * pad)
+
+        def x(v):
+            return pad + (v - lo) / span * (W - 2 * pad)
+
         top = max(counts)
         total = sum(counts)
         density = [c / total / max(edges[i + 1] - edges[i], 1e-12) for i, c in enumerate(counts)]
         dmax = max(density) or 1.0
         for i, c in enumerate(counts):
             bh = c / top * (h - 2 * pad)
-            parts.append(tag("rect", tag("title", f"[{edges[i]:.3g}, {edges[i + 1]:.3g}): {c}"), class_="bar",
-                             x=f"{x(edges[i]):.1f}", y=f"{h - pad - bh:.1f}",
-                             width=f"{max(x(edges[i + 1]) - x(edges[i]) - 1, 1):.1f}", height=f"{bh:.1f}"))
-        pts = " ".join(f"{(x(edges[i]) + x(edges[i + 1])) / 2:.1f},{h - pad - d / dmax * (h - 2 * pad):.1f}"
-                       for i, d in enumerate(density))
+            parts.append(
+                tag(
+                    "rect",
+                    tag("title", f"[{edges[i]:.3g}, {edges[i + 1]:.3g}): {c}"),
+                    class_="bar",
+                    x=f"{x(edges[i]):.1f}",
+                    y=f"{h - pad - bh:.1f}",
+                    width=f"{max(x(edges[i + 1]) - x(edges[i]) - 1, 1):.1f}",
+                    height=f"{bh:.1f}",
+                )
+            )
+        pts = " ".join(
+            f"{(x(edges[i]) + x(edges[i + 1])) / 2:.1f},{h - pad - d / dmax * (h - 2 * pad):.1f}"
+            for i, d in enumerate(density)
+        )
         parts.append(tag("polyline", class_="density", points=pts))
         labels = [(lo, "start"), (hi, "end")]
     else:
@@ -44,19 +57,39 @@ def histogram(stats: dict | None) -> Html | None:
         if not q:
             return None
         lo, hi = 0.0, max(max(q), stats.get("max_act") or 0.0) or 1.0
-        x = lambda v: pad + (v - lo) / (hi - lo) * (W - 2 * pad)
+
+        def x(v):
+            return pad + (v - lo) / (hi - lo) * (W - 2 * pad)
+
         pts = " ".join(f"{x(v):.1f},{h - pad - level * (h - 2 * pad):.1f}" for v, level in zip(q, lv))
         parts.append(tag("polyline", class_="density", points=pts))
         labels = [(lo, "start"), (hi, "end")]
     for v, level in zip(stats.get("quantiles") or [], stats.get("quantile_levels") or []):
         if lo <= v <= hi:
-            parts.append(tag("line", tag("title", f"q{level:g} = {v:.3g}"), class_="axis quantile",
-                             x1=f"{x(v):.1f}", x2=f"{x(v):.1f}", y1=str(h - pad), y2=str(h - pad + 6)))
+            parts.append(
+                tag(
+                    "line",
+                    tag("title", f"q{level:g} = {v:.3g}"),
+                    class_="axis quantile",
+                    x1=f"{x(v):.1f}",
+                    x2=f"{x(v):.1f}",
+                    y1=str(h - pad),
+                    y2=str(h - pad + 6),
+                )
+            )
     parts.append(tag("line", class_="axis", x1=str(pad), x2=str(W - pad), y1=str(h - pad), y2=str(h - pad)))
     for v, anchor in labels:
         parts.append(tag("text", f"{v:.3g}", x=f"{x(v):.1f}", y=str(h - 8), text_anchor=anchor))
-    return tag("svg", *parts, class_="histogram", width=str(W), height=str(h), viewBox=f"0 0 {W} {h}",
-               role="img", aria_label="activation histogram")
+    return tag(
+        "svg",
+        *parts,
+        class_="histogram",
+        width=str(W),
+        height=str(h),
+        viewBox=f"0 0 {W} {h}",
+        role="img",
+        aria_label="activation histogram",
+    )
 
 
 def _order(node: dict) -> tuple[str, int]:
@@ -77,22 +110,49 @@ def layered_graph(g: dict) -> Html | None:
         for i, n in enumerate(row):
             pos[n["id"]] = (pad + (i + 0.5) * (W - pad) / len(row), 20 + r * row_h + nh / 2)
     wmax = max((abs(e["weight"]) for e in edges), default=1.0) or 1.0
-    parts = [tag("text", f"layer {layer}", class_="layerlabel", x="4", y=f"{24 + r * row_h + nh / 2:.0f}")
-             for r, layer in enumerate(layers)]
+    parts = [
+        tag("text", f"layer {layer}", class_="layerlabel", x="4", y=f"{24 + r * row_h + nh / 2:.0f}")
+        for r, layer in enumerate(layers)
+    ]
     for e in edges:
         (x1, y1), (x2, y2) = pos[e["source"]], pos[e["target"]]
-        parts.append(tag("line", tag("title", f"{e['source']} -> {e['target']}: {e['weight']:.4g}"),
-                         class_="edge " + ("pos" if e["weight"] >= 0 else "neg"), x1=f"{x1:.1f}", y1=f"{y1:.1f}",
-                         x2=f"{x2:.1f}", y2=f"{y2:.1f}", stroke_width=f"{1 + 5 * abs(e['weight']) / wmax:.2f}",
-                         data_weight=f"{e['weight']:.6g}"))
+        parts.append(
+            tag(
+                "line",
+                tag("title", f"{e['source']} -> {e['target']}: {e['weight']:.4g}"),
+                class_="edge " + ("pos" if e["weight"] >= 0 else "neg"),
+                x1=f"{x1:.1f}",
+                y1=f"{y1:.1f}",
+                x2=f"{x2:.1f}",
+                y2=f"{y2:.1f}",
+                stroke_width=f"{1 + 5 * abs(e['weight']) / wmax:.2f}",
+                data_weight=f"{e['weight']:.6g}",
+            )
+        )
     for n in nodes:
         x, y = pos[n["id"]]
         label = n["id"].rsplit("/", 1)[1]
-        parts.append(tag("a", tag("g", tag("title", n["id"] + (": " + n["description"] if n["description"] else "")),
-                                  tag("rect", x=f"{x - nw / 2:.1f}", y=f"{y - nh / 2:.1f}", width=str(nw),
-                                      height=str(nh), rx="4"),
-                                  tag("text", label, x=f"{x:.1f}", y=f"{y + 4:.1f}", text_anchor="middle"),
-                                  class_="node" + (" focus" if n.get("focus") else ""), data_id=n["id"]),
-                         href=feature_href(n["id"])))
-    return tag("svg", *parts, class_="circuit", width=str(W), height=str(h), viewBox=f"0 0 {W} {h}",
-               role="img", aria_label="circuit graph")
+        parts.append(
+            tag(
+                "a",
+                tag(
+                    "g",
+                    tag("title", n["id"] + (": " + n["description"] if n["description"] else "")),
+                    tag("rect", x=f"{x - nw / 2:.1f}", y=f"{y - nh / 2:.1f}", width=str(nw), height=str(nh), rx="4"),
+                    tag("text", label, x=f"{x:.1f}", y=f"{y + 4:.1f}", text_anchor="middle"),
+                    class_="node" + (" focus" if n.get("focus") else ""),
+                    data_id=n["id"],
+                ),
+                href=feature_href(n["id"]),
+            )
+        )
+    return tag(
+        "svg",
+        *parts,
+        class_="circuit",
+        width=str(W),
+        height=str(h),
+        viewBox=f"0 0 {W} {h}",
+        role="img",
+        aria_label="circuit graph",
+    )

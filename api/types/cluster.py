@@ -16,9 +16,13 @@ class Cluster:
     summary: JSON | None
 
     @classmethod
-    def from_row(cls, r: dict) -> "Cluster":
-        return cls(label=r["label"], n_examples=r["n_examples"], contributors=_json(r["contributors"]),
-                   summary=_json(r["summary"]))
+    def from_row(cls, r: dict) -> Cluster:
+        return cls(
+            label=r["label"],
+            n_examples=r["n_examples"],
+            contributors=_json(r["contributors"]),
+            summary=_json(r["summary"]),
+        )
 
 
 def _json(text):

@@ -55,5 +55,6 @@ def decode_cursor(cursor: str | None) -> int:
 def page(rows: list, first: int, key, node) -> Connection:
     """Rows fetched with LIMIT first+1 -> a Connection; ``key(row)`` is the cursor key, ``node(row)`` the item."""
     items = [Item(cursor=encode_cursor(key(r)), node=node(r)) for r in rows[:first]]
-    return Connection(edges=items, page_info=PageInfo(has_next_page=len(rows) > first,
-                                                      end_cursor=items[-1].cursor if items else None))
+    return Connection(
+        edges=items, page_info=PageInfo(has_next_page=len(rows) > first, end_cursor=items[-1].cursor if items else None)
+    )

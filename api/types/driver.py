@@ -18,9 +18,11 @@ class Driver:
     product: float = strawberry.field(description="first.weight * second.weight.")
 
     @classmethod
-    def from_row(cls, catalog, d) -> "Driver":
+    def from_row(cls, catalog, d) -> Driver:
         first = Edge.make(catalog, d.first.src, d.first.dst, d.first.kind, d.first.variant, d.first.weight, d.first.rel)
-        second = Edge.make(catalog, d.second.src, d.second.dst, d.second.kind, d.second.variant, d.second.weight,
-                           d.second.rel)
-        return cls(driver=first.source, via=first.target, target=second.target, first=first, second=second,
-                   product=d.product)
+        second = Edge.make(
+            catalog, d.second.src, d.second.dst, d.second.kind, d.second.variant, d.second.weight, d.second.rel
+        )
+        return cls(
+            driver=first.source, via=first.target, target=second.target, first=first, second=second, product=d.product
+        )

@@ -16,12 +16,18 @@ class Edge:
     variant: str
     weight: float
     rel_contribution: float | None = strawberry.field(description="|c| / (sum|s| + sum|c|), WeightLens edges.")
-    source: Annotated["Feature", strawberry.lazy("api.types.feature")]
-    target: Annotated["Feature", strawberry.lazy("api.types.feature")]
+    source: Annotated[Feature, strawberry.lazy("api.types.feature")]
+    target: Annotated[Feature, strawberry.lazy("api.types.feature")]
 
     @classmethod
-    def make(cls, catalog, src: int, dst: int, kind: str, variant: str, weight: float, rel) -> "Edge":
+    def make(cls, catalog, src: int, dst: int, kind: str, variant: str, weight: float, rel) -> Edge:
         from api.types.feature import Feature
 
-        return cls(kind=kind, variant=variant, weight=weight, rel_contribution=rel,
-                   source=Feature.from_fid(catalog, src), target=Feature.from_fid(catalog, dst))
+        return cls(
+            kind=kind,
+            variant=variant,
+            weight=weight,
+            rel_contribution=rel,
+            source=Feature.from_fid(catalog, src),
+            target=Feature.from_fid(catalog, dst),
+        )

@@ -20,7 +20,17 @@ class Example:
     acts: list[float]
 
     @classmethod
-    def from_row(cls, r: dict) -> "Example":
-        return cls(id=strawberry.ID(str(r["example_id"])), kind=r["kind"], bin=r["bin"],
-                   sample_weight=r["sample_weight"], doc_id=r["doc_id"], pos=r["pos"], activation=r["activation"],
-                   window_start=r["window_start"], tokens=r["tokens"], token_strs=r["token_strs"], acts=r["acts"])
+    def from_row(cls, r: dict) -> Example:
+        return cls(
+            id=strawberry.ID(str(r["example_id"])),
+            kind=r["kind"],
+            bin=r["bin"],
+            sample_weight=r["sample_weight"],
+            doc_id=r["doc_id"],
+            pos=r["pos"],
+            activation=r["activation"],
+            window_start=r["window_start"],
+            tokens=r["tokens"],
+            token_strs=r["token_strs"],
+            acts=r["acts"],
+        )

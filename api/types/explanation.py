@@ -29,6 +29,14 @@ class Explanation:
         return [Score.from_row(r) for r in rows]
 
     @classmethod
-    def from_row(cls, fid: int, r: dict) -> "Explanation":
-        return cls(id=strawberry.ID(str(r["explanation_id"])), cluster_label=r["cluster_label"], method=r["method"],
-                   text=r["text"], tokens=r["tokens"], params=_json(r["params"]), created_at=r["created_at"], fid=fid)
+    def from_row(cls, fid: int, r: dict) -> Explanation:
+        return cls(
+            id=strawberry.ID(str(r["explanation_id"])),
+            cluster_label=r["cluster_label"],
+            method=r["method"],
+            text=r["text"],
+            tokens=r["tokens"],
+            params=_json(r["params"]),
+            created_at=r["created_at"],
+            fid=fid,
+        )

@@ -28,10 +28,16 @@ class Feature:
     _core: strawberry.Private[dict | None] = None
 
     @classmethod
-    def from_fid(cls, catalog, fid: int) -> "Feature":
+    def from_fid(cls, catalog, fid: int) -> Feature:
         s = catalog.source(fid)
-        return cls(id=strawberry.ID(catalog.public_id(fid)), model=s.model_id, source=s.source_id, layer=s.layer,
-                   index=split_fid(fid).idx, fid=fid)
+        return cls(
+            id=strawberry.ID(catalog.public_id(fid)),
+            model=s.model_id,
+            source=s.source_id,
+            layer=s.layer,
+            index=split_fid(fid).idx,
+            fid=fid,
+        )
 
     def core(self, info) -> dict:
         """WeightLens and activation statistics, fetched once per feature object however many fields ask."""
@@ -65,8 +71,7 @@ class Feature:
         return self._tokens(info, ["input"], first)
 
     @strawberry.field(description="Output tokens (f_dec W_U), promoted and/or suppressed, strongest first.")
-    def output_tokens(self, info: strawberry.Info, side: OutputSide = OutputSide.BOTH,
-                            first: int = 10) -> list[Token]:
+    def output_tokens(self, info: strawberry.Info, side: OutputSide = OutputSide.BOTH, first: int = 10) -> list[Token]:
         sides = ["promoted", "suppressed"] if side == OutputSide.BOTH else [side.value]
         return self._tokens(info, sides, first)
 
@@ -96,19 +101,32 @@ class Feature:
         return [Score.from_row(r) for r in rows]
 
     @strawberry.field(description="Edges into this feature from upstream features, strongest |weight| first.")
-    def upstream(self, info: strawberry.Info, kind: EdgeKind = EdgeKind.VIRTUAL, variant: str | None = None,
-                       sign: Sign = Sign.ANY, min_weight: float = 0.0, layers: list[int] | None = None,
-                       top_k: int = 10) -> list[Edge]:
+    def upstream(
+        self,
+        info: strawberry.Info,
+        kind: EdgeKind = EdgeKind.VIRTUAL,
+        variant: str | None = None,
+        sign: Sign = Sign.ANY,
+        min_weight: float = 0.0,
+        layers: list[int] | None = None,
+        top_k: int = 10,
+    ) -> list[Edge]:
         return self._edges(info, True, kind, variant, sign, min_weight, layers, top_k)
 
     @strawberry.field(description="Edges from this feature to downstream features, strongest |weight| first.")
-    def downstream(self, info: strawberry.Info, kind: EdgeKind = EdgeKind.VIRTUAL, variant: str | None = None,
-                         sign: Sign = Sign.ANY, min_weight: float = 0.0, layers: list[int] | None = None,
-                         top_k: int = 10) -> list[Edge]:
+    def downstream(
+        self,
+        info: strawberry.Info,
+        kind: EdgeKind = EdgeKind.VIRTUAL,
+        variant: str | None = None,
+        sign: Sign = Sign.ANY,
+        min_weight: float = 0.0,
+        layers: list[int] | None = None,
+        top_k: int = 10,
+    ) -> list[Edge]:
         return self._edges(info, False, kind, variant, sign, min_weight, layers, top_k)
 
     def _edges(self, info, upstream, kind, variant, sign, min_weight, layers, top_k) -> list[Edge]:
         ctx = info.context
-        rows = graph.neighbours(ctx, self.fid, upstream, kind.value, variant, sign.value, min_weight, layers,
-                                      top_k)
+        rows = graph.neighbours(ctx, self.fid, upstream, kind.value, variant, sign.value, min_weight, layers, top_k)
         return [Edge.make(ctx.catalog, e.src, e.dst, e.kind, e.variant, e.weight, e.rel) for e in rows]

@@ -16,7 +16,6 @@ class Path:
     hops: int
 
     @classmethod
-    def from_row(cls, catalog, p) -> "Path":
+    def from_row(cls, catalog, p) -> Path:
         edges = [Edge.make(catalog, e.src, e.dst, e.kind, e.variant, e.weight, e.rel) for e in p.edges]
-        return cls(features=[edges[0].source] + [e.target for e in edges], edges=edges, score=p.score,
-                   hops=len(edges))
+        return cls(features=[edges[0].source] + [e.target for e in edges], edges=edges, score=p.score, hops=len(edges))

@@ -19,8 +19,14 @@ class Score:
     params: JSON | None
 
     @classmethod
-    def from_row(cls, r: dict) -> "Score":
+    def from_row(cls, r: dict) -> Score:
         eid = r["explanation_id"]
-        return cls(id=strawberry.ID(str(r["score_id"])), explanation_id=None if eid is None else strawberry.ID(str(eid)),
-                   method=r["method"], metric=r["metric"], value=r["value"], data=r["data"],
-                   params=_json(r["params"]))
+        return cls(
+            id=strawberry.ID(str(r["score_id"])),
+            explanation_id=None if eid is None else strawberry.ID(str(eid)),
+            method=r["method"],
+            metric=r["metric"],
+            value=r["value"],
+            data=r["data"],
+            params=_json(r["params"]),
+        )

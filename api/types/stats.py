@@ -18,11 +18,25 @@ class FeatureStats:
     hist_counts: list[int] | None
 
     @classmethod
-    def from_row(cls, r: dict) -> "FeatureStats | None":
+    def from_row(cls, r: dict) -> FeatureStats | None:
         if r["n_tokens"] is None:
             return None
-        return cls(**{k: r[k] for k in ("n_tokens", "n_active", "frequency", "max_act", "mean_act", "quantiles",
-                                        "quantile_levels", "hist_edges", "hist_counts")})
+        return cls(
+            **{
+                k: r[k]
+                for k in (
+                    "n_tokens",
+                    "n_active",
+                    "frequency",
+                    "max_act",
+                    "mean_act",
+                    "quantiles",
+                    "quantile_levels",
+                    "hist_edges",
+                    "hist_counts",
+                )
+            }
+        )
 
 
 @strawberry.type(description="How much of one layer (source) the atlas covers.")
@@ -37,7 +51,7 @@ class LayerCoverage:
     n_explained: int
 
     @classmethod
-    def from_row(cls, r: dict) -> "LayerCoverage":
+    def from_row(cls, r: dict) -> LayerCoverage:
         return cls(**r)
 
 

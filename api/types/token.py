@@ -16,9 +16,16 @@ class Token:
     validated: bool | None = strawberry.field(description="Isolation check (input side only).")
 
     @classmethod
-    def from_row(cls, r: dict) -> "Token":
-        return cls(side=r["side"], rank=r["rank"], token_id=r["token_id"], token=r["token"], score=r["score"],
-                   zscore=r["zscore"], validated=r["validated"])
+    def from_row(cls, r: dict) -> Token:
+        return cls(
+            side=r["side"],
+            rank=r["rank"],
+            token_id=r["token_id"],
+            token=r["token"],
+            score=r["score"],
+            zscore=r["zscore"],
+            validated=r["validated"],
+        )
 
 
 from typing import TYPE_CHECKING, Annotated  # noqa: E402
@@ -29,5 +36,5 @@ if TYPE_CHECKING:
 
 @strawberry.type(description="A feature that reads (input side) or writes (output side) a token.")
 class TokenMatch:
-    feature: Annotated["Feature", strawberry.lazy("api.types.feature")]
+    feature: Annotated[Feature, strawberry.lazy("api.types.feature")]
     token: Token

@@ -59,20 +59,20 @@ from atlas.lens.kinds import AttributionKind as Kind
 
 @dataclass(frozen=True)
 class Attribution:
-    layer: int                    # the explained features' layer l
-    feature: torch.Tensor         # [batch] explained feature index
-    pos: torch.Tensor             # [batch] target position t
-    z: torch.Tensor               # [batch] pre-activation in the linearized forward
-    act: torch.Tensor             # [batch] activation a_i[t]
-    bias: torch.Tensor            # [batch] f(0)
-    features: dict[int, torch.Tensor]   # l' -> [batch, pos, d_sae] upstream feature contributions
-    errors: torch.Tensor          # [batch, layer, pos] (layers 0..l-1)
-    token: torch.Tensor           # [batch, pos] token embedding contributions
-    position: torch.Tensor        # [batch, pos] position embedding contributions (0 if none)
-    heads: torch.Tensor           # [batch, layer + 1, n_heads, pos] head view by source position
-    head_totals: torch.Tensor     # [batch, layer + 1] (attn_out[t] - b_O) . dz/dattn_out[t]
-    out_tokens: torch.Tensor      # [batch, n_output] predicted token at t + k (-1 past the end)
-    out_values: torch.Tensor      # [batch, n_output] a f_dec J W_U[:, y]
+    layer: int  # the explained features' layer l
+    feature: torch.Tensor  # [batch] explained feature index
+    pos: torch.Tensor  # [batch] target position t
+    z: torch.Tensor  # [batch] pre-activation in the linearized forward
+    act: torch.Tensor  # [batch] activation a_i[t]
+    bias: torch.Tensor  # [batch] f(0)
+    features: dict[int, torch.Tensor]  # l' -> [batch, pos, d_sae] upstream feature contributions
+    errors: torch.Tensor  # [batch, layer, pos] (layers 0..l-1)
+    token: torch.Tensor  # [batch, pos] token embedding contributions
+    position: torch.Tensor  # [batch, pos] position embedding contributions (0 if none)
+    heads: torch.Tensor  # [batch, layer + 1, n_heads, pos] head view by source position
+    head_totals: torch.Tensor  # [batch, layer + 1] (attn_out[t] - b_O) . dz/dattn_out[t]
+    out_tokens: torch.Tensor  # [batch, n_output] predicted token at t + k (-1 past the end)
+    out_values: torch.Tensor  # [batch, n_output] a f_dec J W_U[:, y]
 
 
 def completeness_gap(att: Attribution) -> torch.Tensor:
@@ -83,8 +83,16 @@ def completeness_gap(att: Attribution) -> torch.Tensor:
     return att.z - total
 
 
-def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tensor, pos: torch.Tensor,
-              n_output: int = 0, lean: bool = True) -> Attribution:
+def attribute(
+    model,
+    tset,
+    tokens: torch.Tensor,
+    layer: int,
+    feature: torch.Tensor,
+    pos: torch.Tensor,
+    n_output: int = 0,
+    lean: bool = True,
+) -> Attribution:
     """Input-side (and, with n_output > 0, output-side) attribution for a batch of examples.
 
     tokens [batch, seq]; feature, pos [batch]: explain feature[b] of ``layer`` at position pos[b].
@@ -102,61 +110,75 @@ def attribute(model, tset, tokens: torch.Tensor, layer: int, feature: torch.Tens
     """
     ctx = AttributionContext(model, tset, tokens, layer, feature, pos, n_output, lean)
     with ctx.install_hooks():
-        obs = ctx.observe()               # 1.-3. the frozen, cut forward and dz/dleaf
-        inputs = ctx.input_side(obs)      # 3. leaf x dz/dleaf
-        heads = ctx.heads(obs)            # 5. heads by source position
-        outputs = ctx.output_side(obs)    # 6. the replay with f_dec pushed at (l, t)
-        bias = ctx.bias()                 # 4. f(0)
-    return Attribution(layer, ctx.feature, ctx.pos, obs.z, obs.act, bias, inputs.features, inputs.errors,
-                       inputs.token, inputs.position, heads.heads, heads.totals, outputs.tokens, outputs.values)
+        obs = ctx.observe()  # 1.-3. the frozen, cut forward and dz/dleaf
+        inputs = ctx.input_side(obs)  # 3. leaf x dz/dleaf
+        heads = ctx.heads(obs)  # 5. heads by source position
+        outputs = ctx.output_side(obs)  # 6. the replay with f_dec pushed at (l, t)
+        bias = ctx.bias()  # 4. f(0)
+    return Attribution(
+        layer,
+        ctx.feature,
+        ctx.pos,
+        obs.z,
+        obs.act,
+        bias,
+        inputs.features,
+        inputs.errors,
+        inputs.token,
+        inputs.position,
+        heads.heads,
+        heads.totals,
+        outputs.tokens,
+        outputs.values,
+    )
 
 
 class InputSide(NamedTuple):
-    features: dict[int, torch.Tensor]   # l' -> [batch, pos, d_sae] upstream feature contributions
-    errors: torch.Tensor                # [batch, layer, pos] each earlier layer's error
-    token: torch.Tensor                 # [batch, pos] token embedding contributions
-    position: torch.Tensor              # [batch, pos] position embedding contributions (0 if none)
+    features: dict[int, torch.Tensor]  # l' -> [batch, pos, d_sae] upstream feature contributions
+    errors: torch.Tensor  # [batch, layer, pos] each earlier layer's error
+    token: torch.Tensor  # [batch, pos] token embedding contributions
+    position: torch.Tensor  # [batch, pos] position embedding contributions (0 if none)
 
 
 class HeadView(NamedTuple):
-    heads: torch.Tensor                 # [batch, layer + 1, n_heads, pos] by source position
-    totals: torch.Tensor                # [batch, layer + 1] (attn_out[t] - b_O) . dz/dattn_out[t]
+    heads: torch.Tensor  # [batch, layer + 1, n_heads, pos] by source position
+    totals: torch.Tensor  # [batch, layer + 1] (attn_out[t] - b_O) . dz/dattn_out[t]
 
 
 class OutputSide(NamedTuple):
-    tokens: torch.Tensor                # [batch, n_output] predicted token at t + k (-1 past the end)
-    values: torch.Tensor                # [batch, n_output] a f_dec J W_U[:, y]
+    tokens: torch.Tensor  # [batch, n_output] predicted token at t + k (-1 past the end)
+    values: torch.Tensor  # [batch, n_output] a f_dec J W_U[:, y]
 
 
 class Observed(NamedTuple):
     """What the differentiated forward (steps 1-3) leaves for the other steps."""
 
-    z: torch.Tensor                     # [batch] pre-activation at (l, t), detached
-    act: torch.Tensor                   # [batch] activation a_i[t], detached
-    leaves: dict                        # (kind, layer) -> leaf: features [batch, pos, d_sae], others [batch, pos, d]
-    grads: dict                         # the leaves' keys -> dz/dleaf (None when unused); (HEAD, l') -> dz/dhook_z
-    z_heads: dict                       # l' <= l -> hook_z [batch, pos, n_heads, d_head]
-    v: dict                             # l' <= l -> hook_v [batch, pos, n_kv_heads, d_head], detached
-    resid_pre: torch.Tensor             # [batch, seq, d_model] the residual entering layer l, detached
-    final: torch.Tensor | None          # [batch, seq, d_model] observed ln_final output (None: not run), detached
+    z: torch.Tensor  # [batch] pre-activation at (l, t), detached
+    act: torch.Tensor  # [batch] activation a_i[t], detached
+    leaves: dict  # (kind, layer) -> leaf: features [batch, pos, d_sae], others [batch, pos, d]
+    grads: dict  # the leaves' keys -> dz/dleaf (None when unused); (HEAD, l') -> dz/dhook_z
+    z_heads: dict  # l' <= l -> hook_z [batch, pos, n_heads, d_head]
+    v: dict  # l' <= l -> hook_v [batch, pos, n_kv_heads, d_head], detached
+    resid_pre: torch.Tensor  # [batch, seq, d_model] the residual entering layer l, detached
+    final: torch.Tensor | None  # [batch, seq, d_model] observed ln_final output (None: not run), detached
 
 
 class _Forward(NamedTuple):
-    z: torch.Tensor                     # [batch] pre-activation read at (l, t)
-    x: torch.Tensor                     # [batch, d_in] the transcoder's input at (l, t)
-    resid: torch.Tensor                 # [batch, seq, d_model] the residual after the last block run
-    final: torch.Tensor | None          # [batch, seq, d_model] ln_final(resid) when every block ran
+    z: torch.Tensor  # [batch] pre-activation read at (l, t)
+    x: torch.Tensor  # [batch, d_in] the transcoder's input at (l, t)
+    resid: torch.Tensor  # [batch, seq, d_model] the residual after the last block run
+    final: torch.Tensor | None  # [batch, seq, d_model] ln_final(resid) when every block ran
 
 
 class _Pass(Enum):
     """Which forward the hooks serve; the hooks read it from the context."""
 
-    OBSERVED = "observed"   # steps 1-3: record patterns, scales and held outputs; leaves are observed values
-    ZERO = "zero"           # step 4: every leaf zero, patterns and scales as observed
-    REPLAY = "replay"       # step 6: everything held as observed, f_dec pushed at (l, t)
+    OBSERVED = "observed"  # steps 1-3: record patterns, scales and held outputs; leaves are observed values
+    ZERO = "zero"  # step 4: every leaf zero, patterns and scales as observed
+    REPLAY = "replay"  # step 6: everything held as observed, f_dec pushed at (l, t)
 
 
-_EMBEDS = {"hook_embed": Kind.TOKEN, "hook_pos_embed": Kind.POSITION}   # embedding leaves, keyed (kind, None)
+_EMBEDS = {"hook_embed": Kind.TOKEN, "hook_pos_embed": Kind.POSITION}  # embedding leaves, keyed (kind, None)
 
 
 class AttributionContext:
@@ -172,19 +194,19 @@ class AttributionContext:
 
         if needs_mlp_hook_points(h for t in tset for h in (t.hook_in, t.hook_out)):
             add_mlp_hook_points(model)
-        self.model, self.tset, self.tokens, self.layer = model, tset, tokens, layer      # tokens [batch, seq]
+        self.model, self.tset, self.tokens, self.layer = model, tset, tokens, layer  # tokens [batch, seq]
         self.n_output, self.lean, self.n_layers = n_output, lean, model.cfg.n_layers
         self.tc, self.clt, self.present = tset[layer], _is_clt(tset), set(tset.layer_ids)
-        self.feature, self.pos = torch.as_tensor(feature).long(), torch.as_tensor(pos).long()   # [batch]
-        self.ar = torch.arange(tokens.shape[0])                                                # [batch]
+        self.feature, self.pos = torch.as_tensor(feature).long(), torch.as_tensor(pos).long()  # [batch]
+        self.ar = torch.arange(tokens.shape[0])  # [batch]
         self.skips = {l: _skip(tset, l) for l in range(self.n_layers)}
         self.mode = _Pass.OBSERVED
-        self.frozen: dict = {}     # hook -> observed pattern / scale / MLP output; ("skip_in", k) -> observed x_k
-        self.captured: dict = {}   # hook -> the current pass's value (transcoder inputs, layer l's resid_pre)
-        self.zs: dict = {}         # l' -> hook_z [batch, pos, n_heads, d_head] of the current pass
-        self.vs: dict = {}         # l' -> hook_v [batch, pos, n_kv_heads, d_head] of the current pass, detached
-        self.leaves: dict = {}     # (kind, layer) -> the current pass's leaves
-        self.pushes = self._pushes() if n_output else {}   # hook -> [batch, seq, d_model] what f writes
+        self.frozen: dict = {}  # hook -> observed pattern / scale / MLP output; ("skip_in", k) -> observed x_k
+        self.captured: dict = {}  # hook -> the current pass's value (transcoder inputs, layer l's resid_pre)
+        self.zs: dict = {}  # l' -> hook_z [batch, pos, n_heads, d_head] of the current pass
+        self.vs: dict = {}  # l' -> hook_v [batch, pos, n_kv_heads, d_head] of the current pass, detached
+        self.leaves: dict = {}  # (kind, layer) -> the current pass's leaves
+        self.pushes = self._pushes() if n_output else {}  # hook -> [batch, seq, d_model] what f writes
 
     @contextmanager
     def install_hooks(self):
@@ -199,33 +221,43 @@ class AttributionContext:
         stop = self.n_layers if self.n_output and not self.lean else self.layer + 1
         fwd = self._forward(_Pass.OBSERVED, stop, grad=True)
         final = fwd.final
-        if self.n_output and self.lean:                 # the observed upper layers, once, without autograd
+        if self.n_output and self.lean:  # the observed upper layers, once, without autograd
             final = self._upper(fwd.resid.detach(), self.layer + 1)
         leaves, zs = self.leaves, dict(self.zs)
         keys = list(leaves) + [(Kind.HEAD, l) for l in sorted(zs)]
-        grads = torch.autograd.grad(fwd.z.sum(), list(leaves.values()) + [zs[l] for l in sorted(zs)],
-                                    allow_unused=True)
-        act = self.tc.encode(fwd.x.detach())[self.ar, self.feature]                         # [batch]
-        return Observed(fwd.z.detach(), act.detach(), leaves, dict(zip(keys, grads)), zs, dict(self.vs),
-                        self.captured[f"blocks.{self.layer}.hook_resid_pre"].detach(),
-                        None if final is None else final.detach())
+        grads = torch.autograd.grad(fwd.z.sum(), list(leaves.values()) + [zs[l] for l in sorted(zs)], allow_unused=True)
+        act = self.tc.encode(fwd.x.detach())[self.ar, self.feature]  # [batch]
+        return Observed(
+            fwd.z.detach(),
+            act.detach(),
+            leaves,
+            dict(zip(keys, grads)),
+            zs,
+            dict(self.vs),
+            self.captured[f"blocks.{self.layer}.hook_resid_pre"].detach(),
+            None if final is None else final.detach(),
+        )
 
     def input_side(self, obs: Observed) -> InputSide:
         """Step 3: each leaf x dz/dleaf, summed over the model dimension (features kept per feature)."""
         B, T = self.tokens.shape
 
-        def contrib(key) -> torch.Tensor:               # [batch, pos]
+        def contrib(key) -> torch.Tensor:  # [batch, pos]
             g = obs.grads.get(key)
             return torch.zeros(B, T) if g is None else (obs.leaves[key].detach() * g).sum(-1)
 
         features = {}
         for l in (l for l in range(self.layer) if l in self.present):
-            a, g = obs.leaves[(Kind.FEATURE, l)], obs.grads[(Kind.FEATURE, l)]                # [batch, pos, d_sae]
+            a, g = obs.leaves[(Kind.FEATURE, l)], obs.grads[(Kind.FEATURE, l)]  # [batch, pos, d_sae]
             features[l] = a.detach() * g if g is not None else torch.zeros_like(a)
-        errors = (torch.stack([contrib((Kind.ERROR, l)) for l in range(self.layer)], 1) if self.layer
-                  else torch.zeros(B, 0, T))                                                # [batch, layer, pos]
-        return InputSide(features, errors.detach(), contrib((Kind.TOKEN, None)).detach(),
-                         contrib((Kind.POSITION, None)).detach())
+        errors = (
+            torch.stack([contrib((Kind.ERROR, l)) for l in range(self.layer)], 1)
+            if self.layer
+            else torch.zeros(B, 0, T)
+        )  # [batch, layer, pos]
+        return InputSide(
+            features, errors.detach(), contrib((Kind.TOKEN, None)).detach(), contrib((Kind.POSITION, None)).detach()
+        )
 
     def heads(self, obs: Observed) -> HeadView:
         """Step 5: pattern[h, t, s] (v_s . dz/dhook_z[t, h]) for every head of layers l' <= l."""
@@ -234,10 +266,10 @@ class AttributionContext:
         for l in sorted(obs.z_heads):
             g = obs.grads[(Kind.HEAD, l)]
             G = g[self.ar, self.pos] if g is not None else torch.zeros(B, cfg.n_heads, cfg.d_head)  # [b, h, dh]
-            v = obs.v[l].repeat_interleave(cfg.n_heads // obs.v[l].shape[2], dim=2)                 # [b, s, h, dh]
-            pattern = self.frozen[f"blocks.{l}.attn.hook_pattern"][self.ar, :, self.pos]             # [b, h, s]
+            v = obs.v[l].repeat_interleave(cfg.n_heads // obs.v[l].shape[2], dim=2)  # [b, s, h, dh]
+            pattern = self.frozen[f"blocks.{l}.attn.hook_pattern"][self.ar, :, self.pos]  # [b, h, s]
             heads.append(pattern * torch.einsum("bshd,bhd->bhs", v, G))
-            totals.append((obs.z_heads[l][self.ar, self.pos].detach() * G).sum((1, 2)))             # [b]
+            totals.append((obs.z_heads[l][self.ar, self.pos].detach() * G).sum((1, 2)))  # [b]
         return HeadView(torch.stack(heads, 1).detach(), torch.stack(totals, 1).detach())
 
     def output_side(self, obs: Observed) -> OutputSide:
@@ -246,18 +278,20 @@ class AttributionContext:
         if not k:
             return OutputSide(torch.full((B, 0), -1, dtype=torch.long), torch.zeros(B, 0))
         # the frozen forward again with f_dec added at (l, t): linear, so one pass gives every t + k
-        if self.lean:                                   # layers below l do not see the push: start at l
+        if self.lean:  # layers below l do not see the push: start at l
             self.mode = _Pass.REPLAY
             pushed = self._upper(obs.resid_pre, self.layer)
         else:
             pushed = self._forward(_Pass.REPLAY, self.n_layers).final
-        p = self.pos[:, None] + torch.arange(k)[None, :]                                    # [batch, k]
+        p = self.pos[:, None] + torch.arange(k)[None, :]  # [batch, k]
         ok, pc = p < T, p.clamp(max=T - 1)
-        f0 = obs.final[self.ar[:, None], pc]                                                # [batch, k, d]
-        y = (f0 @ model.W_U + model.b_U).argmax(-1)                                         # [batch, k]
-        delta = ((pushed[self.ar[:, None], pc] - f0) * model.W_U.T[y]).sum(-1)              # [batch, k]
-        return OutputSide(torch.where(ok, y, torch.full_like(y, -1)),
-                          torch.where(ok, obs.act[:, None] * delta, torch.zeros(())).detach())
+        f0 = obs.final[self.ar[:, None], pc]  # [batch, k, d]
+        y = (f0 @ model.W_U + model.b_U).argmax(-1)  # [batch, k]
+        delta = ((pushed[self.ar[:, None], pc] - f0) * model.W_U.T[y]).sum(-1)  # [batch, k]
+        return OutputSide(
+            torch.where(ok, y, torch.full_like(y, -1)),
+            torch.where(ok, obs.act[:, None] * delta, torch.zeros(())).detach(),
+        )
 
     def bias(self) -> torch.Tensor:
         """Step 4: f(0), the linearized forward with every leaf zero (patterns and scales kept). -> [batch]"""
@@ -270,9 +304,9 @@ class AttributionContext:
         self.mode, self.leaves = mode, {}
         tc = self.tc
         with torch.set_grad_enabled(grad):
-            resid = self.model(self.tokens, stop_at_layer=stop)                             # [batch, seq, d_model]
-            x = self.captured[tc.hook_in][self.ar, self.pos]                                # [batch, d_in]
-            z = (x * tc.W_enc[:, self.feature].T).sum(-1) + tc.b_enc[self.feature]          # [batch]
+            resid = self.model(self.tokens, stop_at_layer=stop)  # [batch, seq, d_model]
+            x = self.captured[tc.hook_in][self.ar, self.pos]  # [batch, d_in]
+            z = (x * tc.W_enc[:, self.feature].T).sum(-1) + tc.b_enc[self.feature]  # [batch]
             final = self.model.ln_final(resid) if stop == self.n_layers else None
         return _Forward(z, x, resid, final)
 
@@ -286,10 +320,10 @@ class AttributionContext:
     def _pushes(self) -> dict:
         """hook -> [batch, seq, d_model]: f_dec at (k, t); a CLT feature writes its slice into every k >= l."""
         T = self.tokens.shape[1]
-        at_t = torch.nn.functional.one_hot(self.pos, T).to(self.tc.b_enc.dtype)                # [batch, seq]
+        at_t = torch.nn.functional.one_hot(self.pos, T).to(self.tc.b_enc.dtype)  # [batch, seq]
         out = {}
-        for k in (range(self.layer, self.n_layers) if self.clt else [self.layer]):
-            dec = self.tset.decoder_slice(self.layer, k) if self.clt else self.tc.W_dec           # [d_sae, d_model]
+        for k in range(self.layer, self.n_layers) if self.clt else [self.layer]:
+            dec = self.tset.decoder_slice(self.layer, k) if self.clt else self.tc.W_dec  # [d_sae, d_model]
             out[_mlp_out(self.model, self.tset, k)] = at_t[..., None] * dec[self.feature].detach()[:, None, :]
         return out
 
@@ -338,7 +372,7 @@ class AttributionContext:
         return v
 
     def _cut(self, out, hook, l: int):  # out [batch, pos, d_model]: an earlier layer's MLP output (step 2)
-        if l not in self.present:                       # no transcoder: the output is one error leaf
+        if l not in self.present:  # no transcoder: the output is one error leaf
             return self._leaf((Kind.ERROR, l), out)
         recon = self._reconstruction(l, out, self.captured[self.tset[l].hook_in])
         return recon + self._leaf((Kind.ERROR, l), out - recon)
@@ -346,26 +380,28 @@ class AttributionContext:
     def _reconstruction(self, l: int, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Layer l's reconstruction [batch, pos, d_model] from its input x, with its activations as a leaf."""
         t, tset = self.tset[l], self.tset
-        if self.lean and self.mode is _Pass.ZERO:  # a = 0 (every leaf zero): the encoders' and decoders' outputs are unused
+        if (
+            self.lean and self.mode is _Pass.ZERO
+        ):  # a = 0 (every leaf zero): the encoders' and decoders' outputs are unused
             self._leaf((Kind.FEATURE, l), torch.zeros(*out.shape[:-1], t.d_sae, dtype=out.dtype))
-            if self.clt:                               # b_dec[l] + x_l S_l (no activations to decode)
+            if self.clt:  # b_dec[l] + x_l S_l (no activations to decode)
                 return tset.reconstruct(l, {}, x)
-            recon = t.b_dec.expand_as(out)             # 0 W_dec + b_dec (+ skip below)
+            recon = t.b_dec.expand_as(out)  # 0 W_dec + b_dec (+ skip below)
         elif self.clt:  # y_l = sum_{l' <= l} a_l' W_dec[l' -> l] + b_dec[l] + x_l S_l; a_l is a leaf here
-            self._leaf((Kind.FEATURE, l), tset.encode(l, x))                                 # [batch, pos, d_sae]
+            self._leaf((Kind.FEATURE, l), tset.encode(l, x))  # [batch, pos, d_sae]
             return tset.reconstruct(l, {s: self.leaves[(Kind.FEATURE, s)] for s in range(l + 1)}, x)
         else:
-            recon = self._leaf((Kind.FEATURE, l), t.encode(x)) @ t.W_dec + t.b_dec          # a [batch, pos, d_sae]
+            recon = self._leaf((Kind.FEATURE, l), t.encode(x)) @ t.W_dec + t.b_dec  # a [batch, pos, d_sae]
         skip = self.skips[l]
         return recon if skip is None else recon + skip(x)
 
     def _hold(self, out, hook):  # out [batch, pos, d_model]: the MLP output of a layer k >= l (step 6)
         k, replay = hook.layer(), self.mode is _Pass.REPLAY
-        skip = self.skips[k] if k > self.layer else None   # a later layer's skip path stays live
+        skip = self.skips[k] if k > self.layer else None  # a later layer's skip path stays live
         if not replay:
             self.frozen[hook.name] = out.detach()
             if skip is not None:
-                self.frozen[("skip_in", k)] = self.captured[self.tset[k].hook_in].detach()   # [batch, pos, d_in]
+                self.frozen[("skip_in", k)] = self.captured[self.tset[k].hook_in].detach()  # [batch, pos, d_in]
         held = self.frozen[hook.name]
         if replay and skip is not None:
             held = held + skip(self.captured[self.tset[k].hook_in]) - skip(self.frozen[("skip_in", k)])

@@ -39,8 +39,7 @@ def snippet(tokens: list[str], target: int, source: int, width: int = 6) -> str:
     return "".join(parts)
 
 
-def summarize(members: list[dict], contributors: list[tuple[tuple, int]], descriptions: dict,
-              n_top: int = 5) -> dict:
+def summarize(members: list[dict], contributors: list[tuple[tuple, int]], descriptions: dict, n_top: int = 5) -> dict:
     """Evidence of one cluster.
 
     members: dicts with 'target_token', 'source_token', 'offset', 'snippet', 'outputs' (list of str);
@@ -49,14 +48,18 @@ def summarize(members: list[dict], contributors: list[tuple[tuple, int]], descri
     descriptions: (layer, index) -> text for upstream features.
     """
     n = len(members)
-    count = lambda key: [{"token": t, "count": c} for t, c in Counter(m[key] for m in members).most_common(n_top)]
+
+    def count(key):
+        return [{"token": t, "count": c} for t, c in Counter(m[key] for m in members).most_common(n_top)]
+
     sources = Counter((m["source_token"], m["offset"]) for m in members).most_common(n_top)
     outputs = Counter(t for m in members for t in m["outputs"][:1]).most_common(n_top)
     upstream, heads = [], []
     for (kind, layer, a, b), c in contributors:
         if kind == AttributionKind.FEATURE:
-            upstream.append({"layer": layer, "index": a, "share": c / max(n, 1),
-                             "description": descriptions.get((layer, a))})
+            upstream.append(
+                {"layer": layer, "index": a, "share": c / max(n, 1), "description": descriptions.get((layer, a))}
+            )
         else:
             heads.append({"layer": layer, "head": a, "offset": b, "share": c / max(n, 1)})
     return {
@@ -80,12 +83,18 @@ def template(summary: dict) -> str:
     if src:
         parts.append("driven by " + ", ".join(f"{s['token']!r} {-s['offset']} tokens earlier" for s in src))
     if summary["upstream"]:
-        parts.append("via upstream features " + ", ".join(
-            f"L{u['layer']}/{u['index']}" + (f" ({u['description']})" if u["description"] else "")
-            for u in summary["upstream"][:3]))
+        parts.append(
+            "via upstream features "
+            + ", ".join(
+                f"L{u['layer']}/{u['index']}" + (f" ({u['description']})" if u["description"] else "")
+                for u in summary["upstream"][:3]
+            )
+        )
     if summary["heads"]:
-        parts.append("through heads " + ", ".join(f"L{h['layer']}.H{h['head']} (offset {h['offset']})"
-                                                for h in summary["heads"][:3]))
+        parts.append(
+            "through heads "
+            + ", ".join(f"L{h['layer']}.H{h['head']} (offset {h['offset']})" for h in summary["heads"][:3])
+        )
     if summary["output_tokens"]:
         parts.append(f"promotes {_q(summary['output_tokens'][:3])}")
     return "; ".join(parts)
@@ -102,15 +111,18 @@ def merge(texts: dict[int, str], n_noise: int) -> str:
 
 
 class ChatRequest(NamedTuple):
-    body: dict    # the JSON body of POST {url}/chat/completions: model, temperature 0, system + user messages
-    prompt: str   # the exact prompt it carries (system prompt, blank line, evidence), stored with the explanation
+    body: dict  # the JSON body of POST {url}/chat/completions: model, temperature 0, system + user messages
+    prompt: str  # the exact prompt it carries (system prompt, blank line, evidence), stored with the explanation
 
 
 def chat_request(summary: dict, model: str) -> ChatRequest:
     """The chat-completions request asking explainer ``model`` to describe one cluster's evidence."""
     evidence = "Evidence:\n" + json.dumps(summary, indent=1, ensure_ascii=False)
-    body = {"model": model, "temperature": 0,
-            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": evidence}]}
+    body = {
+        "model": model,
+        "temperature": 0,
+        "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": evidence}],
+    }
     return ChatRequest(body, SYSTEM_PROMPT + "\n\n" + evidence)
 
 

@@ -30,11 +30,11 @@ from atlas.lens.exact import fixed_digits, fixed_value
 
 @dataclass
 class EraResult:
-    e_prod: torch.Tensor      # [n_edges] E[a_i a_j]
-    e_ind: torch.Tensor       # [n_edges] E[1(a_j > 0) a_i]
-    e_dst: torch.Tensor       # [n_edges] E[a_j]
-    era: torch.Tensor         # [n_edges]
-    twera: torch.Tensor       # [n_edges]
+    e_prod: torch.Tensor  # [n_edges] E[a_i a_j]
+    e_ind: torch.Tensor  # [n_edges] E[1(a_j > 0) a_i]
+    e_dst: torch.Tensor  # [n_edges] E[a_j]
+    era: torch.Tensor  # [n_edges]
+    twera: torch.Tensor  # [n_edges]
 
 
 class EraAccumulator:
@@ -49,12 +49,14 @@ class EraAccumulator:
         self.digits = torch.zeros(3, 3, n, dtype=torch.long)  # digit x [prod, ind, dst] x n_edges
         self.n_tokens, self._batch_tokens = 0, 0
         self.need: dict[int, torch.Tensor] = {}
-        self.col = torch.zeros(n, dtype=torch.long)           # column of each edge's source in the cache
+        self.col = torch.zeros(n, dtype=torch.long)  # column of each edge's source in the cache
         for ls in torch.unique(self.src_layer).tolist():
             m = self.src_layer == ls
             cols, inv = torch.unique(self.src_idx[m], return_inverse=True)
             self.need[ls], self.col[m] = cols, inv
-        self.by_dst = {ld: (self.dst_layer == ld).nonzero(as_tuple=True)[0] for ld in torch.unique(self.dst_layer).tolist()}
+        self.by_dst = {
+            ld: (self.dst_layer == ld).nonzero(as_tuple=True)[0] for ld in torch.unique(self.dst_layer).tolist()
+        }
         self._cache: dict[int, torch.Tensor] = {}
 
     @property
@@ -63,7 +65,7 @@ class EraAccumulator:
 
     def see(self, layer: int, acts: torch.Tensor) -> None:
         """acts [batch, pos, d_sae] of one layer for the current batch (counted positions only)."""
-        flat = acts.reshape(-1, acts.shape[-1])                   # [tokens, d_sae]
+        flat = acts.reshape(-1, acts.shape[-1])  # [tokens, d_sae]
         self._batch_tokens = flat.shape[0]
         if layer in self.need:
             self._cache[layer] = flat[:, self.need[layer]].double()
@@ -71,13 +73,13 @@ class EraAccumulator:
             return
         edges = self.by_dst[layer]
         for start in range(0, edges.numel(), self.chunk):
-            e = edges[start:start + self.chunk]
-            src = torch.empty(flat.shape[0], e.numel(), dtype=torch.float64)   # [tokens, chunk]
+            e = edges[start : start + self.chunk]
+            src = torch.empty(flat.shape[0], e.numel(), dtype=torch.float64)  # [tokens, chunk]
             for ls in torch.unique(self.src_layer[e]).tolist():
                 m = self.src_layer[e] == ls
                 src[:, m] = self._cache[ls][:, self.col[e[m]]]
-            dst = flat[:, self.dst_idx[e]].double()                               # [tokens, chunk]
-            batch = torch.stack([(src * dst).sum(0), (src * (dst > 0)).sum(0), dst.sum(0)])   # [3, chunk]
+            dst = flat[:, self.dst_idx[e]].double()  # [tokens, chunk]
+            batch = torch.stack([(src * dst).sum(0), (src * (dst > 0)).sum(0), dst.sum(0)])  # [3, chunk]
             self.digits[:, :, e] += fixed_digits(batch)
 
     def end_batch(self) -> None:

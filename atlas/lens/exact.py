@@ -16,8 +16,8 @@ import hashlib
 
 import torch
 
-_SCALES = (2.0 ** 20, 2.0 ** -10, 2.0 ** -40)          # the weight of each digit
-_C1, _C2 = 0xBF58476D1CE4E5B9 - (1 << 64), 0x94D049BB133111EB - (1 << 64)   # splitmix64, as signed int64
+_SCALES = (2.0**20, 2.0**-10, 2.0**-40)  # the weight of each digit
+_C1, _C2 = 0xBF58476D1CE4E5B9 - (1 << 64), 0x94D049BB133111EB - (1 << 64)  # splitmix64, as signed int64
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
 
 
@@ -27,7 +27,7 @@ def fixed_digits(x: torch.Tensor) -> torch.Tensor:
     for s in _SCALES:
         d = torch.floor(r / s)
         out.append(d)
-        r = r - d * s                                   # exact: the bits of r below s
+        r = r - d * s  # exact: the bits of r below s
     return torch.stack(out).long()
 
 
@@ -58,4 +58,4 @@ def hashed_uniform(key: int, feature: torch.Tensor, doc: torch.Tensor, pos: torc
     h = _mix(feature.long() + key)
     h = _mix(h ^ (doc.long() * _GOLDEN))
     h = _mix(h ^ (pos.long() + _GOLDEN))
-    return (_srl(h, 11).double() + 0.5) * 2.0 ** -53
+    return (_srl(h, 11).double() + 0.5) * 2.0**-53

@@ -39,14 +39,15 @@ def pre_activation_pairs(tc, x: torch.Tensor, feat: torch.Tensor) -> torch.Tenso
     """x [n, ..., d_in] model activations, feat [n] feature ids -> pre-activations [n, ...]."""
     sae = tc.sae
     with torch.inference_mode():
-        xin = sae.process_sae_in(x)                                # dtype cast, input normalization
-        w = sae.W_enc.detach()[:, feat].T                          # [n, d_in]
+        xin = sae.process_sae_in(x)  # dtype cast, input normalization
+        w = sae.W_enc.detach()[:, feat].T  # [n, d_in]
         w = w.reshape(w.shape[0], *([1] * (xin.dim() - 2)), w.shape[1])
         return (xin * w).sum(dim=-1) + sae.b_enc.detach()[feat].reshape(-1, *([1] * (xin.dim() - 2)))
 
 
-def padded_runs(model, seqs: list[torch.Tensor], hook: str, layer: int, batch_tokens: int,
-                pad_id: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+def padded_runs(
+    model, seqs: list[torch.Tensor], hook: str, layer: int, batch_tokens: int, pad_id: int = 0
+) -> Iterator[tuple[torch.Tensor, ...]]:
     """Run every sequence up to ``hook`` of ``layer``; yields (seq indices [b], x [b, T, d],
     lengths [b], tokens [b, T]).
 
@@ -55,28 +56,28 @@ def padded_runs(model, seqs: list[torch.Tensor], hook: str, layer: int, batch_to
     tokens: the model cannot read past them."""
     if not seqs:
         return
-    seqs = [s[:model.cfg.n_ctx] for s in seqs]
+    seqs = [s[: model.cfg.n_ctx] for s in seqs]
     lengths = torch.tensor([len(s) for s in seqs])
-    order = torch.argsort(lengths, stable=True).tolist()           # shortest first
+    order = torch.argsort(lengths, stable=True).tolist()  # shortest first
     batches, start = [], 0
-    for n in range(1, len(order) + 1):                             # batch boundaries: ragged bookkeeping
+    for n in range(1, len(order) + 1):  # batch boundaries: ragged bookkeeping
         if n == len(order) or (n - start + 1) * int(lengths[order[n]]) > batch_tokens:
             batches.append(order[start:n])
             start = n
     for batch in batches:
         idx = torch.tensor(batch)
-        toks = torch.nn.utils.rnn.pad_sequence([seqs[j] for j in batch], batch_first=True,
-                                               padding_value=pad_id)          # [b, T]
+        toks = torch.nn.utils.rnn.pad_sequence(
+            [seqs[j] for j in batch], batch_first=True, padding_value=pad_id
+        )  # [b, T]
         store = {}
 
-        def keep(act, hook=None):                                  # act [batch, pos, d_in]
+        def keep(act, hook=None):  # act [batch, pos, d_in]
             store["x"] = act.detach()
-            raise _Reached                                         # nothing after the read point is needed
+            raise _Reached  # nothing after the read point is needed
 
         try:
             with torch.inference_mode():
-                model.run_with_hooks(toks.to(model.cfg.device), fwd_hooks=[(hook, keep)],
-                                     stop_at_layer=layer + 1)
+                model.run_with_hooks(toks.to(model.cfg.device), fwd_hooks=[(hook, keep)], stop_at_layer=layer + 1)
         except _Reached:
             pass
         yield idx, store["x"], lengths[idx], toks

@@ -12,13 +12,13 @@ from enum import IntEnum
 
 
 class AttributionKind(IntEnum):
-    FEATURE = 0    # an upstream transcoder feature (layer, index) at a source position
-    HEAD = 1       # an attention head (layer, head) by source position (the head view)
-    TOKEN = 2      # the token embedding at a source position
-    POSITION = 3   # the position embedding at a source position (0 with rotary positions)
-    ERROR = 4      # a layer's transcoder error (observed output - reconstruction), summed over positions
-    BIAS = 5       # f(0): the linearized forward with every leaf zero
-    LOGIT = 6      # output side: the effect on the token the model predicts at a later position
+    FEATURE = 0  # an upstream transcoder feature (layer, index) at a source position
+    HEAD = 1  # an attention head (layer, head) by source position (the head view)
+    TOKEN = 2  # the token embedding at a source position
+    POSITION = 3  # the position embedding at a source position (0 with rotary positions)
+    ERROR = 4  # a layer's transcoder error (observed output - reconstruction), summed over positions
+    BIAS = 5  # f(0): the linearized forward with every leaf zero
+    LOGIT = 6  # output side: the effect on the token the model predicts at a later position
 
     @property
     def label(self) -> str:
@@ -31,5 +31,7 @@ class AttributionKind(IntEnum):
         return "output" if self is AttributionKind.LOGIT else "input"
 
 
-KIND_LABELS = tuple(k.label for k in AttributionKind)    # attributions.kind, indexed by the integer (0, 1, ... with no gaps)
-KIND_SIDES = tuple(k.side for k in AttributionKind)     # attributions.side, indexed the same way
+KIND_LABELS = tuple(
+    k.label for k in AttributionKind
+)  # attributions.kind, indexed by the integer (0, 1, ... with no gaps)
+KIND_SIDES = tuple(k.side for k in AttributionKind)  # attributions.side, indexed the same way

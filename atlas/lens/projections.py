@@ -19,23 +19,39 @@ import torch
 from atlas.lens.outliers import StreamingTopK
 
 
-def stream_pools(A: torch.Tensor, B: torch.Tensor, k: int, *, feature_block: int, vocab_block: int,
-                 dtype: torch.dtype, device: str, bottom: bool = False, moments: bool = False,
-                 on_block=None, track_abs: bool | None = None) -> tuple[StreamingTopK, StreamingTopK | None]:
+def stream_pools(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    k: int,
+    *,
+    feature_block: int,
+    vocab_block: int,
+    dtype: torch.dtype,
+    device: str,
+    bottom: bool = False,
+    moments: bool = False,
+    on_block=None,
+    track_abs: bool | None = None,
+) -> tuple[StreamingTopK, StreamingTopK | None]:
     """Top-k (and optionally bottom-k) pools of the rows of A [F, d] @ B [d, V] -> pools over F rows.
     Σ|s| is tracked for the one-sided case unless ``track_abs`` says otherwise (the input side needs it).
 
     ``on_block(n_rows)`` is called after each row block (progress)."""
     F, V = A.shape[0], B.shape[1]
-    Bd = B.to(device=device, dtype=dtype)                       # [d, V]
+    Bd = B.to(device=device, dtype=dtype)  # [d, V]
     tops, bots = [], []
     for f0 in range(0, F, feature_block):
-        Ab = A[f0:f0 + feature_block].to(device=device, dtype=dtype)   # [f_block, d]
-        top = StreamingTopK(Ab.shape[0], k, device=device, moments=moments, track_abs=(not bottom) if track_abs is None else track_abs)
-        bot = StreamingTopK(Ab.shape[0], k, device=device, moments=moments, negate=True, track_abs=False) \
-            if bottom else None
+        Ab = A[f0 : f0 + feature_block].to(device=device, dtype=dtype)  # [f_block, d]
+        top = StreamingTopK(
+            Ab.shape[0], k, device=device, moments=moments, track_abs=(not bottom) if track_abs is None else track_abs
+        )
+        bot = (
+            StreamingTopK(Ab.shape[0], k, device=device, moments=moments, negate=True, track_abs=False)
+            if bottom
+            else None
+        )
         for v0 in range(0, V, vocab_block):
-            S = Ab @ Bd[:, v0:v0 + vocab_block]                     # [f_block, v_block]
+            S = Ab @ Bd[:, v0 : v0 + vocab_block]  # [f_block, v_block]
             cols = torch.arange(v0, v0 + S.shape[1], device=device)
             top.update(S, cols)
             if bot is not None:

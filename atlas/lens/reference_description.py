@@ -39,10 +39,10 @@ FAMILY_BOS: dict[str, int | None] = {"gpt2": None, "gemma": 2, "llama": 128000}
 
 @dataclass
 class ReferenceDescription:
-    feat: np.ndarray             # [n] int64, feature of each description token, ascending
-    token: np.ndarray            # [n] int64, re-encoded id of each string
-    strings: np.ndarray          # [n] object, the description strings (sorted within a feature)
-    validated: np.ndarray        # [F] bool
+    feat: np.ndarray  # [n] int64, feature of each description token, ascending
+    token: np.ndarray  # [n] int64, re-encoded id of each string
+    strings: np.ndarray  # [n] object, the description strings (sorted within a feature)
+    validated: np.ndarray  # [F] bool
     validation_soft: np.ndarray  # [F] float64, 0.0 when nothing was offered
 
 
@@ -62,14 +62,15 @@ def _runs(model, tc, layer: int, seqs: list[list[int]], feats: list[int], skip: 
     tensors = [torch.tensor(s, dtype=torch.long) for s in seqs]
     for idx, x, lens, _ in padded_runs(model, tensors, tc.hook_in, layer, batch_tokens):
         f = torch.tensor([feats[i] for i in idx.tolist()], dtype=torch.long)
-        on = active(tc, pre_activation_pairs(tc, x, f), f).cpu().numpy()           # [b, T]
+        on = active(tc, pre_activation_pairs(tc, x, f), f).cpu().numpy()  # [b, T]
         for row, n in enumerate(idx.tolist()):
-            out[n] = on[row, skip:int(lens[row])]
+            out[n] = on[row, skip : int(lens[row])]
     return out
 
 
-def _link_runs(model, tc, layer: int, useqs: list[list[int]], slots: list[int], feats: list[int], skip: int,
-               batch_tokens: int) -> list[np.ndarray]:
+def _link_runs(
+    model, tc, layer: int, useqs: list[list[int]], slots: list[int], feats: list[int], skip: int, batch_tokens: int
+) -> list[np.ndarray]:
     """Each upstream sequence runs once; link n reads feature feats[n] on sequence useqs[slots[n]]."""
     from collections import defaultdict
 
@@ -80,18 +81,27 @@ def _link_runs(model, tc, layer: int, useqs: list[list[int]], slots: list[int], 
     tensors = [torch.tensor(s, dtype=torch.long) for s in useqs]
     for idx, x, lens, _ in padded_runs(model, tensors, tc.hook_in, layer, batch_tokens):
         pairs = [(row, n) for row, slot in enumerate(idx.tolist()) for n in by_slot[slot]]
-        chunk = max(batch_tokens // x.shape[1], 1)                                   # bounds [n, T, d_in]
+        chunk = max(batch_tokens // x.shape[1], 1)  # bounds [n, T, d_in]
         for c0 in range(0, len(pairs), chunk):
-            rows = torch.tensor([r for r, _ in pairs[c0:c0 + chunk]], dtype=torch.long)
-            f = torch.tensor([feats[n] for _, n in pairs[c0:c0 + chunk]], dtype=torch.long)
-            on = active(tc, pre_activation_pairs(tc, x[rows.to(x.device)], f), f).cpu().numpy()   # [n, T]
-            for k, (row, n) in enumerate(pairs[c0:c0 + chunk]):
-                out[n] = on[k, skip:int(lens[row])]
+            rows = torch.tensor([r for r, _ in pairs[c0 : c0 + chunk]], dtype=torch.long)
+            f = torch.tensor([feats[n] for _, n in pairs[c0 : c0 + chunk]], dtype=torch.long)
+            on = active(tc, pre_activation_pairs(tc, x[rows.to(x.device)], f), f).cpu().numpy()  # [n, T]
+            for k, (row, n) in enumerate(pairs[c0 : c0 + chunk]):
+                out[n] = on[k, skip : int(lens[row])]
     return out
 
 
-def describe_reference(model, tc, layer: int, family_bos: int | None, own: tuple[np.ndarray, np.ndarray],
-                       edges: dict, descriptions: dict, allowed: set[int], batch_tokens: int) -> ReferenceDescription:
+def describe_reference(
+    model,
+    tc,
+    layer: int,
+    family_bos: int | None,
+    own: tuple[np.ndarray, np.ndarray],
+    edges: dict,
+    descriptions: dict,
+    allowed: set[int],
+    batch_tokens: int,
+) -> ReferenceDescription:
     """Steps 1-5 above for every feature of ``layer``.
 
     own: (feat [n], token [n]) of the validated input candidates, feat ascending, pool order;
@@ -126,16 +136,24 @@ def describe_reference(model, tc, layer: int, family_bos: int | None, own: tuple
     # 3. one run per distinct upstream description; every link reads its own feature there
     def upstream_strings(l: int, j: int) -> list[str]:
         d = descriptions[l]
-        return d.strings[d.offsets[j]:d.offsets[j + 1]].tolist()
+        return d.strings[d.offsets[j] : d.offsets[j + 1]].tolist()
 
     ukeys = sorted({(int(src_l[e]), int(src_j[e])) for e in links})
     uslot = {k: n for n, k in enumerate(ukeys)}
     useqs = []
     for l, j in ukeys:
         d = descriptions[l]
-        useqs.append(prefix + d.token[d.offsets[j]:d.offsets[j + 1]].tolist())   # ids stored re-encoded
-    fired = _link_runs(model, tc, layer, useqs, [uslot[(int(src_l[e]), int(src_j[e]))] for e in links],
-                       [int(dst[e]) for e in links], skip, batch_tokens)
+        useqs.append(prefix + d.token[d.offsets[j] : d.offsets[j + 1]].tolist())  # ids stored re-encoded
+    fired = _link_runs(
+        model,
+        tc,
+        layer,
+        useqs,
+        [uslot[(int(src_l[e]), int(src_j[e]))] for e in links],
+        [int(dst[e]) for e in links],
+        skip,
+        batch_tokens,
+    )
     for e, on in zip(links.tolist(), fired):
         strings = upstream_strings(int(src_l[e]), int(src_j[e]))
         f = int(dst[e])
@@ -150,7 +168,7 @@ def describe_reference(model, tc, layer: int, family_bos: int | None, own: tuple
     ids_of = {}
     every = sorted({s for lst in final + soft for s in lst})
     origin = {s: t for s, t in zip(own_s, own_t.tolist())}
-    for l, d in descriptions.items():
+    for d in descriptions.values():
         origin.update(zip(d.strings.tolist(), d.token.tolist()))
     if every:
         ids_of = dict(zip(every, reencode(tok, every, [origin.get(s, 0) for s in every])))
@@ -160,8 +178,9 @@ def describe_reference(model, tc, layer: int, family_bos: int | None, own: tuple
     for f, on in zip(has, on_v):
         validated[f] = bool(on.any())
     offered = [f for f in range(F) if soft[f]]
-    on_s = _runs(model, tc, layer, [prefix + [ids_of[s] for s in soft[f]] for f in offered], offered, skip,
-                 batch_tokens)
+    on_s = _runs(
+        model, tc, layer, [prefix + [ids_of[s] for s in soft[f]] for f in offered], offered, skip, batch_tokens
+    )
     vsoft = np.zeros(F, dtype=np.float64)
     for f, on in zip(offered, on_s):
         vsoft[f] = float(on.sum()) / len(on) if len(on) else 0.0

@@ -36,7 +36,7 @@ def group_topk(group: torch.Tensor, key: torch.Tensor, k: int, tie: torch.Tensor
         return torch.zeros(0, dtype=torch.long, device=group.device)
     order = torch.sort(tie, stable=True).indices if tie is not None else torch.arange(key.numel())
     order = order[torch.sort(key[order], descending=True, stable=True).indices]
-    order = order[torch.sort(group[order], stable=True).indices]          # by group, then key desc, then tie
+    order = order[torch.sort(group[order], stable=True).indices]  # by group, then key desc, then tie
     g = group[order]
     idx = torch.arange(g.numel(), device=g.device)
     is_start = torch.ones_like(g, dtype=torch.bool)
@@ -49,24 +49,24 @@ def group_topk(group: torch.Tensor, key: torch.Tensor, k: int, tie: torch.Tensor
 class Candidates:
     """Columns of candidate examples: one entry per (feature, document, position)."""
 
-    feature: torch.Tensor   # [n] int64
-    doc: torch.Tensor       # [n] int64
-    pos: torch.Tensor       # [n] int64
-    act: torch.Tensor       # [n] float32
-    key: torch.Tensor       # [n] float64: activation (top) or uniform u (samples)
-    bin: torch.Tensor       # [n] int64 (-1 for top examples)
-    win: torch.Tensor       # [n, w] the feature's activations at pos - before .. pos + after
+    feature: torch.Tensor  # [n] int64
+    doc: torch.Tensor  # [n] int64
+    pos: torch.Tensor  # [n] int64
+    act: torch.Tensor  # [n] float32
+    key: torch.Tensor  # [n] float64: activation (top) or uniform u (samples)
+    bin: torch.Tensor  # [n] int64 (-1 for top examples)
+    win: torch.Tensor  # [n, w] the feature's activations at pos - before .. pos + after
 
     @classmethod
-    def empty(cls, width: int = 0) -> "Candidates":
+    def empty(cls, width: int = 0) -> Candidates:
         z = torch.zeros(0, dtype=torch.long)
         return cls(z, z, z, torch.zeros(0), torch.zeros(0, dtype=torch.float64), z, torch.zeros(0, width))
 
-    def take(self, idx: torch.Tensor) -> "Candidates":
+    def take(self, idx: torch.Tensor) -> Candidates:
         return Candidates(*(getattr(self, f.name)[idx] for f in fields(self)))
 
     @staticmethod
-    def cat(parts: list["Candidates"]) -> "Candidates":
+    def cat(parts: list[Candidates]) -> Candidates:
         return Candidates(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Candidates)))
 
     def __len__(self) -> int:
@@ -83,7 +83,7 @@ class _Store:
 
     def __init__(self, n_groups: int, k: int, width: int):
         self.k, self.width = k, width
-        self.threshold = torch.full((n_groups,), float("-inf"), dtype=torch.float64)   # [n_groups]
+        self.threshold = torch.full((n_groups,), float("-inf"), dtype=torch.float64)  # [n_groups]
         self._items, self._pending, self._n_pending = Candidates.empty(width), [], 0
 
     def passes(self, group: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
@@ -137,12 +137,19 @@ class TopStore(_Store):
 class BinReservoir(_Store):
     """Per (feature, bin): the n items with the largest uniform key, and the exact bin counts."""
 
-    def __init__(self, d_sae: int, n_bins: int, n: int, generator: torch.Generator | None = None, width: int = 0,
-                 per_bin: int | None = None):
-        super().__init__(d_sae * n_bins, per_bin or n, width)       # per_bin >= n: always exact
+    def __init__(
+        self,
+        d_sae: int,
+        n_bins: int,
+        n: int,
+        generator: torch.Generator | None = None,
+        width: int = 0,
+        per_bin: int | None = None,
+    ):
+        super().__init__(d_sae * n_bins, per_bin or n, width)  # per_bin >= n: always exact
         self.n, self.n_bins, self.gen = n, n_bins, generator
         self.n_inexact = 0
-        self.counts = torch.zeros(d_sae * n_bins, dtype=torch.long)   # [d_sae * n_bins]
+        self.counts = torch.zeros(d_sae * n_bins, dtype=torch.long)  # [d_sae * n_bins]
 
     def offer(self, feature, bin, u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Count every item; return (mask of items worth keeping, their uniform keys). u [n]: the
@@ -171,7 +178,7 @@ class BinReservoir(_Store):
         it = self.kept
         n_b = self.counts[it.feature * self.n_bins + it.bin].to(torch.float64)
         weight = n_b.clamp(min=1) ** -exponent
-        es_key = torch.log(it.key.clamp(min=1e-300)) / weight                  # log(u^(1/w))
+        es_key = torch.log(it.key.clamp(min=1e-300)) / weight  # log(u^(1/w))
         keep = group_topk(it.feature, es_key, self.n, it.place)
         # exact unless a dropped item could have made the draw: its bin dropped items, had all its kept
         # items drawn, and either the feature drew fewer than n or the bin's lowest drawn key is above
@@ -183,7 +190,9 @@ class BinReservoir(_Store):
         inf = torch.full((n_features,), float("inf"), dtype=torch.float64)
         cutoff = inf.scatter_reduce(0, it.feature[keep], es_key[keep], reduce="amin")
         n_drawn = torch.bincount(it.feature[keep], minlength=n_features)
-        low = torch.full((n_groups,), float("inf"), dtype=torch.float64).scatter_reduce(0, g[keep], es_key[keep], reduce="amin")
+        low = torch.full((n_groups,), float("inf"), dtype=torch.float64).scatter_reduce(
+            0, g[keep], es_key[keep], reduce="amin"
+        )
         f_of = torch.arange(n_groups) // self.n_bins
         risky = (self.counts > kept) & (drawn == kept) & (kept > 0) & ((n_drawn[f_of] < self.n) | (low > cutoff[f_of]))
         self.n_inexact = int(torch.unique(f_of[risky]).numel())

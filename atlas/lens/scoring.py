@@ -53,11 +53,11 @@ def member_entries(tokens: torch.Tensor, pair_feature: torch.Tensor, pair_token:
 
 @dataclass
 class TokenScores:
-    precision: torch.Tensor    # [d_sae] NaN where no member token occurs
-    recall: torch.Tensor       # [d_sae] NaN where the feature never fires
-    auroc: torch.Tensor        # [d_sae] NaN where either class is empty
-    n_member: torch.Tensor     # [d_sae]
-    n_active: torch.Tensor     # [d_sae]
+    precision: torch.Tensor  # [d_sae] NaN where no member token occurs
+    recall: torch.Tensor  # [d_sae] NaN where the feature never fires
+    auroc: torch.Tensor  # [d_sae] NaN where either class is empty
+    n_member: torch.Tensor  # [d_sae]
+    n_active: torch.Tensor  # [d_sae]
 
 
 class TokenScorer:
@@ -86,11 +86,19 @@ class TokenScorer:
 
     def result(self) -> TokenScores:
         nan = torch.tensor(float("nan"), dtype=torch.float64)
-        mf, mv = (torch.cat(x) for x in zip(*self.member_vals)) if self.member_vals else (torch.zeros(0, dtype=torch.long),) * 2
-        of, ov = (torch.cat(x) for x in zip(*self.other_vals)) if self.other_vals else (torch.zeros(0, dtype=torch.long),) * 2
+        mf, mv = (
+            (torch.cat(x) for x in zip(*self.member_vals))
+            if self.member_vals
+            else (torch.zeros(0, dtype=torch.long),) * 2
+        )
+        of, ov = (
+            (torch.cat(x) for x in zip(*self.other_vals))
+            if self.other_vals
+            else (torch.zeros(0, dtype=torch.long),) * 2
+        )
         mv, ov = mv.double(), ov.double()
         n_other = self.n - self.n_member
-        zeros_other = (n_other - torch.bincount(of, minlength=self.d_sae)).double()        # [d_sae]
+        zeros_other = (n_other - torch.bincount(of, minlength=self.d_sae)).double()  # [d_sae]
         S = float(max(mv.max().item() if mv.numel() else 0.0, ov.max().item() if ov.numel() else 0.0)) + 1.0
         keys = torch.sort(of.double() * S + ov).values
         q = mf.double() * S + mv
@@ -103,4 +111,6 @@ class TokenScorer:
             precision=torch.where(self.n_member > 0, self.tp / self.n_member.clamp(min=1), nan),
             recall=torch.where(self.n_active > 0, self.tp / self.n_active.clamp(min=1), nan),
             auroc=torch.where(denom > 0, U / denom.clamp(min=1), nan),
-            n_member=self.n_member, n_active=self.n_active)
+            n_member=self.n_member,
+            n_active=self.n_active,
+        )

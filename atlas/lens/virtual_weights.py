@@ -29,27 +29,39 @@ from atlas.lens.outliers import Selection, StreamingTopK
 UP_SHIFT = 32
 
 
-def fold_read_norm(model, layer: int, hook_in: str, W_enc: torch.Tensor, W_decs: dict[int, torch.Tensor],
-                   variant: str) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+def fold_read_norm(
+    model, layer: int, hook_in: str, W_enc: torch.Tensor, W_decs: dict[int, torch.Tensor], variant: str
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Effective (W_enc [d, F], {l': W_dec [F_up, d]}) for an edge variant."""
     if variant == "raw":
         return W_enc, W_decs
     if variant != "ln_centered":
         raise ValueError(f"unknown edge variant {variant!r}; use 'raw' or 'ln_centered'")
     if hook_in not in (f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.mlp.hook_in"):
-        return W_enc, W_decs            # no norm between the residual stream and the read point
+        return W_enc, W_decs  # no norm between the residual stream and the read point
     norm = getattr(model.blocks[layer], "ln2", None)
     if getattr(model.cfg, "normalization_type", None) in ("LN", "LNPre"):
         W_decs = {l: W - W.mean(dim=1, keepdim=True) for l, W in W_decs.items()}
     gain = getattr(norm, "w", None)
     if gain is not None:
-        W_enc = gain.detach().to(W_enc.dtype).unsqueeze(1) * W_enc    # diag(w) @ W_enc
+        W_enc = gain.detach().to(W_enc.dtype).unsqueeze(1) * W_enc  # diag(w) @ W_enc
     return W_enc, W_decs
 
 
-def edge_pools(W_enc: torch.Tensor, W_decs: dict[int, torch.Tensor], k: int, *, scope: str, sign: str,
-               moments: bool, feature_block: int, upstream_block: int, dtype: torch.dtype, device: str,
-               on_block=None) -> tuple[dict[int | None, StreamingTopK], torch.Tensor]:
+def edge_pools(
+    W_enc: torch.Tensor,
+    W_decs: dict[int, torch.Tensor],
+    k: int,
+    *,
+    scope: str,
+    sign: str,
+    moments: bool,
+    feature_block: int,
+    upstream_block: int,
+    dtype: torch.dtype,
+    device: str,
+    on_block=None,
+) -> tuple[dict[int | None, StreamingTopK], torch.Tensor]:
     """Pools of c for every downstream feature. Returns ({l' or None: pool over all F rows},
     Σ|c| [F] over all upstream layers and features (float64, on CPU))."""
     if scope not in ("all_layers", "per_layer"):
@@ -57,19 +69,19 @@ def edge_pools(W_enc: torch.Tensor, W_decs: dict[int, torch.Tensor], k: int, *, 
     if sign not in ("positive", "top", "absolute"):
         raise ValueError(f"unknown edge sign {sign!r}; use 'positive', 'top' or 'absolute'")
     F = W_enc.shape[1]
-    decs = {l: W.to(device=device, dtype=dtype) for l, W in sorted(W_decs.items())}   # [F_up, d]
+    decs = {l: W.to(device=device, dtype=dtype) for l, W in sorted(W_decs.items())}  # [F_up, d]
     keys = [None] if scope == "all_layers" else list(decs)
     parts: dict = {key: [] for key in keys}
     abs_sums = []
     for f0 in range(0, F, feature_block):
-        E = W_enc[:, f0:f0 + feature_block].to(device=device, dtype=dtype).T.contiguous()  # [f_block, d]
+        E = W_enc[:, f0 : f0 + feature_block].to(device=device, dtype=dtype).T.contiguous()  # [f_block, d]
         pools = {key: StreamingTopK(E.shape[0], k, device=device, moments=moments) for key in keys}
         for up_layer, D in decs.items():
             pool = pools[None if scope == "all_layers" else up_layer]
             for u0 in range(0, D.shape[0], upstream_block):
-                C = E @ D[u0:u0 + upstream_block].T                           # [f_block, up_block]
+                C = E @ D[u0 : u0 + upstream_block].T  # [f_block, up_block]
                 ids = (up_layer << UP_SHIFT) + torch.arange(u0, u0 + C.shape[1], device=device)
-                pool.update(C.abs() if sign == "absolute" else C, ids)   # also accumulates Σ|c|
+                pool.update(C.abs() if sign == "absolute" else C, ids)  # also accumulates Σ|c|
                 del C
         for key in keys:
             parts[key].append(pools[key])
@@ -85,20 +97,26 @@ def select_edges(pools: dict, threshold: float, zmode: str, sign: str) -> Select
     if len(sels) == 1:
         return sels[0]
     cat = {f: torch.cat([getattr(s, f) for s in sels]) for f in ("row", "col", "value", "z", "rank")}
-    order = torch.argsort(-cat["value"], stable=True)                 # strongest first ...
-    order = order[torch.argsort(cat["row"][order], stable=True)]        # ... within each row
+    order = torch.argsort(-cat["value"], stable=True)  # strongest first ...
+    order = order[torch.argsort(cat["row"][order], stable=True)]  # ... within each row
     return Selection(**{f: v[order] for f, v in cat.items()})
 
 
-def exact_weights(W_enc: torch.Tensor, W_decs: dict[int, torch.Tensor], dst: torch.Tensor,
-                  up_layer: torch.Tensor, up_idx: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+def exact_weights(
+    W_enc: torch.Tensor,
+    W_decs: dict[int, torch.Tensor],
+    dst: torch.Tensor,
+    up_layer: torch.Tensor,
+    up_idx: torch.Tensor,
+    chunk: int = 65536,
+) -> torch.Tensor:
     """Signed c for selected (dst, upstream) pairs, in float64 on CPU: [n]."""
     out = torch.empty(len(dst), dtype=torch.float64)
     for l in up_layer.unique().tolist():
         m = (up_layer == l).nonzero(as_tuple=True)[0]
         for c0 in range(0, len(m), chunk):
-            mm = m[c0:c0 + chunk]
-            a = W_decs[l][up_idx[mm].to(W_decs[l].device)].double()   # [n, d]
-            b = W_enc[:, dst[mm].to(W_enc.device)].double().T        # [n, d]
+            mm = m[c0 : c0 + chunk]
+            a = W_decs[l][up_idx[mm].to(W_decs[l].device)].double()  # [n, d]
+            b = W_enc[:, dst[mm].to(W_enc.device)].double().T  # [n, d]
             out[mm] = (a * b).sum(dim=1).cpu()
     return out

@@ -48,39 +48,39 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch
 class Ragged:
     """Per-feature token lists, flattened: feat ascending, list order kept within a feature."""
 
-    feat: np.ndarray    # [n] int64
-    token: np.ndarray   # [n] int64
+    feat: np.ndarray  # [n] int64
+    token: np.ndarray  # [n] int64
     d_sae: int
-    strings: np.ndarray | None = None   # [n] object: the reference profile's description strings
+    strings: np.ndarray | None = None  # [n] object: the reference profile's description strings
 
     @property
-    def offsets(self) -> np.ndarray:                 # [d_sae + 1]
+    def offsets(self) -> np.ndarray:  # [d_sae + 1]
         return np.searchsorted(self.feat, np.arange(self.d_sae + 1))
 
-    def lengths(self) -> np.ndarray:                 # [d_sae]
+    def lengths(self) -> np.ndarray:  # [d_sae]
         return np.diff(self.offsets)
 
     def lists(self) -> list[list[int]]:
         off = self.offsets
-        return [self.token[off[i]:off[i + 1]].tolist() for i in range(self.d_sae)]
+        return [self.token[off[i] : off[i + 1]].tolist() for i in range(self.d_sae)]
 
 
 @dataclass
 class LayerWeightLens:
     layer: int
     d_sae: int
-    inputs: dict            # feat, token, rank, score, z, validated: arrays [n_in]
-    negative_inputs: dict   # feat, token, rank, score (< 0), z (< 0): the bottom-pool input outliers
-    promoted: dict          # feat, token, rank, score, z
+    inputs: dict  # feat, token, rank, score, z, validated: arrays [n_in]
+    negative_inputs: dict  # feat, token, rank, score (< 0), z (< 0): the bottom-pool input outliers
+    promoted: dict  # feat, token, rank, score, z
     suppressed: dict
-    edges: dict             # dst, src_layer, src_idx, weight, rel, z: arrays [n_edges]
-    description: Ragged     # D(l, i): token ids
-    validated: np.ndarray   # [d_sae] bool
+    edges: dict  # dst, src_layer, src_idx, weight, rel, z: arrays [n_edges]
+    description: Ragged  # D(l, i): token ids
+    validated: np.ndarray  # [d_sae] bool
     validation_soft: np.ndarray  # [d_sae] float64; atlas: NaN = nothing inherited; reference: 0.0 then
-    n_input_tokens: np.ndarray   # [d_sae] validated input tokens
-    n_upstream: np.ndarray       # [d_sae] kept links
-    terms: list[list[str]]       # post-processed description per feature
-    seconds: dict = field(default_factory=dict)   # stage -> seconds
+    n_input_tokens: np.ndarray  # [d_sae] validated input tokens
+    n_upstream: np.ndarray  # [d_sae] kept links
+    terms: list[list[str]]  # post-processed description per feature
+    seconds: dict = field(default_factory=dict)  # stage -> seconds
 
 
 def infer_family(model) -> str | None:
@@ -103,8 +103,10 @@ def resolve_family(cfg: WeightLensConfig, model) -> str | None:
 
     family = infer_family(model) if cfg.family == "auto" else cfg.family
     if family is None and cfg.profile == "reference":
-        raise AtlasError(f"WeightLens profile='reference' needs the model family, which cannot be inferred from "
-                         f"{getattr(model.cfg, 'model_name', None)!r}; set family=gpt2, gemma or llama")
+        raise AtlasError(
+            f"WeightLens profile='reference' needs the model family, which cannot be inferred from "
+            f"{getattr(model.cfg, 'model_name', None)!r}; set family=gpt2, gemma or llama"
+        )
     return family
 
 
@@ -113,7 +115,7 @@ def inherit_from(cfg: WeightLensConfig, model, layer_ids: list[int]) -> set[int]
     mode = cfg.inherit_layers
     gpt2 = resolve_family(cfg, model) == "gpt2"
     if mode == "auto" and cfg.profile == "reference":
-        return {0} & set(layer_ids) if gpt2 else set(layer_ids)      # the reference: literally layer 0
+        return {0} & set(layer_ids) if gpt2 else set(layer_ids)  # the reference: literally layer 0
     if mode == "auto":
         mode = "layer0" if gpt2 else "all"
     if mode == "all":
@@ -146,8 +148,13 @@ def description_bos(cfg: WeightLensConfig, model) -> int | None:
 
 def _tokens_table(sel: Selection, negate: bool = False) -> dict:
     sign = -1.0 if negate else 1.0
-    return dict(feat=sel.row.numpy(), token=sel.col.numpy(), rank=sel.rank.numpy(),
-                score=sign * sel.value.numpy(), z=sign * sel.z.numpy())
+    return dict(
+        feat=sel.row.numpy(),
+        token=sel.col.numpy(),
+        rank=sel.rank.numpy(),
+        score=sign * sel.value.numpy(),
+        z=sign * sel.z.numpy(),
+    )
 
 
 def first_occurrences(feat: np.ndarray, token: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -164,29 +171,32 @@ def first_occurrences(feat: np.ndarray, token: np.ndarray, order: np.ndarray) ->
 
 def _seqs(bos: int, desc: Ragged, feats: np.ndarray) -> list[torch.Tensor]:
     off = desc.offsets
-    return [torch.tensor([bos, *desc.token[off[f]:off[f + 1]].tolist()]) for f in feats.tolist()]
+    return [torch.tensor([bos, *desc.token[off[f] : off[f + 1]].tolist()]) for f in feats.tolist()]
 
 
-def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, descriptions: dict[int, Ragged],
-                     on_progress=None) -> LayerWeightLens:
+def weightlens_layer(
+    model, tset, layer: int, cfg: WeightLensConfig, descriptions: dict[int, Ragged], on_progress=None
+) -> LayerWeightLens:
     """WeightLens for every feature of ``layer``; ``descriptions`` holds D for earlier layers."""
     tc = tset[layer]
     F, dtype, dev = tc.d_sae, DTYPES[cfg.dtype], cfg.device
-    bos = resolve_bos(cfg, model)                                        # isolation prefix (step 2)
-    dbos = description_bos(cfg, model)                                   # description prefix (steps 5-6)
+    bos = resolve_bos(cfg, model)  # isolation prefix (step 2)
+    dbos = description_bos(cfg, model)  # description prefix (steps 5-6)
     seconds: dict[str, float] = {}
-    blocks = dict(feature_block=cfg.feature_block, vocab_block=cfg.vocab_block, dtype=dtype, device=dev,
-                  on_block=on_progress)
+    blocks = dict(
+        feature_block=cfg.feature_block, vocab_block=cfg.vocab_block, dtype=dtype, device=dev, on_block=on_progress
+    )
     full = cfg.token_zmode == "full"
-    W_enc, W_dec = tc.W_enc.detach(), tc.W_dec.detach()                  # [d, F], [F, d]
+    W_enc, W_dec = tc.W_enc.detach(), tc.W_dec.detach()  # [d, F], [F, d]
 
     # 1. input tokens
     t0 = perf_counter()
-    in_pool, in_bot = stream_pools(W_enc.T, model.W_E.detach().T, cfg.input_pool, bottom=True, moments=full,
-                                   track_abs=True, **blocks)
+    in_pool, in_bot = stream_pools(
+        W_enc.T, model.W_E.detach().T, cfg.input_pool, bottom=True, moments=full, track_abs=True, **blocks
+    )
     sel_in = in_pool.select(cfg.input_z, cfg.token_zmode)
     negative_inputs = _tokens_table(in_bot.select(cfg.input_z, cfg.token_zmode), negate=True)
-    abs_s = in_pool.abs_sum.cpu()                                        # Σ_v |s_v|  [F]
+    abs_s = in_pool.abs_sum.cpu()  # Σ_v |s_v|  [F]
     seconds["input_projections"] = perf_counter() - t0
 
     # 3. output tokens
@@ -199,22 +209,45 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
     # 4. virtual weights
     t0 = perf_counter()
     ups = [l for l in tset.layer_ids if l < layer]
-    edges = dict(dst=np.zeros(0, np.int64), src_layer=np.zeros(0, np.int64), src_idx=np.zeros(0, np.int64),
-                 weight=np.zeros(0), rel=np.zeros(0), z=np.zeros(0))
+    edges = dict(
+        dst=np.zeros(0, np.int64),
+        src_layer=np.zeros(0, np.int64),
+        src_idx=np.zeros(0, np.int64),
+        weight=np.zeros(0),
+        rel=np.zeros(0),
+        z=np.zeros(0),
+    )
     if ups:
-        W_enc_eff, W_decs = fold_read_norm(model, layer, tc.hook_in, W_enc, tset.upstream_decoders(layer, ups),
-                                           cfg.edge_variant)
-        pools, abs_c = edge_pools(W_enc_eff, W_decs, cfg.edge_pool, scope=cfg.scope, sign=cfg.sign,
-                                  moments=cfg.edge_zmode == "full", feature_block=cfg.feature_block,
-                                  upstream_block=cfg.upstream_block, dtype=dtype, device=dev, on_block=on_progress)
+        W_enc_eff, W_decs = fold_read_norm(
+            model, layer, tc.hook_in, W_enc, tset.upstream_decoders(layer, ups), cfg.edge_variant
+        )
+        pools, abs_c = edge_pools(
+            W_enc_eff,
+            W_decs,
+            cfg.edge_pool,
+            scope=cfg.scope,
+            sign=cfg.sign,
+            moments=cfg.edge_zmode == "full",
+            feature_block=cfg.feature_block,
+            upstream_block=cfg.upstream_block,
+            dtype=dtype,
+            device=dev,
+            on_block=on_progress,
+        )
         sel = select_edges(pools, cfg.edge_z, cfg.edge_zmode, cfg.sign)
         src_layer, src_idx = sel.col >> UP_SHIFT, sel.col & ((1 << UP_SHIFT) - 1)
         w = exact_weights(W_enc_eff, W_decs, sel.row, src_layer, src_idx)
         rel = w.abs() / (abs_s[sel.row] + abs_c[sel.row])
-        edges = dict(dst=sel.row.numpy(), src_layer=src_layer.numpy(), src_idx=src_idx.numpy(), weight=w.numpy(),
-                     rel=rel.numpy(), z=sel.z.numpy())
+        edges = dict(
+            dst=sel.row.numpy(),
+            src_layer=src_layer.numpy(),
+            src_idx=src_idx.numpy(),
+            weight=w.numpy(),
+            rel=rel.numpy(),
+            z=sel.z.numpy(),
+        )
     elif on_progress is not None:
-        on_progress(F)                                                           # no earlier layer
+        on_progress(F)  # no earlier layer
     seconds["virtual_weights"] = perf_counter() - t0
 
     # 2. isolation check, 5. recursive description, 6. flags
@@ -227,8 +260,17 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
     if cfg.profile == "reference":
         from atlas.lens.reference_description import describe_reference
 
-        ref = describe_reference(model, tc, layer, dbos, (inputs["feat"][keep], inputs["token"][keep]), edges,
-                                 descriptions, allowed, cfg.forward_batch_tokens)
+        ref = describe_reference(
+            model,
+            tc,
+            layer,
+            dbos,
+            (inputs["feat"][keep], inputs["token"][keep]),
+            edges,
+            descriptions,
+            allowed,
+            cfg.forward_batch_tokens,
+        )
         desc = Ragged(ref.feat, ref.token, F, strings=ref.strings)
         validated, soft = ref.validated, ref.validation_soft
     else:
@@ -246,20 +288,35 @@ def weightlens_layer(model, tset, layer: int, cfg: WeightLensConfig, description
     from atlas.models import token_strings
 
     off = desc.offsets
-    if desc.strings is not None:                                          # the reference: its own strings
+    if desc.strings is not None:  # the reference: its own strings
         texts = desc.strings.tolist()
     else:
         strings = dict(zip(np.unique(desc.token).tolist(), token_strings(model, np.unique(desc.token))))
         texts = [strings[t] for t in desc.token.tolist()]
-    terms = [postprocess(texts[off[i]:off[i + 1]], cfg.dedup_word_ratio, cfg.dedup_punct_ratio)
-             if off[i + 1] > off[i] else [] for i in range(F)]
+    terms = [
+        postprocess(texts[off[i] : off[i + 1]], cfg.dedup_word_ratio, cfg.dedup_punct_ratio)
+        if off[i + 1] > off[i]
+        else []
+        for i in range(F)
+    ]
     seconds["postprocess"] = perf_counter() - t0
 
     return LayerWeightLens(
-        layer=layer, d_sae=F, inputs=inputs, negative_inputs=negative_inputs, promoted=promoted, suppressed=suppressed, edges=edges,
-        description=desc, validated=validated, validation_soft=soft,
+        layer=layer,
+        d_sae=F,
+        inputs=inputs,
+        negative_inputs=negative_inputs,
+        promoted=promoted,
+        suppressed=suppressed,
+        edges=edges,
+        description=desc,
+        validated=validated,
+        validation_soft=soft,
         n_input_tokens=np.bincount(inputs["feat"][keep], minlength=F),
-        n_upstream=np.bincount(edges["dst"], minlength=F), terms=terms, seconds=seconds)
+        n_upstream=np.bincount(edges["dst"], minlength=F),
+        terms=terms,
+        seconds=seconds,
+    )
 
 
 def _upstream_seqs(bos: int, descriptions: dict[int, Ragged], keys: np.ndarray) -> list[torch.Tensor]:
@@ -268,42 +325,45 @@ def _upstream_seqs(bos: int, descriptions: dict[int, Ragged], keys: np.ndarray) 
     offs = {l: d.offsets for l, d in descriptions.items()}
     for k in keys.tolist():
         l, j = k >> UP_SHIFT, k & ((1 << UP_SHIFT) - 1)
-        out.append(torch.tensor([bos, *descriptions[l].token[offs[l][j]:offs[l][j + 1]].tolist()]))
+        out.append(torch.tensor([bos, *descriptions[l].token[offs[l][j] : offs[l][j + 1]].tolist()]))
     return out
 
 
-def isolation_check(model, tc, layer: int, bos: int, feat: torch.Tensor, tok: torch.Tensor,
-                    batch_tokens: int) -> np.ndarray:
+def isolation_check(
+    model, tc, layer: int, bos: int, feat: torch.Tensor, tok: torch.Tensor, batch_tokens: int
+) -> np.ndarray:
     """Step 2: does feature feat[n] fire on [BOS, tok[n]]? Each distinct token runs once. -> bool [n]"""
     uniq, inv = torch.unique(tok, return_inverse=True)
-    xs = torch.empty(len(uniq), tc.d_in, dtype=model.cfg.dtype, device=model.cfg.device)   # [n_tok, d_in]
-    for idx, x, _, _ in padded_runs(model, [torch.tensor([bos, t]) for t in uniq.tolist()], tc.hook_in, layer,
-                                    batch_tokens):
+    xs = torch.empty(len(uniq), tc.d_in, dtype=model.cfg.dtype, device=model.cfg.device)  # [n_tok, d_in]
+    for idx, x, _, _ in padded_runs(
+        model, [torch.tensor([bos, t]) for t in uniq.tolist()], tc.hook_in, layer, batch_tokens
+    ):
         xs[idx.to(xs.device)] = x[:, 1]
     out = torch.zeros(len(feat), dtype=torch.bool)
-    for c0 in range(0, len(feat), batch_tokens):                                   # bounded [chunk, d_in]
-        f, rows = feat[c0:c0 + batch_tokens], inv[c0:c0 + batch_tokens]
-        out[c0:c0 + len(f)] = active(tc, pre_activation_pairs(tc, xs[rows.to(xs.device)], f), f).cpu()
+    for c0 in range(0, len(feat), batch_tokens):  # bounded [chunk, d_in]
+        f, rows = feat[c0 : c0 + batch_tokens], inv[c0 : c0 + batch_tokens]
+        out[c0 : c0 + len(f)] = active(tc, pre_activation_pairs(tc, xs[rows.to(xs.device)], f), f).cpu()
     return out.numpy()
 
 
 class Inherited(NamedTuple):
     """Step 5's result: the distinct (feature, token) pairs that fired, first occurrence each."""
 
-    feat: np.ndarray        # [n] int64 the downstream feature i of layer l
-    token: np.ndarray       # [n] int64 a token of [BOS] + D(l', j) at which i fired
-    order: np.ndarray       # [n] int64 its place in D(l, i): after every input token, by link then position
-    soft: np.ndarray        # [F] float64 validation_soft: share of the distinct offered tokens that fired (NaN: none)
+    feat: np.ndarray  # [n] int64 the downstream feature i of layer l
+    token: np.ndarray  # [n] int64 a token of [BOS] + D(l', j) at which i fired
+    order: np.ndarray  # [n] int64 its place in D(l, i): after every input token, by link then position
+    soft: np.ndarray  # [F] float64 validation_soft: share of the distinct offered tokens that fired (NaN: none)
 
 
-def inherit(model, tc, layer: int, bos: int, edges: dict, descriptions: dict[int, Ragged], allowed: set[int],
-            batch_tokens: int) -> Inherited:
+def inherit(
+    model, tc, layer: int, bos: int, edges: dict, descriptions: dict[int, Ragged], allowed: set[int], batch_tokens: int
+) -> Inherited:
     """Step 5: tokens of [BOS] + D(l', j) at which the linked feature fires, for every kept link from an
     allowed layer."""
     F = tc.d_sae
     none = np.zeros(0, np.int64)
-    link = np.nonzero(np.isin(edges["src_layer"], list(allowed)))[0]                  # edge rows
-    dlen = np.zeros(len(link), dtype=np.int64)                                        # len D(l', j)
+    link = np.nonzero(np.isin(edges["src_layer"], list(allowed)))[0]  # edge rows
+    dlen = np.zeros(len(link), dtype=np.int64)  # len D(l', j)
     for l in np.unique(edges["src_layer"][link]).tolist():
         if l not in descriptions:
             raise ValueError(f"layer {layer} inherits from layer {l}, whose descriptions were not computed first")
@@ -313,25 +373,25 @@ def inherit(model, tc, layer: int, bos: int, edges: dict, descriptions: dict[int
     if not len(link):
         return Inherited(none, none, none, np.full(F, np.nan))
     ukey, l_u = np.unique((edges["src_layer"][link] << UP_SHIFT) + edges["src_idx"][link], return_inverse=True)
-    seqs = _upstream_seqs(bos, descriptions, ukey)                                    # one run per upstream
+    seqs = _upstream_seqs(bos, descriptions, ukey)  # one run per upstream
     cand_f, cand_t, cand_on, cand_order = [], [], [], []
     for idx, x, lens, btoks in padded_runs(model, seqs, tc.hook_in, layer, batch_tokens):
         slot = torch.full((len(ukey),), -1, dtype=torch.long)
         slot[idx] = torch.arange(len(idx))
-        in_batch = np.nonzero(slot[l_u].numpy() >= 0)[0]                             # links to this batch
+        in_batch = np.nonzero(slot[l_u].numpy() >= 0)[0]  # links to this batch
         chunk = max(batch_tokens // x.shape[1], 1)
         for c0 in range(0, len(in_batch), chunk):
-            ls = in_batch[c0:c0 + chunk]
+            ls = in_batch[c0 : c0 + chunk]
             rows, dst = slot[l_u[ls]], torch.from_numpy(edges["dst"][link[ls]])
-            on = active(tc, pre_activation_pairs(tc, x[rows.to(x.device)], dst), dst).cpu()   # [n, T]
+            on = active(tc, pre_activation_pairs(tc, x[rows.to(x.device)], dst), dst).cpu()  # [n, T]
             pos = torch.arange(x.shape[1])
             r, t = ((pos >= 1) & (pos < lens[rows].unsqueeze(1))).nonzero(as_tuple=True)  # real positions
             cand_f.append(dst[r].numpy()), cand_t.append(btoks[rows][r, t].numpy()), cand_on.append(on[r, t].numpy())
             cand_order.append(((1 << 40) + torch.from_numpy(link[ls])[r] * (1 << 20) + t).numpy())  # after inputs
     cf, ct, on, order = (np.concatenate(c) for c in (cand_f, cand_t, cand_on, cand_order))
-    n_cand = np.bincount(cf[first_occurrences(cf, ct, order)], minlength=F)          # distinct offered
+    n_cand = np.bincount(cf[first_occurrences(cf, ct, order)], minlength=F)  # distinct offered
     fi = np.nonzero(on)[0]
-    uf = fi[first_occurrences(cf[fi], ct[fi], order[fi])]                             # distinct fired
+    uf = fi[first_occurrences(cf[fi], ct[fi], order[fi])]  # distinct fired
     soft = np.where(n_cand > 0, np.bincount(cf[uf], minlength=F) / np.maximum(n_cand, 1), np.nan)
     return Inherited(cf[uf], ct[uf], order[uf], soft)
 
@@ -342,7 +402,7 @@ def validate(model, tc, layer: int, bos: int, desc: Ragged, batch_tokens: int) -
     has = np.nonzero(desc.lengths() > 0)[0]
     for idx, x, lens, _ in padded_runs(model, _seqs(bos, desc, has), tc.hook_in, layer, batch_tokens):
         f = torch.from_numpy(has[idx.numpy()])
-        on = active(tc, pre_activation_pairs(tc, x, f), f).cpu()                      # [b, T]
+        on = active(tc, pre_activation_pairs(tc, x, f), f).cpu()  # [b, T]
         pos = torch.arange(x.shape[1])
         validated[f.numpy()] = (on & (pos >= 1) & (pos < lens.unsqueeze(1))).any(dim=1).numpy()
     return validated

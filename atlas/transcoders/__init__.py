@@ -7,5 +7,13 @@ from atlas.transcoders.loading import FORMATS, PRESETS, Preset, TranscoderSpec, 
 from atlas.transcoders.saelens_format import save_saelens
 from atlas.transcoders.transcoder_set import LayerTranscoder, TranscoderSet
 
-__all__ = ["FORMATS", "PRESETS", "LayerTranscoder", "Preset", "TranscoderSet", "TranscoderSpec",
-           "load_transcoders", "save_saelens"]
+__all__ = [
+    "FORMATS",
+    "PRESETS",
+    "LayerTranscoder",
+    "Preset",
+    "TranscoderSet",
+    "TranscoderSpec",
+    "load_transcoders",
+    "save_saelens",
+]

@@ -30,8 +30,13 @@ DEFAULT_SET_NAME = "circuit-tracer-transcoder"
 FILE_RULE = "layer_{l}.safetensors"
 _FILE = re.compile(r"(?:^|/)layer_(\d+)\.safetensors$")
 # circuit-tracer's hook names (as in its config.yaml) -> TransformerLens names inside blocks.{l}.
-HOOK_NAMES = {"hook_resid_mid": "hook_resid_mid", "mlp.hook_out": "mlp.hook_out", "hook_mlp_out": "hook_mlp_out",
-              "mlp.hook_in": "mlp.hook_in", "ln2.hook_normalized": "ln2.hook_normalized"}
+HOOK_NAMES = {
+    "hook_resid_mid": "hook_resid_mid",
+    "mlp.hook_out": "mlp.hook_out",
+    "hook_mlp_out": "hook_mlp_out",
+    "mlp.hook_in": "mlp.hook_in",
+    "ln2.hook_normalized": "ln2.hook_normalized",
+}
 DEFAULT_HOOKS = ("hook_resid_mid", "mlp.hook_out")
 
 
@@ -54,8 +59,9 @@ def hooks_from_yaml(source: Source, cfg_rel: str, defaults: tuple[str, str] = DE
         hook_out = cfg.get("feature_output_hook", hook_out) if isinstance(cfg, dict) else hook_out
     for hook in (hook_in, hook_out):
         if hook not in HOOK_NAMES:
-            raise TranscoderError(f"{source.uri(cfg_rel)}: unknown circuit-tracer hook {hook!r} "
-                                  f"(known: {', '.join(HOOK_NAMES)})")
+            raise TranscoderError(
+                f"{source.uri(cfg_rel)}: unknown circuit-tracer hook {hook!r} (known: {', '.join(HOOK_NAMES)})"
+            )
     return f"blocks.{{layer}}.{HOOK_NAMES[hook_in]}", f"blocks.{{layer}}.{HOOK_NAMES[hook_out]}"
 
 
@@ -76,12 +82,25 @@ def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> 
     tensors = {k.removeprefix("activation_function."): v for k, v in tensors.items()}
     missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec") if k not in tensors]
     if missing:
-        raise TranscoderError(f"{path}: missing key(s) {missing} (has {sorted(tensors)}); circuit-tracer layout is "
-                              f"W_enc [F, d], W_dec [F, d], b_enc [F], b_dec [d], optional W_skip [d, d], threshold [F]")
+        raise TranscoderError(
+            f"{path}: missing key(s) {missing} (has {sorted(tensors)}); circuit-tracer layout is "
+            f"W_enc [F, d], W_dec [F, d], b_enc [F], b_dec [d], optional W_skip [d, d], threshold [F]"
+        )
     if tensors["W_enc"].ndim != 2:
         raise TranscoderError(f"{path}: W_enc has shape {tuple(tensors['W_enc'].shape)}, expected [F, d]")
     hook_in, hook_out = _hooks(source, rel, layer)
-    return build_layer(str(path), layer, hook_in=hook_in, hook_out=hook_out, format=NAME, uri=source.uri(rel),
-                       W_enc=tensors["W_enc"].T, b_enc=tensors["b_enc"], W_dec=tensors["W_dec"],
-                       b_dec=tensors["b_dec"], threshold=tensors.get("threshold"), W_skip=tensors.get("W_skip"),
-                       dtype=dtype)
+    return build_layer(
+        str(path),
+        layer,
+        hook_in=hook_in,
+        hook_out=hook_out,
+        format=NAME,
+        uri=source.uri(rel),
+        W_enc=tensors["W_enc"].T,
+        b_enc=tensors["b_enc"],
+        W_dec=tensors["W_dec"],
+        b_dec=tensors["b_dec"],
+        threshold=tensors.get("threshold"),
+        W_skip=tensors.get("W_skip"),
+        dtype=dtype,
+    )

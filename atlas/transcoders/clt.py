@@ -47,6 +47,7 @@ _GS2_FILE = re.compile(r"(?:^|/)(?:[^/]*_)?layer_(\d+)(?:/params)?\.safetensors$
 @dataclass(frozen=True)
 class LayerFiles:
     """Where source layer l's tensors are: file and key per role (None: absent)."""
+
     enc_file: Path
     dec_file: Path
     W_enc: str
@@ -62,16 +63,16 @@ class CrossLayerTranscoder:
     set_name: str
     format: str
     uri: str
-    files: dict[int, LayerFiles]            # source layer -> files (layers 0..n-1, every one)
+    files: dict[int, LayerFiles]  # source layer -> files (layers 0..n-1, every one)
     d_model: int
     d_sae: int
-    enc_transposed: bool                    # circuit-tracer: W_enc stored [F, d]
-    dec_absolute: bool                      # Gemma Scope 2 [F, n, d]: slice index = output layer
-    hook_in_t: str                          # 'blocks.{layer}.hook_resid_mid'
-    hook_out_t: str                         # 'blocks.{layer}.hook_mlp_out'
-    b_enc: dict[int, "torch.Tensor"] = field(default_factory=dict)       # l -> [F]
-    b_dec: dict[int, "torch.Tensor"] = field(default_factory=dict)       # k -> [d]
-    threshold: dict[int, "torch.Tensor"] = field(default_factory=dict)   # l -> [F] (JumpReLU)
+    enc_transposed: bool  # circuit-tracer: W_enc stored [F, d]
+    dec_absolute: bool  # Gemma Scope 2 [F, n, d]: slice index = output layer
+    hook_in_t: str  # 'blocks.{layer}.hook_resid_mid'
+    hook_out_t: str  # 'blocks.{layer}.hook_mlp_out'
+    b_enc: dict[int, torch.Tensor] = field(default_factory=dict)  # l -> [F]
+    b_dec: dict[int, torch.Tensor] = field(default_factory=dict)  # k -> [d]
+    threshold: dict[int, torch.Tensor] = field(default_factory=dict)  # l -> [F] (JumpReLU)
     dtype: str = "float32"
     requires: tuple[tuple[str, str], ...] = ()
 
@@ -102,7 +103,7 @@ class CrossLayerTranscoder:
         return self.n_layers
 
     # ---- reading, one tensor at a time -----------------------------------------------------------
-    def _read(self, path: Path, key: str, index=None) -> "torch.Tensor":
+    def _read(self, path: Path, key: str, index=None) -> torch.Tensor:
         import torch
         from safetensors import safe_open
 
@@ -110,13 +111,13 @@ class CrossLayerTranscoder:
             t = f.get_tensor(key) if index is None else f.get_slice(key)[index]
         return t.to(getattr(torch, self.dtype))
 
-    def W_enc(self, layer: int) -> "torch.Tensor":
+    def W_enc(self, layer: int) -> torch.Tensor:
         """[d, F], read from disk."""
         lf = self.files[layer]
         W = self._read(lf.enc_file, lf.W_enc)
         return W.T.contiguous() if self.enc_transposed else W
 
-    def decoder_slice(self, src: int, out: int) -> "torch.Tensor":
+    def decoder_slice(self, src: int, out: int) -> torch.Tensor:
         """W_dec[src -> out] [F, d] for src <= out, read from disk (only that slice)."""
         if not src <= out < self.n_layers:
             raise TranscoderError(f"{self.set_name}: no decoder from layer {src} into layer {out}")
@@ -124,12 +125,12 @@ class CrossLayerTranscoder:
         j = out if self.dec_absolute else out - src
         return self._read(lf.dec_file, lf.W_dec, (slice(None), j, slice(None)))
 
-    def skip(self, layer: int) -> "torch.Tensor | None":
+    def skip(self, layer: int) -> torch.Tensor | None:
         """S_layer [d, d], added as x_layer S (not transposed), or None."""
         lf = self.files[layer]
         return None if lf.skip is None else self._read(lf.enc_file, lf.skip)
 
-    def decoder_sum(self, src: int, start: int, stop: int) -> "torch.Tensor":
+    def decoder_sum(self, src: int, start: int, stop: int) -> torch.Tensor:
         """sum_{k in [start, stop)} W_dec[src -> k]  [F, d] (zeros when empty), one slice in memory at a time."""
         import torch
 
@@ -139,11 +140,11 @@ class CrossLayerTranscoder:
         return total
 
     # ---- the forward rule ------------------------------------------------------------------------
-    def pre_activation(self, layer: int, x: "torch.Tensor", W_enc: "torch.Tensor | None" = None) -> "torch.Tensor":
+    def pre_activation(self, layer: int, x: torch.Tensor, W_enc: torch.Tensor | None = None) -> torch.Tensor:
         W = self.W_enc(layer) if W_enc is None else W_enc
         return x.to(W.dtype) @ W + self.b_enc[layer]
 
-    def encode(self, layer: int, x: "torch.Tensor", W_enc: "torch.Tensor | None" = None) -> "torch.Tensor":
+    def encode(self, layer: int, x: torch.Tensor, W_enc: torch.Tensor | None = None) -> torch.Tensor:
         """a_l: x [.., d] -> [.., F]."""
         import torch
 
@@ -152,7 +153,7 @@ class CrossLayerTranscoder:
             return z * (z > self.threshold[layer])
         return torch.relu(z)
 
-    def reconstruct(self, out: int, acts: dict[int, "torch.Tensor"], x_out: "torch.Tensor | None" = None) -> "torch.Tensor":
+    def reconstruct(self, out: int, acts: dict[int, torch.Tensor], x_out: torch.Tensor | None = None) -> torch.Tensor:
         """y_out = sum_{l <= out} a_l W_dec[l -> out] + b_dec[out] (+ x_out S_out): acts {l: [.., F]} -> [.., d]."""
         y = self.b_dec[out]
         for src in range(out + 1):
@@ -166,21 +167,23 @@ class CrossLayerTranscoder:
         return y
 
     # ---- the per-layer view the lenses read ------------------------------------------------------
-    def __getitem__(self, layer: int) -> "CLTLayerView":
+    def __getitem__(self, layer: int) -> CLTLayerView:
         if layer not in self.files:
-            raise TranscoderError(f"no layer {layer} in cross-layer transcoder {self.set_name!r} (has 0..{self.n_layers - 1})")
+            raise TranscoderError(
+                f"no layer {layer} in cross-layer transcoder {self.set_name!r} (has 0..{self.n_layers - 1})"
+            )
         return CLTLayerView(self, layer)
 
     def __iter__(self):
         return iter(CLTLayerView(self, l) for l in self.layer_ids)
 
-    def upstream_decoders(self, layer: int, sources) -> dict[int, "torch.Tensor"]:
+    def upstream_decoders(self, layer: int, sources) -> dict[int, torch.Tensor]:
         """{l': sum_{k in [l', layer)} W_dec[l' -> k]} [F, d]: what a feature of l' has written into the
         residual stream by the time layer ``layer`` reads it (virtual weights, docs/transcoders.md)."""
         return {src: self.decoder_sum(src, src, layer) for src in sources if src < layer}
 
     # ---- checks ----------------------------------------------------------------------------------
-    def check_against(self, model: "HookedTransformer") -> None:
+    def check_against(self, model: HookedTransformer) -> None:
         from atlas.transcoders.hook_points import add_mlp_hook_points, needs_mlp_hook_points
 
         hooks = [h for l in self.layer_ids for h in (self.hook_in(l), self.hook_out(l))]
@@ -193,14 +196,17 @@ class CrossLayerTranscoder:
             if hook not in model.hook_dict:
                 raise TranscoderError(f"{where}: hook {hook!r} does not exist in the model")
         if self.d_model != model.cfg.d_model:
-            raise TranscoderError(f"{where}: width {self.d_model} does not match the model's d_model {model.cfg.d_model}")
+            raise TranscoderError(
+                f"{where}: width {self.d_model} does not match the model's d_model {model.cfg.d_model}"
+            )
         for point, module in self.requires:
             if module not in model.mod_dict:
-                raise TranscoderError(f"{where}: hook point {point!r} needs the model's {module!r}, which this model "
-                                      f"does not have")
+                raise TranscoderError(
+                    f"{where}: hook point {point!r} needs the model's {module!r}, which this model does not have"
+                )
 
 
-_VIEW_CACHE: dict = {}   # one view's SAELens object at a time: (id(clt), layer) -> sae
+_VIEW_CACHE: dict = {}  # one view's SAELens object at a time: (id(clt), layer) -> sae
 
 
 @dataclass
@@ -208,6 +214,7 @@ class CLTLayerView:
     """Source layer l of a CLT, in the interface of a LayerTranscoder: its encoder, and as decoder the sum
     of its slices into every layer k >= l (what the feature writes in all: output projections). Its
     SAELens object is built on first use; one at a time is kept."""
+
     clt: CrossLayerTranscoder
     layer: int
 
@@ -216,7 +223,7 @@ class CLTLayerView:
     hook_in = property(lambda self: self.clt.hook_in(self.layer))
     hook_out = property(lambda self: self.clt.hook_out(self.layer))
     activation = property(lambda self: self.clt.activation)
-    has_skip = False            # a CLT's skip belongs to the output layer's reconstruction, not to a feature
+    has_skip = False  # a CLT's skip belongs to the output layer's reconstruction, not to a feature
     d_in = property(lambda self: self.clt.d_model)
     d_out = property(lambda self: self.clt.d_model)
     d_sae = property(lambda self: self.clt.d_sae)
@@ -231,17 +238,24 @@ class CLTLayerView:
 
             _VIEW_CACHE.clear()
             c, l = self.clt, self.layer
-            _VIEW_CACHE[key] = build_sae(f"{c.uri} layer {l}", W_enc=c.W_enc(l), b_enc=c.b_enc[l],
-                                         W_dec=c.decoder_sum(l, l, c.n_layers), b_dec=c.b_dec[l],
-                                         threshold=c.threshold.get(l), hook_in=self.hook_in, hook_out=self.hook_out,
-                                         dtype=c.dtype)
+            _VIEW_CACHE[key] = build_sae(
+                f"{c.uri} layer {l}",
+                W_enc=c.W_enc(l),
+                b_enc=c.b_enc[l],
+                W_dec=c.decoder_sum(l, l, c.n_layers),
+                b_dec=c.b_dec[l],
+                threshold=c.threshold.get(l),
+                hook_in=self.hook_in,
+                hook_out=self.hook_out,
+                dtype=c.dtype,
+            )
         return _VIEW_CACHE[key]
 
     # the encoder side is read directly (no decoder slice is touched); W_dec builds the summed decoder
-    W_enc = property(lambda self: self.clt.W_enc(self.layer))           # [d, F]
-    b_enc = property(lambda self: self.clt.b_enc[self.layer])           # [F]
+    W_enc = property(lambda self: self.clt.W_enc(self.layer))  # [d, F]
+    b_enc = property(lambda self: self.clt.b_enc[self.layer])  # [F]
     threshold = property(lambda self: self.clt.threshold.get(self.layer))
-    W_dec = property(lambda self: self.sae.W_dec)           # [F, d]: sum of the slices into layers >= l
+    W_dec = property(lambda self: self.sae.W_dec)  # [F, d]: sum of the slices into layers >= l
     b_dec = property(lambda self: self.clt.b_dec[self.layer])
 
     def encode(self, x):
@@ -270,8 +284,10 @@ def _contiguous_layers(found: dict[int, object], what: str, where: str, rule: st
         raise AssetError(f"no cross-layer transcoder files at {where} (looked for {rule})")
     missing = sorted(set(range(max(found) + 1)) - set(found))
     if missing:
-        raise TranscoderError(f"{where}: cross-layer transcoder is missing the {what} of layer(s) {missing} "
-                              f"(found layers {sorted(found)}; every layer 0..{max(found)} needs one, {rule})")
+        raise TranscoderError(
+            f"{where}: cross-layer transcoder is missing the {what} of layer(s) {missing} "
+            f"(found layers {sorted(found)}; every layer 0..{max(found)} needs one, {rule})"
+        )
 
 
 def _expect(path: Path, key: str, shape: tuple, want: tuple, layout: str) -> None:
@@ -279,8 +295,14 @@ def _expect(path: Path, key: str, shape: tuple, want: tuple, layout: str) -> Non
         raise TranscoderError(f"{path}: {key} has shape {tuple(shape)}, expected {tuple(want)} ({layout})")
 
 
-def load_clt(fmt: str, location: str, *, set_name: str | None = None, dtype: str = "float32",
-             model: "HookedTransformer | None" = None) -> CrossLayerTranscoder:
+def load_clt(
+    fmt: str,
+    location: str,
+    *,
+    set_name: str | None = None,
+    dtype: str = "float32",
+    model: HookedTransformer | None = None,
+) -> CrossLayerTranscoder:
     """Read a CLT's layout and biases (not its weights); with a model, check it against the model."""
     from atlas.transcoders.source import Source
 
@@ -306,16 +328,20 @@ def _load_ct(source, set_name, dtype) -> CrossLayerTranscoder:
     dec = {l: f"{enc[l].rpartition('/')[0] + '/' if '/' in enc[l] else ''}W_dec_{l}.safetensors" for l in enc}
     missing = [l for l, rel in dec.items() if not source.has(rel)]
     if missing:
-        raise TranscoderError(f"{source.location}: cross-layer transcoder is missing the decoder file(s) "
-                              f"{[dec[l] for l in missing]} of layer(s) {missing} ({rule})")
+        raise TranscoderError(
+            f"{source.location}: cross-layer transcoder is missing the decoder file(s) "
+            f"{[dec[l] for l in missing]} of layer(s) {missing} ({rule})"
+        )
     files, d_model, d_sae = {}, None, None
     for l in range(n):
         ep, dp = source.fetch(enc[l]), source.fetch(dec[l])
         h, hd = _header(ep), _header(dp)
         for key in (f"W_enc_{l}", f"b_enc_{l}", f"b_dec_{l}"):
             if key not in h:
-                raise TranscoderError(f"{ep}: missing key {key!r} (has {sorted(h)}); circuit-tracer CLT layout: "
-                                      f"W_enc_{{l}} [F, d], b_enc_{{l}} [F], b_dec_{{l}} [d], optional threshold_{{l}}, W_skip_{{l}}")
+                raise TranscoderError(
+                    f"{ep}: missing key {key!r} (has {sorted(h)}); circuit-tracer CLT layout: "
+                    f"W_enc_{{l}} [F, d], b_enc_{{l}} [F], b_dec_{{l}} [d], optional threshold_{{l}}, W_skip_{{l}}"
+                )
         if f"W_dec_{l}" not in hd:
             raise TranscoderError(f"{dp}: missing key 'W_dec_{l}' (has {sorted(hd)})")
         if d_model is None:
@@ -332,14 +358,32 @@ def _load_ct(source, set_name, dtype) -> CrossLayerTranscoder:
             _expect(ep, thr, h[thr], (d_sae,), layout)
         if skip in h:
             _expect(ep, skip, h[skip], (d_model, d_model), layout)
-        files[l] = LayerFiles(ep, dp, f"W_enc_{l}", f"W_dec_{l}", f"b_enc_{l}", f"b_dec_{l}",
-                              thr if thr in h else None, skip if skip in h else None)
+        files[l] = LayerFiles(
+            ep,
+            dp,
+            f"W_enc_{l}",
+            f"W_dec_{l}",
+            f"b_enc_{l}",
+            f"b_dec_{l}",
+            thr if thr in h else None,
+            skip if skip in h else None,
+        )
     _same_options(files, source.location)
     cfg_rel = f"{enc[0].rpartition('/')[0]}/config.yaml".lstrip("/")
     hook_in, hook_out = circuit_tracer.hooks_from_yaml(source, cfg_rel, ("hook_resid_mid", "hook_mlp_out"))
-    clt = CrossLayerTranscoder(set_name or "circuit-tracer-clt", CT_NAME, _set_uri(source), files, d_model, d_sae,
-                               enc_transposed=True, dec_absolute=False, hook_in_t=hook_in, hook_out_t=hook_out,
-                               dtype=dtype)
+    clt = CrossLayerTranscoder(
+        set_name or "circuit-tracer-clt",
+        CT_NAME,
+        _set_uri(source),
+        files,
+        d_model,
+        d_sae,
+        enc_transposed=True,
+        dec_absolute=False,
+        hook_in_t=hook_in,
+        hook_out_t=hook_out,
+        dtype=dtype,
+    )
     _read_small(clt)
     return clt
 
@@ -357,9 +401,11 @@ def _load_gs2(source, set_name, dtype) -> CrossLayerTranscoder:
         h = _header(p)
         missing = [k for k in ("w_enc", "w_dec", "b_enc", "b_dec", "threshold") if k not in h]
         if missing:
-            raise TranscoderError(f"{p}: missing key(s) {missing} (has {sorted(h)}); Gemma Scope 2 CLT layout: "
-                                  f"w_enc [d, F], w_dec [F, n_layers, d], b_enc [F], b_dec [d], threshold [F], "
-                                  f"optional affine_skip_connection [d, d]")
+            raise TranscoderError(
+                f"{p}: missing key(s) {missing} (has {sorted(h)}); Gemma Scope 2 CLT layout: "
+                f"w_enc [d, F], w_dec [F, n_layers, d], b_enc [F], b_dec [d], threshold [F], "
+                f"optional affine_skip_connection [d, d]"
+            )
         if d_model is None:
             if len(h["w_enc"]) != 2:
                 raise TranscoderError(f"{p}: w_enc has shape {h['w_enc']}, expected [d, F]")
@@ -370,12 +416,22 @@ def _load_gs2(source, set_name, dtype) -> CrossLayerTranscoder:
         _expect(p, "b_dec", h["b_dec"], (d_model,), layout)
         _expect(p, "threshold", h["threshold"], (d_sae,), layout)
         if h["w_dec"] not in ((d_sae, n, d_model), (d_sae, n - l, d_model)):
-            raise TranscoderError(f"{p}: w_dec has shape {h['w_dec']}, expected {(d_sae, n, d_model)} "
-                                  f"(or {(d_sae, n - l, d_model)}) ({layout})")
+            raise TranscoderError(
+                f"{p}: w_dec has shape {h['w_dec']}, expected {(d_sae, n, d_model)} "
+                f"(or {(d_sae, n - l, d_model)}) ({layout})"
+            )
         if "affine_skip_connection" in h:
             _expect(p, "affine_skip_connection", h["affine_skip_connection"], (d_model, d_model), layout)
-        files[l] = LayerFiles(p, p, "w_enc", "w_dec", "b_enc", "b_dec", "threshold",
-                              "affine_skip_connection" if "affine_skip_connection" in h else None)
+        files[l] = LayerFiles(
+            p,
+            p,
+            "w_enc",
+            "w_dec",
+            "b_enc",
+            "b_dec",
+            "threshold",
+            "affine_skip_connection" if "affine_skip_connection" in h else None,
+        )
     absolute = {_header(files[l].dec_file)["w_dec"][1] == n for l in range(1, n)} or {True}
     if len(absolute) != 1:
         raise TranscoderError(f"{source.location}: some layers' w_dec cover every layer, others only the later ones")
@@ -386,18 +442,30 @@ def _load_gs2(source, set_name, dtype) -> CrossLayerTranscoder:
         from atlas.transcoders.gemmascope2 import read_config
 
         cfg = read_config(source, cfg_rel)
-    templ = {k: re.sub(r"^model\.layers\.\d+\.", "model.layers.{layer}.", cfg[k])
-             for k in ("hf_hook_point_in", "hf_hook_point_out") if isinstance(cfg.get(k), str)}
+    templ = {
+        k: re.sub(r"^model\.layers\.\d+\.", "model.layers.{layer}.", cfg[k])
+        for k in ("hf_hook_point_in", "hf_hook_point_out")
+        if isinstance(cfg.get(k), str)
+    }
     requires = []
     for l in range(n):
         per = {k: v.format(layer=l) for k, v in templ.items()}
         hook_in, hook_out, req = hooks_from_config(per, l, source.uri(cfg_rel) if cfg else source.location)
         requires += req
-    clt = CrossLayerTranscoder(set_name or "gemmascope-2-clt", GS2_NAME, _set_uri(source), files, d_model, d_sae,
-                               enc_transposed=False, dec_absolute=absolute.pop(),
-                               hook_in_t=re.sub(r"^blocks\.\d+\.", "blocks.{layer}.", hook_in),
-                               hook_out_t=re.sub(r"^blocks\.\d+\.", "blocks.{layer}.", hook_out),
-                               dtype=dtype, requires=tuple(requires))
+    clt = CrossLayerTranscoder(
+        set_name or "gemmascope-2-clt",
+        GS2_NAME,
+        _set_uri(source),
+        files,
+        d_model,
+        d_sae,
+        enc_transposed=False,
+        dec_absolute=absolute.pop(),
+        hook_in_t=re.sub(r"^blocks\.\d+\.", "blocks.{layer}.", hook_in),
+        hook_out_t=re.sub(r"^blocks\.\d+\.", "blocks.{layer}.", hook_out),
+        dtype=dtype,
+        requires=tuple(requires),
+    )
     _read_small(clt)
     return clt
 
@@ -406,8 +474,10 @@ def _same_options(files: dict[int, LayerFiles], where: str) -> None:
     for what in ("threshold", "skip"):
         has = {l for l, f in files.items() if getattr(f, what) is not None}
         if has and len(has) != len(files):
-            raise TranscoderError(f"{where}: layer(s) {sorted(set(files) - has)} have no {what}, layer(s) "
-                                  f"{sorted(has)} do: all layers or none")
+            raise TranscoderError(
+                f"{where}: layer(s) {sorted(set(files) - has)} have no {what}, layer(s) "
+                f"{sorted(has)} do: all layers or none"
+            )
 
 
 def _read_small(clt: CrossLayerTranscoder) -> None:

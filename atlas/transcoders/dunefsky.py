@@ -78,15 +78,30 @@ def _allowed(module: str, name: str) -> Any | None:
 
     import torch
 
-    if module == "torch._utils" and name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter",
-                                             "_rebuild_parameter_with_state"):
+    if module == "torch._utils" and name in (
+        "_rebuild_tensor",
+        "_rebuild_tensor_v2",
+        "_rebuild_parameter",
+        "_rebuild_parameter_with_state",
+    ):
         return getattr(torch._utils, name)
     if module == "torch" and (isinstance(getattr(torch, name, None), torch.dtype) or name in ("Size", "device")):
         return getattr(torch, name)
     if module == "collections" and name in ("OrderedDict", "defaultdict"):
         return getattr(collections, name)
-    if module in ("builtins", "__builtin__") and name in ("dict", "list", "tuple", "set", "frozenset",
-                                                         "int", "float", "str", "bytes", "bool", "complex"):
+    if module in ("builtins", "__builtin__") and name in (
+        "dict",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "int",
+        "float",
+        "str",
+        "bytes",
+        "bool",
+        "complex",
+    ):
         return getattr(__import__("builtins"), name)
     if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
         import importlib
@@ -124,8 +139,10 @@ def read_pickle(path) -> Any:
         # No mmap: weights must not alias a file that may be rewritten while they are in use.
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle_module())
     except Exception as exc:
-        raise TranscoderError(f"{path}: not a readable torch pickle ({type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from exc
+        raise TranscoderError(
+            f"{path}: not a readable torch pickle ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+        ) from exc
 
 
 def discover(source: Source) -> dict[int, str]:
@@ -147,17 +164,23 @@ def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> 
     obj = read_pickle(path)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
-        raise TranscoderError(f"{path}: holds a {type(obj).__name__}, not a dict with a 'state_dict' "
-                              f"(expected the Dunefsky et al. transcoder layout)")
+        raise TranscoderError(
+            f"{path}: holds a {type(obj).__name__}, not a dict with a 'state_dict' "
+            f"(expected the Dunefsky et al. transcoder layout)"
+        )
     for key in ("W_enc", "b_enc", "W_dec", "b_dec", "b_dec_out"):
         if not isinstance(state.get(key), torch.Tensor):
-            raise TranscoderError(f"{path}: state_dict has no tensor {key!r} (has {sorted(map(str, state))}); "
-                                  f"expected W_enc [d, F], b_enc [F], W_dec [F, d], b_dec [d], b_dec_out [d]")
+            raise TranscoderError(
+                f"{path}: state_dict has no tensor {key!r} (has {sorted(map(str, state))}); "
+                f"expected W_enc [d, F], b_enc [F], W_dec [F, d], b_dec [d], b_dec_out [d]"
+            )
     W_enc, b_enc, b_dec_in = state["W_enc"], state["b_enc"], state["b_dec"]
     if W_enc.ndim != 2 or tuple(b_dec_in.shape) != (W_enc.shape[0],):
-        raise TranscoderError(f"{path}: input bias b_dec has shape {tuple(b_dec_in.shape)}, "
-                              f"expected ({W_enc.shape[0] if W_enc.ndim == 2 else 'd_in'},) to match W_enc "
-                              f"{tuple(W_enc.shape)}")
+        raise TranscoderError(
+            f"{path}: input bias b_dec has shape {tuple(b_dec_in.shape)}, "
+            f"expected ({W_enc.shape[0] if W_enc.ndim == 2 else 'd_in'},) to match W_enc "
+            f"{tuple(W_enc.shape)}"
+        )
     if not all_finite(b_dec_in):
         raise TranscoderError(f"{path}: b_dec holds NaN or infinite values")
     hook_in, hook_out, centre = _config(obj.get("cfg") if isinstance(obj, dict) else None)
@@ -166,6 +189,16 @@ def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> 
     b_enc_folded = b_enc.float() - b_dec_in.float() @ W_enc.float() if centre else b_enc
     if layer_of_hook(hook_in) not in (None, layer):
         raise TranscoderError(f"{path}: its config reads {hook_in!r}, but the file name says layer {layer}")
-    return build_layer(str(path), layer, hook_in=hook_in, hook_out=hook_out, format=NAME, uri=source.uri(rel),
-                       W_enc=W_enc, b_enc=b_enc_folded, W_dec=state["W_dec"], b_dec=state["b_dec_out"],
-                       dtype=dtype)
+    return build_layer(
+        str(path),
+        layer,
+        hook_in=hook_in,
+        hook_out=hook_out,
+        format=NAME,
+        uri=source.uri(rel),
+        W_enc=W_enc,
+        b_enc=b_enc_folded,
+        W_dec=state["W_dec"],
+        b_dec=state["b_dec_out"],
+        dtype=dtype,
+    )

@@ -30,7 +30,7 @@ TARGET_L0 = 100
 
 
 def _choice_key(m: re.Match) -> tuple:
-    width = int(m.group(2)) * {"k": 1024, "m": 1024 ** 2, None: 1}[m.group(3)]
+    width = int(m.group(2)) * {"k": 1024, "m": 1024**2, None: 1}[m.group(3)]
     l0 = int(m.group(4))
     return (width, abs(l0 - TARGET_L0), l0)
 
@@ -47,8 +47,10 @@ def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> 
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in KEYS if k not in npz.files]
             if missing:
-                raise TranscoderError(f"{path}: missing key(s) {missing} (has {sorted(npz.files)}); Gemma Scope "
-                                      f"params.npz holds W_enc [d, F], W_dec [F, d], b_enc [F], b_dec [d], threshold [F]")
+                raise TranscoderError(
+                    f"{path}: missing key(s) {missing} (has {sorted(npz.files)}); Gemma Scope "
+                    f"params.npz holds W_enc [d, F], W_dec [F, d], b_enc [F], b_dec [d], threshold [F]"
+                )
             arrays = {k: npz[k] for k in KEYS}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise TranscoderError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc

@@ -40,18 +40,20 @@ KEYS = ("w_enc", "w_dec", "b_enc", "b_dec", "threshold")
 SKIP_KEY = "affine_skip_connection"
 _FILE = re.compile(r"(?:^|/)layer_(\d+)(?:_width_(\d+)(k|m)?)?(?:_l0_(\w+?))?(_affine)?/params\.safetensors$")
 _L0_ORDER = {"small": 0, "medium": 1, "big": 2}
-DEFAULT_HF_HOOKS = ("model.layers.{layer}.pre_feedforward_layernorm.output",
-                    "model.layers.{layer}.post_feedforward_layernorm.output")
+DEFAULT_HF_HOOKS = (
+    "model.layers.{layer}.pre_feedforward_layernorm.output",
+    "model.layers.{layer}.post_feedforward_layernorm.output",
+)
 
 
 def _choice_key(m: re.Match) -> tuple:
-    width = int(m.group(2) or 0) * {"k": 1024, "m": 1024 ** 2, None: 1}[m.group(3)]
+    width = int(m.group(2) or 0) * {"k": 1024, "m": 1024**2, None: 1}[m.group(3)]
     return (width, _L0_ORDER.get(m.group(4) or "", 3), m.group(4) or "", bool(m.group(5)))
 
 
 def discover(source: Source) -> dict[int, str]:
     files = source.files()
-    if "params.safetensors" in files and "config.json" in files:   # the location is one layer's folder
+    if "params.safetensors" in files and "config.json" in files:  # the location is one layer's folder
         m = re.search(r"layer_(\d+)", source.location.rstrip("/").rpartition("/")[2])
         cfg = read_config(source, "config.json")
         layer = int(m.group(1)) if m else _layer_of_hf(cfg.get("hf_hook_point_in"))
@@ -105,23 +107,40 @@ def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> 
     t = read_tensors(path)
     missing = [k for k in KEYS if k not in t]
     if missing:
-        raise TranscoderError(f"{path}: missing key(s) {missing} (has {sorted(t)}); Gemma Scope 2 params.safetensors "
-                              f"holds w_enc [d_in, F], w_dec [F, d_out], b_enc [F], b_dec [d_out], threshold [F], "
-                              f"optional {SKIP_KEY} [d_in, d_out]")
+        raise TranscoderError(
+            f"{path}: missing key(s) {missing} (has {sorted(t)}); Gemma Scope 2 params.safetensors "
+            f"holds w_enc [d_in, F], w_dec [F, d_out], b_enc [F], b_dec [d_out], threshold [F], "
+            f"optional {SKIP_KEY} [d_in, d_out]"
+        )
     for k in ("w_enc", "w_dec"):
         if t[k].ndim != 2:
-            raise TranscoderError(f"{path}: {k} has shape {tuple(t[k].shape)}, expected a matrix "
-                                  f"({'[d_in, F]' if k == 'w_enc' else '[F, d_out]'}); a 3-D w_dec is a "
-                                  f"cross-layer transcoder (format gemmascope2-clt)")
+            raise TranscoderError(
+                f"{path}: {k} has shape {tuple(t[k].shape)}, expected a matrix "
+                f"({'[d_in, F]' if k == 'w_enc' else '[F, d_out]'}); a 3-D w_dec is a "
+                f"cross-layer transcoder (format gemmascope2-clt)"
+            )
     skip = t.get(SKIP_KEY)
     if skip is not None:
         want = (t["w_enc"].shape[0], t["w_dec"].shape[1])
         if tuple(skip.shape) != want:
-            raise TranscoderError(f"{path}: {SKIP_KEY} has shape {tuple(skip.shape)}, expected [d_in, d_out] = "
-                                  f"{list(want)}")
+            raise TranscoderError(
+                f"{path}: {SKIP_KEY} has shape {tuple(skip.shape)}, expected [d_in, d_out] = {list(want)}"
+            )
         skip = skip.T
-    tc = build_layer(str(path), layer, hook_in=hook_in, hook_out=hook_out, format=NAME, uri=source.uri(rel),
-                     W_enc=t["w_enc"], b_enc=t["b_enc"], W_dec=t["w_dec"], b_dec=t["b_dec"],
-                     threshold=t["threshold"], W_skip=skip, dtype=dtype)
+    tc = build_layer(
+        str(path),
+        layer,
+        hook_in=hook_in,
+        hook_out=hook_out,
+        format=NAME,
+        uri=source.uri(rel),
+        W_enc=t["w_enc"],
+        b_enc=t["b_enc"],
+        W_dec=t["w_dec"],
+        b_dec=t["b_dec"],
+        threshold=t["threshold"],
+        W_skip=skip,
+        dtype=dtype,
+    )
     tc.requires = requires
     return tc

@@ -30,8 +30,8 @@ from atlas.errors import TranscoderError
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-MLP_IN = "blocks.{layer}.mlp.hook_in"     # MLP input: ln2 after gain and bias   [batch, pos, d_model]
-MLP_OUT = "blocks.{layer}.mlp.hook_out"   # MLP module output, before ln2_post   [batch, pos, d_model]
+MLP_IN = "blocks.{layer}.mlp.hook_in"  # MLP input: ln2 after gain and bias   [batch, pos, d_model]
+MLP_OUT = "blocks.{layer}.mlp.hook_out"  # MLP module output, before ln2_post   [batch, pos, d_model]
 _MLP_HOOK = re.compile(r"^blocks\.\d+\.mlp\.hook_(in|out)$")
 _MARK = "_atlas_mlp_hook_points"
 
@@ -53,7 +53,7 @@ def needs_mlp_hook_points(hooks) -> bool:
     return any(_MLP_HOOK.match(h) for h in hooks)
 
 
-def add_mlp_hook_points(model: "HookedTransformer") -> None:
+def add_mlp_hook_points(model: HookedTransformer) -> None:
     """Give every block's MLP module the hook points ``mlp.hook_in`` / ``mlp.hook_out`` (idempotent)."""
     from transformer_lens.hook_points import HookPoint
 
@@ -70,15 +70,17 @@ def add_mlp_hook_points(model: "HookedTransformer") -> None:
         setattr(mlp, _MARK, True)
         added = True
     if added:
-        model.setup()   # rebuild hook_dict / mod_dict with the new hook points
+        model.setup()  # rebuild hook_dict / mod_dict with the new hook points
 
 
 def hf_to_tl(name: str, where: str = "config") -> str:
     """'model.layers.3.pre_feedforward_layernorm.output' -> 'blocks.3.mlp.hook_in'."""
     m = _HF.match(name or "")
     if m is None or m.group(2) not in HF_TO_TL:
-        raise TranscoderError(f"{where}: hook point {name!r} is not one atlas can place in a TransformerLens model "
-                              f"(known: model.layers.{{l}}.{{{', '.join(HF_TO_TL)}}})")
+        raise TranscoderError(
+            f"{where}: hook point {name!r} is not one atlas can place in a TransformerLens model "
+            f"(known: model.layers.{{l}}.{{{', '.join(HF_TO_TL)}}})"
+        )
     return f"blocks.{m.group(1)}.{HF_TO_TL[m.group(2)]}"
 
 

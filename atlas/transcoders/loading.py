@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 # Formats whose files sit in a directory or hub repo: module with NAME, DEFAULT_SET_NAME,
 # FILE_RULE, discover(source) -> {layer: rel}, load_layer(source, rel, layer, dtype).
-FILE_FORMATS: dict[str, types.ModuleType] = {m.NAME: m for m in (saelens_format, dunefsky, gemmascope, circuit_tracer,
-                                                                   gemmascope2)}
+FILE_FORMATS: dict[str, types.ModuleType] = {
+    m.NAME: m for m in (saelens_format, dunefsky, gemmascope, circuit_tracer, gemmascope2)
+}
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 FORMATS: tuple[str, ...] = (*FILE_FORMATS, *clt.FORMATS, saelens_format.RELEASE_NAME, "auto", "preset")
 
@@ -43,35 +44,44 @@ GEMMA3_270M_RELEASE = "gemma-scope-2-270m-pt-transcoders-all"
 
 @dataclass(frozen=True)
 class Preset:
-    name: str           # what users type: --transcoders gpt2-small
+    name: str  # what users type: --transcoders gpt2-small
     format: str
     location: str
-    set_name: str       # Neuronpedia's source-set name, so public ids match theirs
-    model: str          # the model they were trained on
+    set_name: str  # Neuronpedia's source-set name, so public ids match theirs
+    model: str  # the model they were trained on
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    # Dunefsky et al. (NeurIPS 2024), 12 layers x 24576, ReLU; Neuronpedia set 'tres-dc'.
-    Preset("gpt2-small", "dunefsky", "hf://pchlenski/gpt2-transcoders", "tres-dc", "gpt2"),
-    # Gemma Scope transcoders, 26 layers x 16384, JumpReLU; Neuronpedia 'gemmascope-transcoder-16k'.
-    Preset("gemma-2-2b", "saelens-release", "gemma-scope-2b-pt-transcoders", "gemmascope-transcoder-16k", "gemma-2-2b"),
-    # Gemma Scope 2 transcoders of Gemma 3 270M (the embedded default's model), 18 layers x 16384,
-    # JumpReLU, the small-L0 sets without the affine skip; hub google/gemma-scope-2-270m-pt.
-    Preset("gemma-3-270m", "saelens-release",
-           GEMMA3_270M_RELEASE + "/" + ",".join(f"layer_{l}_width_16k_l0_small" for l in range(18)),
-           "gemmascope-2-transcoder-16k", "gemma-3-270m"),
-)}
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        # Dunefsky et al. (NeurIPS 2024), 12 layers x 24576, ReLU; Neuronpedia set 'tres-dc'.
+        Preset("gpt2-small", "dunefsky", "hf://pchlenski/gpt2-transcoders", "tres-dc", "gpt2"),
+        # Gemma Scope transcoders, 26 layers x 16384, JumpReLU; Neuronpedia 'gemmascope-transcoder-16k'.
+        Preset(
+            "gemma-2-2b", "saelens-release", "gemma-scope-2b-pt-transcoders", "gemmascope-transcoder-16k", "gemma-2-2b"
+        ),
+        # Gemma Scope 2 transcoders of Gemma 3 270M (the embedded default's model), 18 layers x 16384,
+        # JumpReLU, the small-L0 sets without the affine skip; hub google/gemma-scope-2-270m-pt.
+        Preset(
+            "gemma-3-270m",
+            "saelens-release",
+            GEMMA3_270M_RELEASE + "/" + ",".join(f"layer_{l}_width_16k_l0_small" for l in range(18)),
+            "gemmascope-2-transcoder-16k",
+            "gemma-3-270m",
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
 class TranscoderSpec:
     format: str
     location: str
-    layers: tuple[int, ...] | None = None    # None: every layer found
-    set_name: str | None = None              # None: the preset's or the format's default
+    layers: tuple[int, ...] | None = None  # None: every layer found
+    set_name: str | None = None  # None: the preset's or the format's default
 
     @classmethod
-    def parse(cls, text: str, layers=None, set_name: str | None = None) -> "TranscoderSpec":
+    def parse(cls, text: str, layers=None, set_name: str | None = None) -> TranscoderSpec:
         layers = tuple(sorted(set(int(l) for l in layers))) if layers is not None else None
         fmt, sep, location = text.partition(":")
         if not sep and text in PRESETS:
@@ -82,15 +92,17 @@ class TranscoderSpec:
             if Path(text).expanduser().exists():
                 fmt, location = "auto", text
             else:
-                raise AssetError(f"transcoder spec {text!r}: unknown format {fmt if sep else text!r}; use FORMAT:LOCATION "
-                                 f"with FORMAT one of {', '.join(FORMATS)}, an existing path, or a preset "
-                                 f"({', '.join(PRESETS)})")
+                raise AssetError(
+                    f"transcoder spec {text!r}: unknown format {fmt if sep else text!r}; use FORMAT:LOCATION "
+                    f"with FORMAT one of {', '.join(FORMATS)}, an existing path, or a preset "
+                    f"({', '.join(PRESETS)})"
+                )
         if not location:
             raise AssetError(f"transcoder spec {text!r} names no location after '{fmt}:'")
         spec = cls(format=fmt, location=location, layers=layers, set_name=set_name)
         return spec.resolve_preset()
 
-    def resolve_preset(self) -> "TranscoderSpec":
+    def resolve_preset(self) -> TranscoderSpec:
         if self.format != "preset":
             return self
         if self.location not in PRESETS:
@@ -102,9 +114,15 @@ class TranscoderSpec:
         return f"{self.format}:{self.location}"
 
 
-def load_transcoders(spec: TranscoderSpec | str, model: "HookedTransformer | None" = None, *,
-                     layers=None, set_name: str | None = None, dtype: str = "float32",
-                     device: str = "cpu") -> "TranscoderSet | clt.CrossLayerTranscoder":
+def load_transcoders(
+    spec: TranscoderSpec | str,
+    model: HookedTransformer | None = None,
+    *,
+    layers=None,
+    set_name: str | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+) -> TranscoderSet | clt.CrossLayerTranscoder:
     """Load every requested layer of a transcoder set; with a model, also ``check_against`` it.
     ``layers`` / ``set_name`` apply when ``spec`` is a string."""
     from atlas.progress import track
@@ -123,13 +141,17 @@ def load_transcoders(spec: TranscoderSpec | str, model: "HookedTransformer | Non
         fmt, plan = _file_plan(spec)
         set_name = spec.set_name or FILE_FORMATS[fmt].DEFAULT_SET_NAME
     tset = TranscoderSet(set_name=set_name)
-    for layer, load in track(plan, f"loading transcoders {spec}", unit="layer"):
+    for _layer, load in track(plan, f"loading transcoders {spec}", unit="layer"):
         tc = load(dtype)
         if tc.d_sae < 1:
-            raise TranscoderError(f"{spec}: the transcoder of layer {tc.layer} ({tc.uri}) has d_sae = {tc.d_sae} "
-                                  f"features; a transcoder needs at least one")
+            raise TranscoderError(
+                f"{spec}: the transcoder of layer {tc.layer} ({tc.uri}) has d_sae = {tc.d_sae} "
+                f"features; a transcoder needs at least one"
+            )
         if tc.layer in tset.layers:
-            raise TranscoderError(f"{spec}: two transcoders for layer {tc.layer} ({tset.layers[tc.layer].uri}, {tc.uri})")
+            raise TranscoderError(
+                f"{spec}: two transcoders for layer {tc.layer} ({tset.layers[tc.layer].uri}, {tc.uri})"
+            )
         if spec.layers is not None and tc.layer not in spec.layers:
             continue
         if device != "cpu":
@@ -159,8 +181,10 @@ def _file_plan(spec: TranscoderSpec) -> tuple[str, list]:
     if spec.layers is not None:
         missing = sorted(set(spec.layers) - set(found))
         if missing:
-            raise TranscoderError(f"{spec}: no transcoder file for layer(s) {missing} at {spec.location} "
-                                  f"(found layers {sorted(found)}, rule {module.FILE_RULE})")
+            raise TranscoderError(
+                f"{spec}: no transcoder file for layer(s) {missing} at {spec.location} "
+                f"(found layers {sorted(found)}, rule {module.FILE_RULE})"
+            )
         found = {l: found[l] for l in spec.layers}
     return fmt, [(layer, _bind(module.load_layer, source, found[layer], layer)) for layer in sorted(found)]
 
@@ -169,8 +193,7 @@ def _release_plan(spec: TranscoderSpec) -> list:
     found = saelens_format.discover_release(spec.location)
     if spec.layers is not None:  # ids whose layer is known only after loading are kept
         found = [(l, i) for l, i in found if l is None or l in spec.layers]
-    return [(layer, _bind(saelens_format.load_release_layer, spec.location, sae_id, layer))
-            for layer, sae_id in found]
+    return [(layer, _bind(saelens_format.load_release_layer, spec.location, sae_id, layer)) for layer, sae_id in found]
 
 
 def _bind(fn, *args):

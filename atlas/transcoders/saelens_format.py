@@ -37,8 +37,10 @@ _LAYER_IN_NAME = re.compile(r"(?:layer_|blocks\.)(\d+)(?:\D|$)")
 
 def _hook_names(cfg: dict) -> tuple[str | None, str | None]:
     meta = cfg.get("metadata") or {}
-    return (meta.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point"),
-            meta.get("hook_name_out") or cfg.get("hook_name_out"))
+    return (
+        meta.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point"),
+        meta.get("hook_name_out") or cfg.get("hook_name_out"),
+    )
 
 
 def read_json_config(path: Path) -> dict:
@@ -64,12 +66,15 @@ def discover(source: Source) -> dict[int, str]:
         if layer is None:
             m = _LAYER_IN_NAME.search(folder.rpartition("/")[2] or Path(source.location).name)
             if m is None:
-                raise TranscoderError(f"{source.uri(rel)}: cannot tell the layer (no block index in its "
-                                      f"hook_name, no layer_N in the directory name)")
+                raise TranscoderError(
+                    f"{source.uri(rel)}: cannot tell the layer (no block index in its "
+                    f"hook_name, no layer_N in the directory name)"
+                )
             layer = int(m.group(1))
         if layer in found:
-            raise TranscoderError(f"two SAELens transcoders for layer {layer}: {source.uri(found[layer])} and "
-                                  f"{source.uri(rel)}")
+            raise TranscoderError(
+                f"two SAELens transcoders for layer {layer}: {source.uri(found[layer])} and {source.uri(rel)}"
+            )
         found[layer] = rel
     return found
 
@@ -78,10 +83,12 @@ def _as_layer(sae: Any, layer: int, cfg: dict, where: str, uri: str, fmt: str) -
     from sae_lens import Transcoder
 
     if not isinstance(sae, Transcoder):
-        raise TranscoderError(f"{where}: is a SAELens {type(sae).__name__} (architecture "
-                              f"{cfg.get('architecture')!r}), not a transcoder")
-    tensors = {k: getattr(sae, k) for k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip")
-               if hasattr(sae, k)}
+        raise TranscoderError(
+            f"{where}: is a SAELens {type(sae).__name__} (architecture {cfg.get('architecture')!r}), not a transcoder"
+        )
+    tensors = {
+        k: getattr(sae, k) for k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip") if hasattr(sae, k)
+    }
     check_tensors(where, {k: v.detach() for k, v in tensors.items()})
     d_hook_in, d_hook_out = default_hooks(layer)
     hook_in, hook_out = _hook_names(cfg)
@@ -93,8 +100,15 @@ def _as_layer(sae: Any, layer: int, cfg: dict, where: str, uri: str, fmt: str) -
         from atlas.transcoders.gemmascope2 import hooks_from_config
 
         hook_in, hook_out, requires = hooks_from_config(hf_cfg, layer, where)
-    return LayerTranscoder(layer=layer, sae=sae.eval(), hook_in=hook_in or d_hook_in,
-                           hook_out=hook_out or d_hook_out, format=fmt, uri=uri, requires=requires)
+    return LayerTranscoder(
+        layer=layer,
+        sae=sae.eval(),
+        hook_in=hook_in or d_hook_in,
+        hook_out=hook_out or d_hook_out,
+        format=fmt,
+        uri=uri,
+        requires=requires,
+    )
 
 
 def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> LayerTranscoder:
@@ -107,8 +121,9 @@ def load_layer(source: Source, rel: str, layer: int, dtype: str = "float32") -> 
     try:
         sae = SAE.load_from_disk(cfg_path.parent, dtype=dtype)
     except Exception as exc:  # SAELens raises KeyError/ValueError/RuntimeError on malformed files
-        raise TranscoderError(f"{cfg_path.parent}: SAELens could not load it ({type(exc).__name__}: "
-                              f"{_one_line(exc)})") from exc
+        raise TranscoderError(
+            f"{cfg_path.parent}: SAELens could not load it ({type(exc).__name__}: {_one_line(exc)})"
+        ) from exc
     return _as_layer(sae, layer, cfg, str(cfg_path.parent), source.uri(folder or "."), NAME)
 
 
@@ -156,8 +171,9 @@ def load_release_layer(location: str, sae_id: str, layer: int | None, dtype: str
     try:
         sae, cfg, _ = SAE.from_pretrained_with_cfg_and_sparsity(release, sae_id, dtype=dtype)
     except Exception as exc:  # offline, hub errors
-        raise AssetError(f"{where}: could not load it (offline? HF_HUB_OFFLINE set?): "
-                         f"{type(exc).__name__}: {_one_line(exc)}") from exc
+        raise AssetError(
+            f"{where}: could not load it (offline? HF_HUB_OFFLINE set?): {type(exc).__name__}: {_one_line(exc)}"
+        ) from exc
     found = layer_of_hook(_hook_names(cfg)[0])
     if layer is None:
         if found is None:
@@ -173,7 +189,7 @@ def save_saelens(tc: LayerTranscoder, directory: str | Path) -> Path:
     """Write ``tc`` as a SAELens directory (cfg.json + sae_weights.safetensors), its hooks in the
     config's metadata as hook_name / hook_name_out; ``load_transcoders('saelens:...')`` reads it back."""
     directory = Path(directory)
-    sae: "Transcoder" = tc.sae
+    sae: Transcoder = tc.sae
     sae.cfg.metadata.hook_name = tc.hook_in
     sae.cfg.metadata.hook_name_out = tc.hook_out
     try:

@@ -11,7 +11,6 @@ Locations: ``/local/dir``, ``/local/file.pt``, ``hf://owner/repo`` or ``hf://own
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,22 +21,21 @@ HUB_PREFIX = "hf://"
 
 @dataclass
 class Source:
-    location: str                  # as the user wrote it
-    root: Path | None = None       # local: the directory the relative paths start from
-    repo_id: str | None = None     # hub
-    subfolder: str = ""            # hub: only files under this folder
+    location: str  # as the user wrote it
+    root: Path | None = None  # local: the directory the relative paths start from
+    repo_id: str | None = None  # hub
+    subfolder: str = ""  # hub: only files under this folder
     revision: str | None = None
     _files: list[str] | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, location: str) -> "Source":
+    def open(cls, location: str) -> Source:
         if location.startswith(HUB_PREFIX):
-            parts = location[len(HUB_PREFIX):].strip("/").split("/")
+            parts = location[len(HUB_PREFIX) :].strip("/").split("/")
             if len(parts) < 2 or not all(parts[:2]):
                 raise AssetError(f"hub location {location!r} is not hf://OWNER/REPO[/FOLDER]")
             repo, _, revision = parts[1].partition("@")
-            return cls(location, repo_id=f"{parts[0]}/{repo}", subfolder="/".join(parts[2:]),
-                       revision=revision or None)
+            return cls(location, repo_id=f"{parts[0]}/{repo}", subfolder="/".join(parts[2:]), revision=revision or None)
         path = Path(location).expanduser()
         if not path.exists():
             raise AssetError(f"no such file or directory: {path}")
@@ -60,7 +58,7 @@ class Source:
                 self._files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
         return self._files
 
-    def files_by_layer(self, pattern: "re.Pattern[str]", prefer=None) -> dict[int, str]:
+    def files_by_layer(self, pattern: re.Pattern[str], prefer=None) -> dict[int, str]:
         """{layer: file} for files whose path matches ``pattern`` (group 1 = the layer); with
         several files for a layer (e.g. two widths) the one whose match has the smallest
         ``prefer(match)``, or the first by name without ``prefer``."""
@@ -94,8 +92,10 @@ class Source:
         try:
             return Path(hf_hub_download(self.repo_id, filename, revision=self.revision))
         except Exception as exc:  # offline, 404, auth: one line, naming the file
-            raise AssetError(f"could not download {filename!r} from hub repo {self.repo_id!r}: "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            raise AssetError(
+                f"could not download {filename!r} from hub repo {self.repo_id!r}: "
+                f"{type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
 
     def uri(self, rel: str) -> str:
         if self.is_hub:
@@ -110,10 +110,12 @@ class Source:
         try:
             names = HfApi().list_repo_files(self.repo_id, revision=self.revision)
         except Exception as exc:
-            raise AssetError(f"could not list hub repo {self.repo_id!r} (offline, or no such repo?): "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            raise AssetError(
+                f"could not list hub repo {self.repo_id!r} (offline, or no such repo?): "
+                f"{type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
         prefix = f"{self.subfolder}/" if self.subfolder else ""
-        return sorted(n[len(prefix):] for n in names if n.startswith(prefix))
+        return sorted(n[len(prefix) :] for n in names if n.startswith(prefix))
 
 
 def _first_line(exc: Exception) -> str:

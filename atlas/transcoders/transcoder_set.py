@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 Activation = Literal["relu", "jumprelu", "topk"]
 
 
-def all_finite(tensor: "torch.Tensor") -> bool:
+def all_finite(tensor: torch.Tensor) -> bool:
     """No NaN or inf in ``tensor``. A finite sum proves it (NaN and inf propagate through a sum) and
     costs a tenth of an elementwise check; only an overflowing sum falls back to that check."""
     import torch
@@ -31,12 +31,12 @@ def all_finite(tensor: "torch.Tensor") -> bool:
 @dataclass
 class LayerTranscoder:
     layer: int
-    sae: "Transcoder"          # sae_lens Transcoder / SkipTranscoder / JumpReLU(Skip)Transcoder
-    hook_in: str               # e.g. 'blocks.3.ln2.hook_normalized'   [batch, pos, d_in]
-    hook_out: str              # e.g. 'blocks.3.hook_mlp_out'          [batch, pos, d_out]
-    format: str                # the loader that read it, e.g. 'dunefsky-pt'
-    uri: str                   # file, directory or 'release/id'
-    requires: tuple[tuple[str, str], ...] = ()   # (point as the file names it, module the model must have)
+    sae: Transcoder  # sae_lens Transcoder / SkipTranscoder / JumpReLU(Skip)Transcoder
+    hook_in: str  # e.g. 'blocks.3.ln2.hook_normalized'   [batch, pos, d_in]
+    hook_out: str  # e.g. 'blocks.3.hook_mlp_out'          [batch, pos, d_out]
+    format: str  # the loader that read it, e.g. 'dunefsky-pt'
+    uri: str  # file, directory or 'release/id'
+    requires: tuple[tuple[str, str], ...] = ()  # (point as the file names it, module the model must have)
 
     @property
     def activation(self) -> Activation:
@@ -49,23 +49,23 @@ class LayerTranscoder:
         return hasattr(self.sae, "W_skip")
 
     @property
-    def W_enc(self) -> "torch.Tensor":  # [d_in, d_sae]
+    def W_enc(self) -> torch.Tensor:  # [d_in, d_sae]
         return self.sae.W_enc
 
     @property
-    def b_enc(self) -> "torch.Tensor":  # [d_sae]
+    def b_enc(self) -> torch.Tensor:  # [d_sae]
         return self.sae.b_enc
 
     @property
-    def W_dec(self) -> "torch.Tensor":  # [d_sae, d_out]
+    def W_dec(self) -> torch.Tensor:  # [d_sae, d_out]
         return self.sae.W_dec
 
     @property
-    def b_dec(self) -> "torch.Tensor":  # [d_out]  (the output bias)
+    def b_dec(self) -> torch.Tensor:  # [d_out]  (the output bias)
         return self.sae.b_dec
 
     @property
-    def threshold(self) -> "torch.Tensor | None":  # [d_sae], JumpReLU only
+    def threshold(self) -> torch.Tensor | None:  # [d_sae], JumpReLU only
         return getattr(self.sae, "threshold", None)
 
     @property
@@ -84,23 +84,25 @@ class LayerTranscoder:
     def dtype(self) -> str:
         return str(self.sae.W_enc.dtype).removeprefix("torch.")
 
-    def encode(self, x: "torch.Tensor") -> "torch.Tensor":
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Feature activations: x [..., d_in] -> [..., d_sae]."""
         return self.sae.encode(x)
 
-    def pre_activation(self, x: "torch.Tensor") -> "torch.Tensor":
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """z = x W_enc + b_enc: x [..., d_in] -> [..., d_sae]."""
         return x.to(self.sae.W_enc.dtype) @ self.sae.W_enc + self.sae.b_enc
 
 
 @dataclass
 class TranscoderSet:
-    set_name: str                                  # e.g. 'tres-dc', 'gemmascope-transcoder-16k'
+    set_name: str  # e.g. 'tres-dc', 'gemmascope-transcoder-16k'
     layers: dict[int, LayerTranscoder] = field(default_factory=dict)
 
     def __getitem__(self, layer: int) -> LayerTranscoder:
         if layer not in self.layers:
-            raise TranscoderError(f"no transcoder for layer {layer} in set {self.set_name!r} (has {sorted(self.layers)})")
+            raise TranscoderError(
+                f"no transcoder for layer {layer} in set {self.set_name!r} (has {sorted(self.layers)})"
+            )
         return self.layers[layer]
 
     def __iter__(self):
@@ -113,11 +115,11 @@ class TranscoderSet:
     def layer_ids(self) -> list[int]:
         return sorted(self.layers)
 
-    def upstream_decoders(self, layer: int, sources) -> dict[int, "torch.Tensor"]:
+    def upstream_decoders(self, layer: int, sources) -> dict[int, torch.Tensor]:
         """{l': W_dec of l'} [F, d] for the source layers l' < layer (a CLT sums its slices instead)."""
         return {l: self[l].W_dec.detach() for l in sources if l < layer}
 
-    def check_against(self, model: "HookedTransformer") -> None:
+    def check_against(self, model: HookedTransformer) -> None:
         """Raise TranscoderError unless every transcoder reads and writes hooks the model has, with
         matching widths, and holds only finite weights. Adds the MLP hook points
         (``blocks.l.mlp.hook_in`` / ``hook_out``, atlas/transcoders/hook_points.py) when the set reads
@@ -141,9 +143,11 @@ class TranscoderSet:
                     )
             for point, module in tc.requires:
                 if module not in model.mod_dict:
-                    raise TranscoderError(f"{where}: hook point {point!r} needs the model's {module!r}, which this "
-                                          f"model does not have (a {model.cfg.original_architecture or 'model'} "
-                                          f"with normalization {model.cfg.normalization_type})")
+                    raise TranscoderError(
+                        f"{where}: hook point {point!r} needs the model's {module!r}, which this "
+                        f"model does not have (a {model.cfg.original_architecture or 'model'} "
+                        f"with normalization {model.cfg.normalization_type})"
+                    )
             for pname, param in tc.sae.named_parameters():
                 if not all_finite(param):
                     raise TranscoderError(f"{where}: parameter {pname} holds NaN or infinite values")

@@ -24,8 +24,17 @@ from typing import Any
 WRITABLE_FORMATS = ("saelens", "dunefsky", "gemmascope", "circuit-tracer", "gemmascope2")
 
 
-def write_layer(fmt: str, root: str | Path, layer: int, tensors: dict, *, cfg: Any = None,
-                average_l0: int = 50, hook_in: str | None = None, hook_out: str | None = None) -> Path:
+def write_layer(
+    fmt: str,
+    root: str | Path,
+    layer: int,
+    tensors: dict,
+    *,
+    cfg: Any = None,
+    average_l0: int = 50,
+    hook_in: str | None = None,
+    hook_out: str | None = None,
+) -> Path:
     """Write ``tensors`` (torch, in ``fmt``'s layout) for ``layer`` under ``root``; return the path.
     ``cfg`` is the Dunefsky pickle's config object (default: a plain dict with its hooks)."""
     import numpy as np
@@ -42,9 +51,14 @@ def write_layer(fmt: str, root: str | Path, layer: int, tensors: dict, *, cfg: A
         return save_saelens(tc, root / f"layer_{layer}")
     if fmt == "dunefsky":
         if cfg is None:
-            cfg = {"hook_point": hook_in or f"blocks.{layer}.ln2.hook_normalized",
-                   "out_hook_point": hook_out or f"blocks.{layer}.hook_mlp_out"}
-        path = root / f"final_sparse_autoencoder_gpt2-small_blocks.{layer}.ln2.hook_normalized_{tensors['W_enc'].shape[1]}.pt"
+            cfg = {
+                "hook_point": hook_in or f"blocks.{layer}.ln2.hook_normalized",
+                "out_hook_point": hook_out or f"blocks.{layer}.hook_mlp_out",
+            }
+        path = (
+            root
+            / f"final_sparse_autoencoder_gpt2-small_blocks.{layer}.ln2.hook_normalized_{tensors['W_enc'].shape[1]}.pt"
+        )
         torch.save({"cfg": cfg, "state_dict": dict(tensors)}, path)
         return path
     if fmt == "gemmascope":

@@ -250,9 +250,22 @@ STATEMENTS = [
 ]
 
 TABLES = [
-    "ingest_units", "ingest_runs", "scores", "explanations", "cluster_members", "clusters",
-    "attributions", "examples", "feature_stats", "edges", "feature_tokens", "feature_weightlens",
-    "source_metrics", "features", "sources", "models",
+    "ingest_units",
+    "ingest_runs",
+    "scores",
+    "explanations",
+    "cluster_members",
+    "clusters",
+    "attributions",
+    "examples",
+    "feature_stats",
+    "edges",
+    "feature_tokens",
+    "feature_weightlens",
+    "source_metrics",
+    "features",
+    "sources",
+    "models",
 ]
 SEQUENCES = ["score_id_seq", "explanation_id_seq", "example_id_seq", "source_sid"]
 

@@ -33,7 +33,6 @@ def adjacency_sql(name: str) -> str:
     """
 
 
-
 VIEWS = {
     # One row per feature, with its public id (Neuronpedia convention model/source/index).
     "feature_ids": """

@@ -69,8 +69,10 @@ def _sides(sides) -> str:
 
 def _rebuild_feature_tokens(sides) -> None:
     op.execute(FEATURE_TOKENS.format(name="feature_tokens_0003", sides=_sides(sides)))
-    op.execute(f"INSERT INTO feature_tokens_0003 ({COLUMNS}) SELECT {COLUMNS} FROM feature_tokens "
-               f"WHERE side IN ({_sides(sides)})")
+    op.execute(
+        f"INSERT INTO feature_tokens_0003 ({COLUMNS}) SELECT {COLUMNS} FROM feature_tokens "
+        f"WHERE side IN ({_sides(sides)})"
+    )
     op.execute("DROP TABLE feature_tokens")
     op.execute("ALTER TABLE feature_tokens_0003 RENAME TO feature_tokens")
 
