@@ -175,7 +175,7 @@ def _apt_download(package: str, directory: Path, apt_update: bool = True) -> Pat
             f"the Debian package {package!r} is needed for the built-in corpus, but apt-get is not "
             "available; on a non-Debian machine use `--corpus PATH` with your own text files"
         )
-    err = ""
+    err: list[str] = [""]  # apt-get's last line of error output (or none)
     for attempt in ("download", "update-then-download")[: 2 if apt_update else 1]:
         if attempt == "update-then-download":
             log.info("assets: running `apt-get update` (package lists are missing or stale)")

@@ -79,7 +79,10 @@ def _check_choice(where: str, name: str, value, hint) -> None:
 def _check_bound(where: str, name: str, value, interval: str) -> None:
     from atlas.errors import AtlasError
 
-    left, lo, hi, right = _INTERVAL.match(interval).groups()
+    match = _INTERVAL.match(interval)
+    if match is None:  # a BOUNDS entry written wrongly in the code, not bad user input
+        raise ValueError(f"{where}.BOUNDS[{name!r}]={interval!r} is not an interval such as '[1, inf)'")
+    left, lo, hi, right = match.groups()
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok:
         lo, hi = float(lo), float(hi)

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +62,10 @@ def _alembic_config():
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:  # only if migrations/versions/ lost its scripts: the package is broken
+        raise RuntimeError("migrations/versions/ holds no revision: this install of atlas is incomplete")
+    return head
 
 
 def known_revisions() -> set[str]:
@@ -276,7 +279,7 @@ class AtlasWriter:
         unit: str,
         chash: str,
         run_id: str,
-        deletes: list[tuple[str, Mapping[str, Any]]] = (),
+        deletes: Sequence[tuple[str, Mapping[str, Any]]] = (),
         inserts: Mapping[str, Any] = {},
     ) -> int:
         """Replace one unit's rows atomically.

@@ -84,7 +84,8 @@ def read_every_table(con: duckdb.DuckDBPyConnection, path: str | Path) -> list[T
                 ).fetchall()
             ]
             hashes = ", ".join(f'bit_xor(hash("{c}"))' for c in cols)
-            n = con.execute(f'SELECT count(*){", " + hashes if hashes else ""} FROM "{table}"').fetchone()[0]
+            # count(*) yields exactly one row; fetchall() says so to the type checker where fetchone() cannot
+            n = con.execute(f'SELECT count(*){", " + hashes if hashes else ""} FROM "{table}"').fetchall()[0][0]
         except duckdb.Error as exc:
             raise CorruptDatabaseError(
                 f"{path} is damaged: table {table} cannot be read to its end ({_first_line(exc)})"

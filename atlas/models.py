@@ -20,7 +20,7 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from atlas.config import ASSETS_FIX, cache_dir
 from atlas.errors import ModelLoadError
@@ -222,7 +222,7 @@ def _load_gguf(spec: ModelSpec) -> HookedTransformer:
     hf.config.architectures = [type(hf).__name__]
     if hasattr(hf.config, "quantization_config"):
         del hf.config.quantization_config
-    hf.is_quantized = False
+    hf.is_quantized = False  # type: ignore[assignment]  # torch types Module.__setattr__ for tensors and modules only
     return _from_hf(spec, hf, tok, spec.tl_name or DEFAULT_GGUF_TL_NAME)
 
 
@@ -236,6 +236,8 @@ def converted_dir(root: Path | None = None) -> Path:
 
 def save_converted(model: HookedTransformer, out: Path, dtype: str) -> None:
     """Write ``model`` as a converted directory: its config, its parameters in ``dtype`` and its tokenizer."""
+    if model.tokenizer is None:
+        raise ModelLoadError("save_converted: the model has no tokenizer, and a converted directory needs one")
     import torch
     from safetensors.torch import save_file
 
@@ -348,7 +350,8 @@ def token_strings(model: HookedTransformer, token_ids) -> list[str]:
     ids = [int(t) for t in token_ids]
     if model.tokenizer is None:
         return [f"<{i}>" for i in ids]
-    return [model.tokenizer.decode([i]) for i in ids]
+    # decode is typed str | list[str]; one flat list of ids decodes to one str
+    return [cast(str, model.tokenizer.decode([i])) for i in ids]
 
 
 def describe(model: HookedTransformer) -> dict:

@@ -90,7 +90,8 @@ def _print_rows(reader, max_rows: int) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    rows, more = [], False
+    rows: list[dict] = []  # the rows printed, as pyarrow's to_pylist gives them
+    more = False
     for batch in reader:
         take = batch.slice(0, max_rows - len(rows)).to_pylist()
         rows += take

@@ -54,7 +54,8 @@ def _ztext_chapters(module: Path, testament: str, source: str) -> list[Doc]:
     blocks = [struct.unpack_from("<III", bzs, i) for i in range(0, len(bzs) - 11, 12)]
     cache: dict[int, bytes] = {}
     docs: list[Doc] = []
-    title, verses = "", []
+    title = ""
+    verses: list[str] = []  # the current chapter's verses
     for i in range(0, len(bzv) - 9, 10):
         block, offset, size = struct.unpack_from("<IIH", bzv, i)
         if size == 0 or block >= len(blocks):
@@ -107,7 +108,9 @@ def _r_object(raw: bytes):
 
 def _chapters(lines: list[str], source: str) -> list[Doc]:
     docs: list[Doc] = []
-    title, paragraphs, current = "", [], []
+    title = ""
+    paragraphs: list[str] = []  # the current chapter's paragraphs
+    current: list[str] = []  # the current paragraph's lines
     for line in lines + ["CHAPTER END"]:
         line = line.strip()
         if re.match(r"(CHAPTER|Chapter)\b", line):

@@ -32,7 +32,7 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from atlas.config import CorpusConfig, TrainConfig
 from atlas.errors import TranscoderError
@@ -121,6 +121,7 @@ def normalization(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor) -> tuple:
     """(mx [d_in], sx scalar, sy [d_out] or scalar) of step 2 for one layer's (x, y) [n, d_model]."""
     mx = x.mean(0)  # [d_in]
     sx = float((x - mx).pow(2).sum(-1).mean().sqrt())
+    sy: torch.Tensor | float
     if cfg.standardize_out:  # [d_out]: each dimension to unit variance
         sd = y.std(0)
         sy = sd.clamp(min=1e-3 * float(sd.max())) * math.sqrt(y.shape[1])
@@ -132,6 +133,13 @@ def normalization(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor) -> tuple:
 class CheckpointState:
     """What a trainer's checkpoint holds (params, Adam state, dead-feature counters, threshold,
     step); shared by the single-layer and the batched trainer."""
+
+    # set by each trainer's __init__
+    params: list[torch.Tensor]  # the trained parameters, in a fixed order
+    opt: torch.optim.Optimizer  # Adam over params
+    since_fired: torch.Tensor  # tokens since each feature was last active
+    threshold: float | torch.Tensor  # the running theta: one number, or one per layer
+    step: int  # optimizer steps taken
 
     def state(self) -> dict:
         return {
@@ -154,6 +162,8 @@ class CheckpointState:
 
 class _Trainer(CheckpointState):
     """The BatchTopK training state of one layer (normalized units)."""
+
+    threshold: float  # theta of this one layer
 
     def __init__(self, cfg: TrainConfig, d_in: int, d_out: int, y_mean: torch.Tensor):
         import torch
@@ -196,8 +206,8 @@ class _Trainer(CheckpointState):
         self.opt.step()
         with torch.no_grad():
             self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8)
-        kept_min = float(kept_min.detach())
-        self.threshold = 0.99 * self.threshold + 0.01 * kept_min if self.step else kept_min
+        kept = float(kept_min.detach())
+        self.threshold = 0.99 * self.threshold + 0.01 * kept if self.step else kept
         self.step += 1
         return float(mse.detach())
 
@@ -252,7 +262,23 @@ def train_layer(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, ckpt: Path, 
 # ---- 4. saving --------------------------------------------------------------------------------------------
 
 
-def to_saelens(trainer: _Trainer, norm: tuple, layer: int, model_name: str):
+class TrainedLayer(Protocol):
+    """One layer's weights in normalized units, as ``to_saelens`` reads them: a ``_Trainer``, or one layer
+    of the batched trainer's result (``atlas.train_batched.LayerWeights``). Read-only."""
+
+    @property
+    def W_enc(self) -> torch.Tensor: ...  # [d_in, d_sae]
+    @property
+    def b_enc(self) -> torch.Tensor: ...  # [d_sae]
+    @property
+    def W_dec(self) -> torch.Tensor: ...  # [d_sae, d_out]
+    @property
+    def b_dec(self) -> torch.Tensor: ...  # [d_out]
+    @property
+    def threshold(self) -> float: ...  # theta
+
+
+def to_saelens(trainer: TrainedLayer, norm: tuple, layer: int, model_name: str):
     """Fold the normalization into a SAELens JumpReLUTranscoder in model units.
 
     Trained: f = JumpReLU_theta((x - mx)/sx W + b); y/sy = f D + c. In model units: W_enc = W / sx,

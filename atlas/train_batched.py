@@ -38,7 +38,7 @@ class LayerWeights:
     b_enc: torch.Tensor  # [d_sae]
     W_dec: torch.Tensor  # [d_sae, d_out]
     b_dec: torch.Tensor  # [d_out]
-    threshold: float
+    threshold: float  # theta
 
 
 @dataclass
@@ -66,6 +66,8 @@ def _batch_topk(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 class BatchedTrainer(CheckpointState):
     """The BatchTopK training state of L layers (normalized units), parameters stacked on dim 0."""
+
+    threshold: torch.Tensor  # [L] theta per layer
 
     def __init__(self, cfg: TrainConfig, n_layers: int, d_in: int, d_out: int, y_means: torch.Tensor):
         import torch

@@ -110,7 +110,8 @@ def train_config(
     options that were given; ``layers`` 'all' means every layer of the model (an empty tuple)."""
     overrides: dict = {}
     if layers:
-        overrides["layers"] = () if layers.strip().lower() == "all" else tuple(parse_layers(layers))
+        # parse_layers gives None only for an empty text, which `if layers` has ruled out
+        overrides["layers"] = () if layers.strip().lower() == "all" else tuple(parse_layers(layers) or ())
     if width:
         overrides["d_sae"] = width
     if tokens:

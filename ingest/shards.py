@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from atlas.errors import AtlasError
 
@@ -80,8 +80,20 @@ class ShardJob(Protocol):
     def account(self, shard: Shard, info: dict) -> None: ...  # driver side: job report
 
     # optional: def started(self, w, run_id) -> None, called once the run's ingest_runs row exists
-    # optional, a job of parts (see the module's docstring): outputs(w) -> list[Shard],
-    #   take(shard, tables) -> None, merge(ctx, out: Shard) -> dict of tables
+    # optional: the members of PartsJob, for a job of parts
+
+
+class PartsJob(ShardJob, Protocol):
+    """A job of parts (see the module's docstring): its shards are parts, its outputs the atlas units."""
+
+    def outputs(self, w) -> list[Shard]: ...  # driver side: the atlas units, in plan order
+    def take(self, shard: Shard, tables: dict) -> None: ...  # driver side: fold a loaded part in
+    def merge(self, ctx: Context, out: Shard) -> dict: ...  # an output unit's tables, every part taken
+
+
+def is_parts_job(job: ShardJob) -> TypeGuard[PartsJob]:
+    """Whether ``job`` is a job of parts: it has ``outputs`` (and so ``take`` and ``merge``)."""
+    return hasattr(job, "outputs")
 
 
 @dataclass
@@ -281,15 +293,15 @@ def run_job(
     shard_dir = Path(executor.shard_dir) if executor.shard_dir else default_shard_dir(db_path, job, phash)
     manifest = Manifest(shard_dir, job, phash)
     shards = job.plan(w)
-    parts = hasattr(job, "outputs")  # a job of parts: its outputs are the atlas units
-    units = job.outputs(w) if parts else shards
+    parts = job if is_parts_job(job) else None  # a job of parts: its outputs are the atlas units
+    units = parts.outputs(w) if parts is not None else shards
     report.shards = len(shards)
     todo_units = [s for s in units if not w.unit_done(job.name, job.scope, s.unit, s.chash)]
     report.done_before = len(units) - len(todo_units)
     if not todo_units:
         _clean(manifest, shards, executor)
         return report
-    todo = shards if parts else todo_units
+    todo = shards if parts is not None else todo_units
     reuse = _reusable(manifest, todo, report)
     with w.run(job.name, job.params.get("model_id"), job.params) as run_id:
         report.run_id = run_id
@@ -303,8 +315,8 @@ def run_job(
                 if computed:
                     manifest.append(entry)
                 tables = manifest.read(entry, run_id)
-                if parts:
-                    job.take(shard, tables)
+                if parts is not None:
+                    parts.take(shard, tables)
                 else:
                     _write(w, job, shard, run_id, tables, report)
                 report.seconds["load"] = report.seconds.get("load", 0.0) + time.perf_counter() - t0
@@ -319,9 +331,9 @@ def run_job(
                 bar.advance(1)
 
             _execute(job, ctx, w, todo, reuse, shard_dir, executor, load)
-        for out in todo_units if parts else ():  # the outputs, in plan order, from every part
+        for out in todo_units if parts is not None else ():  # the outputs, in plan order, from every part
             t0 = time.perf_counter()
-            _write(w, job, out, run_id, job.merge(ctx, out), report)
+            _write(w, job, out, run_id, parts.merge(ctx, out), report)
             report.seconds["merge"] = report.seconds.get("merge", 0.0) + time.perf_counter() - t0
     _clean(manifest, shards, executor)
     report.seconds["wall"] = time.perf_counter() - t_start
@@ -387,9 +399,9 @@ def _clean(manifest: Manifest, shards: list[Shard], executor: ExecutorConfig) ->
         if d.is_dir():
             shutil.rmtree(d)
     manifest.path.unlink(missing_ok=True)
-    for d in (manifest.dir, manifest.dir.parent if executor.shard_dir is None else None):
-        if d is not None and d.is_dir() and not any(d.iterdir()):
-            d.rmdir()
+    for folder in (manifest.dir, manifest.dir.parent if executor.shard_dir is None else None):
+        if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def table_hashes(db_path, tables, exclude=("run_id", "created_at", "completed_at")) -> dict[str, str]:

@@ -108,7 +108,8 @@ class WeightLensJob:
         self.scope = f"{settings['model_id']}/{settings['set_name']}"
         self.chash = config_hash({k: v for k, v in settings.items() if k not in _NOT_HASHED})
         self.inherit = set(settings["inherit_layers_resolved"])
-        self.report, self.loaded = report, []
+        self.report = report
+        self.loaded: list[int] = []  # the layers loaded into the atlas, in order
 
     def plan(self, w) -> list[Shard]:
         return [

@@ -14,9 +14,46 @@ Implements docs/method.md §2.1 and §2.3 (the matrix part; the outlier rule is 
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 
 from atlas.lens.outliers import StreamingTopK
+
+
+# The two typings: with bottom=True the second pool is always there, without it always None.
+@overload
+def stream_pools(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    k: int,
+    *,
+    feature_block: int,
+    vocab_block: int,
+    dtype: torch.dtype,
+    device: str,
+    bottom: Literal[True],
+    moments: bool = False,
+    on_block=None,
+    track_abs: bool | None = None,
+) -> tuple[StreamingTopK, StreamingTopK]: ...
+
+
+@overload
+def stream_pools(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    k: int,
+    *,
+    feature_block: int,
+    vocab_block: int,
+    dtype: torch.dtype,
+    device: str,
+    bottom: Literal[False] = False,
+    moments: bool = False,
+    on_block=None,
+    track_abs: bool | None = None,
+) -> tuple[StreamingTopK, None]: ...
 
 
 def stream_pools(

@@ -155,10 +155,10 @@ def describe_reference(
         batch_tokens,
     )
     for e, on in zip(links.tolist(), fired):
-        strings = upstream_strings(int(src_l[e]), int(src_j[e]))
+        linked = upstream_strings(int(src_l[e]), int(src_j[e]))
         f = int(dst[e])
-        soft[f].extend(strings)
-        desc[f].extend(s for s, o in zip(strings, on.tolist()) if o)
+        soft[f].extend(linked)
+        desc[f].extend(s for s, o in zip(linked, on.tolist()) if o)
 
     # 4. sorted unique description; the soft list is made unique only beside a non-empty description
     final = [np.unique(np.array(d, dtype=str)).tolist() if d else [] for d in desc]

@@ -84,7 +84,9 @@ class _Store:
     def __init__(self, n_groups: int, k: int, width: int):
         self.k, self.width = k, width
         self.threshold = torch.full((n_groups,), float("-inf"), dtype=torch.float64)  # [n_groups]
-        self._items, self._pending, self._n_pending = Candidates.empty(width), [], 0
+        self._items = Candidates.empty(width)
+        self._pending: list[Candidates] = []  # pushed since the last merge
+        self._n_pending = 0  # their total length
 
     def passes(self, group: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         return key > self.threshold[group]

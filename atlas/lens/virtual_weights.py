@@ -72,7 +72,7 @@ def edge_pools(
     decs = {l: W.to(device=device, dtype=dtype) for l, W in sorted(W_decs.items())}  # [F_up, d]
     keys = [None] if scope == "all_layers" else list(decs)
     parts: dict = {key: [] for key in keys}
-    abs_sums = []
+    abs_sums: list[torch.Tensor] = []  # Σ|c| [f_block] per feature block
     for f0 in range(0, F, feature_block):
         E = W_enc[:, f0 : f0 + feature_block].to(device=device, dtype=dtype).T.contiguous()  # [f_block, d]
         pools = {key: StreamingTopK(E.shape[0], k, device=device, moments=moments) for key in keys}
@@ -85,7 +85,8 @@ def edge_pools(
                 del C
         for key in keys:
             parts[key].append(pools[key])
-        abs_sums.append(sum(p.abs_sum for p in pools.values()))
+        zero = torch.zeros(E.shape[0], dtype=torch.float64, device=device)  # [f_block]: Σ|c| starts at 0
+        abs_sums.append(sum((p.abs_sum for p in pools.values()), zero))
         if on_block is not None:
             on_block(E.shape[0])
     return {key: StreamingTopK.cat(p) for key, p in parts.items()}, torch.cat(abs_sums).cpu()

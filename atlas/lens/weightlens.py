@@ -142,7 +142,9 @@ def description_bos(cfg: WeightLensConfig, model) -> int | None:
     from atlas.models import bos_token_id
 
     if cfg.profile == "reference":
-        return FAMILY_BOS[resolve_family(cfg, model)]
+        family = resolve_family(cfg, model)
+        assert family is not None  # resolve_family raises under the reference profile instead of giving None
+        return FAMILY_BOS[family]
     return bos_token_id(model)
 
 
@@ -274,6 +276,7 @@ def weightlens_layer(
         desc = Ragged(ref.feat, ref.token, F, strings=ref.strings)
         validated, soft = ref.validated, ref.validation_soft
     else:
+        assert dbos is not None  # description_bos gives None (no prefix) only under the reference profile
         inherited = inherit(model, tc, layer, dbos, edges, descriptions, allowed, cfg.forward_batch_tokens)
         df = np.concatenate([inputs["feat"][keep], inherited.feat])
         dt = np.concatenate([inputs["token"][keep], inherited.token])
@@ -386,11 +389,13 @@ def inherit(
             on = active(tc, pre_activation_pairs(tc, x[rows.to(x.device)], dst), dst).cpu()  # [n, T]
             pos = torch.arange(x.shape[1])
             r, t = ((pos >= 1) & (pos < lens[rows].unsqueeze(1))).nonzero(as_tuple=True)  # real positions
-            cand_f.append(dst[r].numpy()), cand_t.append(btoks[rows][r, t].numpy()), cand_on.append(on[r, t].numpy())
+            cand_f.append(dst[r].numpy())
+            cand_t.append(btoks[rows][r, t].numpy())
+            cand_on.append(on[r, t].numpy())
             cand_order.append(((1 << 40) + torch.from_numpy(link[ls])[r] * (1 << 20) + t).numpy())  # after inputs
-    cf, ct, on, order = (np.concatenate(c) for c in (cand_f, cand_t, cand_on, cand_order))
+    cf, ct, fired, order = (np.concatenate(c) for c in (cand_f, cand_t, cand_on, cand_order))
     n_cand = np.bincount(cf[first_occurrences(cf, ct, order)], minlength=F)  # distinct offered
-    fi = np.nonzero(on)[0]
+    fi = np.nonzero(fired)[0]
     uf = fi[first_occurrences(cf[fi], ct[fi], order[fi])]  # distinct fired
     soft = np.where(n_cand > 0, np.bincount(cf[uf], minlength=F) / np.maximum(n_cand, 1), np.nan)
     return Inherited(cf[uf], ct[uf], order[uf], soft)

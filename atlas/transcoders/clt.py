@@ -369,6 +369,7 @@ def _load_ct(source, set_name, dtype) -> CrossLayerTranscoder:
             skip if skip in h else None,
         )
     _same_options(files, source.location)
+    assert d_model is not None and d_sae is not None  # read from layer 0 (n >= 1)
     cfg_rel = f"{enc[0].rpartition('/')[0]}/config.yaml".lstrip("/")
     hook_in, hook_out = circuit_tracer.hooks_from_yaml(source, cfg_rel, ("hook_resid_mid", "hook_mlp_out"))
     clt = CrossLayerTranscoder(
@@ -436,6 +437,7 @@ def _load_gs2(source, set_name, dtype) -> CrossLayerTranscoder:
     if len(absolute) != 1:
         raise TranscoderError(f"{source.location}: some layers' w_dec cover every layer, others only the later ones")
     _same_options(files, source.location)
+    assert d_model is not None and d_sae is not None  # read from layer 0 (n >= 1)
     cfg = {}
     cfg_rel = f"{found[0].rpartition('/')[0]}/config.json".lstrip("/")
     if source.has(cfg_rel):
@@ -447,7 +449,7 @@ def _load_gs2(source, set_name, dtype) -> CrossLayerTranscoder:
         for k in ("hf_hook_point_in", "hf_hook_point_out")
         if isinstance(cfg.get(k), str)
     }
-    requires = []
+    requires: list[tuple[str, str]] = []  # (HF hook point, module) the model must have, over every layer
     for l in range(n):
         per = {k: v.format(layer=l) for k, v in templ.items()}
         hook_in, hook_out, req = hooks_from_config(per, l, source.uri(cfg_rel) if cfg else source.location)

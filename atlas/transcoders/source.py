@@ -80,7 +80,7 @@ class Source:
 
     def fetch(self, rel: str) -> Path:
         """A local path for the relative file ``rel`` (downloaded from the hub if needed)."""
-        if not self.is_hub:
+        if self.repo_id is None:  # not is_hub, said so that the type checker sees repo_id is a str below
             assert self.root is not None
             path = self.root / rel
             if not path.is_file():
@@ -107,6 +107,7 @@ class Source:
     def _hub_files(self) -> list[str]:
         from huggingface_hub import HfApi
 
+        assert self.repo_id is not None  # files() calls this only for a hub source
         try:
             names = HfApi().list_repo_files(self.repo_id, revision=self.revision)
         except Exception as exc:
