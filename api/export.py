@@ -65,7 +65,7 @@ def graph_json(ctx: Context, slug: str, fids: list[int], edges: list[graph.EdgeR
             "pinnedIds": [ids[f] for f in fids if clicked is None or f == clicked],
             "supernodes": [],
             "linkType": "both",
-            "clickedId": ids.get(clicked, ""),
+            "clickedId": ids.get(clicked, "") if clicked is not None else "",
             "sparsify": None,
         },
         "nodes": nodes,

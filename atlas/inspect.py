@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
     from atlas.transcoders import TranscoderSet
+    from atlas.transcoders.clt import CrossLayerTranscoder
 
 SENTENCES = (
     "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -46,7 +47,7 @@ class InspectReport:
     model: str
     model_shape: dict
     spec: str
-    tset: TranscoderSet
+    tset: TranscoderSet | CrossLayerTranscoder
     n_texts: int
     quality: dict[int, LayerQuality] = field(default_factory=dict)
 
@@ -60,7 +61,10 @@ def fraction_of_variance_explained(y: torch.Tensor, y_hat: torch.Tensor) -> floa
 
 
 def measure_quality(
-    model: HookedTransformer, tset: TranscoderSet, texts: tuple[str, ...] | list[str] = SENTENCES, token_batches=None
+    model: HookedTransformer,
+    tset: TranscoderSet | CrossLayerTranscoder,
+    texts: tuple[str, ...] | list[str] = SENTENCES,
+    token_batches=None,
 ) -> dict[int, LayerQuality]:
     """FVE and L0 per layer on ``texts`` (or on ``token_batches``, [1, pos] token tensors) (step 2-3).
     A cross-layer transcoder is measured per output layer k: ŷ_k sums the slices of every source
@@ -69,7 +73,6 @@ def measure_quality(
 
     from atlas.transcoders.clt import CrossLayerTranscoder
 
-    clt = isinstance(tset, CrossLayerTranscoder)
     hooks = {h for tc in tset for h in (tc.hook_in, tc.hook_out)}
     stop = max(tset.layer_ids) + 1
     xs: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
@@ -98,7 +101,7 @@ def measure_quality(
                         f"transcoder layer {tc.layer} ({tc.uri}) {name} {hook!r}, which is "
                         f"{got} wide in the model, but its width is {want}"
                     )
-            if clt:  # layers in order: sources <= k known
+            if isinstance(tset, CrossLayerTranscoder):  # layers in order: sources <= k known
                 feats[tc.layer] = a = tset.encode(tc.layer, x)  # [n_tok, d_sae]
                 y_hat = tset.reconstruct(tc.layer, feats, x)  # [n_tok, d_out], skip included
             else:

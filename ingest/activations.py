@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +30,11 @@ from atlas.progress import progress
 from ingest.inputs import tokens_fingerprint
 from ingest.registry import register
 from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
+
+if TYPE_CHECKING:
+    import torch
+
+    from atlas.lens.era import EraAccumulator, EraResult
 
 JOB = "activations"
 
@@ -233,7 +238,10 @@ class ActivationsJob:
         self.layers = sorted(d_sae)
         self.chash = db.config_hash(config)
         self.era_edges = self.inexact = 0
-        self.vedges = self.bin_edges = self.era = self._era_result = None
+        self.vedges: dict | None = None  # the virtual edges (``virtual_edges``, set by plan), None without ERA
+        self.bin_edges: dict[int, torch.Tensor] | None = None  # layer -> bin edges, once the warm-up is taken
+        self.era: EraAccumulator | None = None  # the blocks' ERA sums, folded in (with ERA only)
+        self._era_result: EraResult | None = None  # ERA/TWERA of every edge, once the first output needs it
         self.acc: dict = {}  # layer -> LayerPart, the parts folded in
 
     def plan(self, w) -> list[Shard]:
@@ -283,6 +291,7 @@ class ActivationsJob:
         if shard.key["kind"] == "warmup":
             stats = warmup_stats(ctx.model, ctx.tset, ctx.tokens, self.layers, self.cfg)
             return {"stats": stats_part_table(stats)}, {}
+        assert inputs is not None  # inputs() gives None only for the warm-up
         era = _era_accumulator(inputs.vedges)
         lo, hi = shard.key["lo"], shard.key["hi"]
         parts = collect_block(
@@ -325,6 +334,8 @@ class ActivationsJob:
         if "era" in tables:
             if self.era is None:
                 self.era = _era_accumulator(self.vedges)
+            if self.era is None:  # a block wrote ERA sums, so plan() found virtual edges
+                raise AtlasError(f"{shard.unit}: a part with ERA sums, but this run has no virtual edges")
             row = tables["era"]
             digits = torch.from_numpy(_rows(row.column("digits"))[0].copy()).view(self.era.digits.shape)
             self.era.absorb(digits, int(row.column("n_tokens")[0].as_py()))
@@ -341,9 +352,11 @@ class ActivationsJob:
             "feature_stats": stats_table(res, sid, self.cfg, ""),
             "examples": examples_table(ctx.model, res, sid, self.cfg, ""),
         }
-        mask = self.vedges["dst_layer"] == l if self.vedges is not None else None
-        if mask is not None and mask.any():
+        mask = self.vedges["dst_layer"] == l if self.vedges is not None else None  # the edges into layer l
+        if self.vedges is not None and mask is not None and mask.any():
             if self._era_result is None:
+                if self.era is None:
+                    raise AtlasError(f"{out.unit}: ERA is asked for, but no part's ERA sums were loaded")
                 self._era_result = self.era.result()
             tables["edges"] = edges_table(self.vedges, mask, self._era_result, "")
             self.era_edges += int(mask.sum())
@@ -417,7 +430,9 @@ def candidates_table(parts: dict) -> pa.Table:
     from atlas.lens.sampling import Candidates
 
     chunks = [(l, k, c) for l, p in sorted(parts.items()) for k, c in ((0, p.top.result), (1, p.res.kept))]
-    c = Candidates.cat([c for _, _, c in chunks]) if chunks else None
+    if not chunks:
+        raise ValueError("candidates_table: no layer's part to write")
+    c = Candidates.cat([c for _, _, c in chunks])
     cols = {f: getattr(c, f).numpy() for f in _CAND}
     width = c.win.shape[1]
     return pa.table(
@@ -443,7 +458,7 @@ def read_candidates(table: pa.Table) -> dict:
     for l, k in sorted(set(zip(cols["layer"].tolist(), cols["kind"].tolist()))):
         m = (cols["layer"] == l) & (cols["kind"] == k)
         out[(l, k)] = Candidates(
-            *(torch.from_numpy(cols[f][m].copy()) for f in _CAND), torch.from_numpy(wins[m].copy())
+            **{f: torch.from_numpy(cols[f][m].copy()) for f in _CAND}, win=torch.from_numpy(wins[m].copy())
         )
     return out
 
@@ -454,7 +469,7 @@ def _empty(cfg: ActivationsConfig):
     return Candidates.empty(cfg.window_before + cfg.window_after + 1)
 
 
-def _era_accumulator(edges):
+def _era_accumulator(edges: dict | None) -> EraAccumulator | None:
     from atlas.lens.era import EraAccumulator
 
     if edges is None:

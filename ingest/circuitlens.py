@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from contextlib import nullcontext
 from dataclasses import asdict
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +37,8 @@ from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
 JOB = "circuitlens"
 
 
-def load_examples(w, sid: int, kinds) -> dict[str, np.ndarray]:
+def load_examples(w, sid: int, kinds) -> dict[str, Any]:
+    """The layer's stored examples of ``kinds`` as columns: numpy arrays, and ``window`` a list of token lists."""
     rows = w.fetchall(
         "SELECT example_id, fid, doc_id, pos, window_start, tokens FROM examples "
         f"WHERE {fid_range(sid).sql()} AND list_contains($kinds, kind) ORDER BY fid, example_id",
@@ -304,7 +305,7 @@ class CircuitLensJob:
         )
         self.examples: dict[str, dict] = {}
         self._descriptions: dict[int, dict] = {}  # layer -> upstream descriptions (read once per layer)
-        self.report = {
+        self.report: dict[str, Any] = {  # the job's report: counts, the largest gap, then run_job's figures
             "units_written": 0,
             "units_done_before": 0,
             "features": 0,

@@ -331,10 +331,11 @@ def run_job(
                 bar.advance(1)
 
             _execute(job, ctx, w, todo, reuse, shard_dir, executor, load)
-        for out in todo_units if parts is not None else ():  # the outputs, in plan order, from every part
-            t0 = time.perf_counter()
-            _write(w, job, out, run_id, parts.merge(ctx, out), report)
-            report.seconds["merge"] = report.seconds.get("merge", 0.0) + time.perf_counter() - t0
+        if parts is not None:  # the outputs, in plan order, from every part
+            for out in todo_units:
+                t0 = time.perf_counter()
+                _write(w, job, out, run_id, parts.merge(ctx, out), report)
+                report.seconds["merge"] = report.seconds.get("merge", 0.0) + time.perf_counter() - t0
     _clean(manifest, shards, executor)
     report.seconds["wall"] = time.perf_counter() - t_start
     return report

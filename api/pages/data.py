@@ -12,7 +12,7 @@ import json
 import re
 import threading
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 
 from api import graph, queries
 from api.context import Context
@@ -32,7 +32,10 @@ SEARCH_PAGE = 20
 # ---- arguments -------------------------------------------------------------------------------
 
 
-def _int(params: dict, name: str, default: int, lo: int, hi: int) -> int:
+_D = TypeVar("_D")  # the type of _int's default (an int, or None for an optional argument)
+
+
+def _int(params: dict, name: str, default: _D, lo: int, hi: int) -> int | _D:
     raw = params.get(name)
     if raw is None or raw == "":
         return default

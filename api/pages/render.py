@@ -261,7 +261,7 @@ def feature(d: dict) -> Html:
         or 1.0
     )
     st = d["stats"]
-    body = [
+    body: list[Html | list[Html] | None] = [  # tag()'s children: None is left out, a list flattened
         tag("h1", fid),
         tag(
             "p",

@@ -277,12 +277,16 @@ class AttributionContext:
         (B, T), k, model = self.tokens.shape, self.n_output, self.model
         if not k:
             return OutputSide(torch.full((B, 0), -1, dtype=torch.long), torch.zeros(B, 0))
+        if obs.final is None:
+            raise ValueError("output_side needs the observed ln_final output: observe() with n_output > 0 gives it")
         # the frozen forward again with f_dec added at (l, t): linear, so one pass gives every t + k
+        pushed: torch.Tensor | None
         if self.lean:  # layers below l do not see the push: start at l
             self.mode = _Pass.REPLAY
             pushed = self._upper(obs.resid_pre, self.layer)
         else:
             pushed = self._forward(_Pass.REPLAY, self.n_layers).final
+        assert pushed is not None  # every block ran (stop = n_layers), so ln_final did
         p = self.pos[:, None] + torch.arange(k)[None, :]  # [batch, k]
         ok, pc = p < T, p.clamp(max=T - 1)
         f0 = obs.final[self.ar[:, None], pc]  # [batch, k, d]

@@ -27,12 +27,14 @@ def significant(att: Attribution, top: int, min_rel: float) -> tuple[torch.Tenso
     """(example row [n], key [n, 4], value [n]) of each example's significant contributors."""
     total = att.token.clamp(min=0).sum(1) + att.position.clamp(min=0).sum(1) + att.errors.clamp(min=0).sum((1, 2))
     rows, keys, vals = [], [], []
-    for l, c in att.features.items():  # c [batch, pos, d_sae]
+    for layer, c in att.features.items():  # c [batch, pos, d_sae]
         total = total + c.clamp(min=0).sum((1, 2))
         per_feature = c.sum(1)  # [batch, d_sae]
         b, j = (per_feature > 0).nonzero(as_tuple=True)
         rows.append(b)
-        keys.append(torch.stack([torch.full_like(j, Kind.FEATURE), torch.full_like(j, l), j, torch.zeros_like(j)], 1))
+        keys.append(
+            torch.stack([torch.full_like(j, Kind.FEATURE), torch.full_like(j, layer), j, torch.zeros_like(j)], 1)
+        )
         vals.append(per_feature[b, j])
     b, l, h, s = (att.heads > 0).nonzero(as_tuple=True)  # heads [batch, layer + 1, n_heads, pos]
     rows.append(b)
