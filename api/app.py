@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
 from api import export, pages
@@ -40,17 +41,41 @@ def _closing(database: AtlasDatabase):
     return lifespan
 
 
-class AtlasGraphQL(GraphQL):
+class AtlasGraphQL(GraphQL[Context, None]):  # strawberry's view, typed by its context and (no) root value
+    """The GraphQL endpoint: a request's context is the atlas version it holds, and the limits."""
+
+    def __init__(self, limits: ApiLimits):
+        super().__init__(
+            build_schema(limits), graphql_ide=None, allow_queries_via_get=False, multipart_uploads_enabled=False
+        )
+        self.limits = limits
+
     async def get_context(self, request, response) -> Context:
         return Context(request.scope["atlas_version"], self.limits)
 
 
-def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette:
+class AtlasApp:
+    """The ASGI app: holds one atlas version for the whole of each HTTP request (see AtlasDatabase)."""
+
+    def __init__(self, inner: ASGIApp, database: AtlasDatabase):
+        self.inner = inner  # the routes, behind the GraphQL body guard
+        self.database = database  # the atlas versions; for tests and logs (the lifespan closes it)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan: the routes' (which close the database)
+            await self.inner(scope, receive, send)
+            return
+        version = self.database.acquire()
+        scope["atlas_version"] = version
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            self.database.release(version)
+
+
+def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> AtlasApp:
     database = AtlasDatabase(db_path, limits)
-    gql = AtlasGraphQL(
-        build_schema(limits), graphql_ide=None, allow_queries_via_get=False, multipart_uploads_enabled=False
-    )
-    gql.limits = limits
+    gql = AtlasGraphQL(limits)
 
     async def graph_route(request: Request) -> JSONResponse:
         ctx = Context(request.scope["atlas_version"], limits)
@@ -76,21 +101,7 @@ def build_app(db_path: str | Path, limits: ApiLimits = ApiLimits()) -> Starlette
         ],
         lifespan=_closing(database),
     )
-    inner = guard_graphql_body(routes, limits)
-
-    async def app(scope, receive, send):
-        """Hold one atlas version for the whole request (see AtlasDatabase)."""
-        if scope["type"] != "http":
-            return await inner(scope, receive, send)
-        version = database.acquire()
-        scope["atlas_version"] = version
-        try:
-            await inner(scope, receive, send)
-        finally:
-            database.release(version)
-
-    app.database = database  # for tests and logs
-    return app
+    return AtlasApp(guard_graphql_body(routes, limits), database)
 
 
 def app_from_env():

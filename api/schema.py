@@ -143,7 +143,7 @@ class Query:
     def neighbourhood_graph(
         self, info: strawberry.Info, id: strawberry.ID, kind: EdgeKind = EdgeKind.VIRTUAL, top_k: int = 10
     ) -> JSON:
-        return export.neighbourhood(info.context, _fid(info, id), kind.value, top_k)
+        return JSON(export.neighbourhood(info.context, _fid(info, id), kind.value, top_k))  # NewType: the dict itself
 
     @strawberry.field(description="The paths from source to target as circuit-tracer / Neuronpedia graph JSON.")
     def path_graph(
@@ -160,7 +160,7 @@ class Query:
         ctx = info.context
         s, t = _fid(info, source), _fid(info, target)
         found = graph.paths(ctx, s, t, max_hops, kind.value, None, 0, fanout, beam, top_k)
-        return export.path_set(ctx, s, t, found)
+        return JSON(export.path_set(ctx, s, t, found))
 
 
 def _token_features(info, token: str, sides: list[str], model: str | None, first: int, after: str | None):

@@ -20,9 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atlas.config import AssetsConfig, CorpusConfig, DemoConfig, TrainConfig, cache_dir
+
+if TYPE_CHECKING:
+    from atlas.corpus import Split
 
 log = logging.getLogger(__name__)  # one line as each step starts and ends, INFO (the CLI sends it to stderr)
 
@@ -45,7 +48,7 @@ class DemoContext:
 # CircuitLens on the most often active features; token-membership scores on held-out text.
 
 
-def _corpus_tokens(ctx: DemoContext, split: str, n_tokens: int):
+def _corpus_tokens(ctx: DemoContext, split: Split, n_tokens: int):
     from dataclasses import replace
 
     from atlas.config import ActivationsConfig
