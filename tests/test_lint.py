@@ -20,3 +20,10 @@ def _run(*argv: str) -> subprocess.CompletedProcess:
 def test_ruff_finds_nothing(argv):
     res = _run(str(BIN / "ruff"), *argv)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_mypy_finds_nothing():
+    # the files and settings are pyproject.toml's [tool.mypy]; the cache (.mypy_cache/, gitignored) makes
+    # a repeated run take seconds instead of over a minute
+    res = _run(str(BIN / "mypy"))
+    assert res.returncode == 0, res.stdout + res.stderr
