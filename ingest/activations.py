@@ -352,8 +352,7 @@ class ActivationsJob:
             "feature_stats": stats_table(res, sid, self.cfg, ""),
             "examples": examples_table(ctx.model, res, sid, self.cfg, ""),
         }
-        mask = self.vedges["dst_layer"] == l if self.vedges is not None else None  # the edges into layer l
-        if self.vedges is not None and mask is not None and mask.any():
+        if self.vedges is not None and (mask := self.vedges["dst_layer"] == l).any():  # edges into layer l
             if self._era_result is None:
                 if self.era is None:
                     raise AtlasError(f"{out.unit}: ERA is asked for, but no part's ERA sums were loaded")
