@@ -15,6 +15,19 @@ LEFT JOIN (SELECT * FROM feature_weightlens WHERE fid = $fid) w ON true
 LEFT JOIN (SELECT * FROM feature_stats WHERE fid = $fid) st ON true
 """
 
+# The activation statistics among FEATURE_CORE's columns: a feature's FeatureStats (GraphQL) and its page's "stats".
+FEATURE_STATS_COLUMNS = (
+    "n_tokens",
+    "n_active",
+    "frequency",
+    "max_act",
+    "mean_act",
+    "quantiles",
+    "quantile_levels",
+    "hist_edges",
+    "hist_counts",
+)
+
 SIDES = ("input", "promoted", "suppressed", "description")
 
 

@@ -371,6 +371,9 @@ class CircuitLensConfig:
     min_examples: int = 5  # features with fewer examples are not clustered
     max_features_per_layer: int | None = None  # None: every feature with examples; N: the N most often
     # active (feature_stats), for a time budget such as the demo's
+    # True: only features without a validated WeightLens description, the ones the paper hands to
+    # CircuitLens (its activations depend on context); False: every feature (the demo sets True)
+    undescribed_only: bool = False
     stored_per_example: int = 20  # attribution rows stored per example besides bias/error (by |value|)
     explainer_url: str | None = None  # OpenAI-compatible endpoint (None: template descriptions only)
     explainer_model: str | None = None  # the explainer model's name at that endpoint
@@ -537,7 +540,8 @@ class DemoConfig:
     activation_tokens: int = 32_768  # corpus tokens for activation statistics, examples, ERA/TWERA
     score_tokens: int = 16_384  # held-out tokens for the token-membership scores
     samples_per_feature: int = 40  # quantile-sampled examples per feature (paper: 100)
-    circuitlens_features: int = 4  # CircuitLens on the N most often active features per layer
+    circuitlens_features: int = 5  # CircuitLens on the N most often active features per layer among those
+    # WeightLens does not describe (CircuitLensConfig.undescribed_only)
 
     BOUNDS: ClassVar[dict[str, str]] = {
         "port": "[0, 65535]",

@@ -34,41 +34,28 @@ DEFAULT_ALIASES = ("default", "gemma-3-270m")  # specs naming the cached embedde
 DEFAULT_MODEL_DIR = "models/gemma-3-270m"  # under the cache: the GGUF and its converted copy
 
 # Random-weight shapes. gpt2-small is GPT-2 small's exact shape (the cost of WeightLens depends
-# on shapes only); tiny is for unit tests.
+# on shapes only); tiny is for unit tests, tiny4 for every-layer builds in tests.
+
+
+def _gpt2_shape(n_layers: int, d_model: int, d_head: int, n_heads: int, d_mlp: int, n_ctx: int) -> dict:
+    """A HookedTransformerConfig's keywords for a GPT-2-like model (its vocabulary, GELU, LayerNorm) of this size."""
+    return dict(
+        n_layers=n_layers,
+        d_model=d_model,
+        d_head=d_head,
+        n_heads=n_heads,
+        d_mlp=d_mlp,
+        d_vocab=50257,
+        n_ctx=n_ctx,
+        act_fn="gelu_new",
+        normalization_type="LN",
+    )
+
+
 RANDOM_CONFIGS: dict[str, dict] = {
-    "gpt2-small": dict(
-        n_layers=12,
-        d_model=768,
-        d_head=64,
-        n_heads=12,
-        d_mlp=3072,
-        d_vocab=50257,
-        n_ctx=1024,
-        act_fn="gelu_new",
-        normalization_type="LN",
-    ),
-    "tiny": dict(
-        n_layers=2,
-        d_model=64,
-        d_head=16,
-        n_heads=4,
-        d_mlp=256,
-        d_vocab=50257,
-        n_ctx=128,
-        act_fn="gelu_new",
-        normalization_type="LN",
-    ),
-    "tiny4": dict(
-        n_layers=4,
-        d_model=64,
-        d_head=16,
-        n_heads=4,
-        d_mlp=256,
-        d_vocab=50257,
-        n_ctx=128,
-        act_fn="gelu_new",
-        normalization_type="LN",
-    ),  # every-layer builds in tests
+    "gpt2-small": _gpt2_shape(n_layers=12, d_model=768, d_head=64, n_heads=12, d_mlp=3072, n_ctx=1024),
+    "tiny": _gpt2_shape(n_layers=2, d_model=64, d_head=16, n_heads=4, d_mlp=256, n_ctx=128),
+    "tiny4": _gpt2_shape(n_layers=4, d_model=64, d_head=16, n_heads=4, d_mlp=256, n_ctx=128),
 }
 
 DEFAULT_GGUF_TL_NAME = "google/gemma-3-270m"

@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -115,6 +115,44 @@ def _init_weights(cfg: TrainConfig, d_in: int, d_out: int) -> tuple[torch.Tensor
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     """Cosine decay from lr to 10 % of it over ``total`` steps."""
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
+
+
+@dataclass(frozen=True)
+class BatchOrder:
+    """The rows each training step takes: one seeded shuffle per epoch, so a resumed run sees the same batches."""
+
+    batch_size: int  # rows per step
+    steps_per_epoch: int  # batches per pass over the n rows (at least 1)
+    total: int  # steps of the whole run: steps_per_epoch * epochs
+    orders: list  # per epoch, a permutation of the rows: a tensor [n] (torch.randperm)
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, n: int) -> BatchOrder:
+        """``cfg.epochs`` passes over ``n`` rows in batches of ``cfg.batch_size``, shuffled by ``cfg.seed``."""
+        import torch
+
+        steps_per_epoch = max(n // cfg.batch_size, 1)
+        g = torch.Generator().manual_seed(cfg.seed)
+        orders = [torch.randperm(n, generator=g) for _ in range(cfg.epochs)]
+        return cls(cfg.batch_size, steps_per_epoch, steps_per_epoch * cfg.epochs, orders)
+
+    def rows(self, step: int) -> torch.Tensor:
+        """The row indices [batch] of step ``step`` (0-based)."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        return self.orders[epoch][i * self.batch_size : (i + 1) * self.batch_size]
+
+    def checkpoint_due(self, step: int) -> bool:
+        """Whether a checkpoint is written once ``step`` steps are done: every CHECKPOINT_EVERY, not at the end."""
+        return step % CHECKPOINT_EVERY == 0 and step < self.total
+
+
+def save_checkpoint(ckpt: Path, state: dict) -> None:
+    """``state`` written to ``ckpt`` through a temporary file: a killed write leaves the previous checkpoint whole."""
+    import torch
+
+    tmp = ckpt.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(ckpt)
 
 
 def normalization(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor) -> tuple:
@@ -225,24 +263,18 @@ def train_layer(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, ckpt: Path, 
     if ckpt.is_file():
         trainer.load(torch.load(ckpt, weights_only=False))
     n = x.shape[0]
-    steps_per_epoch = max(n // cfg.batch_size, 1)
-    total = steps_per_epoch * cfg.epochs
-    g = torch.Generator().manual_seed(cfg.seed)
-    orders = [torch.randperm(n, generator=g) for _ in range(cfg.epochs)]  # fixed: resume sees the same batches
+    order = BatchOrder.of(cfg, n)
+    total = order.total
     losses: list[float] = []
     t0 = time.monotonic()
     with progress(desc, total=total, unit="steps") as bar:
         bar.advance(trainer.step)
         while trainer.step < total:
-            epoch, i = divmod(trainer.step, steps_per_epoch)
-            idx = orders[epoch][i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            lr = lr_at(cfg, trainer.step, total)
-            losses.append(trainer.train_step(cfg, xn[idx], yn[idx], lr))
+            idx = order.rows(trainer.step)
+            losses.append(trainer.train_step(cfg, xn[idx], yn[idx], lr_at(cfg, trainer.step, total)))
             bar.advance()
-            if trainer.step % CHECKPOINT_EVERY == 0 and trainer.step < total:
-                tmp = ckpt.with_suffix(".tmp")
-                torch.save(trainer.state(), tmp)
-                tmp.replace(ckpt)
+            if order.checkpoint_due(trainer.step):
+                save_checkpoint(ckpt, trainer.state())
     tail = losses[-max(len(losses) // 10, 1) :] if losses else [float("nan")]
     stats = {
         "steps": total,

@@ -131,7 +131,7 @@ def train_layers(cfg: TrainConfig, data: dict[int, tuple], ckpt: Path, desc: str
     import torch
 
     from atlas.progress import progress
-    from atlas.train import CHECKPOINT_EVERY, lr_at, normalization
+    from atlas.train import BatchOrder, lr_at, normalization, save_checkpoint
 
     # 1. normalization per layer, the shared batch order
     torch.manual_seed(cfg.seed)
@@ -147,10 +147,8 @@ def train_layers(cfg: TrainConfig, data: dict[int, tuple], ckpt: Path, desc: str
         state = torch.load(ckpt, weights_only=False)
         if state.get("layers") == layers:
             trainer.load(state)
-    steps_per_epoch = max(n // cfg.batch_size, 1)
-    total = steps_per_epoch * cfg.epochs
-    g = torch.Generator().manual_seed(cfg.seed)
-    orders = [torch.randperm(n, generator=g) for _ in range(cfg.epochs)]
+    order = BatchOrder.of(cfg, n)
+    total = order.total
     mx = torch.stack([norms[l][0] for l in layers])[:, None, :]  # [L, 1, d_in]
     sx = torch.tensor([norms[l][1] for l in layers])[:, None, None]  # [L, 1, 1]
     sy = torch.stack([torch.as_tensor(norms[l][2]).float().expand(d_out) for l in layers])[:, None, :]  # [L, 1, d_out]
@@ -160,17 +158,14 @@ def train_layers(cfg: TrainConfig, data: dict[int, tuple], ckpt: Path, desc: str
     with progress(desc, total=total, unit="steps") as bar:
         bar.advance(trainer.step)
         while trainer.step < total:
-            epoch, i = divmod(trainer.step, steps_per_epoch)
-            idx = orders[epoch][i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            idx = order.rows(trainer.step)
             xb = (torch.stack([data[l][0][idx] for l in layers]) - mx) / sx  # [L, batch, d_in]
             yb = torch.stack([data[l][1][idx] for l in layers]) / sy  # [L, batch, d_out]
             losses.append(trainer.train_step(cfg, xb, yb, lr_at(cfg, trainer.step, total)))
             bar.advance()
             # 3. checkpoint
-            if trainer.step % CHECKPOINT_EVERY == 0 and trainer.step < total:
-                tmp = ckpt.with_suffix(".tmp")
-                torch.save({**trainer.state(), "layers": layers}, tmp)
-                tmp.replace(ckpt)
+            if order.checkpoint_due(trainer.step):
+                save_checkpoint(ckpt, {**trainer.state(), "layers": layers})
     seconds = time.monotonic() - t0
     hist = torch.stack(losses) if losses else torch.full((1, len(layers)), float("nan"))  # [steps, L]
     tail = hist[-max(hist.shape[0] // 10, 1) :].mean(0)  # [L]

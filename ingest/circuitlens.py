@@ -62,10 +62,13 @@ def select(ex: dict, mask: np.ndarray) -> dict:
     return {k: (v[mask] if isinstance(v, np.ndarray) else [x for x, m in zip(v, mask) if m]) for k, v in ex.items()}
 
 
-def most_active(w, sid: int, n: int) -> np.ndarray:
-    """Indices of the layer's ``n`` most often active features (from the activations job)."""
+def chosen_features(w, sid: int, n: int | None, undescribed_only: bool) -> np.ndarray:
+    """Indices of the layer's features to analyse: the ``n`` most often active (from the activations
+    job; None: all), among those without a validated WeightLens description when ``undescribed_only``."""
+    undescribed = "AND fid NOT IN (SELECT fid FROM feature_weightlens WHERE validated)" if undescribed_only else ""
     rows = w.fetchall(
-        f"SELECT fid_index(fid) FROM feature_stats WHERE {fid_range(sid).sql()} ORDER BY n_active DESC, fid LIMIT $n",
+        f"SELECT fid_index(fid) FROM feature_stats WHERE {fid_range(sid).sql()} {undescribed} "
+        "ORDER BY n_active DESC, fid LIMIT $n",
         {**fid_range(sid).params(), "n": n},
     )
     return np.array([r[0] for r in rows], dtype=np.int64)
@@ -319,8 +322,9 @@ class CircuitLensJob:
         for layer in self.layers:  # sorted: upstream layers first
             sid = self.sids[layer]
             ex = load_examples(w, sid, cfg.example_kinds)
-            if ex and cfg.max_features_per_layer is not None:
-                ex = select(ex, np.isin(ex["idx"], most_active(w, sid, cfg.max_features_per_layer)))
+            if ex and (cfg.max_features_per_layer is not None or cfg.undescribed_only):
+                chosen = chosen_features(w, sid, cfg.max_features_per_layer, cfg.undescribed_only)
+                ex = select(ex, np.isin(ex["idx"], chosen))
             if not ex or not len(ex["idx"]):
                 continue
             check_corpus(self.tokens, ex)

@@ -7,7 +7,7 @@
    held-out text (fve, L0, dead share, loss recovered) is kept in the DemoContext (`atlas demo` prints
    it) and written to transcoder_quality.json. Progress goes to the logger ``ingest.demo`` (INFO).
 4. the analysis jobs (STEPS below): WeightLens, activations + ERA/TWERA, CircuitLens on the most
-   often active features, token-membership scores on held-out text.
+   often active features that WeightLens does not describe, token-membership scores on held-out text.
 5. serve the atlas with the GraphQL API (skipped with ``--no-serve``).
 Each step is resumable, so a second run reuses everything and starts serving in seconds.
 """
@@ -90,7 +90,7 @@ def _circuitlens(ctx: DemoContext) -> None:
         ctx.model,
         ctx.transcoders,
         tokens,
-        CircuitLensConfig(max_features_per_layer=ctx.demo.circuitlens_features),
+        CircuitLensConfig(max_features_per_layer=ctx.demo.circuitlens_features, undescribed_only=True),
         model_id=ctx.model_id,
         model_spec=ctx.train.model,
     )

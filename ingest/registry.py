@@ -7,6 +7,21 @@ from __future__ import annotations
 
 from atlas.ids import source_id
 
+# The columns of a source row that are the layer transcoder's attributes of the same names.
+LAYER_COLUMNS = (
+    "layer",
+    "d_in",
+    "d_out",
+    "d_sae",
+    "hook_in",
+    "hook_out",
+    "activation",
+    "has_skip",
+    "dtype",
+    "format",
+    "uri",
+)
+
 
 def register(writer, model, tset, *, model_id: str, model_spec: str | None = None) -> dict[int, int]:
     """Upsert the model row and a source row per layer of ``tset``; returns ``{layer: sid}``."""
@@ -28,17 +43,7 @@ def register(writer, model, tset, *, model_id: str, model_spec: str | None = Non
                 model_id=model_id,
                 source_id=source_id(tc.layer, tset.set_name),
                 set_name=tset.set_name,
-                layer=tc.layer,
-                d_in=tc.d_in,
-                d_out=tc.d_out,
-                d_sae=tc.d_sae,
-                hook_in=tc.hook_in,
-                hook_out=tc.hook_out,
-                activation=tc.activation,
-                has_skip=tc.has_skip,
-                dtype=tc.dtype,
-                format=tc.format,
-                uri=tc.uri,
+                **{name: getattr(tc, name) for name in LAYER_COLUMNS},
             )
         )
         for tc in tset

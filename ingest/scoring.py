@@ -20,7 +20,7 @@ from atlas.ids import fid_range, split_fid, split_fids
 from atlas.progress import progress
 from ingest.inputs import tokens_fingerprint
 from ingest.registry import register
-from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
+from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, layer_shard, run_job
 
 JOB = "scores"
 METRICS = ("precision", "recall", "auroc", "n_member", "n_active")
@@ -78,10 +78,9 @@ class ScoresJob:
 
     def plan(self, w) -> list[Shard]:
         return [
-            Shard(
-                unit=f"layer-{l}",
-                key={"layer": l},
-                chash=self.chash,
+            layer_shard(
+                l,
+                self.chash,
                 deletes=(
                     (
                         "DELETE FROM scores WHERE method = $method AND data = $data "

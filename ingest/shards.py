@@ -60,6 +60,11 @@ class Shard:
     deletes: tuple = ()  # (sql, params) removing the unit's old rows when it is loaded
 
 
+def layer_shard(layer: int, chash: str, **rest) -> Shard:
+    """The shard of one whole layer: unit 'layer-L', key {'layer': L}; ``rest`` its deps and deletes."""
+    return Shard(unit=f"layer-{layer}", key={"layer": layer}, chash=chash, **rest)
+
+
 @dataclass(frozen=True)
 class Context:
     """What a worker computes with, loaded once per worker: the model, transcoders and corpus."""

@@ -21,7 +21,7 @@ from atlas.config import WeightLensConfig, as_dict
 from atlas.db import AtlasWriter, config_hash
 from atlas.ids import fid_range, make_fids
 from ingest.registry import register
-from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, run_job
+from ingest.shards import LOCAL, Context, ExecutorConfig, Shard, layer_shard, run_job
 
 JOB = "weightlens"
 # Fields that change no result (where and in which blocks it is computed) stay out of the unit hash,
@@ -113,10 +113,9 @@ class WeightLensJob:
 
     def plan(self, w) -> list[Shard]:
         return [
-            Shard(
-                unit=f"layer-{l}",
-                key={"layer": l},
-                chash=self.chash,
+            layer_shard(
+                l,
+                self.chash,
                 deps=tuple(f"layer-{d}" for d in self.layers if d < l and d in self.inherit),
                 deletes=tuple(layer_deletes(self.sids[l], self.cfg.edge_variant)),
             )

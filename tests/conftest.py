@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,6 +15,7 @@ import pytest
 from tests.factories import (  # noqa: F401
     REPO,
     TRANSCODER_FILE_FORMATS,
+    JsonHandler,
     WrittenTranscoders,
     random_transcoder_set,
     tiny_train_config,
@@ -187,26 +187,17 @@ def make_transcoders():
     return random_transcoder_set
 
 
-class _ChatHandler(BaseHTTPRequestHandler):
+class _ChatHandler(JsonHandler):
     seen: list = []
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         _ChatHandler.seen.append((self.path, body, self.headers.get("Authorization")))
         if body["model"] == "broken":
             self.send_response(500)
             self.end_headers()
             return
-        reply = {"choices": [{"message": {"role": "assistant", "content": "  river banks  "}}]}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.reply_json(200, {"choices": [{"message": {"role": "assistant", "content": "  river banks  "}}]})
 
 
 @pytest.fixture

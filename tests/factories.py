@@ -14,6 +14,7 @@ import json
 import random
 import sys
 from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Literal
 
@@ -259,3 +260,22 @@ def tiny_train_config(**overrides):
         collect_batch=16,
     )
     return TrainConfig(**{**base, **overrides})
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """What the loopback JSON servers of the tests share: the request body read as JSON, a reply
+    written as JSON with its length, and no request log on stderr."""
+
+    def read_json(self):
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def reply_json(self, status: int, payload) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass

@@ -341,3 +341,36 @@ def test_jobs_resume_after_a_kill(atlas_db, tmp_path):
         ("circuitlens", "failed", True),
         ("circuitlens", "done", None),
     ]
+
+
+def test_undescribed_only_analyses_the_most_active_features_weightlens_does_not_describe(parts, atlas_db):
+    """The paper hands features WeightLens cannot describe to CircuitLens: with ``undescribed_only``
+    the job takes the N most often active features of each layer among those not validated."""
+    model, tset, tokens = parts
+    activations.run(atlas_db, model, tset, tokens, ACFG, model_id="tiny", model_spec="random:tiny")
+    sid = _q(atlas_db, "SELECT sid FROM sources WHERE layer = 1")[0][0]
+    by_activity = [  # layer 1's features with examples, most often active first
+        r[0]
+        for r in _q(
+            atlas_db,
+            f"SELECT fid FROM feature_stats WHERE fid_source(fid) = {sid} AND fid IN (SELECT fid FROM examples) "
+            "ORDER BY n_active DESC, fid",
+        )
+    ]
+    described = by_activity[:2]  # the two most active ones are "described"
+    with db.AtlasWriter(atlas_db) as w:
+        w.insert(
+            "feature_weightlens",
+            pa.table({"fid": described, "validated": [True, True], "n_input_tokens": [1, 1], "n_upstream": [0, 0]}),
+        )
+    cfg = CircuitLensConfig(
+        batch_size=32,
+        min_samples=3,
+        min_examples=4,
+        n_output_positions=1,
+        max_features_per_layer=2,
+        undescribed_only=True,
+    )
+    circuitlens.run(atlas_db, model, tset, tokens, cfg, model_id="tiny", model_spec="random:tiny")
+    got = {r[0] for r in _q(atlas_db, f"SELECT DISTINCT fid FROM attributions WHERE fid_source(fid) = {sid}")}
+    assert got == set(by_activity[2:4])  # the next two, none of the described

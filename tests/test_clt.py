@@ -73,6 +73,30 @@ def write_both(root, t):
     return f"circuit-tracer-clt:{root / 'ct'}", f"gemmascope2-clt:{root / 'gs'}"
 
 
+def per_layer_set(name, t, w_dec):
+    """Per-layer transcoders of the CLT tensors ``t`` (its encoders, biases and thresholds), layer l
+    writing with ``w_dec[l]`` [F, d] into ``blocks.l.hook_mlp_out``."""
+    return TranscoderSet(
+        name,
+        {
+            l: build_layer(
+                "d",
+                l,
+                format="test",
+                uri="d",
+                W_enc=t["W_enc"][l],
+                b_enc=t["b_enc"][l],
+                W_dec=w_dec[l],
+                b_dec=t["b_dec"][l],
+                threshold=t["threshold"][l],
+                hook_in=f"blocks.{l}.mlp.hook_in",
+                hook_out=f"blocks.{l}.hook_mlp_out",
+            )
+            for l in range(N)
+        },
+    )
+
+
 def dense_encode(t, l, x):
     z = x @ t["W_enc"][l] + t["b_enc"][l]
     return z * (z > t["threshold"][l])
@@ -140,25 +164,7 @@ def test_a_clt_without_cross_layer_slices_attributes_like_per_layer_transcoders(
     model = normed_model("ln", seed=4)
     t = dense_clt(seed=4, skip=False, cross=False)
     clt = load_transcoders(write_both(tmp_path, t)[0], model)
-    tset = TranscoderSet(
-        "per-layer",
-        {
-            l: build_layer(
-                "d",
-                l,
-                format="test",
-                uri="d",
-                W_enc=t["W_enc"][l],
-                b_enc=t["b_enc"][l],
-                W_dec=t["W_dec"][l, l],
-                b_dec=t["b_dec"][l],
-                threshold=t["threshold"][l],
-                hook_in=f"blocks.{l}.mlp.hook_in",
-                hook_out=f"blocks.{l}.hook_mlp_out",
-            )
-            for l in range(N)
-        },
-    )
+    tset = per_layer_set("per-layer", t, [t["W_dec"][l, l] for l in range(N)])
     tokens = torch.randint(0, 300, (4, 8), generator=torch.Generator().manual_seed(5))
     pos, feature = torch.tensor([7, 3, 5, 6]), torch.tensor([0, 5, 9, 13])
     for layer in (1, 2):
@@ -339,25 +345,7 @@ def test_weightlens_on_a_clt_uses_the_summed_slices(tmp_path):
     model = normed_model("ln", seed=13)
     t = dense_clt(seed=13)
     clt = load_transcoders(write_both(tmp_path, t)[0], model)
-    summed = TranscoderSet(
-        "summed",
-        {
-            l: build_layer(
-                "d",
-                l,
-                format="test",
-                uri="d",
-                W_enc=t["W_enc"][l],
-                b_enc=t["b_enc"][l],
-                W_dec=t["W_dec"][l].sum(0),
-                b_dec=t["b_dec"][l],
-                threshold=t["threshold"][l],
-                hook_in=f"blocks.{l}.mlp.hook_in",
-                hook_out=f"blocks.{l}.hook_mlp_out",
-            )
-            for l in range(N)
-        },
-    )
+    summed = per_layer_set("summed", t, [t["W_dec"][l].sum(0) for l in range(N)])
     cfg = WeightLensConfig(edge_z=1.0, bos="0", input_pool=50, output_pool=50, output_z=2.0, input_z=2.0)
     descs, n_edges, n_tokens = {}, 0, 0
     for layer in range(N):

@@ -235,3 +235,22 @@ def test_a_fresh_writer_can_insert_at_once(atlas_db):
     with db.AtlasWriter(atlas_db) as w:
         assert w.insert("scores", pa.table({"fid": [1], "method": ["m"], "metric": ["x"], "value": [1.0]})) == 1
         assert w.fetchall("SELECT count(*) FROM scores") == [(1,)]
+
+
+def test_a_process_with_torch_that_migrated_exits_without_nanobind_leak_reports(tmp_path):
+    """torch and duckdb_engine's dialect in one process made nanobind report duckdb's constants as
+    "leaked" at exit (CPython's finalization order); the migration path clears it at exit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import torch\nfrom atlas import db\ndb.upgrade(sys.argv[1])\nprint(db.upgrade(sys.argv[1]))\n"
+    res = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + code, str(tmp_path / "a.duckdb")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == db.head_revision()
+    assert "nanobind" not in res.stderr, res.stderr

@@ -4,18 +4,18 @@ error when the server hangs past the time-out."""
 
 from __future__ import annotations
 
-import json
 import pickle
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from atlas.errors import AtlasError
 from atlas.lens.describe import chat_request, parse_chat_reply, summarize
 from ingest.explainer import Explainer
+from tests.factories import JsonHandler
 
 SUMMARY = summarize(
     [{"target_token": " bank", "source_token": " river", "offset": -2, "snippet": "x", "outputs": [" shore"]}] * 3,
@@ -26,27 +26,18 @@ REPLY = {"choices": [{"message": {"role": "assistant", "content": " river banks\
 HANG = None  # an answer that never comes
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a reused client sends every request on one connection
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         server = self.server
-        server.seen.append((self.path, body, self.client_address))
+        server.seen.append((self.path, self.read_json(), self.client_address))
         answer = server.answer(len(server.seen))
         if answer is HANG:
             server.release.wait(30)
             return
         status, payload = answer
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.reply_json(status, payload)
 
 
 @pytest.fixture

@@ -129,7 +129,7 @@ def test_layer_out_of_range_is_a_clear_error(tmp_path, corpus_cfg, tiny_model):
 
 
 def test_cli_train_transcoders(cli, tmp_path, corpus_cfg):
-    proc = cli(
+    train = (
         "train-transcoders",
         "--model",
         "random:tiny",
@@ -143,6 +143,9 @@ def test_cli_train_transcoders(cli, tmp_path, corpus_cfg):
         corpus_cfg.source,
         "--out",
         str(tmp_path / "tc"),
+    )
+    proc = cli(
+        *train,
         "--db",
         str(tmp_path / "a.duckdb"),
         env={"ATLAS_CACHE": str(tmp_path / "cache")},
@@ -153,19 +156,7 @@ def test_cli_train_transcoders(cli, tmp_path, corpus_cfg):
     assert "layer 1: fve" in proc.stdout
     assert (tmp_path / "tc" / "layer_1" / "cfg.json").is_file()
     again = cli(
-        "train-transcoders",
-        "--model",
-        "random:tiny",
-        "--layers",
-        "1",
-        "--width",
-        "64",
-        "--tokens",
-        "2048",
-        "--corpus",
-        corpus_cfg.source,
-        "--out",
-        str(tmp_path / "tc"),
+        *train,
         "--json",
         env={"ATLAS_CACHE": str(tmp_path / "cache")},
     )  # trained already: reused

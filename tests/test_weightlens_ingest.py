@@ -192,7 +192,7 @@ def test_cli_end_to_end_with_saelens_files(cli, tiny_model, tmp_path):
     tset = random_transcoder_set(tiny_model, d_sae=48, seed=5, init="fan_in")
     for tc in tset:
         tc.sae.save_model(str(tmp_path / "tc" / f"layer_{tc.layer}"))
-    proc = cli(
+    weightlens = (
         "ingest",
         "weightlens",
         "--model",
@@ -206,24 +206,9 @@ def test_cli_end_to_end_with_saelens_files(cli, tiny_model, tmp_path):
         "--set",
         "edge_z=2",
     )
+    proc = cli(*weightlens)
     assert "coverage" in proc.stdout and _counts(tmp_path / "cli.duckdb")["feature_weightlens"] == 96
-    again = json.loads(
-        cli(
-            "ingest",
-            "weightlens",
-            "--model",
-            "random:tiny",
-            "--transcoders",
-            f"saelens:{tmp_path / 'tc'}",
-            "--db",
-            str(tmp_path / "cli.duckdb"),
-            "--input-z",
-            "3",
-            "--set",
-            "edge_z=2",
-            "--json",
-        ).stdout
-    )
+    again = json.loads(cli(*weightlens, "--json").stdout)
     assert again["layers_computed"] == [] and again["layers_skipped"] == [0, 1]  # resumed: nothing redone
     assert set(again["coverage"]) == {"0", "1"} and all(0 <= v <= 1 for v in again["coverage"].values())
 

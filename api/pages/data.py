@@ -263,20 +263,7 @@ def feature(ctx: Context, path: dict, params: dict) -> dict:
             u["id"] = f"{src.model_id}/{src.source_id}/{u.get('index')}" if src is not None else None
     stats = None
     if core["n_tokens"] is not None:
-        stats = {
-            k: core[k]
-            for k in (
-                "n_tokens",
-                "n_active",
-                "frequency",
-                "max_act",
-                "mean_act",
-                "quantiles",
-                "quantile_levels",
-                "hist_edges",
-                "hist_counts",
-            )
-        }
+        stats = {k: core[k] for k in queries.FEATURE_STATS_COLUMNS}
     return {
         "page": "feature",
         "id": cat.public_id(fid),

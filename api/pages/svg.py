@@ -15,6 +15,20 @@ from api.pages.html import Html, feature_href, tag
 W = 760
 
 
+def _svg(parts: list, class_: str, height: int, label: str) -> Html:
+    """The ``<svg>`` element of a plot ``W`` wide and ``height`` high, an image named ``label`` to readers."""
+    return tag(
+        "svg",
+        *parts,
+        class_=class_,
+        width=str(W),
+        height=str(height),
+        viewBox=f"0 0 {W} {height}",
+        role="img",
+        aria_label=label,
+    )
+
+
 def histogram(stats: dict | None) -> Html | None:
     """Bars of the activation histogram (hist_edges, hist_counts), the density as a line, quantiles as ticks."""
     if not stats:
@@ -80,16 +94,7 @@ def histogram(stats: dict | None) -> Html | None:
     parts.append(tag("line", class_="axis", x1=str(pad), x2=str(W - pad), y1=str(h - pad), y2=str(h - pad)))
     for v, anchor in labels:
         parts.append(tag("text", f"{v:.3g}", x=f"{x(v):.1f}", y=str(h - 8), text_anchor=anchor))
-    return tag(
-        "svg",
-        *parts,
-        class_="histogram",
-        width=str(W),
-        height=str(h),
-        viewBox=f"0 0 {W} {h}",
-        role="img",
-        aria_label="activation histogram",
-    )
+    return _svg(parts, "histogram", h, "activation histogram")
 
 
 def _order(node: dict) -> tuple[str, int]:
@@ -146,13 +151,4 @@ def layered_graph(g: dict) -> Html | None:
                 href=feature_href(n["id"]),
             )
         )
-    return tag(
-        "svg",
-        *parts,
-        class_="circuit",
-        width=str(W),
-        height=str(h),
-        viewBox=f"0 0 {W} {h}",
-        role="img",
-        aria_label="circuit graph",
-    )
+    return _svg(parts, "circuit", h, "circuit graph")

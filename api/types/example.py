@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import strawberry
 
+from api.types.rows import from_columns
+
 
 @strawberry.type(description="A top or quantile example of a feature, with its token window.")
 class Example:
@@ -21,16 +23,4 @@ class Example:
 
     @classmethod
     def from_row(cls, r: dict) -> Example:
-        return cls(
-            id=strawberry.ID(str(r["example_id"])),
-            kind=r["kind"],
-            bin=r["bin"],
-            sample_weight=r["sample_weight"],
-            doc_id=r["doc_id"],
-            pos=r["pos"],
-            activation=r["activation"],
-            window_start=r["window_start"],
-            tokens=r["tokens"],
-            token_strs=r["token_strs"],
-            acts=r["acts"],
-        )
+        return from_columns(cls, r, id=strawberry.ID(str(r["example_id"])))

@@ -9,6 +9,7 @@ from strawberry.scalars import JSON
 
 from api import queries
 from api.types.cluster import _json
+from api.types.rows import from_columns
 from api.types.score import Score
 
 
@@ -30,13 +31,4 @@ class Explanation:
 
     @classmethod
     def from_row(cls, fid: int, r: dict) -> Explanation:
-        return cls(
-            id=strawberry.ID(str(r["explanation_id"])),
-            cluster_label=r["cluster_label"],
-            method=r["method"],
-            text=r["text"],
-            tokens=r["tokens"],
-            params=_json(r["params"]),
-            created_at=r["created_at"],
-            fid=fid,
-        )
+        return from_columns(cls, r, id=strawberry.ID(str(r["explanation_id"])), params=_json(r["params"]), fid=fid)

@@ -17,6 +17,25 @@ from api.types.token import Token
 from atlas.ids import split_fid
 
 
+def _edges_field(upstream: bool, description: str):
+    """The field ``upstream`` (True) or ``downstream`` of Feature: its edges on that side, with the filters
+    as arguments (Feature._edges)."""
+
+    def edges(
+        self,
+        info: strawberry.Info,
+        kind: EdgeKind = EdgeKind.VIRTUAL,
+        variant: str | None = None,
+        sign: Sign = Sign.ANY,
+        min_weight: float = 0.0,
+        layers: list[int] | None = None,
+        top_k: int = 10,
+    ) -> list[Edge]:
+        return self._edges(info, upstream, kind, variant, sign, min_weight, layers, top_k)
+
+    return strawberry.field(resolver=edges, description=description)
+
+
 @strawberry.type(description="A transcoder feature with everything the atlas knows about it.")
 class Feature:
     id: strawberry.ID = strawberry.field(description="Public id model/source/index, e.g. gpt2-small/8-tres-dc/1234.")
@@ -100,31 +119,8 @@ class Feature:
         rows = info.context.rows(queries.FEATURE_SCORES, {"fid": self.fid, "explanation_id": None})
         return [Score.from_row(r) for r in rows]
 
-    @strawberry.field(description="Edges into this feature from upstream features, strongest |weight| first.")
-    def upstream(
-        self,
-        info: strawberry.Info,
-        kind: EdgeKind = EdgeKind.VIRTUAL,
-        variant: str | None = None,
-        sign: Sign = Sign.ANY,
-        min_weight: float = 0.0,
-        layers: list[int] | None = None,
-        top_k: int = 10,
-    ) -> list[Edge]:
-        return self._edges(info, True, kind, variant, sign, min_weight, layers, top_k)
-
-    @strawberry.field(description="Edges from this feature to downstream features, strongest |weight| first.")
-    def downstream(
-        self,
-        info: strawberry.Info,
-        kind: EdgeKind = EdgeKind.VIRTUAL,
-        variant: str | None = None,
-        sign: Sign = Sign.ANY,
-        min_weight: float = 0.0,
-        layers: list[int] | None = None,
-        top_k: int = 10,
-    ) -> list[Edge]:
-        return self._edges(info, False, kind, variant, sign, min_weight, layers, top_k)
+    upstream = _edges_field(True, "Edges into this feature from upstream features, strongest |weight| first.")
+    downstream = _edges_field(False, "Edges from this feature to downstream features, strongest |weight| first.")
 
     def _edges(self, info, upstream, kind, variant, sign, min_weight, layers, top_k) -> list[Edge]:
         ctx = info.context

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import strawberry
 
+from api import queries
+
 
 @strawberry.type(description="Activation statistics of a feature over the corpus.")
 class FeatureStats:
@@ -21,22 +23,7 @@ class FeatureStats:
     def from_row(cls, r: dict) -> FeatureStats | None:
         if r["n_tokens"] is None:
             return None
-        return cls(
-            **{
-                k: r[k]
-                for k in (
-                    "n_tokens",
-                    "n_active",
-                    "frequency",
-                    "max_act",
-                    "mean_act",
-                    "quantiles",
-                    "quantile_levels",
-                    "hist_edges",
-                    "hist_counts",
-                )
-            }
-        )
+        return cls(**{k: r[k] for k in queries.FEATURE_STATS_COLUMNS})
 
 
 @strawberry.type(description="How much of one layer (source) the atlas covers.")

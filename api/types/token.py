@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import strawberry
 
+from api.types.rows import from_columns
+
 
 @strawberry.type(description="A token in a feature's input or output token list.")
 class Token:
@@ -17,15 +19,7 @@ class Token:
 
     @classmethod
     def from_row(cls, r: dict) -> Token:
-        return cls(
-            side=r["side"],
-            rank=r["rank"],
-            token_id=r["token_id"],
-            token=r["token"],
-            score=r["score"],
-            zscore=r["zscore"],
-            validated=r["validated"],
-        )
+        return from_columns(cls, r)
 
 
 from typing import TYPE_CHECKING, Annotated  # noqa: E402

@@ -185,6 +185,7 @@ class CrossLayerTranscoder:
     # ---- checks ----------------------------------------------------------------------------------
     def check_against(self, model: HookedTransformer) -> None:
         from atlas.transcoders.hook_points import add_mlp_hook_points, needs_mlp_hook_points
+        from atlas.transcoders.transcoder_set import check_hooks_exist
 
         hooks = [h for l in self.layer_ids for h in (self.hook_in(l), self.hook_out(l))]
         if needs_mlp_hook_points(hooks):
@@ -192,9 +193,7 @@ class CrossLayerTranscoder:
         where = f"cross-layer transcoder {self.set_name!r} ({self.uri})"
         if self.n_layers != model.cfg.n_layers:
             raise TranscoderError(f"{where}: covers {self.n_layers} layers, the model has {model.cfg.n_layers}")
-        for hook in hooks:
-            if hook not in model.hook_dict:
-                raise TranscoderError(f"{where}: hook {hook!r} does not exist in the model")
+        check_hooks_exist(where, hooks, model)
         if self.d_model != model.cfg.d_model:
             raise TranscoderError(
                 f"{where}: width {self.d_model} does not match the model's d_model {model.cfg.d_model}"

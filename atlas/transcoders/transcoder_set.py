@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 Activation = Literal["relu", "jumprelu", "topk"]
 
 
+def check_hooks_exist(where: str, hooks, model: HookedTransformer) -> None:
+    """Raise TranscoderError naming the first of ``hooks`` the model has no hook point for."""
+    for hook in hooks:
+        if hook not in model.hook_dict:
+            raise TranscoderError(f"{where}: hook {hook!r} does not exist in the model")
+
+
 def all_finite(tensor: torch.Tensor) -> bool:
     """No NaN or inf in ``tensor``. A finite sum proves it (NaN and inf propagate through a sum) and
     costs a tenth of an elementwise check; only an overflowing sum falls back to that check."""
@@ -133,9 +140,7 @@ class TranscoderSet:
             where = f"transcoder {self.set_name!r} layer {tc.layer} ({tc.uri})"
             if not 0 <= tc.layer < model.cfg.n_layers:
                 raise TranscoderError(f"{where}: the model has layers 0..{model.cfg.n_layers - 1}")
-            for hook in (tc.hook_in, tc.hook_out):
-                if hook not in model.hook_dict:
-                    raise TranscoderError(f"{where}: hook {hook!r} does not exist in the model")
+            check_hooks_exist(where, (tc.hook_in, tc.hook_out), model)
             for name, width in (("input", tc.d_in), ("output", tc.d_out)):
                 if width != model.cfg.d_model:
                     raise TranscoderError(
