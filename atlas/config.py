@@ -374,6 +374,8 @@ class CircuitLensConfig:
     # True: only features without a validated WeightLens description, the ones the paper hands to
     # CircuitLens (its activations depend on context); False: every feature (the demo sets True)
     undescribed_only: bool = False
+    # None: every stored example of a feature (paper: 100); N: at most N, evenly spaced over them
+    examples_per_feature: int | None = None
     stored_per_example: int = 20  # attribution rows stored per example besides bias/error (by |value|)
     explainer_url: str | None = None  # OpenAI-compatible endpoint (None: template descriptions only)
     explainer_model: str | None = None  # the explainer model's name at that endpoint
@@ -390,6 +392,7 @@ class CircuitLensConfig:
         "min_samples": "[1, inf)",
         "min_examples": "[1, inf)",
         "max_features_per_layer": "[1, inf)",
+        "examples_per_feature": "[1, inf)",
         "stored_per_example": "[0, inf)",
         "explainer_timeout_s": "(0, inf)",
     }
@@ -542,6 +545,7 @@ class DemoConfig:
     samples_per_feature: int = 40  # quantile-sampled examples per feature (paper: 100)
     circuitlens_features: int = 5  # CircuitLens on the N most often active features per layer among those
     # WeightLens does not describe (CircuitLensConfig.undescribed_only)
+    circuitlens_examples: int = 20  # examples attributed per such feature (paper: 100)
 
     BOUNDS: ClassVar[dict[str, str]] = {
         "port": "[0, 65535]",
@@ -549,6 +553,7 @@ class DemoConfig:
         "score_tokens": "[1, inf)",
         "samples_per_feature": "[1, inf)",
         "circuitlens_features": "[1, inf)",
+        "circuitlens_examples": "[1, inf)",
     }
 
     def __post_init__(self):

@@ -62,6 +62,15 @@ def select(ex: dict, mask: np.ndarray) -> dict:
     return {k: (v[mask] if isinstance(v, np.ndarray) else [x for x, m in zip(v, mask) if m]) for k, v in ex.items()}
 
 
+def spread(ex: dict, n: int) -> dict:
+    """At most ``n`` examples per feature, evenly spaced over each feature's stored examples."""
+    keep = np.zeros(len(ex["idx"]), dtype=bool)
+    for feature in np.unique(ex["idx"]):
+        at = np.flatnonzero(ex["idx"] == feature)  # this feature's examples, in stored order
+        keep[at[np.unique(np.linspace(0, len(at) - 1, min(n, len(at))).round().astype(np.int64))]] = True
+    return select(ex, keep)
+
+
 def chosen_features(w, sid: int, n: int | None, undescribed_only: bool) -> np.ndarray:
     """Indices of the layer's features to analyse: the ``n`` most often active (from the activations
     job; None: all), among those without a validated WeightLens description when ``undescribed_only``."""
@@ -325,6 +334,8 @@ class CircuitLensJob:
             if ex and (cfg.max_features_per_layer is not None or cfg.undescribed_only):
                 chosen = chosen_features(w, sid, cfg.max_features_per_layer, cfg.undescribed_only)
                 ex = select(ex, np.isin(ex["idx"], chosen))
+            if ex and cfg.examples_per_feature is not None:
+                ex = spread(ex, cfg.examples_per_feature)
             if not ex or not len(ex["idx"]):
                 continue
             check_corpus(self.tokens, ex)

@@ -90,7 +90,11 @@ def _circuitlens(ctx: DemoContext) -> None:
         ctx.model,
         ctx.transcoders,
         tokens,
-        CircuitLensConfig(max_features_per_layer=ctx.demo.circuitlens_features, undescribed_only=True),
+        CircuitLensConfig(
+            max_features_per_layer=ctx.demo.circuitlens_features,
+            undescribed_only=True,
+            examples_per_feature=ctx.demo.circuitlens_examples,
+        ),
         model_id=ctx.model_id,
         model_spec=ctx.train.model,
     )

@@ -374,3 +374,10 @@ def test_undescribed_only_analyses_the_most_active_features_weightlens_does_not_
     circuitlens.run(atlas_db, model, tset, tokens, cfg, model_id="tiny", model_spec="random:tiny")
     got = {r[0] for r in _q(atlas_db, f"SELECT DISTINCT fid FROM attributions WHERE fid_source(fid) = {sid}")}
     assert got == set(by_activity[2:4])  # the next two, none of the described
+
+
+def test_examples_per_feature_keeps_at_most_n_evenly_spaced_per_feature():
+    ex = {"idx": np.array([3] * 10 + [5] * 2), "example_id": np.arange(12), "window": [[i] for i in range(12)]}
+    got = circuitlens.spread(ex, 4)
+    assert got["example_id"].tolist() == [0, 3, 6, 9, 10, 11]  # 4 of feature 3's ten, both of feature 5's
+    assert got["window"] == [[0], [3], [6], [9], [10], [11]]

@@ -133,3 +133,50 @@ def test_cli_layers_all_ranges_and_errors(cli, tmp_path, corpus):
     )
     assert out.returncode != 0 and "layers [9] do not exist" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "tc").exists()
+
+
+KILLED_BUILD = """
+import logging, sys
+from pathlib import Path
+from atlas.config import CorpusConfig, DemoConfig
+from ingest import demo
+from tests.factories import tiny_train_config
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+corpus = CorpusConfig(source=sys.argv[2], seq_len=32, heldout_fraction=0.2)
+cfg = DemoConfig(data_dir=Path(sys.argv[1]), model_id="tiny4", serve=False, circuitlens_features=1)
+demo.build(cfg, tiny_train_config(model="random:tiny4", layers=(), n_tokens=2048, epochs=2), corpus)
+"""
+
+
+@pytest.mark.slow
+def test_a_build_killed_during_its_analysis_resumes_to_the_uninterrupted_atlas(tmp_path, corpus):
+    """SIGKILL in the middle of the all-layer build (once its CircuitLens step has started), then the
+    same build again: the atlas equals an uninterrupted build's, table by table (content hashes)."""
+    import signal
+    import subprocess
+    import sys
+
+    from atlas.config import DemoConfig
+    from bench.content_hash import table_hashes
+    from ingest import demo
+    from tests.factories import REPO
+
+    text = str(corpus.source)
+    train = tiny_train_config(model="random:tiny4", layers=(), n_tokens=2048, epochs=2)
+    whole = demo.build(
+        DemoConfig(data_dir=tmp_path / "whole", model_id="tiny4", serve=False, circuitlens_features=1), train, corpus
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BUILD, str(tmp_path / "killed"), text],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stderr:  # the step's first line: WeightLens and activations are in the file
+        if "demo: circuitlens ..." in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    assert proc.wait(timeout=600) == -signal.SIGKILL, "the build ended before it could be killed"
+    cfg = DemoConfig(data_dir=tmp_path / "killed", model_id="tiny4", serve=False, circuitlens_features=1)
+    resumed = demo.build(cfg, train, corpus)
+    assert table_hashes(resumed.db_path) == table_hashes(whole.db_path)

@@ -64,12 +64,21 @@ def test_the_tour_has_every_question():
         assert any(word in t for t in titles), (word, titles)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 10: 2 of the 7 steps do not answer yet on the tiny all-layer "
-    "atlas (found at the end of the session, not yet diagnosed)",
-)
-@pytest.mark.parametrize("step", _steps(), ids=lambda s: s[0].split(".")[0])
+# Steps 4 and 5 need a richer atlas than the random 4-layer model's: its WeightLens edges join
+# layers (0,1), (0,2), (0,3) and (2,3) only (30 edges over 512 features), so no chain of three edges
+# exists, and its 127 distinct input tokens and 148 promoted ones, drawn from 50,257, share none.
+# Both steps answer on the atlas of Gemma 3 270M (docs/benchmarks.md, "Demo").
+SPARSE_ON_TINY = {"4", "5"}
+
+
+def _marked(step):
+    number = step[0].split(".")[0]
+    if number in SPARSE_ON_TINY:
+        return pytest.param(step, id=number, marks=pytest.mark.xfail(strict=True, reason="sparse tiny atlas"))
+    return pytest.param(step, id=number)
+
+
+@pytest.mark.parametrize("step", [_marked(s) for s in _steps()])
 def test_each_step_answers(built, url, step):
     title, picker, query = step
     rows = built[1][title]
