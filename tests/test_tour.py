@@ -80,7 +80,7 @@ def test_the_tour_has_every_question():
 # Steps 4 and 5 need a richer atlas than the random 4-layer model's: its WeightLens edges join
 # layers (0,1), (0,2), (0,3) and (2,3) only (30 edges over 512 features), so no chain of three edges
 # exists, and its 127 distinct input tokens and 148 promoted ones, drawn from 50,257, share none.
-# Both steps answer on the atlas of Gemma 3 270M (docs/benchmarks.md, "Demo").
+# ATLAS_TOUR_DB=.cache/atlas/demo/atlas.duckdb runs them on the demo's atlas of Gemma 3 270M.
 SPARSE_ON_TINY = {"4", "5"}
 
 
