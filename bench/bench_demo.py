@@ -1,6 +1,6 @@
 """Benchmark: the demo build (`atlas demo --no-serve`) step by step, next to this machine's matmul peak.
 
-    python -m bench.bench_demo [--fresh] [--layers 3,9] [--tokens 65536] [--width 2048] [--json out.json]
+    python -m bench.bench_demo [--fresh] [--layers 3,9 | all] [--tokens 65536] [--width 2048] [--json out.json]
 
 --fresh deletes the demo atlas and the trained transcoders of this configuration first (the model
 and corpus stay cached: `atlas assets` is measured by deleting .cache/atlas and running it).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import time
@@ -35,8 +36,10 @@ def main() -> None:
     parser.add_argument("--layers")
     parser.add_argument("--tokens", type=int)
     parser.add_argument("--width", type=int)
+    parser.add_argument("--bf16", action="store_true", help="train under bf16 autocast (TrainConfig.bf16)")
     parser.add_argument("--json")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the build's progress
 
     from atlas.config import CorpusConfig, DemoConfig, TrainConfig
     from ingest import demo
@@ -44,11 +47,13 @@ def main() -> None:
 
     overrides = {}
     if args.layers:
-        overrides["layers"] = tuple(int(l) for l in args.layers.split(","))
+        overrides["layers"] = () if args.layers == "all" else tuple(int(l) for l in args.layers.split(","))
     if args.tokens:
         overrides["n_tokens"] = args.tokens
     if args.width:
         overrides["d_sae"] = args.width
+    if args.bf16:
+        overrides["bf16"] = True
     train, corpus, cfg = TrainConfig(**overrides), CorpusConfig(), DemoConfig(serve=False)
     if args.fresh:
         shutil.rmtree(default_out_dir("gemma-3-270m", train, corpus), ignore_errors=True)
