@@ -129,6 +129,48 @@ class BatchedTrainer(CheckpointState):
         return mse.detach()
 
 
+def _layer_results(
+    cfg: TrainConfig,
+    trainer: BatchedTrainer,
+    layers: list[int],
+    norms: dict,
+    tail,
+    n: int,
+    d_out: int,
+    total: int,
+    seconds: float,
+) -> BatchedResult:
+    """Each layer's weights and training statistics after ``total`` steps on ``n`` tokens in ``seconds``;
+    ``tail`` [L]: the mean loss of the last tenth of the steps."""
+    import torch
+
+    weights, stats = {}, {}
+    for j, l in enumerate(layers):
+        weights[l] = LayerWeights(
+            trainer.W_enc[j].detach(),
+            trainer.b_enc[j, 0].detach(),
+            trainer.W_dec[j].detach(),
+            trainer.b_dec[j, 0].detach(),
+            float(trainer.threshold[j]),
+        )
+        m, s_x, s_y = norms[l]
+        stats[l] = {
+            "steps": total,
+            "train_tokens": n,
+            "epochs": cfg.epochs,
+            "train_seconds": seconds,
+            "train_fve_last10pct": float(1 - tail[j]),
+            "threshold_normalized": float(trainer.threshold[j]),
+            "train_dead_share": float((trainer.since_fired[j] >= cfg.dead_after_tokens).float().mean()),
+            "scale_in": s_x,
+            "scale_out": float(torch.as_tensor(s_y).norm() / (d_out**0.5 if cfg.standardize_out else 1)),
+            "input_mean_norm": float(m.norm()),
+            "trained_with_layers": len(layers),
+            "bf16": cfg.bf16,
+        }
+    return BatchedResult(layers, weights, norms, stats)
+
+
 def train_layers(cfg: TrainConfig, data: dict[int, tuple], ckpt: Path, desc: str) -> BatchedResult:
     """Train every layer of ``data`` ({layer: (x [n, d_in], y [n, d_out])}, same n) together."""
     import torch
@@ -178,28 +220,4 @@ def train_layers(cfg: TrainConfig, data: dict[int, tuple], ckpt: Path, desc: str
     seconds = time.monotonic() - t0
     hist = torch.stack(losses) if losses else torch.full((1, len(layers)), float("nan"))  # [steps, L]
     tail = hist[-max(hist.shape[0] // 10, 1) :].mean(0)  # [L]
-    weights, stats = {}, {}
-    for j, l in enumerate(layers):
-        weights[l] = LayerWeights(
-            trainer.W_enc[j].detach(),
-            trainer.b_enc[j, 0].detach(),
-            trainer.W_dec[j].detach(),
-            trainer.b_dec[j, 0].detach(),
-            float(trainer.threshold[j]),
-        )
-        m, s_x, s_y = norms[l]
-        stats[l] = {
-            "steps": total,
-            "train_tokens": n,
-            "epochs": cfg.epochs,
-            "train_seconds": seconds,
-            "train_fve_last10pct": float(1 - tail[j]),
-            "threshold_normalized": float(trainer.threshold[j]),
-            "train_dead_share": float((trainer.since_fired[j] >= cfg.dead_after_tokens).float().mean()),
-            "scale_in": s_x,
-            "scale_out": float(torch.as_tensor(s_y).norm() / (d_out**0.5 if cfg.standardize_out else 1)),
-            "input_mean_norm": float(m.norm()),
-            "trained_with_layers": len(layers),
-            "bf16": cfg.bf16,
-        }
-    return BatchedResult(layers, weights, norms, stats)
+    return _layer_results(cfg, trainer, layers, norms, tail, n, d_out, total, seconds)

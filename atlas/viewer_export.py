@@ -200,15 +200,12 @@ def ct_feature(s: Source, index: int, b: dict, fid: int) -> dict:
     }
 
 
-def np_rows(s: Source, index: int, b: dict, fid: int) -> tuple[dict, list[dict], list[dict]]:
-    """(feature, activations, explanations) in Neuronpedia's field names."""
-    key = {"modelId": s.model_id, "layer": s.source_id, "index": str(index)}
-    toks = b["tokens"].get(fid, [])
-    st = (b["stats"].get(fid) or [None])[0]
+def _np_feature(key: dict, s: Source, toks: list[dict], st: dict | None) -> dict:
+    """The feature row: activation statistics, histogram, promoted and suppressed tokens."""
     pos = [t for t in toks if t["side"] == "promoted"]
     neg = [t for t in toks if t["side"] == "suppressed"]
     edges, counts = (st["hist_edges"], st["hist_counts"]) if st else (None, None)
-    feature = {
+    return {
         **key,
         "maxActApprox": float(st["max_act"]) if st and st["max_act"] is not None else 0.0,
         "frac_nonzero": float(st["frequency"]) if st else 0.0,
@@ -220,8 +217,12 @@ def np_rows(s: Source, index: int, b: dict, fid: int) -> tuple[dict, list[dict],
         "freq_hist_data_bar_values": [float((a + z) / 2) for a, z in zip(edges, edges[1:])] if edges else [],
         "hookName": s.hook_in,
     }
+
+
+def _np_activations(key: dict, examples: list[dict]) -> list[dict]:
+    """One activation row per stored example."""
     activations = []
-    for e in b["examples"].get(fid, []):
+    for e in examples:
         values = [float(a) for a in e["acts"]]
         row = {
             **key,
@@ -238,6 +239,11 @@ def np_rows(s: Source, index: int, b: dict, fid: int) -> tuple[dict, list[dict],
         if e["kind"] == "quantile" and e["bin"] is not None:
             row["atlas_bin"] = e["bin"]
         activations.append(row)
+    return activations
+
+
+def _np_explanations(key: dict, b: dict, fid: int) -> list[dict]:
+    """The WeightLens description (scores of explanation id None) and every stored explanation, with scores."""
     scores: dict = {}
     for sc in b["scores"].get(fid, []):
         scores.setdefault(sc["explanation_id"], []).append(
@@ -267,7 +273,15 @@ def np_rows(s: Source, index: int, b: dict, fid: int) -> tuple[dict, list[dict],
                 "atlas_cluster_label": x["cluster_label"],
             }
         )
-    return feature, activations, explanations
+    return explanations
+
+
+def np_rows(s: Source, index: int, b: dict, fid: int) -> tuple[dict, list[dict], list[dict]]:
+    """(feature, activations, explanations) in Neuronpedia's field names."""
+    key = {"modelId": s.model_id, "layer": s.source_id, "index": str(index)}
+    st = (b["stats"].get(fid) or [None])[0]
+    feature = _np_feature(key, s, b["tokens"].get(fid, []), st)
+    return feature, _np_activations(key, b["examples"].get(fid, [])), _np_explanations(key, b, fid)
 
 
 def export(

@@ -428,128 +428,193 @@ def examples_fingerprint(ex: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def block_tables(
-    model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit, explainer: Explainer | None = None
-) -> tuple[dict, dict]:
-    """The rows of one block of features (attributions, clusters, members, explanations) and a summary;
-    cluster descriptions from ``explainer`` when given, else from the template."""
-    from atlas.lens.clustering import cluster, contributor_matrix
-    from atlas.lens.describe import merge, snippet, summarize, template
+class _BlockContext(NamedTuple):
+    """What every cluster of a block shares."""
+
+    ex: dict  # the unit's examples (load_examples), grouped by feature
+    src: torch.Tensor  # [n_examples] each example's source position (Evidence.src)
+    outs: torch.Tensor  # [n_examples, n_output] the tokens predicted at t + k (-1 past the end)
+    tok_rows: list[torch.Tensor]  # [n_examples] each example's tokens [seq]
+    strs: dict[int, str]  # token id -> string, for every id in tok_rows and outs
+    cfg: CircuitLensConfig  # the job's configuration (clustering parameters, min_examples, explainer)
+    descriptions: dict  # (layer, idx) -> the description of an upstream feature (upstream_descriptions)
+    explainer: Explainer | None  # the cluster descriptions' model; None: the template
+    method: str  # the method of the block's explanations (template-described noise clusters excepted)
+    run_id: str  # set when the shard is loaded
+
+
+def _block_context(model, ex: dict, evidence: list[Evidence], cfg, descriptions, explainer) -> _BlockContext:
+    """The evidence of the block's examples as tensors, with the strings of every token it names."""
     from atlas.models import token_strings
 
-    with progress(f"circuitlens {unit}", len(ex["doc"]), "examples") as bar:
-        res = attribute_examples(model, tset, tokens, layer, ex, cfg, bar.advance)
-    srow, skey, evidence = res.sig_row, res.sig_key, res.evidence
-    report = {"features": 0, "clusters": 0, "max_completeness_gap": res.max_gap}
-    run_id = ""  # set when the shard is loaded
-    srow_np = srow.numpy()
-    assert (np.diff(srow_np) >= 0).all() and (np.diff(ex["idx"]) >= 0).all()  # grouped by example, examples by feature
-    src = torch.tensor([e.src for e in evidence])
     outs = torch.stack([e.out for e in evidence])
     tok_rows = [e.toks for e in evidence]
     vocab_ids = sorted(
         {int(x) for t in tok_rows for x in t.tolist()} | {int(x) for x in outs.flatten().tolist() if x >= 0}
     )
     strs = dict(zip(vocab_ids, token_strings(model, vocab_ids)))
-    cl_rows, mem_rows, expl_rows = [], [], []
     method = "circuitlens-llm" if explainer is not None else "circuitlens-template"
-    for f in np.unique(ex["idx"]):  # DBSCAN runs per feature
-        members = np.nonzero(ex["idx"] == f)[0]
-        fid = make_fid(sid, int(f))
-        if len(members) < cfg.min_examples:
-            continue
-        lo, hi = np.searchsorted(srow_np, [members[0], members[-1] + 1])  # srow is sorted; members contiguous
-        rows_f = torch.as_tensor(srow_np[lo:hi] - members[0])
-        M, keys = contributor_matrix(rows_f, skey[lo:hi], len(members), cfg.min_contributor_fraction)
-        labels = cluster(M, cfg.eps, cfg.min_samples)
-        texts = {}
-        for label in np.unique(labels):
-            idx = np.nonzero(labels == label)[0]
-            shared = M[idx].sum(0)
-            contributors = [
-                (tuple(int(x) for x in keys[j]), int(shared[j]))
-                for j in torch.argsort(-shared).tolist()
-                if shared[j] > 0
-            ][:10]
-            mem = []
-            for i in idx:
-                g = int(members[i])
-                t, s = int(ex["pos"][g]), int(src[g])
-                toks = [strs[int(x)] for x in tok_rows[g].tolist()]
-                mem.append(
-                    {
-                        "target_token": toks[t],
-                        "source_token": toks[s],
-                        "offset": s - t,
-                        "snippet": snippet(toks, t, s),
-                        "outputs": [strs[int(y)] for y in outs[g].tolist() if y >= 0],
-                    }
-                )
-            summary = summarize(mem, contributors, descriptions)
-            params = {
-                "eps": cfg.eps,
-                "min_samples": cfg.min_samples,
-                "min_contributor_fraction": cfg.min_contributor_fraction,
-                "top_contributors": cfg.top_contributors,
-                "min_rel_contribution": cfg.min_rel_contribution,
-                "n_examples": len(idx),
-                "example_kinds": list(cfg.example_kinds),
-            }
-            if explainer is not None and label >= 0:
-                text, prompt = explainer.describe(summary)
-                params.update(explainer_model=cfg.explainer_model, explainer_url=cfg.explainer_url, prompt=prompt)
-            else:
-                text = template(summary)
-            texts[int(label)] = text
-            cl_rows.append(
-                {
-                    "fid": fid,
-                    "label": int(label),
-                    "n_examples": len(idx),
-                    "contributors": json.dumps([{"key": list(k), "n": c} for k, c in contributors]),
-                    "summary": json.dumps(summary),
-                    "run_id": run_id,
-                }
-            )
-            mem_rows += [
-                {"fid": fid, "label": int(label), "example_id": int(ex["example_id"][members[i]]), "run_id": run_id}
-                for i in idx
-            ]
-            expl_rows.append(
-                {
-                    "explanation_id": explanation_id(fid, int(label)),
-                    "fid": fid,
-                    "cluster_label": int(label),
-                    "method": "circuitlens-template" if label < 0 else method,
-                    "text": text,
-                    "tokens": [t["token"] for t in summary["target_tokens"]],
-                    "params": json.dumps(params),
-                    "run_id": run_id,
-                }
-            )
-        n_noise = int((labels == -1).sum())
-        expl_rows.append(
+    src = torch.tensor([e.src for e in evidence])
+    return _BlockContext(ex, src, outs, tok_rows, strs, cfg, descriptions, explainer, method, "")
+
+
+class _BlockRows(NamedTuple):
+    """The rows of a block's tables, appended feature by feature."""
+
+    clusters: list[dict]  # one per (feature, cluster label)
+    members: list[dict]  # one per (feature, cluster label, example)
+    explanations: list[dict]  # one per cluster, and one (cluster_label None) per feature
+
+
+def _member_evidence(c: _BlockContext, examples: np.ndarray) -> list[dict]:
+    """What the summary reads of each of a cluster's ``examples`` (indices into the block's examples)."""
+    from atlas.lens.describe import snippet
+
+    mem = []
+    for g in examples.tolist():
+        t, s = int(c.ex["pos"][g]), int(c.src[g])
+        toks = [c.strs[int(x)] for x in c.tok_rows[g].tolist()]
+        mem.append(
             {
-                "explanation_id": explanation_id(fid, None),
-                "fid": fid,
-                "cluster_label": None,
-                "method": method,
-                "text": merge(texts, n_noise),
-                "tokens": None,
-                "params": json.dumps(
-                    {"n_clusters": int(labels.max()) + 1, "n_noise": n_noise, "n_examples": len(members)}
-                ),
-                "run_id": run_id,
+                "target_token": toks[t],
+                "source_token": toks[s],
+                "offset": s - t,
+                "snippet": snippet(toks, t, s),
+                "outputs": [c.strs[int(y)] for y in c.outs[g].tolist() if y >= 0],
             }
         )
-        report["features"] += 1
-        report["clusters"] += int(labels.max()) + 1
-    inserts = {"attributions": attributions_table(res.rows, ex, layer, sids, sid, run_id)}
-    if cl_rows:
+    return mem
+
+
+class _ClusterText(NamedTuple):
+    """A cluster's description and what is stored with it."""
+
+    text: str  # the description
+    params: dict  # the clustering parameters, the cluster's size, and the explainer's model, url and prompt
+
+
+def _cluster_text(c: _BlockContext, summary: dict, label, n_examples: int) -> _ClusterText:
+    """A cluster's description: the explainer's for a real cluster (label >= 0) when there is one, else the
+    template's."""
+    from atlas.lens.describe import template
+
+    cfg = c.cfg
+    params = {
+        "eps": cfg.eps,
+        "min_samples": cfg.min_samples,
+        "min_contributor_fraction": cfg.min_contributor_fraction,
+        "top_contributors": cfg.top_contributors,
+        "min_rel_contribution": cfg.min_rel_contribution,
+        "n_examples": n_examples,
+        "example_kinds": list(cfg.example_kinds),
+    }
+    if c.explainer is not None and label >= 0:
+        text, prompt = c.explainer.describe(summary)
+        params.update(explainer_model=cfg.explainer_model, explainer_url=cfg.explainer_url, prompt=prompt)
+        return _ClusterText(text, params)
+    return _ClusterText(template(summary), params)
+
+
+def _cluster_rows(
+    c: _BlockContext, rows: _BlockRows, fid: int, label, idx: np.ndarray, members: np.ndarray, M, keys
+) -> str:
+    """Appends one cluster's rows (clusters, cluster_members, explanations) to ``rows``; returns its description.
+    ``members``: the feature's examples (indices into the block's); ``idx``: the cluster's, as indices into
+    ``members``; M [n_members, n_keys] bool and ``keys`` [n_keys, 4]: the feature's contributor matrix."""
+    from atlas.lens.describe import summarize
+
+    shared = M[idx].sum(0)  # [n_keys]
+    contributors = [
+        (tuple(int(x) for x in keys[j]), int(shared[j])) for j in torch.argsort(-shared).tolist() if shared[j] > 0
+    ][:10]
+    summary = summarize(_member_evidence(c, members[idx]), contributors, c.descriptions)
+    text, params = _cluster_text(c, summary, label, len(idx))
+    rows.clusters.append(
+        {
+            "fid": fid,
+            "label": int(label),
+            "n_examples": len(idx),
+            "contributors": json.dumps([{"key": list(k), "n": n} for k, n in contributors]),
+            "summary": json.dumps(summary),
+            "run_id": c.run_id,
+        }
+    )
+    rows.members.extend(
+        {"fid": fid, "label": int(label), "example_id": int(c.ex["example_id"][members[i]]), "run_id": c.run_id}
+        for i in idx
+    )
+    rows.explanations.append(
+        {
+            "explanation_id": explanation_id(fid, int(label)),
+            "fid": fid,
+            "cluster_label": int(label),
+            "method": "circuitlens-template" if label < 0 else c.method,
+            "text": text,
+            "tokens": [t["token"] for t in summary["target_tokens"]],
+            "params": json.dumps(params),
+            "run_id": c.run_id,
+        }
+    )
+    return text
+
+
+def _feature_rows(c: _BlockContext, rows: _BlockRows, sid: int, f, srow: np.ndarray, skey) -> int | None:
+    """Clusters the examples of feature ``f`` (DBSCAN on their contributor sets) and appends the rows of its
+    clusters and its merged description; -> its number of clusters, None when it has too few examples.
+    srow [m] (ascending) and skey [m, 4]: the block's significant contributors (ExampleAttributions)."""
+    from atlas.lens.clustering import cluster, contributor_matrix
+    from atlas.lens.describe import merge
+
+    members = np.nonzero(c.ex["idx"] == f)[0]
+    fid = make_fid(sid, int(f))
+    if len(members) < c.cfg.min_examples:
+        return None
+    lo, hi = np.searchsorted(srow, [members[0], members[-1] + 1])  # srow is sorted; members contiguous
+    rows_f = torch.as_tensor(srow[lo:hi] - members[0])
+    M, keys = contributor_matrix(rows_f, skey[lo:hi], len(members), c.cfg.min_contributor_fraction)
+    labels = cluster(M, c.cfg.eps, c.cfg.min_samples)
+    texts = {}
+    for label in np.unique(labels):
+        texts[int(label)] = _cluster_rows(c, rows, fid, label, np.nonzero(labels == label)[0], members, M, keys)
+    n_noise = int((labels == -1).sum())
+    rows.explanations.append(
+        {
+            "explanation_id": explanation_id(fid, None),
+            "fid": fid,
+            "cluster_label": None,
+            "method": c.method,
+            "text": merge(texts, n_noise),
+            "tokens": None,
+            "params": json.dumps({"n_clusters": int(labels.max()) + 1, "n_noise": n_noise, "n_examples": len(members)}),
+            "run_id": c.run_id,
+        }
+    )
+    return int(labels.max()) + 1
+
+
+def block_tables(
+    model, tset, tokens, layer, sid, sids, ex, cfg, descriptions, unit, explainer: Explainer | None = None
+) -> tuple[dict, dict]:
+    """The rows of one block of features (attributions, clusters, members, explanations) and a summary;
+    cluster descriptions from ``explainer`` when given, else from the template."""
+    with progress(f"circuitlens {unit}", len(ex["doc"]), "examples") as bar:
+        res = attribute_examples(model, tset, tokens, layer, ex, cfg, bar.advance)
+    report = {"features": 0, "clusters": 0, "max_completeness_gap": res.max_gap}
+    srow_np = res.sig_row.numpy()
+    assert (np.diff(srow_np) >= 0).all() and (np.diff(ex["idx"]) >= 0).all()  # grouped by example, examples by feature
+    c = _block_context(model, ex, res.evidence, cfg, descriptions, explainer)
+    rows = _BlockRows([], [], [])
+    for f in np.unique(ex["idx"]):  # DBSCAN runs per feature
+        n_clusters = _feature_rows(c, rows, sid, f, srow_np, res.sig_key)
+        if n_clusters is not None:
+            report["features"] += 1
+            report["clusters"] += n_clusters
+    inserts = {"attributions": attributions_table(res.rows, ex, layer, sids, sid, c.run_id)}
+    if rows.clusters:
         inserts.update(
-            clusters=pa.Table.from_pylist(cl_rows),
-            cluster_members=pa.Table.from_pylist(mem_rows),
-            explanations=pa.Table.from_pylist(expl_rows, schema=_EXPL_SCHEMA),
+            clusters=pa.Table.from_pylist(rows.clusters),
+            cluster_members=pa.Table.from_pylist(rows.members),
+            explanations=pa.Table.from_pylist(rows.explanations, schema=_EXPL_SCHEMA),
         )
     return inserts, report
 

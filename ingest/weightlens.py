@@ -208,13 +208,11 @@ def _token_rows(model, sid: int, side: str, t: dict, run_id: str, validated=None
     return table
 
 
-def layer_tables(model, res, sids: dict[int, int], run_id: str, cfg: WeightLensConfig, settings: dict) -> dict:
-    """The rows of one layer: feature_tokens, feature_weightlens, edges, explanations, source_metrics."""
-    sid = sids[res.layer]
-    F = res.d_sae
+def _feature_tokens(model, res, sid: int, run_id: str) -> pa.Table:
+    """feature_tokens: the input, negative input, promoted, suppressed and description tokens of the layer."""
     d = res.description
     desc_rank = np.arange(len(d.feat)) - d.offsets[d.feat]  # position inside D(l, i)
-    tokens = pa.concat_tables(
+    return pa.concat_tables(
         [
             _token_rows(model, sid, "input", res.inputs, run_id, validated=res.inputs["validated"]),
             _token_rows(model, sid, "input_negative", res.negative_inputs, run_id),
@@ -230,37 +228,49 @@ def layer_tables(model, res, sids: dict[int, int], run_id: str, cfg: WeightLensC
         ],
         promote_options="default",
     )
-    features = pa.table(
+
+
+def _feature_weightlens(res, sid: int, run_id: str) -> pa.Table:
+    """feature_weightlens: one row per feature of the layer (flags, counts, post-processed description)."""
+    F = res.d_sae
+    return pa.table(
         {
             "fid": make_fids(sid, np.arange(F)),
             "validated": res.validated,
             "validation_soft": pa.array(res.validation_soft, pa.float64(), from_pandas=True),
             "n_input_tokens": res.n_input_tokens.astype(np.int32),
             "n_upstream": res.n_upstream.astype(np.int32),
-            "n_description_tokens": d.lengths().astype(np.int32),
+            "n_description_tokens": res.description.lengths().astype(np.int32),
             "description": pa.array(res.terms, pa.list_(pa.string())),
             "run_id": pa.array([run_id] * F, pa.string()),
         }
     )
+
+
+def _virtual_edges(res, sids: dict[int, int], run_id: str, variant: str) -> pa.Table:
+    """edges: the layer's kept virtual-weight links (kind 'virtual', ``variant``)."""
     e = res.edges
     src_sid = np.zeros(len(e["src_layer"]), dtype=np.int64)
     for layer, s in sids.items():
         src_sid[e["src_layer"] == layer] = s
     n = len(e["dst"])
-    edges = pa.table(
+    return pa.table(
         {
             "src_fid": make_fids(src_sid, e["src_idx"]),
-            "dst_fid": make_fids(sid, e["dst"]),
+            "dst_fid": make_fids(sids[res.layer], e["dst"]),
             "kind": pa.array(["virtual"] * n, pa.string()),
-            "variant": pa.array([cfg.edge_variant] * n, pa.string()),
+            "variant": pa.array([variant] * n, pa.string()),
             "weight": e["weight"],
             "rel_contribution": e["rel"],
             "run_id": pa.array([run_id] * n, pa.string()),
         }
     )
+
+
+def _explanations(res, sid: int, run_id: str, params: str) -> pa.Table:
+    """explanations: method 'weightlens', one per validated feature with a non-empty description."""
     described = np.nonzero(res.validated & np.array([len(t) > 0 for t in res.terms], dtype=bool))[0]
-    params = json.dumps(settings, default=str)
-    explanations = pa.table(
+    return pa.table(
         {
             "fid": make_fids(sid, described),
             "method": pa.array(["weightlens"] * len(described), pa.string()),
@@ -270,9 +280,27 @@ def layer_tables(model, res, sids: dict[int, int], run_id: str, cfg: WeightLensC
             "run_id": pa.array([run_id] * len(described), pa.string()),
         }
     )
+
+
+_METRICS_SCHEMA = pa.schema(
+    [
+        ("sid", pa.int32()),
+        ("method", pa.string()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("data", pa.string()),
+        ("params", pa.string()),
+        ("run_id", pa.string()),
+        ("profile", pa.string()),
+    ]
+)
+
+
+def _coverage_metric(res, sid: int, run_id: str, params: str, profile: str) -> pa.Table:
+    """source_metrics: the layer's WeightLens coverage."""
     # coverage = share of *validated* features (docs/sql.md, coverage_per_layer, defines the three counts)
-    coverage = float(res.validated.mean()) if F else 0.0
-    metrics = pa.table(
+    coverage = float(res.validated.mean()) if res.d_sae else 0.0
+    return pa.table(
         {
             "sid": [sid],
             "method": ["weightlens"],
@@ -281,25 +309,20 @@ def layer_tables(model, res, sids: dict[int, int], run_id: str, cfg: WeightLensC
             "data": [None],
             "params": [params],
             "run_id": [run_id],
-            "profile": [cfg.profile],
+            "profile": [profile],
         },
-        schema=pa.schema(
-            [
-                ("sid", pa.int32()),
-                ("method", pa.string()),
-                ("metric", pa.string()),
-                ("value", pa.float64()),
-                ("data", pa.string()),
-                ("params", pa.string()),
-                ("run_id", pa.string()),
-                ("profile", pa.string()),
-            ]
-        ),
+        schema=_METRICS_SCHEMA,
     )
+
+
+def layer_tables(model, res, sids: dict[int, int], run_id: str, cfg: WeightLensConfig, settings: dict) -> dict:
+    """The rows of one layer: feature_tokens, feature_weightlens, edges, explanations, source_metrics."""
+    sid = sids[res.layer]
+    params = json.dumps(settings, default=str)
     return {
-        "feature_tokens": tokens,
-        "feature_weightlens": features,
-        "edges": edges,
-        "explanations": explanations,
-        "source_metrics": metrics,
+        "feature_tokens": _feature_tokens(model, res, sid, run_id),
+        "feature_weightlens": _feature_weightlens(res, sid, run_id),
+        "edges": _virtual_edges(res, sids, run_id, cfg.edge_variant),
+        "explanations": _explanations(res, sid, run_id, params),
+        "source_metrics": _coverage_metric(res, sid, run_id, params, cfg.profile),
     }

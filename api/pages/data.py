@@ -189,20 +189,8 @@ def token_search(ctx: Context, by: str, token: str, after: int, n: int) -> list[
 # ---- feature page --------------------------------------------------------------------------------
 
 
-def feature(ctx: Context, path: dict, params: dict) -> dict:
-    fid = _path_fid(ctx, path)
-    lim = ctx.limits
-    kind = _choice(params, "kind", "virtual", EDGE_KINDS)
-    top = _int(params, "top", 10, 1, lim.max_page)
-    tokens_n = _int(params, "tokens", 10, 1, lim.max_page)
-    top_page = _int(params, "top_page", 0, 0, MAX_EXAMPLE_PAGE)
-    q_page = _int(params, "quantile_page", 0, 0, MAX_EXAMPLE_PAGE)
-    cat = ctx.catalog
-    s = cat.source(fid)
-    core = ctx.rows(queries.FEATURE_CORE, {"fid": fid})[0]
-    token_rows = ctx.rows(sql.FEATURE_TOKENS, {"fid": fid, "limit": tokens_n})
-    toks = [r for r in token_rows if r["side"] == "input"]
-    outs = [r for r in token_rows if r["side"] != "input"]
+def _examples_pages(ctx: Context, fid: int, top_page: int, q_page: int) -> dict:
+    """The requested page of the top and of the quantile examples: {"top": ..., "quantile": ...}."""
     example_rows = ctx.rows(
         sql.EXAMPLES_PAGES,
         {
@@ -222,6 +210,12 @@ def feature(ctx: Context, path: dict, params: dict) -> dict:
             "items": [_example(r) for r in rows[:EXAMPLES_PER_PAGE]],
         }
 
+    return {"top": examples("top", top_page), "quantile": examples("quantile", q_page)}
+
+
+def _clusters(ctx: Context, fid: int, model_id: str) -> list[dict]:
+    """The feature's CircuitLens clusters, with their first members; the upstream features of their summaries
+    as links (``id``: a public id, None when no source of ``model_id`` has that layer)."""
     cluster_rows = ctx.rows(queries.FEATURE_CLUSTERS, {"fid": fid})
     members: dict[int, list] = {}
     for r in ctx.rows(sql.CLUSTER_MEMBERS, {"fid": fid, "per_cluster": MEMBERS_PER_CLUSTER}) if cluster_rows else []:
@@ -236,13 +230,23 @@ def feature(ctx: Context, path: dict, params: dict) -> dict:
         }
         for r in cluster_rows
     ]
+    sources = ctx.catalog.by_sid.values()
+    for c in clusters:
+        for u in (c["summary"] or {}).get("upstream", []) if isinstance(c["summary"], dict) else []:
+            src = next((x for x in sources if x.model_id == model_id and x.layer == u.get("layer")), None)
+            u["id"] = f"{src.model_id}/{src.source_id}/{u.get('index')}" if src is not None else None
+    return clusters
+
+
+def _explanations(ctx: Context, fid: int) -> list[dict]:
+    """The feature's explanations, each with its scores."""
     explanation_rows = ctx.rows(queries.FEATURE_EXPLANATIONS, {"fid": fid})
     scores: dict[Any, list] = {}  # the page shows the scores of explanations only
     for r in ctx.rows(queries.FEATURE_SCORES, {"fid": fid, "explanation_id": None}) if explanation_rows else []:
         scores.setdefault(r["explanation_id"], []).append(
             {"method": r["method"], "metric": r["metric"], "value": r["value"], "data": r["data"]}
         )
-    explanations = [
+    return [
         {
             "id": r["explanation_id"],
             "cluster_label": r["cluster_label"],
@@ -253,14 +257,40 @@ def feature(ctx: Context, path: dict, params: dict) -> dict:
         }
         for r in explanation_rows
     ]
+
+
+def _edges(ctx: Context, fid: int, kind: str, top: int) -> dict:
+    """The ``top`` strongest upstream and downstream edges of ``kind``."""
     up = graph.neighbours(ctx, fid, True, kind, None, 0, 0.0, None, top)
     down = graph.neighbours(ctx, fid, False, kind, None, 0, 0.0, None, top)
     labels = _labels(ctx, [e.src for e in up] + [e.dst for e in down])
-    # upstream features of the clusters' summaries, as links
-    for c in clusters:
-        for u in (c["summary"] or {}).get("upstream", []) if isinstance(c["summary"], dict) else []:
-            src = next((x for x in cat.by_sid.values() if x.model_id == s.model_id and x.layer == u.get("layer")), None)
-            u["id"] = f"{src.model_id}/{src.source_id}/{u.get('index')}" if src is not None else None
+    return {
+        "kind": kind,
+        "top": top,
+        "max_top": ctx.limits.max_page,
+        "upstream": [{**_node(ctx, e.src, labels), "weight": e.weight, "rel": e.rel, "variant": e.variant} for e in up],
+        "downstream": [
+            {**_node(ctx, e.dst, labels), "weight": e.weight, "rel": e.rel, "variant": e.variant} for e in down
+        ],
+    }
+
+
+def feature(ctx: Context, path: dict, params: dict) -> dict:
+    fid = _path_fid(ctx, path)
+    lim = ctx.limits
+    kind = _choice(params, "kind", "virtual", EDGE_KINDS)
+    top = _int(params, "top", 10, 1, lim.max_page)
+    tokens_n = _int(params, "tokens", 10, 1, lim.max_page)
+    top_page = _int(params, "top_page", 0, 0, MAX_EXAMPLE_PAGE)
+    q_page = _int(params, "quantile_page", 0, 0, MAX_EXAMPLE_PAGE)
+    cat = ctx.catalog
+    s = cat.source(fid)
+    core = ctx.rows(queries.FEATURE_CORE, {"fid": fid})[0]
+    token_rows = ctx.rows(sql.FEATURE_TOKENS, {"fid": fid, "limit": tokens_n})
+    examples = _examples_pages(ctx, fid, top_page, q_page)
+    clusters = _clusters(ctx, fid, s.model_id)
+    explanations = _explanations(ctx, fid)
+    edges = _edges(ctx, fid, kind, top)
     stats = None
     if core["n_tokens"] is not None:
         stats = {k: core[k] for k in queries.FEATURE_STATS_COLUMNS}
@@ -276,22 +306,12 @@ def feature(ctx: Context, path: dict, params: dict) -> dict:
         "validation_soft": core["validation_soft"],
         "n_input_tokens": core["n_input_tokens"],
         "stats": stats,
-        "input_tokens": [_token(r) for r in toks],
-        "output_tokens": [_token(r) for r in outs],
-        "examples": {"top": examples("top", top_page), "quantile": examples("quantile", q_page)},
+        "input_tokens": [_token(r) for r in token_rows if r["side"] == "input"],
+        "output_tokens": [_token(r) for r in token_rows if r["side"] != "input"],
+        "examples": examples,
         "clusters": clusters,
         "explanations": explanations,
-        "edges": {
-            "kind": kind,
-            "top": top,
-            "max_top": lim.max_page,
-            "upstream": [
-                {**_node(ctx, e.src, labels), "weight": e.weight, "rel": e.rel, "variant": e.variant} for e in up
-            ],
-            "downstream": [
-                {**_node(ctx, e.dst, labels), "weight": e.weight, "rel": e.rel, "variant": e.variant} for e in down
-            ],
-        },
+        "edges": edges,
         "graphql": FEATURE_QUERY.replace("$ID", json.dumps(cat.public_id(fid))),
     }
 

@@ -27,8 +27,8 @@ def _json_href(request_path: str, params: dict) -> str:
 # ---- index
 
 
-def index(d: dict) -> Html:
-    models = tag(
+def _models_table(models: list[dict]) -> Html:
+    return tag(
         "table",
         tag(
             "tr",
@@ -47,10 +47,13 @@ def index(d: dict) -> Html:
                 tag("td", m["d_model"], class_="num"),
                 tag("td", m["d_vocab"], class_="num"),
             )
-            for m in d["models"]
+            for m in models
         ],
         class_="models",
     )
+
+
+def _layers_table(layers: list[dict]) -> Html:
     heads = [
         "model",
         "source",
@@ -64,7 +67,7 @@ def index(d: dict) -> Html:
         "alive",
         "explained",
     ]
-    layers = tag(
+    return tag(
         "table",
         tag("tr", [tag("th", h) for h in heads]),
         [
@@ -83,44 +86,60 @@ def index(d: dict) -> Html:
                 tag("td", r["n_explained"], class_="num"),
                 class_="layer",
             )
-            for r in d["layers"]
+            for r in layers
         ],
         class_="layers",
     )
-    body = [tag("h1", "Atlas"), tag("h2", "Models"), models, tag("h2", "Transcoder layers"), layers]
+
+
+def _search_section(q: str, sec: dict) -> Html:
+    """One section of the search results (one way of matching), with its 'more' link."""
+    items = [
+        tag(
+            "li",
+            _flink(f),
+            " ",
+            tag("span", f["description"] or "", class_="muted"),
+            f" ({f['side']} {f['score']:.3g})" if f.get("side") else "",
+        )
+        for f in sec["features"]
+    ]
+    more = (
+        tag("a", "more", href=href("", q=q, by=sec["by"], after=sec["next_after"]))
+        if sec["next_after"] is not None
+        else None
+    )
+    return tag(
+        "section",
+        tag("h3", sec["title"], f" ({len(sec['features'])}{'+' if more else ''})"),
+        tag("ul", items) if items else tag("p", "none", class_="muted"),
+        more,
+        class_="search-results",
+        data_by=sec["by"],
+    )
+
+
+def _search(s: dict) -> list[Html]:
+    """The search's heading, the feature its query names (or why it names none), its sections."""
+    body = [tag("h2", f"Search: {s['q']}")]
+    if s.get("id"):
+        body.append(tag("p", "Feature ", tag("a", s["id"], href=feature_href(s["id"]), class_="feature-link")))
+    elif s.get("id_error"):
+        body.append(tag("p", s["id_error"], class_="muted"))
+    return body + [_search_section(s["q"], sec) for sec in s["sections"]]
+
+
+def index(d: dict) -> Html:
+    body = [
+        tag("h1", "Atlas"),
+        tag("h2", "Models"),
+        _models_table(d["models"]),
+        tag("h2", "Transcoder layers"),
+        _layers_table(d["layers"]),
+    ]
     s = d["search"]
     if s is not None:
-        body += [tag("h2", f"Search: {s['q']}")]
-        if s.get("id"):
-            body.append(tag("p", "Feature ", tag("a", s["id"], href=feature_href(s["id"]), class_="feature-link")))
-        elif s.get("id_error"):
-            body.append(tag("p", s["id_error"], class_="muted"))
-        for sec in s["sections"]:
-            items = [
-                tag(
-                    "li",
-                    _flink(f),
-                    " ",
-                    tag("span", f["description"] or "", class_="muted"),
-                    f" ({f['side']} {f['score']:.3g})" if f.get("side") else "",
-                )
-                for f in sec["features"]
-            ]
-            more = (
-                tag("a", "more", href=href("", q=s["q"], by=sec["by"], after=sec["next_after"]))
-                if sec["next_after"] is not None
-                else None
-            )
-            body.append(
-                tag(
-                    "section",
-                    tag("h3", sec["title"], f" ({len(sec['features'])}{'+' if more else ''})"),
-                    tag("ul", items) if items else tag("p", "none", class_="muted"),
-                    more,
-                    class_="search-results",
-                    data_by=sec["by"],
-                )
-            )
+        body += _search(s)
     json_params = {"q": s["q"]} if s else {}
     return page("index", tag("main", *body), json_href=href("", **json_params, format="json"))
 
@@ -249,10 +268,13 @@ def _cluster(c: dict, top: float) -> Html:
     )
 
 
-def feature(d: dict) -> Html:
-    fid = d["id"]
-    model, source, index = fid.split("/")
-    top = (
+# tag()'s children: None is left out, a list flattened
+Body = list[Html | list[Html] | None]
+
+
+def _top_activation(d: dict) -> float:
+    """The activation that shades darkest: the largest shown or of the stats, 1.0 when there is none."""
+    return (
         max(
             [max(e["acts"], default=0) for k in ("top", "quantile") for e in d["examples"][k]["items"]]
             + [(d["stats"] or {}).get("max_act") or 0],
@@ -260,9 +282,13 @@ def feature(d: dict) -> Html:
         )
         or 1.0
     )
+
+
+def _feature_head(d: dict) -> Body:
+    """The id, the description, and the activation statistics with their histogram."""
     st = d["stats"]
-    body: list[Html | list[Html] | None] = [  # tag()'s children: None is left out, a list flattened
-        tag("h1", fid),
+    body: Body = [
+        tag("h1", d["id"]),
         tag(
             "p",
             "Description: ",
@@ -282,12 +308,13 @@ def feature(d: dict) -> Html:
             ),
             svg.histogram(st),
         ]
-    body += [
-        tag("h2", "Input tokens"),
-        _token_table(d["input_tokens"], False),
-        tag("h2", "Output tokens"),
-        _token_table(d["output_tokens"], True),
-    ]
+    return body
+
+
+def _examples(d: dict, top: float) -> Body:
+    """The top and the quantile examples, each with its pager."""
+    model, source, index = d["id"].split("/")
+    body: Body = []
     for kind, name in (("top", "Top examples"), ("quantile", "Quantile examples")):
         ex = d["examples"][kind]
         pager = tag(
@@ -309,32 +336,33 @@ def feature(d: dict) -> Html:
                 class_="examples " + kind,
             ),
         ]
-    body += [
-        tag("h2", "CircuitLens clusters"),
-        [_cluster(c, top) for c in d["clusters"]] or tag("p", "none", class_="muted"),
-    ]
-    body += [
-        tag("h2", "Explanations"),
-        tag(
-            "table",
-            tag("tr", tag("th", "method"), tag("th", "cluster"), tag("th", "text"), tag("th", "scores")),
-            [
-                tag(
-                    "tr",
-                    tag("td", x["method"]),
-                    tag("td", "–" if x["cluster_label"] is None else x["cluster_label"]),
-                    tag("td", x["text"], class_="explanation"),
-                    tag("td", "; ".join(f"{s['metric']} {_num(s['value'])}" for s in x["scores"])),
-                )
-                for x in d["explanations"]
-            ],
-            class_="explanations",
-        )
-        if d["explanations"]
-        else tag("p", "none", class_="muted"),
-    ]
-    e = d["edges"]
-    kinds = tag(
+    return body
+
+
+def _explanations_table(explanations: list[dict]) -> Html:
+    if not explanations:
+        return tag("p", "none", class_="muted")
+    return tag(
+        "table",
+        tag("tr", tag("th", "method"), tag("th", "cluster"), tag("th", "text"), tag("th", "scores")),
+        [
+            tag(
+                "tr",
+                tag("td", x["method"]),
+                tag("td", "–" if x["cluster_label"] is None else x["cluster_label"]),
+                tag("td", x["text"], class_="explanation"),
+                tag("td", "; ".join(f"{s['metric']} {_num(s['value'])}" for s in x["scores"])),
+            )
+            for x in explanations
+        ],
+        class_="explanations",
+    )
+
+
+def _edge_kinds(fid: str, e: dict) -> Html:
+    """The links to the other edge kinds, to more edges, and to the strongest drivers."""
+    model, source, index = fid.split("/")
+    return tag(
         "p",
         "edges: ",
         [
@@ -358,9 +386,26 @@ def feature(d: dict) -> Html:
         " · ",
         tag("a", "strongest drivers", href=href("circuit", "drivers", target=fid, kind=e["kind"])),
     )
-    body += [
+
+
+def feature(d: dict) -> Html:
+    fid = d["id"]
+    model, source, index = fid.split("/")
+    top = _top_activation(d)
+    e = d["edges"]
+    body: Body = [
+        *_feature_head(d),
+        tag("h2", "Input tokens"),
+        _token_table(d["input_tokens"], False),
+        tag("h2", "Output tokens"),
+        _token_table(d["output_tokens"], True),
+        *_examples(d, top),
+        tag("h2", "CircuitLens clusters"),
+        [_cluster(c, top) for c in d["clusters"]] or tag("p", "none", class_="muted"),
+        tag("h2", "Explanations"),
+        _explanations_table(d["explanations"]),
         tag("h2", f"Edges ({e['kind']}, top {e['top']})"),
-        kinds,
+        _edge_kinds(fid, e),
         _edges_table(e["upstream"], "Upstream"),
         _edges_table(e["downstream"], "Downstream"),
         tag("h2", "GraphQL"),

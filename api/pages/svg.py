@@ -10,6 +10,8 @@ Layered graph:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from api.pages.html import Html, feature_href, tag
 
 W = 760
@@ -29,55 +31,46 @@ def _svg(parts: list, class_: str, height: int, label: str) -> Html:
     )
 
 
-def histogram(stats: dict | None) -> Html | None:
-    """Bars of the activation histogram (hist_edges, hist_counts), the density as a line, quantiles as ticks."""
-    if not stats:
-        return None
-    edges, counts = stats.get("hist_edges"), stats.get("hist_counts")
-    h, pad = 160, 30
+H, PAD = 160, 30  # the histogram's height and its padding on every side (px)
+
+
+def _scale(lo: float, hi: float) -> Callable[[float], float]:
+    """The x pixel of an activation: lo at the left padding, hi at the right."""
+    span = (hi - lo) or 1.0
+    return lambda v: PAD + (v - lo) / span * (W - 2 * PAD)
+
+
+def _bars(edges: list, counts: list, x: Callable[[float], float]) -> list[Html]:
+    """A bar per bin (height by count), and the density (count / total / bin width) as a line."""
     parts = []
-    if edges and counts and len(edges) == len(counts) + 1 and max(counts) > 0:
-        lo, hi = edges[0], edges[-1]
-        span = (hi - lo) or 1.0
-
-        def x(v):
-            return pad + (v - lo) / span * (W - 2 * pad)
-
-        top = max(counts)
-        total = sum(counts)
-        density = [c / total / max(edges[i + 1] - edges[i], 1e-12) for i, c in enumerate(counts)]
-        dmax = max(density) or 1.0
-        for i, c in enumerate(counts):
-            bh = c / top * (h - 2 * pad)
-            parts.append(
-                tag(
-                    "rect",
-                    tag("title", f"[{edges[i]:.3g}, {edges[i + 1]:.3g}): {c}"),
-                    class_="bar",
-                    x=f"{x(edges[i]):.1f}",
-                    y=f"{h - pad - bh:.1f}",
-                    width=f"{max(x(edges[i + 1]) - x(edges[i]) - 1, 1):.1f}",
-                    height=f"{bh:.1f}",
-                )
+    top = max(counts)
+    total = sum(counts)
+    density = [c / total / max(edges[i + 1] - edges[i], 1e-12) for i, c in enumerate(counts)]
+    dmax = max(density) or 1.0
+    for i, c in enumerate(counts):
+        bh = c / top * (H - 2 * PAD)
+        parts.append(
+            tag(
+                "rect",
+                tag("title", f"[{edges[i]:.3g}, {edges[i + 1]:.3g}): {c}"),
+                class_="bar",
+                x=f"{x(edges[i]):.1f}",
+                y=f"{H - PAD - bh:.1f}",
+                width=f"{max(x(edges[i + 1]) - x(edges[i]) - 1, 1):.1f}",
+                height=f"{bh:.1f}",
             )
-        pts = " ".join(
-            f"{(x(edges[i]) + x(edges[i + 1])) / 2:.1f},{h - pad - d / dmax * (h - 2 * pad):.1f}"
-            for i, d in enumerate(density)
         )
-        parts.append(tag("polyline", class_="density", points=pts))
-        labels = [(lo, "start"), (hi, "end")]
-    else:
-        q, lv = stats.get("quantiles") or [], stats.get("quantile_levels") or []
-        if not q:
-            return None
-        lo, hi = 0.0, max(max(q), stats.get("max_act") or 0.0) or 1.0
+    pts = " ".join(
+        f"{(x(edges[i]) + x(edges[i + 1])) / 2:.1f},{H - PAD - d / dmax * (H - 2 * PAD):.1f}"
+        for i, d in enumerate(density)
+    )
+    parts.append(tag("polyline", class_="density", points=pts))
+    return parts
 
-        def x(v):
-            return pad + (v - lo) / (hi - lo) * (W - 2 * pad)
 
-        pts = " ".join(f"{x(v):.1f},{h - pad - level * (h - 2 * pad):.1f}" for v, level in zip(q, lv))
-        parts.append(tag("polyline", class_="density", points=pts))
-        labels = [(lo, "start"), (hi, "end")]
+def _axis(stats: dict, lo: float, hi: float, x: Callable[[float], float]) -> list[Html]:
+    """A tick per quantile inside [lo, hi], the axis line, and lo and hi as its labels."""
+    parts = []
     for v, level in zip(stats.get("quantiles") or [], stats.get("quantile_levels") or []):
         if lo <= v <= hi:
             parts.append(
@@ -87,14 +80,35 @@ def histogram(stats: dict | None) -> Html | None:
                     class_="axis quantile",
                     x1=f"{x(v):.1f}",
                     x2=f"{x(v):.1f}",
-                    y1=str(h - pad),
-                    y2=str(h - pad + 6),
+                    y1=str(H - PAD),
+                    y2=str(H - PAD + 6),
                 )
             )
-    parts.append(tag("line", class_="axis", x1=str(pad), x2=str(W - pad), y1=str(h - pad), y2=str(h - pad)))
-    for v, anchor in labels:
-        parts.append(tag("text", f"{v:.3g}", x=f"{x(v):.1f}", y=str(h - 8), text_anchor=anchor))
-    return _svg(parts, "histogram", h, "activation histogram")
+    parts.append(tag("line", class_="axis", x1=str(PAD), x2=str(W - PAD), y1=str(H - PAD), y2=str(H - PAD)))
+    for v, anchor in ((lo, "start"), (hi, "end")):
+        parts.append(tag("text", f"{v:.3g}", x=f"{x(v):.1f}", y=str(H - 8), text_anchor=anchor))
+    return parts
+
+
+def histogram(stats: dict | None) -> Html | None:
+    """Bars of the activation histogram (hist_edges, hist_counts), the density as a line, quantiles as ticks;
+    without a histogram, the quantile curve alone (activation -> level)."""
+    if not stats:
+        return None
+    edges, counts = stats.get("hist_edges"), stats.get("hist_counts")
+    if edges and counts and len(edges) == len(counts) + 1 and max(counts) > 0:
+        lo, hi = edges[0], edges[-1]
+        x = _scale(lo, hi)
+        parts = _bars(edges, counts, x)
+    else:
+        q, lv = stats.get("quantiles") or [], stats.get("quantile_levels") or []
+        if not q:
+            return None
+        lo, hi = 0.0, max(max(q), stats.get("max_act") or 0.0) or 1.0
+        x = _scale(lo, hi)
+        pts = " ".join(f"{x(v):.1f},{H - PAD - level * (H - 2 * PAD):.1f}" for v, level in zip(q, lv))
+        parts = [tag("polyline", class_="density", points=pts)]
+    return _svg(parts + _axis(stats, lo, hi, x), "histogram", H, "activation histogram")
 
 
 def _order(node: dict) -> tuple[str, int]:

@@ -25,6 +25,7 @@ Tensors: x [batch, T, d_in] transcoder inputs; activations are read only for the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -91,39 +92,34 @@ def _link_runs(
     return out
 
 
-def describe_reference(
-    model,
-    tc,
-    layer: int,
-    family_bos: int | None,
-    own: tuple[np.ndarray, np.ndarray],
-    edges: dict,
-    descriptions: dict,
-    allowed: set[int],
-    batch_tokens: int,
-) -> ReferenceDescription:
-    """Steps 1-5 above for every feature of ``layer``.
+class _Lists(NamedTuple):
+    """Per feature, the strings gathered so far (steps 1-4)."""
 
-    own: (feat [n], token [n]) of the validated input candidates, feat ascending, pool order;
-    edges: the layer's kept edges (dst, src_layer, src_idx, weight arrays);
-    descriptions: earlier layers' results (objects with ``offsets`` and ``strings``/``token``)."""
-    from atlas.models import token_strings
+    desc: list[list[str]]  # [F] the description D(l, i)
+    soft: list[list[str]]  # [F] the soft list: every string offered
 
-    F = tc.d_sae
-    tok = model.tokenizer
-    prefix = [] if family_bos is None else [int(family_bos)]
-    skip = len(prefix)
 
-    # 1. own tokens as strings
-    own_f, own_t = own
-    own_s = np.array(token_strings(model, own_t), dtype=str).tolist() if len(own_t) else []  # as np.array keeps them
+def _own_lists(F: int, own_f: np.ndarray, own_s: list[str]) -> _Lists:
+    """Step 1: each feature's own strings start both its description and its soft list."""
     desc: list[list[str]] = [[] for _ in range(F)]
     soft: list[list[str]] = [[] for _ in range(F)]
     for f, s in zip(own_f.tolist(), own_s):
         desc[f].append(s)
         soft[f].append(s)
+    return _Lists(desc, soft)
 
-    # 2. links in the reference's order: -|c|, then upstream layer, then pool order (-c)
+
+class _Links(NamedTuple):
+    """Step 2's result: the links to inherit from, in the reference's order."""
+
+    rows: np.ndarray  # [n_links] edge rows: -|c|, then upstream layer, then pool order (-c), per feature
+    dst: np.ndarray  # [n_edges] the downstream feature (l, i) of each edge
+    src_l: np.ndarray  # [n_edges] its upstream layer l'
+    src_j: np.ndarray  # [n_edges] its upstream feature j
+
+
+def _reference_links(edges: dict, descriptions: dict, allowed: set[int]) -> _Links:
+    """Step 2: the kept edges from an allowed layer whose upstream description is non-empty."""
     dst, src_l, src_j, w = (np.asarray(edges[k]) for k in ("dst", "src_layer", "src_idx", "weight"))
     keep = np.isin(src_l, list(allowed))
     up_len = np.zeros(len(dst), dtype=np.int64)
@@ -132,8 +128,16 @@ def describe_reference(
         up_len[m] = np.diff(descriptions[l].offsets)[src_j[m]]
     links = np.nonzero(keep & (up_len > 0))[0]
     links = links[np.lexsort((-w[links], src_l[links], -np.abs(w[links]), dst[links]))]
+    return _Links(links, dst, src_l, src_j)
 
-    # 3. one run per distinct upstream description; every link reads its own feature there
+
+def _inherit_links(
+    model, tc, layer: int, prefix: list[int], lk: _Links, descriptions: dict, lists: _Lists, batch_tokens: int
+) -> None:
+    """Step 3: appends to ``lists`` the strings of each linked D(l', j) (desc: those at which (l, i) fires;
+    soft: all of them)."""
+    links, dst, src_l, src_j = lk
+
     def upstream_strings(l: int, j: int) -> list[str]:
         d = descriptions[l]
         return d.strings[d.offsets[j] : d.offsets[j + 1]].tolist()
@@ -151,25 +155,32 @@ def describe_reference(
         useqs,
         [uslot[(int(src_l[e]), int(src_j[e]))] for e in links],
         [int(dst[e]) for e in links],
-        skip,
+        len(prefix),
         batch_tokens,
     )
     for e, on in zip(links.tolist(), fired):
         linked = upstream_strings(int(src_l[e]), int(src_j[e]))
         f = int(dst[e])
-        soft[f].extend(linked)
-        desc[f].extend(s for s, o in zip(linked, on.tolist()) if o)
+        lists.soft[f].extend(linked)
+        lists.desc[f].extend(s for s, o in zip(linked, on.tolist()) if o)
 
-    # 4. sorted unique description; the soft list is made unique only beside a non-empty description
-    final = [np.unique(np.array(d, dtype=str)).tolist() if d else [] for d in desc]
-    soft = [np.unique(np.array(s, dtype=str)).tolist() if final[f] else s for f, s in enumerate(soft)]
 
-    # 5. validation and soft validation, each one sequence per feature
+def _unique_sorted(lists: _Lists) -> _Lists:
+    """Step 4: the sorted unique description; the soft list is made unique only beside a non-empty one."""
+    final = [np.unique(np.array(d, dtype=str)).tolist() if d else [] for d in lists.desc]
+    soft = [np.unique(np.array(s, dtype=str)).tolist() if final[f] else s for f, s in enumerate(lists.soft)]
+    return _Lists(final, soft)
+
+
+def _validate_reference(
+    model, tc, layer: int, prefix: list[int], lists: _Lists, origin: dict[str, int], batch_tokens: int
+) -> ReferenceDescription:
+    """Step 5: validation and soft validation, each one sequence per feature; ``origin``: string -> the id it
+    was decoded from (the fallback of ``reencode``)."""
+    F, skip, tok = tc.d_sae, len(prefix), model.tokenizer
+    final, soft = lists
     ids_of = {}
     every = sorted({s for lst in final + soft for s in lst})
-    origin = {s: t for s, t in zip(own_s, own_t.tolist())}
-    for d in descriptions.values():
-        origin.update(zip(d.strings.tolist(), d.token.tolist()))
     if every:
         ids_of = dict(zip(every, reencode(tok, every, [origin.get(s, 0) for s in every])))
     has = [f for f in range(F) if final[f]]
@@ -189,3 +200,44 @@ def describe_reference(
     strings = np.array([s for d in final for s in d], dtype=object)
     token = np.array([ids_of[s] for s in strings.tolist()], dtype=np.int64)
     return ReferenceDescription(feat=feat, token=token, strings=strings, validated=validated, validation_soft=vsoft)
+
+
+def describe_reference(
+    model,
+    tc,
+    layer: int,
+    family_bos: int | None,
+    own: tuple[np.ndarray, np.ndarray],
+    edges: dict,
+    descriptions: dict,
+    allowed: set[int],
+    batch_tokens: int,
+) -> ReferenceDescription:
+    """Steps 1-5 above for every feature of ``layer``.
+
+    own: (feat [n], token [n]) of the validated input candidates, feat ascending, pool order;
+    edges: the layer's kept edges (dst, src_layer, src_idx, weight arrays);
+    descriptions: earlier layers' results (objects with ``offsets`` and ``strings``/``token``)."""
+    from atlas.models import token_strings
+
+    prefix = [] if family_bos is None else [int(family_bos)]
+
+    # 1. own tokens as strings
+    own_f, own_t = own
+    own_s = np.array(token_strings(model, own_t), dtype=str).tolist() if len(own_t) else []  # as np.array keeps them
+    lists = _own_lists(tc.d_sae, own_f, own_s)
+
+    # 2. links in the reference's order: -|c|, then upstream layer, then pool order (-c)
+    links = _reference_links(edges, descriptions, allowed)
+
+    # 3. one run per distinct upstream description; every link reads its own feature there
+    _inherit_links(model, tc, layer, prefix, links, descriptions, lists, batch_tokens)
+
+    # 4. sorted unique description; the soft list is made unique only beside a non-empty description
+    lists = _unique_sorted(lists)
+
+    # 5. validation and soft validation, each one sequence per feature
+    origin = {s: t for s, t in zip(own_s, own_t.tolist())}
+    for d in descriptions.values():
+        origin.update(zip(d.strings.tolist(), d.token.tolist()))
+    return _validate_reference(model, tc, layer, prefix, lists, origin, batch_tokens)

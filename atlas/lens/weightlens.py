@@ -27,6 +27,8 @@ authors' rules (reference_description.py). docs/method.md §2 has the formulas.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import NamedTuple
@@ -176,42 +178,65 @@ def _seqs(bos: int, desc: Ragged, feats: np.ndarray) -> list[torch.Tensor]:
     return [torch.tensor([bos, *desc.token[off[f] : off[f + 1]].tolist()]) for f in feats.tolist()]
 
 
-def weightlens_layer(
-    model, tset, layer: int, cfg: WeightLensConfig, descriptions: dict[int, Ragged], on_progress=None
-) -> LayerWeightLens:
-    """WeightLens for every feature of ``layer``; ``descriptions`` holds D for earlier layers."""
-    tc = tset[layer]
-    F, dtype, dev = tc.d_sae, DTYPES[cfg.dtype], cfg.device
-    bos = resolve_bos(cfg, model)  # isolation prefix (step 2)
-    dbos = description_bos(cfg, model)  # description prefix (steps 5-6)
-    seconds: dict[str, float] = {}
-    blocks = dict(
-        feature_block=cfg.feature_block, vocab_block=cfg.vocab_block, dtype=dtype, device=dev, on_block=on_progress
+def _blocks(cfg: WeightLensConfig, on_progress) -> dict:
+    """The blocking, dtype and device keywords of ``stream_pools`` (steps 1 and 3)."""
+    return dict(
+        feature_block=cfg.feature_block,
+        vocab_block=cfg.vocab_block,
+        dtype=DTYPES[cfg.dtype],
+        device=cfg.device,
+        on_block=on_progress,
     )
-    full = cfg.token_zmode == "full"
-    W_enc, W_dec = tc.W_enc.detach(), tc.W_dec.detach()  # [d, F], [F, d]
 
-    # 1. input tokens
-    t0 = perf_counter()
+
+class InputTokens(NamedTuple):
+    """Step 1's result: the input-token outliers of every feature of the layer."""
+
+    selection: Selection  # the top-pool outliers (z > input_z): rows = features, cols = tokens; validated in step 2
+    negative: dict  # feat, token, rank, score (< 0), z (< 0): the bottom-pool outliers, stored, not validated
+    abs_sum: torch.Tensor  # [F] Σ_v |s_v|, the input side of the relative contribution (step 4)
+
+
+def input_tokens(model, W_enc: torch.Tensor, cfg: WeightLensConfig, on_progress=None) -> InputTokens:
+    """Step 1: s = W_E · f_enc (W_enc [d, F], W_E [d_vocab, d]), top and bottom ``input_pool`` pools."""
     in_pool, in_bot = stream_pools(
-        W_enc.T, model.W_E.detach().T, cfg.input_pool, bottom=True, moments=full, track_abs=True, **blocks
+        W_enc.T,
+        model.W_E.detach().T,
+        cfg.input_pool,
+        bottom=True,
+        moments=cfg.token_zmode == "full",
+        track_abs=True,
+        **_blocks(cfg, on_progress),
     )
     sel_in = in_pool.select(cfg.input_z, cfg.token_zmode)
-    negative_inputs = _tokens_table(in_bot.select(cfg.input_z, cfg.token_zmode), negate=True)
-    abs_s = in_pool.abs_sum.cpu()  # Σ_v |s_v|  [F]
-    seconds["input_projections"] = perf_counter() - t0
+    negative = _tokens_table(in_bot.select(cfg.input_z, cfg.token_zmode), negate=True)
+    return InputTokens(sel_in, negative, in_pool.abs_sum.cpu())
 
-    # 3. output tokens
-    t0 = perf_counter()
-    top, bot = stream_pools(W_dec, model.W_U.detach(), cfg.output_pool, bottom=True, moments=full, **blocks)
+
+class OutputTokens(NamedTuple):
+    """Step 3's result: the output-token outliers of every feature of the layer (not validated)."""
+
+    promoted: dict  # feat, token, rank, score, z: the top pool, z > output_z
+    suppressed: dict  # feat, token, rank, score (< 0), z (< 0): the bottom pool
+
+
+def output_tokens(model, W_dec: torch.Tensor, cfg: WeightLensConfig, on_progress=None) -> OutputTokens:
+    """Step 3: u = f_dec · W_U (W_dec [F, d], W_U [d, d_vocab]), top and bottom ``output_pool`` pools."""
+    top, bot = stream_pools(
+        W_dec,
+        model.W_U.detach(),
+        cfg.output_pool,
+        bottom=True,
+        moments=cfg.token_zmode == "full",
+        **_blocks(cfg, on_progress),
+    )
     promoted = _tokens_table(top.select(cfg.output_z, cfg.token_zmode))
     suppressed = _tokens_table(bot.select(cfg.output_z, cfg.token_zmode), negate=True)
-    seconds["output_projections"] = perf_counter() - t0
+    return OutputTokens(promoted, suppressed)
 
-    # 4. virtual weights
-    t0 = perf_counter()
-    ups = [l for l in tset.layer_ids if l < layer]
-    edges = dict(
+
+def _no_edges() -> dict:
+    return dict(
         dst=np.zeros(0, np.int64),
         src_layer=np.zeros(0, np.int64),
         src_idx=np.zeros(0, np.int64),
@@ -219,41 +244,72 @@ def weightlens_layer(
         rel=np.zeros(0),
         z=np.zeros(0),
     )
-    if ups:
-        W_enc_eff, W_decs = fold_read_norm(
-            model, layer, tc.hook_in, W_enc, tset.upstream_decoders(layer, ups), cfg.edge_variant
-        )
-        pools, abs_c = edge_pools(
-            W_enc_eff,
-            W_decs,
-            cfg.edge_pool,
-            scope=cfg.scope,
-            sign=cfg.sign,
-            moments=cfg.edge_zmode == "full",
-            feature_block=cfg.feature_block,
-            upstream_block=cfg.upstream_block,
-            dtype=dtype,
-            device=dev,
-            on_block=on_progress,
-        )
-        sel = select_edges(pools, cfg.edge_z, cfg.edge_zmode, cfg.sign)
-        src_layer, src_idx = sel.col >> UP_SHIFT, sel.col & ((1 << UP_SHIFT) - 1)
-        w = exact_weights(W_enc_eff, W_decs, sel.row, src_layer, src_idx)
-        rel = w.abs() / (abs_s[sel.row] + abs_c[sel.row])
-        edges = dict(
-            dst=sel.row.numpy(),
-            src_layer=src_layer.numpy(),
-            src_idx=src_idx.numpy(),
-            weight=w.numpy(),
-            rel=rel.numpy(),
-            z=sel.z.numpy(),
-        )
-    elif on_progress is not None:
-        on_progress(F)  # no earlier layer
-    seconds["virtual_weights"] = perf_counter() - t0
 
-    # 2. isolation check, 5. recursive description, 6. flags
-    t0 = perf_counter()
+
+def virtual_weights(
+    model, tset, layer: int, W_enc: torch.Tensor, abs_s: torch.Tensor, cfg: WeightLensConfig, on_progress=None
+) -> dict:
+    """Step 4: the kept links from every earlier layer of the set -> dst, src_layer, src_idx, weight, rel, z:
+    arrays [n_edges] (the ``edges`` of LayerWeightLens); W_enc [d, F], abs_s [F] from step 1."""
+    tc = tset[layer]
+    ups = [l for l in tset.layer_ids if l < layer]
+    if not ups:
+        if on_progress is not None:
+            on_progress(tc.d_sae)  # no earlier layer
+        return _no_edges()
+    W_enc_eff, W_decs = fold_read_norm(
+        model, layer, tc.hook_in, W_enc, tset.upstream_decoders(layer, ups), cfg.edge_variant
+    )
+    pools, abs_c = edge_pools(
+        W_enc_eff,
+        W_decs,
+        cfg.edge_pool,
+        scope=cfg.scope,
+        sign=cfg.sign,
+        moments=cfg.edge_zmode == "full",
+        feature_block=cfg.feature_block,
+        upstream_block=cfg.upstream_block,
+        dtype=DTYPES[cfg.dtype],
+        device=cfg.device,
+        on_block=on_progress,
+    )
+    sel = select_edges(pools, cfg.edge_z, cfg.edge_zmode, cfg.sign)
+    src_layer, src_idx = sel.col >> UP_SHIFT, sel.col & ((1 << UP_SHIFT) - 1)
+    w = exact_weights(W_enc_eff, W_decs, sel.row, src_layer, src_idx)
+    rel = w.abs() / (abs_s[sel.row] + abs_c[sel.row])  # [n_edges]
+    return dict(
+        dst=sel.row.numpy(),
+        src_layer=src_layer.numpy(),
+        src_idx=src_idx.numpy(),
+        weight=w.numpy(),
+        rel=rel.numpy(),
+        z=sel.z.numpy(),
+    )
+
+
+class Description(NamedTuple):
+    """Steps 2, 5 and 6's result: the validated input tokens, D(l, i) and its flags."""
+
+    inputs: dict  # feat, token, rank, score, z, validated: arrays [n_in], the input tokens of step 1
+    description: Ragged  # D(l, i): token ids (and the reference profile's strings)
+    validated: np.ndarray  # [F] bool
+    validation_soft: np.ndarray  # [F] float64; atlas: NaN = nothing inherited; reference: 0.0 then
+
+
+def describe_layer(
+    model,
+    tset,
+    layer: int,
+    cfg: WeightLensConfig,
+    prefixes: tuple[int, int | None],
+    sel_in: Selection,
+    edges: dict,
+    descriptions: dict[int, Ragged],
+) -> Description:
+    """Step 2 (isolation check of ``sel_in``), then steps 5-6 by the profile; ``prefixes`` = (isolation
+    prefix, description prefix)."""
+    tc = tset[layer]
+    bos, dbos = prefixes
     valid_in = isolation_check(model, tc, layer, bos, sel_in.row, sel_in.col, cfg.forward_batch_tokens)
     inputs = _tokens_table(sel_in)
     inputs["validated"] = valid_in
@@ -273,21 +329,21 @@ def weightlens_layer(
             allowed,
             cfg.forward_batch_tokens,
         )
-        desc = Ragged(ref.feat, ref.token, F, strings=ref.strings)
-        validated, soft = ref.validated, ref.validation_soft
-    else:
-        assert dbos is not None  # description_bos gives None (no prefix) only under the reference profile
-        inherited = inherit(model, tc, layer, dbos, edges, descriptions, allowed, cfg.forward_batch_tokens)
-        df = np.concatenate([inputs["feat"][keep], inherited.feat])
-        dt = np.concatenate([inputs["token"][keep], inherited.token])
-        do = np.concatenate([inputs["rank"][keep].astype(np.int64), inherited.order])  # inputs first, by rank
-        k = first_occurrences(df, dt, do)
-        desc = Ragged(df[k].astype(np.int64), dt[k].astype(np.int64), F)
-        validated, soft = validate(model, tc, layer, dbos, desc, cfg.forward_batch_tokens), inherited.soft
-    seconds["validation"] = perf_counter() - t0
+        desc = Ragged(ref.feat, ref.token, tc.d_sae, strings=ref.strings)
+        return Description(inputs, desc, ref.validated, ref.validation_soft)
+    assert dbos is not None  # description_bos gives None (no prefix) only under the reference profile
+    inherited = inherit(model, tc, layer, dbos, edges, descriptions, allowed, cfg.forward_batch_tokens)
+    df = np.concatenate([inputs["feat"][keep], inherited.feat])
+    dt = np.concatenate([inputs["token"][keep], inherited.token])
+    do = np.concatenate([inputs["rank"][keep].astype(np.int64), inherited.order])  # inputs first, by rank
+    k = first_occurrences(df, dt, do)
+    desc = Ragged(df[k].astype(np.int64), dt[k].astype(np.int64), tc.d_sae)
+    validated = validate(model, tc, layer, dbos, desc, cfg.forward_batch_tokens)
+    return Description(inputs, desc, validated, inherited.soft)
 
-    # 7. post-processing
-    t0 = perf_counter()
+
+def description_terms(model, desc: Ragged, cfg: WeightLensConfig) -> list[list[str]]:
+    """Step 7: the post-processed terms of D(l, i) for every feature i ([] when D is empty)."""
     from atlas.models import token_strings
 
     off = desc.offsets
@@ -296,26 +352,55 @@ def weightlens_layer(
     else:
         strings = dict(zip(np.unique(desc.token).tolist(), token_strings(model, np.unique(desc.token))))
         texts = [strings[t] for t in desc.token.tolist()]
-    terms = [
+    return [
         postprocess(texts[off[i] : off[i + 1]], cfg.dedup_word_ratio, cfg.dedup_punct_ratio)
         if off[i + 1] > off[i]
         else []
-        for i in range(F)
+        for i in range(desc.d_sae)
     ]
-    seconds["postprocess"] = perf_counter() - t0
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Records the seconds the block takes as ``seconds[stage]``."""
+    t0 = perf_counter()
+    yield
+    seconds[stage] = perf_counter() - t0
+
+
+def weightlens_layer(
+    model, tset, layer: int, cfg: WeightLensConfig, descriptions: dict[int, Ragged], on_progress=None
+) -> LayerWeightLens:
+    """WeightLens for every feature of ``layer``; ``descriptions`` holds D for earlier layers."""
+    tc = tset[layer]
+    F = tc.d_sae
+    prefixes = resolve_bos(cfg, model), description_bos(cfg, model)  # isolation (step 2), description (5-6)
+    seconds: dict[str, float] = {}
+    W_enc, W_dec = tc.W_enc.detach(), tc.W_dec.detach()  # [d, F], [F, d]
+
+    with _timed(seconds, "input_projections"):  # 1. input tokens
+        ins = input_tokens(model, W_enc, cfg, on_progress)
+    with _timed(seconds, "output_projections"):  # 3. output tokens
+        outs = output_tokens(model, W_dec, cfg, on_progress)
+    with _timed(seconds, "virtual_weights"):  # 4. virtual weights
+        edges = virtual_weights(model, tset, layer, W_enc, ins.abs_sum, cfg, on_progress)
+    with _timed(seconds, "validation"):  # 2. isolation check, 5. recursive description, 6. flags
+        d = describe_layer(model, tset, layer, cfg, prefixes, ins.selection, edges, descriptions)
+    with _timed(seconds, "postprocess"):  # 7. post-processing
+        terms = description_terms(model, d.description, cfg)
 
     return LayerWeightLens(
         layer=layer,
         d_sae=F,
-        inputs=inputs,
-        negative_inputs=negative_inputs,
-        promoted=promoted,
-        suppressed=suppressed,
+        inputs=d.inputs,
+        negative_inputs=ins.negative,
+        promoted=outs.promoted,
+        suppressed=outs.suppressed,
         edges=edges,
-        description=desc,
-        validated=validated,
-        validation_soft=soft,
-        n_input_tokens=np.bincount(inputs["feat"][keep], minlength=F),
+        description=d.description,
+        validated=d.validated,
+        validation_soft=d.validation_soft,
+        n_input_tokens=np.bincount(d.inputs["feat"][d.inputs["validated"]], minlength=F),
         n_upstream=np.bincount(edges["dst"], minlength=F),
         terms=terms,
         seconds=seconds,

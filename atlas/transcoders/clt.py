@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from atlas.errors import AssetError, TranscoderError
 
@@ -317,13 +317,8 @@ def _set_uri(source) -> str:
     return source.uri("").rstrip("/") if source.is_hub else str(source.root)
 
 
-def _load_ct(source, set_name, dtype) -> CrossLayerTranscoder:
-    from atlas.transcoders import circuit_tracer
-
-    rule = "W_enc_{l}.safetensors + W_dec_{l}.safetensors"
-    enc = source.files_by_layer(_CT_ENC)
-    _contiguous_layers(enc, "encoder file W_enc_{l}.safetensors", source.location, rule)
-    n = max(enc) + 1
+def _ct_decoder_files(source, enc: dict[int, str], rule: str) -> dict[int, str]:
+    """Each layer's W_dec_{l}.safetensors, beside its encoder file; every one must exist."""
     dec = {l: f"{enc[l].rpartition('/')[0] + '/' if '/' in enc[l] else ''}W_dec_{l}.safetensors" for l in enc}
     missing = [l for l, rel in dec.items() if not source.has(rel)]
     if missing:
@@ -331,44 +326,74 @@ def _load_ct(source, set_name, dtype) -> CrossLayerTranscoder:
             f"{source.location}: cross-layer transcoder is missing the decoder file(s) "
             f"{[dec[l] for l in missing]} of layer(s) {missing} ({rule})"
         )
-    files, d_model, d_sae = {}, None, None
+    return dec
+
+
+def _ct_keys(ep: Path, dp: Path, h: dict, hd: dict, l: int) -> None:
+    """Layer l's encoder file ``ep`` (header ``h``) and decoder file ``dp`` (``hd``) hold the required keys."""
+    for key in (f"W_enc_{l}", f"b_enc_{l}", f"b_dec_{l}"):
+        if key not in h:
+            raise TranscoderError(
+                f"{ep}: missing key {key!r} (has {sorted(h)}); circuit-tracer CLT layout: "
+                f"W_enc_{{l}} [F, d], b_enc_{{l}} [F], b_dec_{{l}} [d], optional threshold_{{l}}, W_skip_{{l}}"
+            )
+    if f"W_dec_{l}" not in hd:
+        raise TranscoderError(f"{dp}: missing key 'W_dec_{l}' (has {sorted(hd)})")
+
+
+def _ct_dims(ep: Path, h: dict) -> tuple[int, int]:
+    """(d_sae, d_model) from layer 0's W_enc_0 [F, d]."""
+    if len(h["W_enc_0"]) != 2:
+        raise TranscoderError(f"{ep}: W_enc_0 has shape {h['W_enc_0']}, expected [F, d]")
+    d_sae, d_model = h["W_enc_0"]
+    return d_sae, d_model
+
+
+def _ct_layer(ep: Path, dp: Path, h: dict, hd: dict, l: int, n: int, d_sae: int, d_model: int) -> LayerFiles:
+    """Layer l's files, its shapes checked: W_enc_l [F, d], b_enc_l [F], b_dec_l [d], W_dec_l [F, n - l, d],
+    threshold_l [F] and W_skip_l [d, d] when present."""
+    layout = f"from W_enc_0 [F={d_sae}, d={d_model}] and {n} layers"
+    _expect(ep, f"W_enc_{l}", h[f"W_enc_{l}"], (d_sae, d_model), layout)
+    _expect(ep, f"b_enc_{l}", h[f"b_enc_{l}"], (d_sae,), layout)
+    _expect(ep, f"b_dec_{l}", h[f"b_dec_{l}"], (d_model,), layout)
+    _expect(dp, f"W_dec_{l}", hd[f"W_dec_{l}"], (d_sae, n - l, d_model), layout)
+    thr, skip = f"threshold_{l}", f"W_skip_{l}"
+    if thr in h:
+        _expect(ep, thr, h[thr], (d_sae,), layout)
+    if skip in h:
+        _expect(ep, skip, h[skip], (d_model, d_model), layout)
+    return LayerFiles(
+        ep,
+        dp,
+        f"W_enc_{l}",
+        f"W_dec_{l}",
+        f"b_enc_{l}",
+        f"b_dec_{l}",
+        thr if thr in h else None,
+        skip if skip in h else None,
+    )
+
+
+def _load_ct(source, set_name, dtype) -> CrossLayerTranscoder:
+    from atlas.transcoders import circuit_tracer
+
+    rule = "W_enc_{l}.safetensors + W_dec_{l}.safetensors"
+    enc = source.files_by_layer(_CT_ENC)
+    _contiguous_layers(enc, "encoder file W_enc_{l}.safetensors", source.location, rule)
+    n = max(enc) + 1
+    dec = _ct_decoder_files(source, enc, rule)
+    files: dict[int, LayerFiles] = {}
+    dims: tuple[int, int] | None = None  # (d_sae, d_model), read from layer 0
     for l in range(n):
         ep, dp = source.fetch(enc[l]), source.fetch(dec[l])
         h, hd = _header(ep), _header(dp)
-        for key in (f"W_enc_{l}", f"b_enc_{l}", f"b_dec_{l}"):
-            if key not in h:
-                raise TranscoderError(
-                    f"{ep}: missing key {key!r} (has {sorted(h)}); circuit-tracer CLT layout: "
-                    f"W_enc_{{l}} [F, d], b_enc_{{l}} [F], b_dec_{{l}} [d], optional threshold_{{l}}, W_skip_{{l}}"
-                )
-        if f"W_dec_{l}" not in hd:
-            raise TranscoderError(f"{dp}: missing key 'W_dec_{l}' (has {sorted(hd)})")
-        if d_model is None:
-            if len(h[f"W_enc_{l}"]) != 2:
-                raise TranscoderError(f"{ep}: W_enc_{l} has shape {h[f'W_enc_{l}']}, expected [F, d]")
-            d_sae, d_model = h[f"W_enc_{l}"]
-        layout = f"from W_enc_0 [F={d_sae}, d={d_model}] and {n} layers"
-        _expect(ep, f"W_enc_{l}", h[f"W_enc_{l}"], (d_sae, d_model), layout)
-        _expect(ep, f"b_enc_{l}", h[f"b_enc_{l}"], (d_sae,), layout)
-        _expect(ep, f"b_dec_{l}", h[f"b_dec_{l}"], (d_model,), layout)
-        _expect(dp, f"W_dec_{l}", hd[f"W_dec_{l}"], (d_sae, n - l, d_model), layout)
-        thr, skip = f"threshold_{l}", f"W_skip_{l}"
-        if thr in h:
-            _expect(ep, thr, h[thr], (d_sae,), layout)
-        if skip in h:
-            _expect(ep, skip, h[skip], (d_model, d_model), layout)
-        files[l] = LayerFiles(
-            ep,
-            dp,
-            f"W_enc_{l}",
-            f"W_dec_{l}",
-            f"b_enc_{l}",
-            f"b_dec_{l}",
-            thr if thr in h else None,
-            skip if skip in h else None,
-        )
+        _ct_keys(ep, dp, h, hd, l)
+        if dims is None:
+            dims = _ct_dims(ep, h)
+        files[l] = _ct_layer(ep, dp, h, hd, l, n, *dims)
     _same_options(files, source.location)
-    assert d_model is not None and d_sae is not None  # read from layer 0 (n >= 1)
+    assert dims is not None  # read from layer 0 (n >= 1)
+    d_sae, d_model = dims
     cfg_rel = f"{enc[0].rpartition('/')[0]}/config.yaml".lstrip("/")
     hook_in, hook_out = circuit_tracer.hooks_from_yaml(source, cfg_rel, ("hook_resid_mid", "hook_mlp_out"))
     clt = CrossLayerTranscoder(
@@ -388,57 +413,66 @@ def _load_ct(source, set_name, dtype) -> CrossLayerTranscoder:
     return clt
 
 
-def _load_gs2(source, set_name, dtype) -> CrossLayerTranscoder:
+def _gs2_keys(p: Path, h: dict) -> None:
+    """A Gemma Scope 2 layer file (header ``h``) holds the required keys."""
+    missing = [k for k in ("w_enc", "w_dec", "b_enc", "b_dec", "threshold") if k not in h]
+    if missing:
+        raise TranscoderError(
+            f"{p}: missing key(s) {missing} (has {sorted(h)}); Gemma Scope 2 CLT layout: "
+            f"w_enc [d, F], w_dec [F, n_layers, d], b_enc [F], b_dec [d], threshold [F], "
+            f"optional affine_skip_connection [d, d]"
+        )
+
+
+def _gs2_dims(p: Path, h: dict) -> tuple[int, int]:
+    """(d_model, d_sae) from layer 0's w_enc [d, F]."""
+    if len(h["w_enc"]) != 2:
+        raise TranscoderError(f"{p}: w_enc has shape {h['w_enc']}, expected [d, F]")
+    d_model, d_sae = h["w_enc"]
+    return d_model, d_sae
+
+
+def _gs2_layer(p: Path, h: dict, l: int, n: int, d_model: int, d_sae: int) -> LayerFiles:
+    """Layer l's file, its shapes checked: w_enc [d, F], b_enc [F], b_dec [d], threshold [F],
+    w_dec [F, n, d] (absolute) or [F, n - l, d] (later layers only), affine_skip_connection [d, d] if present."""
+    layout = f"from layer 0's w_enc [d={d_model}, F={d_sae}] and {n} layers"
+    _expect(p, "w_enc", h["w_enc"], (d_model, d_sae), layout)
+    _expect(p, "b_enc", h["b_enc"], (d_sae,), layout)
+    _expect(p, "b_dec", h["b_dec"], (d_model,), layout)
+    _expect(p, "threshold", h["threshold"], (d_sae,), layout)
+    if h["w_dec"] not in ((d_sae, n, d_model), (d_sae, n - l, d_model)):
+        raise TranscoderError(
+            f"{p}: w_dec has shape {h['w_dec']}, expected {(d_sae, n, d_model)} "
+            f"(or {(d_sae, n - l, d_model)}) ({layout})"
+        )
+    if "affine_skip_connection" in h:
+        _expect(p, "affine_skip_connection", h["affine_skip_connection"], (d_model, d_model), layout)
+    return LayerFiles(
+        p,
+        p,
+        "w_enc",
+        "w_dec",
+        "b_enc",
+        "b_dec",
+        "threshold",
+        "affine_skip_connection" if "affine_skip_connection" in h else None,
+    )
+
+
+class _Gs2Hooks(NamedTuple):
+    """The hook points of a Gemma Scope 2 CLT, from its config.json (hooks_from_config's defaults without)."""
+
+    hook_in_t: str  # TransformerLens hook point read, with {layer}
+    hook_out_t: str  # TransformerLens hook point written, with {layer}
+    requires: tuple[tuple[str, str], ...]  # (HF hook point, module) the model must have, over every layer
+
+
+def _gs2_hooks(source, first: str, n: int) -> _Gs2Hooks:
+    """The hooks of every layer 0..n-1; ``first``: layer 0's file, beside which config.json may lie."""
     from atlas.transcoders.gemmascope2 import hooks_from_config
 
-    rule = "*layer_{l}.safetensors or layer_{l}/params.safetensors with w_enc, w_dec [F, n_layers, d], ..."
-    found = source.files_by_layer(_GS2_FILE)
-    _contiguous_layers(found, "file", source.location, rule)
-    n = max(found) + 1
-    files, d_model, d_sae = {}, None, None
-    for l in range(n):
-        p = source.fetch(found[l])
-        h = _header(p)
-        missing = [k for k in ("w_enc", "w_dec", "b_enc", "b_dec", "threshold") if k not in h]
-        if missing:
-            raise TranscoderError(
-                f"{p}: missing key(s) {missing} (has {sorted(h)}); Gemma Scope 2 CLT layout: "
-                f"w_enc [d, F], w_dec [F, n_layers, d], b_enc [F], b_dec [d], threshold [F], "
-                f"optional affine_skip_connection [d, d]"
-            )
-        if d_model is None:
-            if len(h["w_enc"]) != 2:
-                raise TranscoderError(f"{p}: w_enc has shape {h['w_enc']}, expected [d, F]")
-            d_model, d_sae = h["w_enc"]
-        layout = f"from layer 0's w_enc [d={d_model}, F={d_sae}] and {n} layers"
-        _expect(p, "w_enc", h["w_enc"], (d_model, d_sae), layout)
-        _expect(p, "b_enc", h["b_enc"], (d_sae,), layout)
-        _expect(p, "b_dec", h["b_dec"], (d_model,), layout)
-        _expect(p, "threshold", h["threshold"], (d_sae,), layout)
-        if h["w_dec"] not in ((d_sae, n, d_model), (d_sae, n - l, d_model)):
-            raise TranscoderError(
-                f"{p}: w_dec has shape {h['w_dec']}, expected {(d_sae, n, d_model)} "
-                f"(or {(d_sae, n - l, d_model)}) ({layout})"
-            )
-        if "affine_skip_connection" in h:
-            _expect(p, "affine_skip_connection", h["affine_skip_connection"], (d_model, d_model), layout)
-        files[l] = LayerFiles(
-            p,
-            p,
-            "w_enc",
-            "w_dec",
-            "b_enc",
-            "b_dec",
-            "threshold",
-            "affine_skip_connection" if "affine_skip_connection" in h else None,
-        )
-    absolute = {_header(files[l].dec_file)["w_dec"][1] == n for l in range(1, n)} or {True}
-    if len(absolute) != 1:
-        raise TranscoderError(f"{source.location}: some layers' w_dec cover every layer, others only the later ones")
-    _same_options(files, source.location)
-    assert d_model is not None and d_sae is not None  # read from layer 0 (n >= 1)
     cfg = {}
-    cfg_rel = f"{found[0].rpartition('/')[0]}/config.json".lstrip("/")
+    cfg_rel = f"{first.rpartition('/')[0]}/config.json".lstrip("/")
     if source.has(cfg_rel):
         from atlas.transcoders.gemmascope2 import read_config
 
@@ -453,6 +487,34 @@ def _load_gs2(source, set_name, dtype) -> CrossLayerTranscoder:
         per = {k: v.format(layer=l) for k, v in templ.items()}
         hook_in, hook_out, req = hooks_from_config(per, l, source.uri(cfg_rel) if cfg else source.location)
         requires += req
+    return _Gs2Hooks(
+        re.sub(r"^blocks\.\d+\.", "blocks.{layer}.", hook_in),
+        re.sub(r"^blocks\.\d+\.", "blocks.{layer}.", hook_out),
+        tuple(requires),
+    )
+
+
+def _load_gs2(source, set_name, dtype) -> CrossLayerTranscoder:
+    rule = "*layer_{l}.safetensors or layer_{l}/params.safetensors with w_enc, w_dec [F, n_layers, d], ..."
+    found = source.files_by_layer(_GS2_FILE)
+    _contiguous_layers(found, "file", source.location, rule)
+    n = max(found) + 1
+    files: dict[int, LayerFiles] = {}
+    dims: tuple[int, int] | None = None  # (d_model, d_sae), read from layer 0
+    for l in range(n):
+        p = source.fetch(found[l])
+        h = _header(p)
+        _gs2_keys(p, h)
+        if dims is None:
+            dims = _gs2_dims(p, h)
+        files[l] = _gs2_layer(p, h, l, n, *dims)
+    absolute = {_header(files[l].dec_file)["w_dec"][1] == n for l in range(1, n)} or {True}
+    if len(absolute) != 1:
+        raise TranscoderError(f"{source.location}: some layers' w_dec cover every layer, others only the later ones")
+    _same_options(files, source.location)
+    assert dims is not None  # read from layer 0 (n >= 1)
+    d_model, d_sae = dims
+    hooks = _gs2_hooks(source, found[0], n)
     clt = CrossLayerTranscoder(
         set_name or "gemmascope-2-clt",
         GS2_NAME,
@@ -462,10 +524,10 @@ def _load_gs2(source, set_name, dtype) -> CrossLayerTranscoder:
         d_sae,
         enc_transposed=False,
         dec_absolute=absolute.pop(),
-        hook_in_t=re.sub(r"^blocks\.\d+\.", "blocks.{layer}.", hook_in),
-        hook_out_t=re.sub(r"^blocks\.\d+\.", "blocks.{layer}.", hook_out),
+        hook_in_t=hooks.hook_in_t,
+        hook_out_t=hooks.hook_out_t,
         dtype=dtype,
-        requires=tuple(requires),
+        requires=hooks.requires,
     )
     _read_small(clt)
     return clt
